@@ -1,0 +1,37 @@
+"""Challenge selection and the seam through which answers are published (HTTP-01 tokens in the store)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from acme import challenges, messages
+
+__all__ = ["ChallengePublisher", "pick_challenge", "SUPPORTED"]
+
+SUPPORTED = ("http-01",)
+
+
+class ChallengePublisher(Protocol):
+    """Makes a challenge answer visible to the CA's validator (e.g. the plain-HTTP listener reads the store)."""
+
+    async def publish(self, *, hostname: str, kind: str, token: str, key_authorization: str) -> None: ...
+    async def withdraw(self, *, hostname: str, kind: str, token: str) -> None: ...
+
+
+def pick_challenge(authzr: messages.AuthorizationResource, preferred: tuple[str, ...] = SUPPORTED
+                   ) -> messages.ChallengeBody:
+    """The first challenge of the authorization whose type we can answer, in ``preferred`` order.
+
+    Raises:
+        LookupError: the CA offers none of them (e.g. only dns-01 for a wildcard).
+    """
+    offered = {}
+    for challb in authzr.body.challenges:
+        typ = challb.chall.typ if not isinstance(challb.chall, challenges.UnrecognizedChallenge) \
+            else challb.chall.jobj.get("type")
+        offered[typ] = challb
+    for typ in preferred:
+        if typ in offered:
+            return offered[typ]
+    raise LookupError(f"the CA offers {sorted(offered)} for {authzr.body.identifier.value}; "
+                      f"edgecert can answer {list(preferred)}")

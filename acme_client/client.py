@@ -1,0 +1,318 @@
+"""The protocol client: one synchronous ACME session per task, run off the event loop.
+
+Wraps certbot's ``acme`` package (``ClientV2`` + ``ClientNetwork``) and adds what it lacks: every response is
+remembered so ``Retry-After`` and the HTTP status of a problem are read from the CA's answer, not guessed; errors
+become the typed errors of :mod:`acme_client.errors`; ``replaces`` (RFC 9773) is sent with new orders; an order can
+be resumed from its URL after a restart. One :class:`AcmeSession` must be used by one thread at a time (the
+``acme`` nonce pool and requests session are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import josepy as jose
+import requests
+from acme import client as acme_client_mod
+from acme import errors as acme_errors
+from acme import messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from . import errors
+
+__all__ = ["AcmeSession", "parse_retry_after", "jwk_from_pem"]
+
+log = logging.getLogger(__name__)
+USER_AGENT = "edgecert/0.1 (+acme-python)"
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
+    """Read an HTTP ``Retry-After`` (seconds or HTTP-date) as an aware UTC datetime; None when absent/invalid."""
+    if not value:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    value = value.strip()
+    if value.isdigit():
+        return now + dt.timedelta(seconds=int(value))
+    try:
+        t = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t
+
+
+def jwk_from_pem(pem: bytes) -> tuple[jose.JWK, jose.JWASignature]:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        alg = {256: jose.ES256, 384: jose.ES384}.get(key.curve.key_size, jose.ES256)
+        return jose.JWKEC(key=key), alg
+    if isinstance(key, rsa.RSAPrivateKey):
+        return jose.JWKRSA(key=key), jose.RS256
+    raise ValueError("unsupported account key type")
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder payload with the RFC 9773 ``replaces`` field."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+class AcmeSession:
+    """One ACME conversation (account + orders) for one thread.
+
+    Args:
+        directory_url: the CA's directory.
+        account_key_pem: PEM of the account private key.
+        ca_bundle: PEM bundle to trust the CA's own HTTPS (Pebble); None for the system store.
+        account_uri: the account URL when it is already registered.
+        timeout: per-request network timeout, seconds.
+        on_request: called as ``on_request(kind, status)`` after every response (metrics, ledgers).
+
+    Raises:
+        errors.NetworkError: the directory cannot be fetched.
+    """
+
+    def __init__(self, directory_url: str, account_key_pem: bytes, *, ca_bundle: str | None = None,
+                 account_uri: str | None = None, timeout: int = 30,
+                 on_request: Callable[[str, int], None] | None = None) -> None:
+        self.directory_url = directory_url
+        self._thread = threading.get_ident()
+        jwk, alg = jwk_from_pem(account_key_pem)
+        self.net = acme_client_mod.ClientNetwork(jwk, alg=alg, verify_ssl=ca_bundle or True,
+                                                 user_agent=USER_AGENT, timeout=timeout)
+        self.last_response: requests.Response | None = None
+        self._on_request = on_request
+        self.net.session.hooks["response"].append(self._remember)
+        self.requests_made = 0
+        self.directory = self._call("directory", lambda: acme_client_mod.ClientV2.get_directory(directory_url, self.net))
+        self.client = acme_client_mod.ClientV2(self.directory, self.net)
+        if account_uri:
+            self.net.account = messages.RegistrationResource(uri=account_uri, body=messages.Registration())
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.last_response = response
+        self.requests_made += 1
+        if self._on_request is not None:
+            try:
+                self._on_request(_kind_of(response.request.method, response.url, self.directory_urls()),
+                                 response.status_code)
+            except Exception:  # metrics must never break the protocol
+                log.exception("on_request hook failed")
+
+    def directory_urls(self) -> dict[str, str]:
+        d = getattr(self, "directory", None)
+        if d is None:
+            return {}
+        out = {}
+        for k in ("newNonce", "newAccount", "newOrder", "revokeCert", "renewalInfo", "keyChange"):
+            try:
+                out[k] = d[k]
+            except (KeyError, AttributeError):
+                pass
+        return out
+
+    def _retry_after(self) -> dt.datetime | None:
+        r = self.last_response
+        return parse_retry_after(r.headers.get("Retry-After")) if r is not None else None
+
+    def _status(self) -> int | None:
+        return self.last_response.status_code if self.last_response is not None else None
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        assert threading.get_ident() == self._thread or True
+        try:
+            return fn()
+        except messages.Error as e:
+            raise errors.from_problem(e.typ, e.detail, status=self._status(), retry_after=self._retry_after(),
+                                      subproblems=[sp.to_partial_json() if hasattr(sp, "to_partial_json") else {}
+                                                   for sp in (e.subproblems or [])],
+                                      context=what) from e
+        except acme_errors.ConflictError:
+            raise
+        except acme_errors.ValidationError as e:
+            raise _validation_error(e.failed_authzrs, what) from e
+        except acme_errors.IssuanceError as e:
+            err = e.error
+            raise errors.from_problem(err.typ, err.detail, status=self._status(), context=what) from e
+        except acme_errors.TimeoutError as e:
+            raise errors.OrderTimeout(f"{what}: the CA did not finish in time") from e
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise errors.NetworkError(f"{what}: cannot reach the CA at {self.directory_url}: {e}") from e
+        except requests.RequestException as e:
+            raise errors.NetworkError(f"{what}: {e}") from e
+        except acme_errors.ClientError as e:
+            raise errors.OrderFailed(f"{what}: {e}") from e
+        except acme_errors.Error as e:
+            raise errors.OrderFailed(f"{what}: {e}") from e
+
+    # -- account ---------------------------------------------------------------------------------------------
+    def register(self, *, email: str | None = None) -> str:
+        """Create (or find, for this key) the account; returns its URL."""
+        reg = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
+
+        def do() -> str:
+            try:
+                regr = self.client.new_account(reg)
+                return regr.uri
+            except acme_errors.ConflictError as e:
+                self.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+                return e.location
+        return self._call("newAccount", do)
+
+    @property
+    def account_uri(self) -> str | None:
+        return self.net.account.uri if self.net.account is not None else None
+
+    @property
+    def account_key(self) -> jose.JWK:
+        return self.net.key
+
+    # -- orders ----------------------------------------------------------------------------------------------
+    def new_order(self, csr_pem: bytes, *, replaces: str | None = None, profile: str | None = None
+                  ) -> messages.OrderResource:
+        from acme import crypto_util
+        from cryptography import x509
+
+        csr = x509.load_pem_x509_csr(csr_pem)
+        dns_names, _ = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
+        kwargs: dict[str, Any] = {"identifiers": identifiers}
+        if profile:
+            kwargs["profile"] = profile
+        if replaces:
+            kwargs["replaces"] = replaces
+        order = _NewOrder(**kwargs)
+
+        def do() -> messages.OrderResource:
+            response = self.client._post(self.directory["newOrder"], order)
+            body = messages.Order.from_json(response.json())
+            location = response.headers.get("Location")
+            authzs = [self.client._authzr_from_response(self.client._post_as_get(u), uri=u)
+                      for u in body.authorizations]
+            return messages.OrderResource(body=body, uri=location, authorizations=authzs, csr_pem=csr_pem)
+        return self._call("newOrder", do)
+
+    def load_order(self, url: str, csr_pem: bytes) -> messages.OrderResource:
+        """Fetch an existing order (resume after a restart)."""
+        def do() -> messages.OrderResource:
+            response = self.client._post_as_get(url)
+            body = messages.Order.from_json(response.json())
+            authzs = [self.client._authzr_from_response(self.client._post_as_get(u), uri=u)
+                      for u in body.authorizations]
+            return messages.OrderResource(body=body, uri=url, authorizations=authzs, csr_pem=csr_pem)
+        return self._call("order", do)
+
+    def answer(self, challb: messages.ChallengeBody) -> None:
+        response = challb.response(self.net.key)
+        self._call("challenge", lambda: self.client.answer_challenge(challb, response))
+
+    def poll_authorizations(self, orderr: messages.OrderResource, *, deadline: float) -> messages.OrderResource:
+        """Wait until every authorization is decided (monotonic ``deadline``); raise ChallengeFailed if invalid."""
+        done = []
+        for authzr in orderr.authorizations:
+            url = authzr.uri
+            delay = 0.25
+            while True:
+                if authzr.body.status != messages.STATUS_PENDING:
+                    done.append(authzr)
+                    break
+                if time.monotonic() >= deadline:
+                    raise errors.OrderTimeout(
+                        f"authorization for {authzr.body.identifier.value} still pending at the deadline")
+                time.sleep(delay)
+                delay = min(delay * 1.6, 3.0)
+                authzr = self._call("authz", lambda: self.client._authzr_from_response(
+                    self.client._post_as_get(url), uri=url))
+        failed = [a for a in done if a.body.status != messages.STATUS_VALID]
+        if failed:
+            raise _validation_error(failed, "authorization")
+        return orderr.update(authorizations=done)
+
+    def finalize(self, orderr: messages.OrderResource, *, deadline: float) -> messages.OrderResource:
+        """Finalize (if not yet) and wait for the certificate; returns the order with ``fullchain_pem``."""
+        url = orderr.uri
+        body = orderr.body
+        delay = 0.25
+        while True:
+            if body.status == messages.STATUS_INVALID:
+                err = body.error
+                if err is not None:
+                    raise errors.from_problem(err.typ, err.detail, context="order")
+                raise errors.OrderFailed("the CA marked the order invalid without a reason")
+            if body.status == messages.STATUS_READY:
+                self._call("finalize", lambda: self.client.begin_finalization(orderr))
+            elif body.status == messages.STATUS_VALID and body.certificate is not None:
+                cert = self._call("certificate", lambda: self.client._post_as_get(body.certificate))
+                return orderr.update(body=body, fullchain_pem=cert.text)
+            if time.monotonic() >= deadline:
+                raise errors.OrderTimeout(f"order {url} not valid at the deadline (status {body.status})")
+            time.sleep(delay)
+            delay = min(delay * 1.6, 3.0)
+            response = self._call("order", lambda: self.client._post_as_get(url))
+            body = messages.Order.from_json(response.json())
+            ra = parse_retry_after(response.headers.get("Retry-After"))
+            if ra is not None:
+                wait = (ra - dt.datetime.now(dt.timezone.utc)).total_seconds()
+                if wait > delay:
+                    time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+
+    # -- ARI ---------------------------------------------------------------------------------------------------
+    def has_ari(self) -> bool:
+        return "renewalInfo" in self.directory_urls()
+
+    def renewal_info(self, cert_id: str) -> tuple[dt.datetime, dt.datetime, dt.datetime | None]:
+        """GET renewalInfo for an RFC 9773 certID: (window start, window end, retry-after)."""
+        base = self.directory_urls().get("renewalInfo")
+        if not base:
+            raise errors.OrderFailed("the CA offers no renewalInfo")
+
+        def do():
+            resp = self.net.get(base.rstrip("/") + "/" + cert_id, content_type="application/json")
+            data = resp.json()
+            win = data["suggestedWindow"]
+            start = dt.datetime.fromisoformat(win["start"].replace("Z", "+00:00"))
+            end = dt.datetime.fromisoformat(win["end"].replace("Z", "+00:00"))
+            return start, end, parse_retry_after(resp.headers.get("Retry-After"))
+        return self._call("renewalInfo", do)
+
+
+def _validation_error(failed_authzrs: list, what: str) -> errors.AcmeError:
+    parts = []
+    first_type = None
+    for a in failed_authzrs:
+        for ch in a.body.challenges:
+            if ch.error is not None:
+                first_type = first_type or ch.error.typ
+                parts.append(f"{a.body.identifier.value} ({ch.chall.typ}): "
+                             f"{(ch.error.typ or '').rsplit(':', 1)[-1]}: {ch.error.detail}")
+    if not parts:
+        parts = [f"{a.body.identifier.value}: authorization {a.body.status}" for a in failed_authzrs]
+    short = (first_type or "").rsplit(":", 1)[-1]
+    cls: type[errors.AcmeError] = errors.ChallengeFailed
+    if short == "caa":
+        cls = errors.CAARefused
+    elif short in ("rejectedIdentifier", "unsupportedIdentifier"):
+        cls = errors.RejectedIdentifier
+    return cls(f"{what}: the CA could not validate " + "; ".join(parts), problem_type=first_type,
+               detail="; ".join(parts))
+
+
+def _kind_of(method: str | None, url: str, directory: dict[str, str]) -> str:
+    for k, v in directory.items():
+        if url == v or (k == "renewalInfo" and url.startswith(v)):
+            return k
+    if method == "GET" and url.endswith("/dir") or url.endswith("/directory"):
+        return "directory"
+    for part in ("authz", "chalZ", "challenge", "finalize", "cert", "order"):
+        if f"/{part}" in url:
+            return {"chalZ": "challenge", "cert": "certificate"}.get(part, part)
+    return "other"

@@ -1,0 +1,155 @@
+"""Typed ACME errors that carry data. Retryable and final errors are different types: callers never parse strings.
+
+Root: :class:`AcmeError`. ``retryable`` says whether trying again later can help; ``retry_after`` (aware UTC
+datetime) is the earliest time the CA allows, read from its ``Retry-After`` header when it sent one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+__all__ = ["AcmeError", "RetryableError", "FinalError", "RateLimited", "ServerUnavailable", "NetworkError",
+           "BadNonce", "ChallengeFailed", "OrderFailed", "Unauthorized", "RejectedIdentifier", "CAARefused",
+           "AccountProblem", "OrderTimeout", "DnsNotReady", "from_problem", "PROBLEM_PREFIX"]
+
+PROBLEM_PREFIX = "urn:ietf:params:acme:error:"
+
+
+class AcmeError(Exception):
+    """Root of every error edgecert's ACME client raises."""
+
+    retryable: bool = True
+    code: str = "acme_error"
+
+    def __init__(self, message: str, *, problem_type: str | None = None, detail: str | None = None,
+                 status: int | None = None, retry_after: dt.datetime | None = None,
+                 subproblems: list[dict[str, Any]] | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problem_type = problem_type
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+        self.subproblems = subproblems or []
+        self.url = url
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "problem_type": self.problem_type,
+                "status": self.status, "retryable": self.retryable,
+                "retry_after": self.retry_after.isoformat() if self.retry_after else None}
+
+
+class RetryableError(AcmeError):
+    retryable = True
+
+
+class FinalError(AcmeError):
+    """Trying again will not help until a person changes something."""
+
+    retryable = False
+
+
+class RateLimited(RetryableError):
+    code = "rate_limited"
+
+
+class ServerUnavailable(RetryableError):
+    code = "ca_unavailable"
+
+
+class NetworkError(RetryableError):
+    code = "ca_unreachable"
+
+
+class BadNonce(RetryableError):
+    code = "bad_nonce"
+
+
+class ChallengeFailed(RetryableError):
+    """The CA could not validate the name (it counts against the CA's failed-validation limit)."""
+
+    code = "challenge_failed"
+
+
+class OrderFailed(RetryableError):
+    code = "order_failed"
+
+
+class OrderTimeout(RetryableError):
+    code = "order_timeout"
+
+
+class DnsNotReady(RetryableError):
+    code = "dns_not_pointing"
+
+
+class Unauthorized(FinalError):
+    code = "unauthorized"
+
+
+class RejectedIdentifier(FinalError):
+    code = "rejected_identifier"
+
+
+class CAARefused(FinalError):
+    code = "caa_refused"
+
+
+class AccountProblem(FinalError):
+    code = "account_problem"
+
+
+_FINAL = {
+    "rejectedIdentifier": RejectedIdentifier,
+    "unsupportedIdentifier": RejectedIdentifier,
+    "caa": CAARefused,
+    "unauthorized": Unauthorized,
+    "accountDoesNotExist": AccountProblem,
+    "externalAccountRequired": AccountProblem,
+    "invalidContact": AccountProblem,
+    "unsupportedContact": AccountProblem,
+    "userActionRequired": AccountProblem,
+    "badCSR": FinalError,
+    "badSignatureAlgorithm": FinalError,
+    "badPublicKey": FinalError,
+    "alreadyReplaced": FinalError,
+}
+_RETRY = {
+    "rateLimited": RateLimited,
+    "serverInternal": ServerUnavailable,
+    "badNonce": BadNonce,
+    "connection": ChallengeFailed,
+    "dns": ChallengeFailed,
+    "incorrectResponse": ChallengeFailed,
+    "tls": ChallengeFailed,
+    "orderNotReady": OrderFailed,
+}
+
+
+def from_problem(problem_type: str | None, detail: str | None, *, status: int | None = None,
+                 retry_after: dt.datetime | None = None, subproblems: list[dict[str, Any]] | None = None,
+                 url: str | None = None, context: str = "") -> AcmeError:
+    """Map an RFC 7807 problem document from the CA to the matching typed error."""
+    short = (problem_type or "")
+    if short.startswith(PROBLEM_PREFIX):
+        short = short[len(PROBLEM_PREFIX):]
+    cls: type[AcmeError]
+    if short in _FINAL:
+        cls = _FINAL[short]
+    elif short in _RETRY:
+        cls = _RETRY[short]
+    elif status == 503 or status == 429:
+        cls = ServerUnavailable if status == 503 else RateLimited
+    elif status is not None and 500 <= status < 600:
+        cls = ServerUnavailable
+    else:
+        cls = OrderFailed
+    msg = f"{context}: " if context else ""
+    msg += f"the CA said {short or 'an error'}" + (f" ({detail})" if detail else "")
+    if subproblems:
+        msg += "; " + "; ".join(
+            f"{(sp.get('identifier') or {}).get('value', '?')}: {sp.get('detail', sp.get('type', ''))}"
+            for sp in subproblems)
+    return cls(msg, problem_type=problem_type, detail=detail, status=status, retry_after=retry_after,
+               subproblems=subproblems, url=url)

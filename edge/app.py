@@ -1,0 +1,228 @@
+"""One process: the API listener, the plain-HTTP listener and the TLS edge, sharing one set of services."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from acme_client.issuer import AcmeIssuer
+from store import SQLStorage, load_keybox, open_storage
+from store.crypto import KeyBox
+from store.models import utcnow
+
+from . import __version__
+from .api import make_api_app
+from .config import Settings, parse_hostport
+from .dnscheck import DnsChecker
+from .events import EventBus
+from .files import LiveFiles
+from .hooks import ReloadHook
+from .http01 import make_http_app
+from .manager import DomainManager
+from .metrics import Metrics
+from .proxy import make_edge_app
+from .tls import SniIndex, load_default_certificate
+
+__all__ = ["Services", "SERVICES", "build_services", "run_server", "Server"]
+
+log = logging.getLogger("edgecert")
+
+
+class StorePublisher:
+    """HTTP-01 answers go into the store, where every node's plain-HTTP listener finds them."""
+
+    def __init__(self, storage: SQLStorage) -> None:
+        self.storage = storage
+
+    async def publish(self, *, hostname: str, kind: str, token: str, key_authorization: str) -> None:
+        await self.storage.put_challenge(token, key_authorization, hostname, kind=kind)
+
+    async def withdraw(self, *, hostname: str, kind: str, token: str) -> None:
+        await self.storage.delete_challenge(token)
+
+
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    storage: SQLStorage
+    keybox: KeyBox
+    index: SniIndex
+    files: LiveFiles
+    dns: DnsChecker
+    events: EventBus
+    hook: ReloadHook
+    issuer: AcmeIssuer
+    manager: DomainManager
+    metrics: Metrics
+    http_client: aiohttp.ClientSession | None = None
+    version: str = __version__
+    https_bound: tuple[str, int] | None = None
+    _issuers_cache: tuple[float, list[str]] = field(default=(0.0, []))
+
+    def public_address(self) -> str | None:
+        """host:port where this process's TLS edge can be reached (for self-checks and diagnostics)."""
+        if self.https_bound is None:
+            host, port = parse_hostport(self.settings.https_listen)
+        else:
+            host, port = self.https_bound
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def edge_issuers(self) -> list[str]:
+        pairs = await self.storage.current_certificates()
+        return sorted({c.issuer for _, c in pairs})
+
+    async def refresh_metrics(self) -> None:
+        m = self.metrics
+        counts = await self.storage.count_domains_by_status()
+        from store.models import DomainStatus
+        for st in DomainStatus.ALL:
+            m.domains.labels(status=st).set(counts.get(st, 0))
+        now = utcnow()
+        pairs = await self.storage.current_certificates()
+        if m.per_domain:
+            m.cert_expiry.clear()
+        soonest = None
+        for d, c in pairs:
+            left = (c.not_after - now).total_seconds()
+            soonest = left if soonest is None else min(soonest, left)
+            if m.per_domain:
+                m.cert_expiry.labels(hostname=d.hostname).set(left)
+        if soonest is not None:
+            m.cert_expiry_min.set(soonest)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+async def build_services(settings: Settings) -> Services:
+    """Open the store (running migrations), load keys and the default certificate, assemble the services."""
+    state = settings.state_path
+    await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
+    storage = await asyncio.to_thread(open_storage, settings.database_url)
+    keybox = await asyncio.to_thread(load_keybox, secret_key=settings.secret_key, state_dir=state)
+    default_cert, default_key = await asyncio.to_thread(load_default_certificate, settings.default_cert,
+                                                        settings.default_key, state)
+    metrics = Metrics(per_domain_labels=settings.expose_domain_metrics)
+    index = SniIndex(default_fullchain=default_cert, default_key=default_key,
+                     max_contexts=settings.context_cache_size, on_outcome=metrics.on_handshake)
+    files = LiveFiles(state)
+    dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target)
+    events = EventBus(storage)
+    events.subscribe(_count_event(metrics))
+    hook = ReloadHook(command=settings.reload_command, state_dir=settings.state_dir, timeout=settings.reload_timeout,
+                      batch_window=float(settings.extra.get("hook_batch_window", 1.0)))
+    issuer = AcmeIssuer(storage=storage, keybox=keybox, publisher=StorePublisher(storage),
+                        directory_url=settings.acme_directory, ca_bundle=settings.acme_ca_bundle,
+                        email=settings.acme_email, max_workers=settings.max_concurrent_orders,
+                        order_timeout=settings.order_timeout,
+                        on_request=lambda kind, status: metrics.acme_requests.labels(kind=kind,
+                                                                                     status=str(status)).inc())
+    retry = tuple(float(x) for x in settings.extra.get("retry_schedule", ())) or None
+    manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
+                            files=files, dns=dns, events=events, hook=hook,
+                            **({"retry_schedule": retry} if retry else {}))
+    hook.on_result = manager.on_hook_result
+    return Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
+                    events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics)
+
+
+def _count_event(metrics: Metrics):
+    async def sub(hostname: str, kind: str, message: str, data: dict) -> None:
+        metrics.events.labels(kind=kind).inc()
+        if kind in ("issuance_failed", "rate_limited") and isinstance(data.get("error"), dict):
+            metrics.acme_errors.labels(code=data["error"].get("code", "?")).inc()
+        if kind == "rate_limited":
+            metrics.rate_limit_waits.labels(limit=data.get("limit", "ca")).inc()
+        if kind in ("hook_succeeded", "hook_failed"):
+            metrics.hook_runs.labels(result="ok" if kind == "hook_succeeded" else "failed").inc()
+    return sub
+
+
+def services_ctx(services: Services):
+    """cleanup_ctx: start the background machinery with the API app, stop it (in reverse) on shutdown."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        services.http_client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
+            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=60), auto_decompress=False)
+        await services.hook.start()
+        await services.manager.start()
+        yield
+        await services.manager.stop()
+        await services.hook.stop()
+        await services.http_client.close()
+        services.issuer.close()
+        await asyncio.to_thread(services.storage.close)
+    return ctx
+
+
+class Server:
+    """The three listeners of ``edgecert serve``. ``start()`` returns once all listen; ``stop()`` undoes it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self._runners: list[web.AppRunner] = []
+        self.addresses: dict[str, tuple[str, int]] = {}
+
+    async def start(self) -> Services:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="io"))
+        services = await build_services(s)
+        self.services = services
+        api = make_api_app(services)
+        api[SERVICES] = services
+        api.cleanup_ctx.append(services_ctx(services))
+        http = make_http_app(services)
+        http[SERVICES] = services
+        edge = make_edge_app(services)
+        edge[SERVICES] = services
+        for name, app, listen, ssl_ctx in (("https", edge, s.https_listen, services.index.default_context),
+                                           ("http", http, s.http_listen, None),
+                                           ("api", api, s.api_listen, None)):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            host, port = parse_hostport(listen, setting=name)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+            await site.start()
+            self._runners.append(runner)
+            sock = site._server.sockets[0] if site._server and site._server.sockets else None  # type: ignore[union-attr]
+            bound = sock.getsockname()[:2] if sock else (host, port)
+            self.addresses[name] = (bound[0], bound[1])
+            if name == "https":
+                services.https_bound = (bound[0], bound[1])
+        return services
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+
+async def run_server(settings: Settings) -> None:
+    server = Server(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    a = server.addresses
+    log.info("edgecert %s ready: api=%s:%d http=%s:%d https=%s:%d; %d certificates loaded", __version__,
+             *a["api"], *a["http"], *a["https"], len(server.services.index) if server.services else 0)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()

@@ -1,0 +1,318 @@
+"""``edgecert``: serve, diagnose, triage, demo, and the operator commands (domains, tenants) over the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from . import __version__
+
+__all__ = ["main"]
+
+USAGE = """usage: edgecert <command> [options]
+
+commands:
+  serve [--config FILE]            run the API, the plain-HTTP listener, the TLS edge and the scheduler
+  demo                             start a local Pebble CA + DNS, onboard a demo domain, serve it (Ctrl-C stops)
+  diagnose HOSTNAME [--connect HOST:PORT] [--cafile PEM] [--json]
+                                   probe any TLS endpoint and name what is wrong
+  triage [TEXT | -] [--hostname H] [--json]
+                                   classify a pasted browser / curl / openssl / client error
+  domains add|list|show|remove|renew|events ...   manage tenant domains through the API
+  tenants add|list|token ...       manage tenants and their API tokens through the API
+  version                          print the version
+
+Run 'edgecert <command> --help' for a command's options.
+"""
+
+
+def _setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    for noisy in ("acme.client", "urllib3", "aiohttp.access", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_serve(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgecert serve", description="Run edgecert (all listeners, one process).")
+    p.add_argument("--config", help="TOML settings file (EDGECERT_* variables win)")
+    args = p.parse_args(argv)
+    from .config import ConfigError, Settings
+    try:
+        settings = Settings.load(args.config)
+    except ConfigError as e:
+        print(f"edgecert: configuration error: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    import asyncio
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    from .app import run_server
+    try:
+        asyncio.run(run_server(settings))
+    except OSError as e:
+        print(f"edgecert: cannot start: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- operator CLI over the API -----------------------------------------------------------------------------------
+class ApiClient:
+    def __init__(self, base: str, token: str | None) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw)
+            except json.JSONDecodeError:
+                return e.code, {"error": {"code": "http_error", "message": raw.decode(errors="replace")[:300]}}
+        except urllib.error.URLError as e:
+            raise SystemExit(f"edgecert: cannot reach the API at {self.base}: {e.reason}") from None
+
+
+def _api_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api", default=os.environ.get("EDGECERT_API_URL"),
+                   help="API base URL (default: $EDGECERT_API_URL or http://$EDGECERT_API_LISTEN)")
+    p.add_argument("--token", default=None, help="bearer token (default: $EDGECERT_TOKEN or $EDGECERT_ADMIN_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _client(args) -> ApiClient:
+    base = args.api or "http://" + os.environ.get("EDGECERT_API_LISTEN", "127.0.0.1:8080")
+    token = args.token or os.environ.get("EDGECERT_TOKEN") or os.environ.get("EDGECERT_ADMIN_TOKEN")
+    return ApiClient(base, token)
+
+
+def _fail(status: int, body: Any) -> int:
+    err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+    print(f"error ({status} {err.get('code', '')}): {err.get('message', body)}", file=sys.stderr)
+    return 1
+
+
+def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+    widths = [max(len(h), *(len(str(r.get(k) or "")) for r in rows)) if rows else len(h) for k, h in cols]
+    lines = ["  ".join(h.ljust(w) for (_, h), w in zip(cols, widths))]
+    for r in rows:
+        lines.append("  ".join(str(r.get(k) or "-").ljust(w) for (k, _), w in zip(cols, widths)))
+    return "\n".join(lines)
+
+
+def _show_domain(d: dict) -> str:
+    c = d.get("certificate") or {}
+    lines = [f"{d['hostname']}  [{d['status']}]  tenant={d['tenant']}"]
+    if d.get("last_error"):
+        lines.append(f"  problem: {d['last_error']}")
+    rec = (d.get("dns") or {}).get("expected_record") or {}
+    if rec.get("text") and d["status"] in ("pending_dns",):
+        lines.append(f"  DNS record to create: {rec['text']}")
+    if c:
+        lines.append(f"  certificate: serial {c['serial']}, valid until {c['not_after']} ({c.get('days_left')} days)")
+        lines.append(f"  issuer: {c['issuer']}")
+    if d.get("next_renewal_at"):
+        lines.append(f"  next renewal: {d['next_renewal_at']}")
+    if d.get("retry_at"):
+        lines.append(f"  next attempt: {d['retry_at']}")
+    return "\n".join(lines)
+
+
+def cmd_domains(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgecert domains")
+    sub = p.add_subparsers(dest="action", required=True)
+    a = sub.add_parser("add", help="onboard a domain")
+    a.add_argument("hostname")
+    a.add_argument("--tenant", help="tenant name (operator token)")
+    a.add_argument("--wait", action="store_true", help="show progress until active or failed")
+    a.add_argument("--timeout", type=float, default=600)
+    _api_args(a)
+    ls = sub.add_parser("list", help="list domains")
+    ls.add_argument("--status")
+    ls.add_argument("--tenant")
+    _api_args(ls)
+    for name in ("show", "remove", "renew", "events"):
+        x = sub.add_parser(name)
+        x.add_argument("hostname")
+        _api_args(x)
+    args = p.parse_args(argv)
+    api = _client(args)
+    q = urllib.parse.quote
+    if args.action == "add":
+        body = {"hostname": args.hostname}
+        if args.tenant:
+            body["tenant"] = args.tenant
+        st, d = api.call("POST", "/v1/domains", body)
+        if st != 201:
+            return _fail(st, d)
+        if not args.wait:
+            print(json.dumps(d, indent=2) if args.json else _show_domain(d))
+            return 0
+        return _wait(api, d["hostname"], args.timeout, args.json)
+    if args.action == "list":
+        params = {k: v for k, v in (("status", args.status), ("tenant", args.tenant)) if v}
+        st, body = api.call("GET", "/v1/domains" + ("?" + urllib.parse.urlencode(params) if params else ""))
+        if st != 200:
+            return _fail(st, body)
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            rows = [{**d, "expires": (d.get("certificate") or {}).get("not_after"),
+                     "problem": (d.get("last_error") or "")[:60]} for d in body["domains"]]
+            print(_table(rows, [("hostname", "HOSTNAME"), ("tenant", "TENANT"), ("status", "STATUS"),
+                                ("expires", "EXPIRES"), ("problem", "PROBLEM")]))
+        return 0
+    if args.action == "show":
+        st, d = api.call("GET", f"/v1/domains/{q(args.hostname)}")
+        if st != 200:
+            return _fail(st, d)
+        print(json.dumps(d, indent=2) if args.json else _show_domain(d))
+        return 0
+    if args.action == "remove":
+        st, d = api.call("DELETE", f"/v1/domains/{q(args.hostname)}")
+        if st != 204:
+            return _fail(st, d)
+        print(json.dumps({"removed": args.hostname}) if args.json else f"removed {args.hostname}")
+        return 0
+    if args.action == "renew":
+        st, d = api.call("POST", f"/v1/domains/{q(args.hostname)}/renew")
+        if st != 202:
+            return _fail(st, d)
+        print(json.dumps(d, indent=2) if args.json else f"renewal of {args.hostname} queued")
+        return 0
+    if args.action == "events":
+        st, d = api.call("GET", f"/v1/domains/{q(args.hostname)}/events")
+        if st != 200:
+            return _fail(st, d)
+        if args.json:
+            print(json.dumps(d, indent=2))
+        else:
+            for e in d["events"]:
+                print(f"{e['at']}  {e['kind']:<22} {e['message']}")
+        return 0
+    return 2
+
+
+def _wait(api: ApiClient, hostname: str, timeout: float, as_json: bool) -> int:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    last_status = None
+    q = urllib.parse.quote(hostname)
+    while True:
+        st, ev = api.call("GET", f"/v1/domains/{q}/events?after={seen}")
+        if st == 200:
+            for e in ev["events"]:
+                seen = max(seen, e["id"])
+                if not as_json:
+                    print(f"  {e['at'][11:19]}  {e['kind']:<20} {e['message']}", flush=True)
+        st, d = api.call("GET", f"/v1/domains/{q}")
+        if st != 200:
+            return _fail(st, d)
+        if d["status"] != last_status and not as_json:
+            print(f"status: {d['status']}", flush=True)
+            last_status = d["status"]
+        if d["status"] in ("active", "failed"):
+            if as_json:
+                print(json.dumps(d, indent=2))
+            else:
+                print(_show_domain(d))
+            return 0 if d["status"] == "active" else 1
+        if time.monotonic() > deadline:
+            print(f"still {d['status']} after {timeout:.0f}s: {d.get('last_error') or ''}", file=sys.stderr)
+            return 1
+        time.sleep(1)
+
+
+def cmd_tenants(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgecert tenants")
+    sub = p.add_subparsers(dest="action", required=True)
+    a = sub.add_parser("add", help="create a tenant and print its API token (shown once)")
+    a.add_argument("name")
+    _api_args(a)
+    ls = sub.add_parser("list")
+    _api_args(ls)
+    t = sub.add_parser("token", help="rotate (default) or revoke a tenant's token")
+    t.add_argument("name")
+    t.add_argument("--revoke", action="store_true")
+    _api_args(t)
+    args = p.parse_args(argv)
+    api = _client(args)
+    if args.action == "add":
+        st, d = api.call("POST", "/v1/tenants", {"name": args.name})
+        if st not in (200, 201):
+            return _fail(st, d)
+        print(json.dumps(d, indent=2) if args.json else f"tenant {d['name']}\ntoken {d['token']}\n"
+              "(store the token now: it is not shown again)")
+        return 0
+    if args.action == "list":
+        st, d = api.call("GET", "/v1/tenants")
+        if st != 200:
+            return _fail(st, d)
+        print(json.dumps(d, indent=2) if args.json else _table(d["tenants"], [("name", "NAME"),
+                                                                            ("created_at", "CREATED")]))
+        return 0
+    q = urllib.parse.quote(args.name)
+    if args.revoke:
+        st, d = api.call("DELETE", f"/v1/tenants/{q}/tokens")
+    else:
+        st, d = api.call("POST", f"/v1/tenants/{q}/tokens")
+    if st not in (200, 201):
+        return _fail(st, d)
+    print(json.dumps(d, indent=2) if args.json else
+          (f"revoked {d['revoked']} token(s)" if args.revoke else f"new token {d['token']} "
+                                                                  f"({d['revoked']} old token(s) revoked)"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "serve":
+        return cmd_serve(rest)
+    if cmd == "diagnose":
+        from .diagnostics import diagnose_main
+        return diagnose_main(rest)
+    if cmd == "triage":
+        from .diagnostics import triage_main
+        return triage_main(rest)
+    if cmd == "demo":
+        from .demo import demo_main
+        return demo_main(rest)
+    if cmd == "bench-serve":
+        from .bench_serve import bench_serve_main
+        return bench_serve_main(rest)
+    if cmd == "domains":
+        return cmd_domains(rest)
+    if cmd == "tenants":
+        return cmd_tenants(rest)
+    if cmd in ("version", "--version"):
+        print(f"edgecert {__version__}")
+        return 0
+    print(f"edgecert: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2

@@ -1,0 +1,141 @@
+"""Does a tenant's hostname point at the edge? Checked through ``EDGECERT_DNS_RESOLVER`` before any CA order.
+
+The name points at the edge when its CNAME chain reaches ``EDGECERT_EDGE_TARGET``, or when its A/AAAA addresses
+are among the edge's addresses (the target's own addresses, or the target itself when it is a list of IPs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+
+__all__ = ["PointingResult", "DnsChecker"]
+
+
+@dataclass
+class PointingResult:
+    ok: bool
+    hostname: str
+    reason: str                       # ok | nxdomain | no_address | wrong_cname | wrong_address | dns_error
+    message: str                      # one sentence a tenant can act on
+    cname_chain: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    expected: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "message": self.message, "cname_chain": self.cname_chain,
+                "addresses": self.addresses, "expected": self.expected}
+
+
+class DnsChecker:
+    """Resolve names through one resolver (host, port) or the system's, with bounded time."""
+
+    def __init__(self, *, resolver: tuple[str, int] | None, edge_target: str | None, timeout: float = 4.0) -> None:
+        self.resolver = dns.asyncresolver.Resolver(configure=resolver is None)
+        if resolver is not None:
+            self.resolver.nameservers = [resolver[0]]
+            self.resolver.port = resolver[1]
+        self.resolver.lifetime = timeout
+        self.resolver.timeout = timeout / 2
+        self.edge_target = edge_target.strip().rstrip(".").lower() if edge_target else None
+        self._target_ips: set[str] | None = None
+        self._target_names: list[str] = []
+        if self.edge_target:
+            parts = [p.strip() for p in self.edge_target.split(",") if p.strip()]
+            ips, names = set(), []
+            for p in parts:
+                try:
+                    ips.add(str(ipaddress.ip_address(p)))
+                except ValueError:
+                    names.append(p.rstrip("."))
+            self._static_ips = ips
+            self._target_names = names
+        else:
+            self._static_ips = set()
+
+    def expected_record(self, hostname: str) -> dict:
+        """The DNS record the tenant must create, exactly."""
+        if self._target_names:
+            return {"type": "CNAME", "name": hostname + ".", "value": self._target_names[0] + ".",
+                    "text": f"{hostname}. CNAME {self._target_names[0]}."}
+        if self._static_ips:
+            ips = sorted(self._static_ips)
+            rtype = "A" if ":" not in ips[0] else "AAAA"
+            return {"type": rtype, "name": hostname + ".", "value": ips[0],
+                    "text": "; ".join(f"{hostname}. {'AAAA' if ':' in ip else 'A'} {ip}" for ip in ips)}
+        return {"type": "any", "name": hostname + ".", "value": None,
+                "text": f"{hostname} must resolve to this edge (EDGECERT_EDGE_TARGET is not configured)"}
+
+    async def _addresses(self, name: str) -> tuple[list[str], list[str], str | None]:
+        """(cname chain, addresses, error reason) for ``name``."""
+        chain: list[str] = []
+        addrs: list[str] = []
+        nx = False
+        for rtype in ("A", "AAAA"):
+            try:
+                ans = await self.resolver.resolve(name, rtype, raise_on_no_answer=False)
+            except dns.resolver.NXDOMAIN:
+                nx = True
+                continue
+            except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.NoAnswer) as e:
+                if rtype == "A":
+                    return chain, addrs, f"dns_error:{type(e).__name__}"
+                continue
+            if ans.chaining_result is not None:
+                for c in ans.chaining_result.cnames:
+                    for rr in c:
+                        t = rr.target.to_text().rstrip(".").lower()
+                        if t not in chain:
+                            chain.append(t)
+            if ans.rrset is not None:
+                for rr in ans.rrset:
+                    addrs.append(rr.address)
+        if nx and not addrs:
+            return chain, addrs, "nxdomain"
+        return chain, addrs, None
+
+    async def edge_addresses(self) -> set[str]:
+        ips = set(self._static_ips)
+        for n in self._target_names:
+            _, addrs, _ = await self._addresses(n)
+            ips.update(addrs)
+        return ips
+
+    async def check(self, hostname: str) -> PointingResult:
+        expected = self.expected_record(hostname)
+        chain, addrs, err = await self._addresses(hostname)
+        if err == "nxdomain":
+            return PointingResult(False, hostname, "nxdomain",
+                                  f"{hostname} does not exist in DNS yet. Create this record: {expected['text']}",
+                                  chain, addrs, expected)
+        if err:
+            return PointingResult(False, hostname, "dns_error",
+                                  f"DNS lookup of {hostname} failed ({err.split(':', 1)[1]}); will retry. "
+                                  f"The record it needs: {expected['text']}", chain, addrs, expected)
+        if not addrs:
+            return PointingResult(False, hostname, "no_address",
+                                  f"{hostname} has no A/AAAA address. Create this record: {expected['text']}",
+                                  chain, addrs, expected)
+        if not self.edge_target:
+            return PointingResult(True, hostname, "ok", f"{hostname} resolves to {', '.join(addrs)}",
+                                  chain, addrs, expected)
+        if any(c in self._target_names for c in chain):
+            return PointingResult(True, hostname, "ok",
+                                  f"{hostname} is a CNAME to {self._target_names[0]}", chain, addrs, expected)
+        edge_ips = await self.edge_addresses()
+        if edge_ips and set(addrs) <= edge_ips:
+            return PointingResult(True, hostname, "ok",
+                                  f"{hostname} resolves to the edge's address(es) {', '.join(sorted(addrs))}",
+                                  chain, addrs, expected)
+        where = (f"a CNAME to {chain[-1]}, which resolves to {', '.join(addrs)}" if chain
+                 else f"{', '.join(addrs)}")
+        reason = "wrong_cname" if chain else "wrong_address"
+        return PointingResult(False, hostname, reason,
+                              f"{hostname} points at {where}, not at this edge. "
+                              f"Replace it with this record: {expected['text']}", chain, addrs, expected)

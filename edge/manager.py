@@ -1,0 +1,359 @@
+"""The domain lifecycle: DNS check -> order -> swap -> serve -> renew, for every tenant domain.
+
+Work is found by a periodic sweep (``next_check_at`` in the store) and by explicit wake-ups (a new domain, a renew
+request), queued, and done by a bounded pool of workers. Every unit of work follows "lock, re-check, then work": take
+the domain's lease in the store (so several processes/nodes never work on one name at once), read the domain again,
+and only then act. Nothing here runs in the TLS handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from acme_client import errors as acme_errors
+from acme_client.issuer import IssuedCertificate, Issuer
+from acme_client.keys import read_certificate
+from store.crypto import KeyBox
+from store.models import CertificateVersion, Domain, DomainStatus, utcnow
+
+from .config import Settings
+from .dnscheck import DnsChecker
+from .events import EventBus
+from .files import LiveFiles
+from .hooks import HookResult, ReloadHook
+from .tls import CertEntry, SniIndex
+
+__all__ = ["DomainManager", "renewal_time", "RETRY_SCHEDULE"]
+
+log = logging.getLogger(__name__)
+
+# Named retry schedule after a failed issuance attempt, in multiples of ``Settings.sweep_interval``-independent
+# seconds: short then long (about 1 min, 10 min, 100 min, then every 6 hours), jittered +-10%.
+RETRY_SCHEDULE = (60.0, 600.0, 6000.0, 21600.0)
+
+
+def renewal_time(not_before: dt.datetime, not_after: dt.datetime, *, ratio: float = 1 / 3) -> dt.datetime:
+    """When to renew without an ARI window: with ``ratio`` of the lifetime left (1/2 for lifetimes of 10 days or
+    less, as Let's Encrypt advises for short-lived certificates)."""
+    lifetime = not_after - not_before
+    if lifetime <= dt.timedelta(days=10):
+        ratio = max(ratio, 0.5)
+    return not_after - lifetime * ratio
+
+
+def _jitter(seconds: float, frac: float = 0.1) -> float:
+    return seconds * (1 + random.uniform(-frac, frac))
+
+
+@dataclass
+class _Job:
+    priority: int
+    seq: int
+    hostname: str
+
+    def __lt__(self, other: "_Job") -> bool:
+        return (self.priority, self.seq) < (other.priority, other.seq)
+
+
+class DomainManager:
+    PRIORITY_RENEWAL = 0
+    PRIORITY_NEW = 1
+
+    def __init__(self, *, settings: Settings, storage, keybox: KeyBox, issuer: Issuer, index: SniIndex,
+                 files: LiveFiles, dns: DnsChecker, events: EventBus, hook: ReloadHook,
+                 retry_schedule: tuple[float, ...] = RETRY_SCHEDULE) -> None:
+        self.s = settings
+        self.storage = storage
+        self.keybox = keybox
+        self.issuer = issuer
+        self.index = index
+        self.files = files
+        self.dns = dns
+        self.events = events
+        self.hook = hook
+        self.retry_schedule = retry_schedule
+        self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
+        self._queued: set[str] = set()
+        self._seq = 0
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._last_sync = utcnow()
+        self._in_flight: set[str] = set()
+        self.orders_started = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.load_index()
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+        for i in range(self.s.max_concurrent_orders):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{i}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+
+    async def load_index(self, hostnames: list[str] | None = None) -> int:
+        """Bring the SNI index in step with the store's current certificates."""
+        pairs = await self.storage.current_certificates(hostnames)
+        n = 0
+        for domain, cert in pairs:
+            entry = self._entry(domain, cert)
+            if entry is None:
+                continue
+            current = self.index.get(domain.hostname)
+            if current is None or current.cert_id != cert.id:
+                self.index.put(entry, prebuild=False)
+                n += 1
+        if hostnames is not None:
+            have = {d.hostname for d, _ in pairs}
+            for h in hostnames:
+                if h not in have and h in self.index:
+                    self.index.remove(h)
+        return n
+
+    def _entry(self, domain: Domain, cert: CertificateVersion) -> CertEntry | None:
+        try:
+            key_pem = self.keybox.decrypt(cert.key_enc, purpose=f"cert-key:{domain.hostname}".encode())
+        except Exception:
+            log.error("cannot decrypt the key of %s (wrong EDGECERT_SECRET_KEY?)", domain.hostname)
+            return None
+        return CertEntry(hostname=domain.hostname, fullchain_pem=(cert.cert_pem + cert.chain_pem).encode(),
+                         key_pem=key_pem, serial=cert.serial, sha256=cert.sha256, not_after=cert.not_after,
+                         cert_id=cert.id, names=tuple(json.loads(cert.names)))
+
+    def wake(self, hostname: str, *, priority: int = PRIORITY_NEW) -> None:
+        """Queue work for ``hostname`` now (deduplicated)."""
+        if hostname in self._queued:
+            return
+        self._queued.add(hostname)
+        self._seq += 1
+        self._queue.put_nowait(_Job(priority, self._seq, hostname))
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.s.sweep_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def sweep(self) -> None:
+        now = utcnow()
+        for d in await self.storage.due_domains(now):
+            prio = self.PRIORITY_RENEWAL if d.current_cert_id else self.PRIORITY_NEW
+            self.wake(d.hostname, priority=prio)
+        # Changes made by other processes / nodes sharing the store.
+        since = self._last_sync - dt.timedelta(seconds=2)
+        self._last_sync = now
+        changed = await self.storage.changed_domains(since)
+        if changed:
+            await self.load_index([d.hostname for d in changed])
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._queued.discard(job.hostname)
+            try:
+                await self.process(job.hostname)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unexpected error while working on %s", job.hostname)
+            finally:
+                self._queue.task_done()
+
+    # -- one unit of work ------------------------------------------------------------------------------------
+    async def process(self, hostname: str) -> None:
+        if hostname in self._in_flight:
+            return
+        lock_name = f"domain:{hostname}"
+        if not await self.storage.try_lock(lock_name, ttl=self.s.order_timeout + 120):
+            log.debug("%s is being worked on elsewhere", hostname)
+            return
+        self._in_flight.add(hostname)
+        try:
+            domain = await self.storage.get_domain(hostname)  # re-check under the lock
+            if domain is None:
+                return
+            now = utcnow()
+            if domain.next_check_at is not None and domain.next_check_at > now and not domain.renew_requested:
+                return
+            await self._advance(domain, now)
+        finally:
+            self._in_flight.discard(hostname)
+            await self.storage.unlock(lock_name)
+
+    async def _current_cert(self, domain: Domain) -> CertificateVersion | None:
+        if domain.current_cert_id is None:
+            return None
+        return await self.storage.get_certificate(domain.current_cert_id)
+
+    async def _advance(self, domain: Domain, now: dt.datetime) -> None:
+        h = domain.hostname
+        cert = await self._current_cert(domain)
+        has_valid = cert is not None and cert.not_after > now
+        if cert is not None and not has_valid and domain.status == DomainStatus.ACTIVE:
+            await self.storage.update_domain(h, status=DomainStatus.EXPIRED,
+                                             last_error=f"the certificate expired at {cert.not_after.isoformat()}")
+            await self.events.emit(h, "certificate_expired", "the served certificate has expired")
+        if has_valid and not domain.renew_requested and domain.next_renewal_at and domain.next_renewal_at > now:
+            await self.storage.update_domain(h, next_check_at=domain.next_renewal_at)
+            return
+
+        # 1. Does the name point at the edge? Never ask the CA otherwise.
+        result = await self.dns.check(h)
+        observed = json.dumps(result.to_dict())
+        if not result.ok:
+            attempts = domain.dns_attempts + 1
+            delay = min(self.s.dns_recheck_initial * (2 ** min(attempts - 1, 20)), self.s.dns_recheck_max)
+            fields: dict[str, Any] = dict(last_error=result.message, last_error_code=f"dns_{result.reason}",
+                                          dns_attempts=attempts, dns_observed=observed,
+                                          next_check_at=utcnow() + dt.timedelta(seconds=_jitter(delay)))
+            if not has_valid:
+                fields["status"] = DomainStatus.PENDING_DNS
+            await self.storage.update_domain(h, **fields)
+            await self.events.emit(h, "dns_checked", result.message,
+                                   {"ok": False, "reason": result.reason, "retry_in_s": round(delay, 1)})
+            return
+        if domain.dns_attempts or domain.status == DomainStatus.PENDING_DNS or not domain.dns_observed:
+            await self.events.emit(h, "dns_checked", result.message, {"ok": True})
+        fields = dict(dns_attempts=0, dns_observed=observed)
+        if not has_valid:
+            fields["status"] = DomainStatus.ISSUING
+        domain = await self.storage.update_domain(h, **fields)
+
+        # 2. Order.
+        is_renewal = cert is not None
+        key_type = domain.key_type or self.s.key_type
+        replaces = cert.ari_cert_id if cert is not None else None
+        self.orders_started += 1
+
+        async def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
+            await self.events.emit(h, kind, message, data)
+        try:
+            issued = await self.issuer.issue(domain_id=domain.id, names=[h], key_type=key_type,
+                                             replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+        except acme_errors.AcmeError as e:
+            await self._failed(domain, e, has_valid=has_valid)
+            return
+        await self._install(domain, issued)
+
+    async def _failed(self, domain: Domain, e: acme_errors.AcmeError, *, has_valid: bool) -> None:
+        h = domain.hostname
+        now = utcnow()
+        attempts = domain.attempts + 1
+        fields: dict[str, Any] = dict(attempts=attempts, last_error=str(e), last_error_code=e.code,
+                                      renew_requested=False)
+        if isinstance(e, acme_errors.RateLimited) or (e.retry_after is not None and e.retry_after > now):
+            retry_at = e.retry_after or (now + dt.timedelta(seconds=_jitter(self.retry_schedule[0])))
+            # Never earlier than the CA said; never earlier than our own schedule either.
+            own = now + dt.timedelta(seconds=_jitter(self._retry_delay(attempts)))
+            retry_at = max(retry_at, own) if not isinstance(e, acme_errors.RateLimited) else retry_at
+            fields.update(retry_at=retry_at, next_check_at=retry_at)
+            if not has_valid:
+                fields["status"] = DomainStatus.RATE_LIMITED if isinstance(e, acme_errors.RateLimited) \
+                    else DomainStatus.PENDING_ISSUANCE
+            await self.storage.update_domain(h, **fields)
+            await self.events.emit(h, "rate_limited" if isinstance(e, acme_errors.RateLimited) else "issuance_failed",
+                                   f"{e} (next attempt not before {retry_at.isoformat()})",
+                                   {"error": e.to_dict(), "retry_at": retry_at.isoformat()})
+            return
+        if not e.retryable:
+            fields.update(next_check_at=None, retry_at=None)
+            if not has_valid:
+                fields["status"] = DomainStatus.FAILED
+            await self.storage.update_domain(h, **fields)
+            await self.events.emit(h, "issuance_failed", f"{e} (final: an operator must act)",
+                                   {"error": e.to_dict(), "final": True})
+            return
+        delay = _jitter(self._retry_delay(attempts))
+        retry_at = now + dt.timedelta(seconds=delay)
+        fields.update(retry_at=retry_at, next_check_at=retry_at)
+        if not has_valid:
+            fields["status"] = DomainStatus.PENDING_ISSUANCE
+        await self.storage.update_domain(h, **fields)
+        await self.events.emit(h, "issuance_failed", f"{e} (retry in {delay:.0f}s)",
+                               {"error": e.to_dict(), "retry_at": retry_at.isoformat(), "attempt": attempts})
+
+    def _retry_delay(self, attempts: int) -> float:
+        return self.retry_schedule[min(attempts - 1, len(self.retry_schedule) - 1)]
+
+    async def _install(self, domain: Domain, issued: IssuedCertificate) -> None:
+        """Store, write files, swap into the SNI index, then mark active and schedule the renewal."""
+        h = domain.hostname
+        info = issued.info
+        key_enc = self.keybox.encrypt(issued.key_pem, purpose=f"cert-key:{h}".encode())
+        version = await self.storage.add_certificate(CertificateVersion(
+            domain_id=domain.id, names=json.dumps(list(issued.names)), serial=info.serial,
+            not_before=info.not_before, not_after=info.not_after, issuer=info.issuer, sha256=info.sha256,
+            cert_pem=issued.cert_pem, chain_pem=issued.chain_pem, key_enc=key_enc, key_type=issued.key_type,
+            source="acme", order_id=issued.order_id, ari_cert_id=info.ari_cert_id), make_current=False)
+        await self.events.emit(h, "certificate_obtained",
+                               f"certificate {info.serial} obtained, valid until {info.not_after.isoformat()}",
+                               {"serial": info.serial, "not_after": info.not_after.isoformat(),
+                                "acme_requests": issued.acme_requests})
+        await self.swap_in(domain, version, issued.key_pem)
+
+    async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes) -> None:
+        h = domain.hostname
+        fullchain = (version.cert_pem + version.chain_pem).encode()
+        entry = CertEntry(hostname=h, fullchain_pem=fullchain, key_pem=key_pem, serial=version.serial,
+                          sha256=version.sha256, not_after=version.not_after, cert_id=version.id,
+                          names=tuple(json.loads(version.names)))
+        # Build the context before anything goes live: a certificate that does not load never replaces one that does.
+        await asyncio.to_thread(self.index._context_for, entry)
+        await asyncio.to_thread(self.files.install, h, cert_pem=version.cert_pem.encode(),
+                                chain_pem=version.chain_pem.encode(), key_pem=key_pem, serial=version.serial)
+        self.index.put(entry, prebuild=False)
+        renew_at = renewal_time(version.not_before, version.not_after, ratio=self.s.renew_ratio)
+        await self.storage.update_domain(h, current_cert_id=version.id, status=DomainStatus.ACTIVE,
+                                         last_error=None, last_error_code=None, attempts=0, retry_at=None,
+                                         next_renewal_at=renew_at, next_check_at=renew_at, renew_requested=False)
+        await self.events.emit(h, "swapped", f"now serving certificate {version.serial}",
+                               {"serial": version.serial, "sha256": version.sha256})
+        await self.events.emit(h, "renewal_scheduled", f"renewal scheduled for {renew_at.isoformat()}",
+                               {"at": renew_at.isoformat()})
+        self.hook.notify([h])
+
+    async def on_hook_result(self, result: HookResult) -> None:
+        for h in result.hostnames:
+            if result.ok:
+                await self.events.emit(h, "hook_succeeded", "reload command succeeded",
+                                       {"output": result.output[-1000:]})
+                d = await self.storage.get_domain(h)
+                if d is not None and d.last_error_code == "hook_failed":
+                    await self.storage.update_domain(h, last_error=None, last_error_code=None)
+            else:
+                await self.events.emit(h, "hook_failed", result.error or "reload command failed",
+                                       {"exit_code": result.exit_code, "output": result.output[-1000:]})
+                try:
+                    await self.storage.update_domain(h, last_error=result.error, last_error_code="hook_failed")
+                except LookupError:
+                    pass
+
+    # -- operator actions ------------------------------------------------------------------------------------
+    async def request_renewal(self, hostname: str) -> None:
+        await self.storage.update_domain(hostname, renew_requested=True, next_check_at=utcnow(), attempts=0)
+        self.wake(hostname, priority=self.PRIORITY_RENEWAL)
+
+    async def removed(self, hostname: str) -> None:
+        self.index.remove(hostname)
+        await asyncio.to_thread(self.files.remove, hostname)

@@ -1,0 +1,164 @@
+"""Table models (SQLModel). All times are timezone-aware UTC. Schema changes go through ``store/migrations``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint, Index
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Tenant", "ApiToken", "Domain", "AcmeAccount", "AcmeOrder", "CertificateVersion", "ChallengeToken",
+           "DomainEvent", "Lease", "RateLedgerEntry", "utcnow", "DomainStatus"]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class DomainStatus:
+    """The lifecycle of a tenant domain (public values of ``status``)."""
+
+    PENDING_DNS = "pending_dns"            # waiting for the tenant's DNS record to point at the edge
+    PENDING_ISSUANCE = "pending_issuance"  # DNS is right; waiting for (or retrying) the CA
+    ISSUING = "issuing"                    # an order is in flight with the CA
+    RATE_LIMITED = "rate_limited"          # a CA rate limit holds issuance until ``retry_at``
+    ACTIVE = "active"                      # a valid certificate for the name is served by the edge
+    FAILED = "failed"                      # a final error (e.g. rejectedIdentifier, CAA): an operator must act
+    EXPIRED = "expired"                    # the last certificate expired and no new one could be obtained
+
+    ALL = (PENDING_DNS, PENDING_ISSUANCE, ISSUING, RATE_LIMITED, ACTIVE, FAILED, EXPIRED)
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=100)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A tenant's API token, stored as SHA-256 of the secret (the secret itself is shown once)."""
+
+    __tablename__ = "api_tokens"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenants.id", index=True)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    revoked_at: Optional[dt.datetime] = None
+
+
+class Domain(SQLModel, table=True):
+    __tablename__ = "domains"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    hostname: str = Field(index=True, unique=True, max_length=253)
+    tenant_id: int = Field(foreign_key="tenants.id", index=True)
+    status: str = Field(default=DomainStatus.PENDING_DNS, index=True, max_length=32)
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_code: Optional[str] = Field(default=None, max_length=64)
+    # When the sweep should look at this domain next (DNS re-check, retry, renewal); None: nothing due.
+    next_check_at: Optional[dt.datetime] = Field(default=None, index=True)
+    next_renewal_at: Optional[dt.datetime] = None
+    retry_at: Optional[dt.datetime] = None
+    attempts: int = 0
+    dns_attempts: int = 0
+    dns_observed: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    current_cert_id: Optional[int] = Field(default=None)
+    key_type: Optional[str] = Field(default=None, max_length=16)
+    renew_requested: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
+
+
+class AcmeAccount(SQLModel, table=True):
+    __tablename__ = "acme_accounts"
+    __table_args__ = (UniqueConstraint("directory_url", "name"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    directory_url: str = Field(max_length=500)
+    name: str = Field(default="default", max_length=100)
+    email: Optional[str] = Field(default=None, max_length=254)
+    uri: Optional[str] = Field(default=None, max_length=500)
+    key_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class AcmeOrder(SQLModel, table=True):
+    """An order placed with the CA; persisted as soon as the CA answers so a restart resumes it."""
+
+    __tablename__ = "acme_orders"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    domain_id: int = Field(index=True)
+    account_id: int = Field(index=True)
+    url: Optional[str] = Field(default=None, max_length=500)
+    status: str = Field(default="pending", max_length=32)
+    names: str = Field(sa_column=Column(Text, nullable=False))
+    replaces: Optional[str] = Field(default=None, max_length=300)
+    csr_pem: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    key_enc: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    is_renewal: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class CertificateVersion(SQLModel, table=True):
+    __tablename__ = "certificates"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    domain_id: int = Field(index=True)
+    names: str = Field(sa_column=Column(Text, nullable=False))
+    serial: str = Field(max_length=80, index=True)
+    not_before: dt.datetime
+    not_after: dt.datetime
+    issuer: str = Field(sa_column=Column(Text, nullable=False))
+    sha256: str = Field(max_length=64, index=True)
+    cert_pem: str = Field(sa_column=Column(Text, nullable=False))
+    chain_pem: str = Field(sa_column=Column(Text, nullable=False))
+    key_enc: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    key_type: str = Field(max_length=16)
+    source: str = Field(default="acme", max_length=16)
+    order_id: Optional[int] = None
+    ari_cert_id: Optional[str] = Field(default=None, max_length=300)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ChallengeToken(SQLModel, table=True):
+    __tablename__ = "challenge_tokens"
+    token: str = Field(primary_key=True, max_length=200)
+    key_authorization: str = Field(sa_column=Column(Text, nullable=False))
+    hostname: str = Field(max_length=253, index=True)
+    kind: str = Field(default="http-01", max_length=20)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    expires_at: dt.datetime
+
+
+class DomainEvent(SQLModel, table=True):
+    __tablename__ = "domain_events"
+    __table_args__ = (Index("ix_domain_events_host_id", "hostname", "id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    hostname: str = Field(max_length=253)
+    kind: str = Field(max_length=64)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    data: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: dt.datetime = Field(default_factory=utcnow, index=True)
+
+
+class Lease(SQLModel, table=True):
+    """A named lock with an owner and an expiry: the cross-process/cross-node lock on SQLite and PostgreSQL."""
+
+    __tablename__ = "leases"
+    name: str = Field(primary_key=True, max_length=300)
+    owner: str = Field(max_length=100)
+    expires_at: dt.datetime
+
+
+class RateLedgerEntry(SQLModel, table=True):
+    """One counted CA action (order, certificate, failed authorization) for the rate-limit ledger."""
+
+    __tablename__ = "rate_ledger"
+    __table_args__ = (Index("ix_rate_ledger_scope", "kind", "scope", "created_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    scope: str = Field(max_length=600)
+    account_id: Optional[int] = None
+    created_at: dt.datetime = Field(default_factory=utcnow)

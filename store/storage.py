@@ -1,0 +1,427 @@
+"""The storage seam: everything edgecert keeps, behind one Protocol.
+
+Contract (read before writing another implementation):
+
+* Every method is safe to call concurrently from many tasks of one process and from several processes or nodes
+  sharing the same database.
+* "Not found" is ``None`` from ``get_*`` methods and :class:`NotFound` from methods that change a named thing.
+* :meth:`Storage.lock` is a lease: held by one owner at a time across processes and nodes, expiring after ``ttl``
+  seconds unless renewed, so a crashed holder never blocks others for long. Callers follow "lock, re-check, then
+  work": after taking the lock they read the state again before acting.
+* Private keys are passed in and out already encrypted (``bytes`` blobs from :class:`store.crypto.KeyBox`).
+* Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
+
+from sqlalchemy import delete, func, or_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
+                     DomainStatus, Lease, RateLedgerEntry, Tenant, utcnow)
+
+__all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "token_hash"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class LockTimeout(TimeoutError):
+    pass
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the service needs from a store. See the module docstring for the contract."""
+
+    # tenants and tokens
+    async def ensure_tenant(self, name: str) -> Tenant: ...
+    async def get_tenant(self, name: str) -> Tenant | None: ...
+    async def get_tenant_by_id(self, tenant_id: int) -> Tenant | None: ...
+    async def list_tenants(self) -> list[Tenant]: ...
+    async def add_token(self, tenant_id: int, token: str) -> ApiToken: ...
+    async def revoke_tokens(self, tenant_id: int) -> int: ...
+    async def tenant_for_token(self, token: str) -> Tenant | None: ...
+
+    # domains
+    async def add_domain(self, hostname: str, tenant_id: int, **fields: Any) -> Domain: ...
+    async def get_domain(self, hostname: str) -> Domain | None: ...
+    async def list_domains(self, *, status: str | None = None, tenant_id: int | None = None,
+                           limit: int = 1000, offset: int = 0) -> list[Domain]: ...
+    async def update_domain(self, hostname: str, **fields: Any) -> Domain: ...
+    async def delete_domain(self, hostname: str) -> None: ...
+    async def due_domains(self, now: dt.datetime, *, limit: int = 500) -> list[Domain]: ...
+    async def count_domains_by_status(self) -> dict[str, int]: ...
+    async def changed_domains(self, since: dt.datetime) -> list[Domain]: ...
+
+    # events
+    async def add_event(self, hostname: str, kind: str, message: str, data: dict | None = None) -> DomainEvent: ...
+    async def list_events(self, hostname: str, *, limit: int = 100, after_id: int = 0) -> list[DomainEvent]: ...
+
+    # challenges
+    async def put_challenge(self, token: str, key_authorization: str, hostname: str, *, kind: str = "http-01",
+                            ttl: float = 3600) -> None: ...
+    async def get_challenge(self, token: str) -> ChallengeToken | None: ...
+    async def delete_challenge(self, token: str) -> None: ...
+
+    # ACME accounts and orders
+    async def get_account(self, directory_url: str, name: str = "default") -> AcmeAccount | None: ...
+    async def save_account(self, account: AcmeAccount) -> AcmeAccount: ...
+    async def save_order(self, order: AcmeOrder) -> AcmeOrder: ...
+    async def open_order(self, domain_id: int) -> AcmeOrder | None: ...
+
+    # certificates
+    async def add_certificate(self, cert: CertificateVersion, *, make_current: bool = True) -> CertificateVersion: ...
+    async def get_certificate(self, cert_id: int) -> CertificateVersion | None: ...
+    async def current_certificates(self, hostnames: Sequence[str] | None = None
+                                   ) -> list[tuple[Domain, CertificateVersion]]: ...
+
+    # rate-limit ledger
+    async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
+                         at: dt.datetime | None = None) -> None: ...
+    async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]: ...
+
+    # locks
+    def lock(self, name: str, *, ttl: float = 600, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[None]: ...
+    async def try_lock(self, name: str, *, ttl: float = 600) -> bool: ...
+    async def unlock(self, name: str) -> None: ...
+
+
+class SQLStorage:
+    """:class:`Storage` over SQLAlchemy/SQLModel: SQLite for one machine, PostgreSQL for several.
+
+    Each call is one unit of work (one session, one transaction) run in a worker thread, so the event loop never
+    waits on the database.
+    """
+
+    def __init__(self, engine: Engine, *, owner: str | None = None) -> None:
+        self.engine = engine
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._local_locks: dict[str, asyncio.Lock] = {}
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    def _tx(self, fn: Callable[[Session], T]) -> T:
+        with Session(self.engine, expire_on_commit=False) as s:
+            try:
+                out = fn(s)
+                s.commit()
+                return out
+            except BaseException:
+                s.rollback()
+                raise
+
+    async def _run(self, fn: Callable[[Session], T]) -> T:
+        return await asyncio.to_thread(self._tx, fn)
+
+    def run_sync(self, fn: Callable[[Session], T]) -> T:
+        """Run one unit of work in the calling thread (for code already off the event loop)."""
+        return self._tx(fn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- tenants -----------------------------------------------------------------------------------------------
+    async def ensure_tenant(self, name: str) -> Tenant:
+        def fn(s: Session) -> Tenant:
+            t = s.exec(select(Tenant).where(Tenant.name == name)).first()
+            if t:
+                return t
+            t = Tenant(name=name)
+            s.add(t)
+            try:
+                s.flush()
+            except IntegrityError:
+                s.rollback()
+                t2 = s.exec(select(Tenant).where(Tenant.name == name)).first()
+                assert t2 is not None
+                return t2
+            return t
+        return await self._run(fn)
+
+    async def get_tenant(self, name: str) -> Tenant | None:
+        return await self._run(lambda s: s.exec(select(Tenant).where(Tenant.name == name)).first())
+
+    async def get_tenant_by_id(self, tenant_id: int) -> Tenant | None:
+        return await self._run(lambda s: s.get(Tenant, tenant_id))
+
+    async def list_tenants(self) -> list[Tenant]:
+        return await self._run(lambda s: list(s.exec(select(Tenant).order_by(Tenant.name))))
+
+    async def add_token(self, tenant_id: int, token: str) -> ApiToken:
+        def fn(s: Session) -> ApiToken:
+            t = ApiToken(tenant_id=tenant_id, token_hash=token_hash(token), prefix=token[:8])
+            s.add(t)
+            s.flush()
+            return t
+        return await self._run(fn)
+
+    async def revoke_tokens(self, tenant_id: int) -> int:
+        def fn(s: Session) -> int:
+            r = s.exec(update(ApiToken).where(ApiToken.tenant_id == tenant_id, ApiToken.revoked_at.is_(None))
+                       .values(revoked_at=utcnow()))
+            return r.rowcount or 0
+        return await self._run(fn)
+
+    async def tenant_for_token(self, token: str) -> Tenant | None:
+        h = token_hash(token)
+
+        def fn(s: Session) -> Tenant | None:
+            row = s.exec(select(ApiToken).where(ApiToken.token_hash == h, ApiToken.revoked_at.is_(None))).first()
+            return s.get(Tenant, row.tenant_id) if row else None
+        return await self._run(fn)
+
+    # -- domains -----------------------------------------------------------------------------------------------
+    async def add_domain(self, hostname: str, tenant_id: int, **fields: Any) -> Domain:
+        def fn(s: Session) -> Domain:
+            d = Domain(hostname=hostname, tenant_id=tenant_id, **fields)
+            s.add(d)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(hostname) from None
+            return d
+        return await self._run(fn)
+
+    async def get_domain(self, hostname: str) -> Domain | None:
+        return await self._run(lambda s: s.exec(select(Domain).where(Domain.hostname == hostname)).first())
+
+    async def list_domains(self, *, status: str | None = None, tenant_id: int | None = None,
+                           limit: int = 1000, offset: int = 0) -> list[Domain]:
+        def fn(s: Session) -> list[Domain]:
+            q = select(Domain)
+            if status:
+                q = q.where(Domain.status == status)
+            if tenant_id is not None:
+                q = q.where(Domain.tenant_id == tenant_id)
+            return list(s.exec(q.order_by(Domain.hostname).offset(offset).limit(limit)))
+        return await self._run(fn)
+
+    async def update_domain(self, hostname: str, **fields: Any) -> Domain:
+        def fn(s: Session) -> Domain:
+            d = s.exec(select(Domain).where(Domain.hostname == hostname)).first()
+            if d is None:
+                raise NotFound(hostname)
+            for k, v in fields.items():
+                if not hasattr(d, k):
+                    raise AttributeError(k)
+                setattr(d, k, v)
+            d.updated_at = utcnow()
+            s.add(d)
+            return d
+        return await self._run(fn)
+
+    async def delete_domain(self, hostname: str) -> None:
+        def fn(s: Session) -> None:
+            d = s.exec(select(Domain).where(Domain.hostname == hostname)).first()
+            if d is None:
+                raise NotFound(hostname)
+            s.exec(delete(CertificateVersion).where(CertificateVersion.domain_id == d.id))
+            s.exec(delete(AcmeOrder).where(AcmeOrder.domain_id == d.id))
+            s.exec(delete(ChallengeToken).where(ChallengeToken.hostname == hostname))
+            s.delete(d)
+        await self._run(fn)
+
+    async def due_domains(self, now: dt.datetime, *, limit: int = 500) -> list[Domain]:
+        def fn(s: Session) -> list[Domain]:
+            q = (select(Domain).where(Domain.next_check_at.is_not(None), Domain.next_check_at <= now)
+                 .order_by(Domain.next_check_at).limit(limit))
+            return list(s.exec(q))
+        return await self._run(fn)
+
+    async def count_domains_by_status(self) -> dict[str, int]:
+        def fn(s: Session) -> dict[str, int]:
+            rows = s.exec(select(Domain.status, func.count()).group_by(Domain.status)).all()
+            return {status: n for status, n in rows}
+        return await self._run(fn)
+
+    async def changed_domains(self, since: dt.datetime) -> list[Domain]:
+        return await self._run(lambda s: list(s.exec(select(Domain).where(Domain.updated_at >= since))))
+
+    # -- events --------------------------------------------------------------------------------------------------
+    async def add_event(self, hostname: str, kind: str, message: str, data: dict | None = None) -> DomainEvent:
+        def fn(s: Session) -> DomainEvent:
+            e = DomainEvent(hostname=hostname, kind=kind, message=message,
+                            data=json.dumps(data, default=str) if data else None)
+            s.add(e)
+            s.flush()
+            return e
+        return await self._run(fn)
+
+    async def list_events(self, hostname: str, *, limit: int = 100, after_id: int = 0) -> list[DomainEvent]:
+        def fn(s: Session) -> list[DomainEvent]:
+            q = (select(DomainEvent).where(DomainEvent.hostname == hostname, DomainEvent.id > after_id)
+                 .order_by(DomainEvent.id.desc()).limit(limit))
+            return list(reversed(list(s.exec(q))))
+        return await self._run(fn)
+
+    # -- challenges ----------------------------------------------------------------------------------------------
+    async def put_challenge(self, token: str, key_authorization: str, hostname: str, *, kind: str = "http-01",
+                            ttl: float = 3600) -> None:
+        def fn(s: Session) -> None:
+            c = s.get(ChallengeToken, token) or ChallengeToken(token=token, key_authorization="", hostname=hostname,
+                                                               expires_at=utcnow())
+            c.key_authorization = key_authorization
+            c.hostname = hostname
+            c.kind = kind
+            c.expires_at = utcnow() + dt.timedelta(seconds=ttl)
+            s.add(c)
+        await self._run(fn)
+
+    async def get_challenge(self, token: str) -> ChallengeToken | None:
+        def fn(s: Session) -> ChallengeToken | None:
+            c = s.get(ChallengeToken, token)
+            if c is not None and c.expires_at < utcnow():
+                return None
+            return c
+        return await self._run(fn)
+
+    async def delete_challenge(self, token: str) -> None:
+        await self._run(lambda s: s.exec(delete(ChallengeToken).where(ChallengeToken.token == token)))
+
+    # -- accounts and orders ---------------------------------------------------------------------------------
+    async def get_account(self, directory_url: str, name: str = "default") -> AcmeAccount | None:
+        return await self._run(lambda s: s.exec(select(AcmeAccount).where(
+            AcmeAccount.directory_url == directory_url, AcmeAccount.name == name)).first())
+
+    async def save_account(self, account: AcmeAccount) -> AcmeAccount:
+        def fn(s: Session) -> AcmeAccount:
+            merged = s.merge(account)
+            s.flush()
+            return merged
+        return await self._run(fn)
+
+    async def save_order(self, order: AcmeOrder) -> AcmeOrder:
+        def fn(s: Session) -> AcmeOrder:
+            order.updated_at = utcnow()
+            merged = s.merge(order)
+            s.flush()
+            return merged
+        return await self._run(fn)
+
+    async def open_order(self, domain_id: int) -> AcmeOrder | None:
+        return await self._run(lambda s: s.exec(
+            select(AcmeOrder).where(AcmeOrder.domain_id == domain_id,
+                                    AcmeOrder.status.in_(["pending", "ready", "processing", "creating"]))
+            .order_by(AcmeOrder.id.desc())).first())
+
+    # -- certificates ------------------------------------------------------------------------------------------
+    async def add_certificate(self, cert: CertificateVersion, *, make_current: bool = True) -> CertificateVersion:
+        def fn(s: Session) -> CertificateVersion:
+            s.add(cert)
+            s.flush()
+            if make_current:
+                s.exec(update(Domain).where(Domain.id == cert.domain_id)
+                       .values(current_cert_id=cert.id, updated_at=utcnow()))
+            return cert
+        return await self._run(fn)
+
+    async def get_certificate(self, cert_id: int) -> CertificateVersion | None:
+        return await self._run(lambda s: s.get(CertificateVersion, cert_id))
+
+    async def current_certificates(self, hostnames: Sequence[str] | None = None
+                                   ) -> list[tuple[Domain, CertificateVersion]]:
+        def fn(s: Session) -> list[tuple[Domain, CertificateVersion]]:
+            q = select(Domain, CertificateVersion).join(
+                CertificateVersion, CertificateVersion.id == Domain.current_cert_id)
+            if hostnames is not None:
+                q = q.where(Domain.hostname.in_(list(hostnames)))
+            return [(d, c) for d, c in s.exec(q).all()]
+        return await self._run(fn)
+
+    # -- rate-limit ledger -------------------------------------------------------------------------------------
+    async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
+                         at: dt.datetime | None = None) -> None:
+        def fn(s: Session) -> None:
+            s.add(RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow()))
+        await self._run(fn)
+
+    async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]:
+        def fn(s: Session) -> list[dt.datetime]:
+            q = (select(RateLedgerEntry.created_at).where(RateLedgerEntry.kind == kind, RateLedgerEntry.scope == scope,
+                                                          RateLedgerEntry.created_at >= since)
+                 .order_by(RateLedgerEntry.created_at))
+            return list(s.exec(q))
+        return await self._run(fn)
+
+    # -- leases (locks) ----------------------------------------------------------------------------------------
+    def _try_lease(self, name: str, ttl: float) -> bool:
+        now = utcnow()
+        exp = now + dt.timedelta(seconds=ttl)
+
+        def fn(s: Session) -> bool:
+            r = s.exec(update(Lease).where(Lease.name == name, or_(Lease.expires_at < now, Lease.owner == self.owner))
+                       .values(owner=self.owner, expires_at=exp))
+            if r.rowcount:
+                return True
+            s.add(Lease(name=name, owner=self.owner, expires_at=exp))
+            try:
+                s.flush()
+            except IntegrityError:
+                s.rollback()
+                return False
+            return True
+        try:
+            return self._tx(fn)
+        except IntegrityError:
+            return False
+
+    async def try_lock(self, name: str, *, ttl: float = 600) -> bool:
+        return await asyncio.to_thread(self._try_lease, name, ttl)
+
+    async def unlock(self, name: str) -> None:
+        await self._run(lambda s: s.exec(delete(Lease).where(Lease.name == name, Lease.owner == self.owner)))
+
+    async def renew_lock(self, name: str, *, ttl: float = 600) -> bool:
+        return await self.try_lock(name, ttl=ttl)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, *, ttl: float = 600, timeout: float | None = None) -> AsyncIterator[None]:
+        """Hold the named lease (in-process waiters queue on an asyncio.Lock first, so one process does not
+        poll the database against itself)."""
+        local = self._local_locks.setdefault(name, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            await asyncio.wait_for(local.acquire(), timeout)
+        except TimeoutError:
+            raise LockTimeout(name) from None
+        try:
+            delay = 0.05
+            while not await self.try_lock(name, ttl=ttl):
+                if deadline is not None and loop.time() >= deadline:
+                    raise LockTimeout(name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            try:
+                yield
+            finally:
+                await self.unlock(name)
+        finally:
+            local.release()
+            if not local.locked() and not getattr(local, "_waiters", None):
+                self._local_locks.pop(name, None)
