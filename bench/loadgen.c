@@ -152,7 +152,8 @@ typedef struct {
     uint64_t responses_ok;
     uint64_t bytes_read;
     uint64_t errors[E__N];
-    hist_t lat;
+    hist_t lat;   /* connect() start -> handshake done */
+    hist_t conn;  /* connect() start -> server closed after the response (successful ones) */
 } stats_t;
 
 static stats_t st;
@@ -383,8 +384,8 @@ static void record_handshake(conn_t *c) {
         snprintf(seen_version, sizeof seen_version, "%s", SSL_get_version(c->ssl));
         const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
         snprintf(seen_cipher, sizeof seen_cipher, "%s", ci ? SSL_CIPHER_get_name(ci) : "?");
-        int nid = SSL_get_shared_group(c->ssl, 0);
-        const char *g = nid > 0 ? OBJ_nid2sn(nid) : NULL;
+        int nid = SSL_get_negotiated_group(c->ssl);
+        const char *g = nid > 0 ? SSL_group_to_name(c->ssl, nid) : NULL;
         snprintf(seen_group, sizeof seen_group, "%s", g ? g : "?");
     }
 }
@@ -460,7 +461,10 @@ static void drive(conn_t *c, int idx) {
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
             if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) {
                 if (c->got_status == 1) {
-                    if (measuring) st.responses_ok++;
+                    if (measuring) {
+                        st.responses_ok++;
+                        hist_add(&st.conn, (now_ns() - c->t0) / 1000);
+                    }
                 } else {
                     char m[300];
                     snprintf(m, sizeof m, "SNI %s: response not 'HTTP/1.x 200' (%s)", names[c->name],
@@ -715,6 +719,10 @@ int main(int argc, char **argv) {
                (unsigned long long)hist_pct(&st.lat, 50), (unsigned long long)hist_pct(&st.lat, 90),
                (unsigned long long)hist_pct(&st.lat, 99), (unsigned long long)hist_pct(&st.lat, 99.9),
                (unsigned long long)st.lat.max_us);
+        printf(",\"connection_us\":{\"count\":%llu,\"mean\":%.1f,\"p50\":%llu,\"p99\":%llu,\"max\":%llu}",
+               (unsigned long long)st.conn.count, st.conn.count ? (double)st.conn.sum_us / st.conn.count : 0.0,
+               (unsigned long long)hist_pct(&st.conn, 50), (unsigned long long)hist_pct(&st.conn, 99),
+               (unsigned long long)st.conn.max_us);
         printf(",\"gen_cpu_s\":%.3f,\"gen_user_s\":%.3f,\"gen_sys_s\":%.3f,\"gen_cpu_pct\":%.1f",
                cpu, measuring ? u1 - u0 : 0, measuring ? s1 - s0 : 0, cpu_pct);
         printf(",\"gen_cpu_us_per_handshake\":%.1f}\n", st.handshakes ? cpu * 1e6 / st.handshakes : 0);
@@ -730,6 +738,8 @@ int main(int argc, char **argv) {
         printf("latency us: p50 %llu p90 %llu p99 %llu max %llu mean %.0f\n",
                (unsigned long long)hist_pct(&st.lat, 50), (unsigned long long)hist_pct(&st.lat, 90),
                (unsigned long long)hist_pct(&st.lat, 99), (unsigned long long)st.lat.max_us, mean);
+        printf("connection (connect -> server close) us: p50 %llu p99 %llu\n",
+               (unsigned long long)hist_pct(&st.conn, 50), (unsigned long long)hist_pct(&st.conn, 99));
         printf("generator cpu %.1f%% (%.0f us/handshake)%s\n", cpu_pct,
                st.handshakes ? cpu * 1e6 / st.handshakes : 0,
                cpu_pct > 85 ? "  ** GENERATOR SATURATED: this measures the generator **" : "");

@@ -23,7 +23,7 @@ Pebble 2.4.0 has no ARI (RFC 9773 ``renewalInfo``), no rate limits, never answer
 * faults: ``proxy.inject(kind="newOrder", status=429, retry_after=7, times=1)`` answers the
   next matching request itself with an RFC 7807 ``application/problem+json`` body
   (default type ``urn:ietf:params:acme:error:rateLimited`` for 429,
-  ``...:serverInternal`` for 5xx), ``Retry-After`` if asked, a ``Link: <dir>;rel="index"``
+  ``...:serverInternal`` otherwise), ``Retry-After`` if asked, a ``Link: <dir>;rel="index"``
   and a fresh ``Replay-Nonce`` fetched from the upstream (so the client's nonce pool keeps
   working).  Kinds: see :data:`KINDS`.
 * it records every request (monotonic time, UTC wall time, kind, method, path, status,
@@ -456,7 +456,7 @@ class AcmeProxy:
             server_ctx.load_cert_chain(str(self.tls.cert_pem), str(self.tls.key_pem))
             app = web.Application(client_max_size=8 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.port, ssl_context=server_ctx)
             await site.start()
@@ -877,6 +877,13 @@ class ProxyThread:
         if name.startswith("_") or name == "proxy":
             raise AttributeError(name)
         return getattr(self.proxy, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``px.default_window = ...`` configures the proxy, not this wrapper.
+        if name in ("proxy", "_loop", "_thread") or "proxy" not in self.__dict__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.proxy, name, value)
 
 
 # --------------------------------------------------------------------------- CLI

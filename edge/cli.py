@@ -37,7 +37,7 @@ Run 'edgecert <command> --help' for a command's options.
 def _setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
-    for noisy in ("acme.client", "urllib3", "aiohttp.access", "alembic.runtime.migration"):
+    for noisy in ("acme.client", "urllib3", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

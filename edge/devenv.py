@@ -33,8 +33,7 @@ pebble-challtestsrv 2.4.0 DNS behaviour (checked with dnspython against the real
   replaces the name's alias.
 * **A**: the mocked addresses (``add_a``) or else the default IPv4 (127.0.0.1 here; change
   it with ``set_default_ipv4``).  With ``set_default_ipv4("")`` an unmocked name gets an
-  empty NOERROR answer (NODATA; dnspython's resolver raises ``NoAnswer``).  A query whose
-  name is an IP literal gets no A record.
+  empty NOERROR answer (NODATA; dnspython's resolver raises ``NoAnswer``).
 * **AAAA**: mocked addresses (``add_aaaa``) or the default IPv6, which :class:`ChallTestSrv`
   disables (``-defaultIPv6 ""``), so unmocked names get NODATA.  (Pebble's validator asks
   AAAA before A and dials the first address it gets, so a mocked AAAA wins over the A.)
@@ -67,7 +66,8 @@ Management API (POST, JSON body; 200 on success, 400 on a bad body, 404 unknown 
 ``/clear-caa`` ``{"host"}``, ``/set-cname`` ``{"host", "target"}``, ``/set-txt``
 ``{"host", "value"}``, ``/add-caa`` ``{"host", "policies": [{"tag", "value"}]}``,
 ``/set-default-ipv4`` / ``/set-default-ipv6`` ``{"ip"}`` (``""`` disables),
-``/clear-request-history`` ``{"host"?, "type"}`` and ``/dns-request-history``.
+``/clear-request-history`` ``{"host", "type": "dns"}`` and ``/dns-request-history``
+``{"host"}`` (history names have no trailing dot).
 
 Pebble 2.4.0 log lines (stdout, prefix ``Pebble <date> <time> ``)
 ==================================================================
@@ -275,8 +275,12 @@ class _ManagedProcess:
         self._finalizer: weakref.finalize | None = None
 
     # -- lifecycle
-    def _spawn(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, *, drop_env_prefix: str | None = None
+    ) -> subprocess.Popen:
         full_env = dict(os.environ)
+        if drop_env_prefix:  # e.g. a PEBBLE_VA_ALWAYS_VALID in the caller's shell must not leak in
+            full_env = {k: v for k, v in full_env.items() if not k.startswith(drop_env_prefix)}
         if env:
             full_env.update(env)
         # Append, so that the log of a failed attempt stays readable after a retry.
@@ -290,7 +294,8 @@ class _ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=full_env,
                 cwd=str(self.work_dir),
-                start_new_session=True,  # a Ctrl-C in the terminal is the test runner's, not ours
+                # Same process group as the caller: a runner that kills its group on timeout
+                # takes these along instead of leaving orphans listening on ports.
             )
         except OSError as exc:
             self._log_fh.close()
@@ -560,7 +565,6 @@ class ChallTestSrv(_ManagedProcess):
             return False
         q = dns.message.make_query("readiness-probe.invalid.", "A")
         dns.query.udp(q, "127.0.0.1", port=self.dns_port, timeout=0.5)
-        # Do not leave the probe in the request history.
         return True
 
     # -- management API
@@ -670,12 +674,18 @@ class ChallTestSrv(_ManagedProcess):
         self.default_ipv6 = ip
 
     def dns_request_history(self, host: str) -> list[dict]:
-        """The DNS questions challtestsrv received for ``host`` (``{"Question": {...}}``)."""
+        """The DNS questions challtestsrv received for ``host``, oldest first, as
+        ``{"Question": {"Name", "Qtype", "Qclass"}}`` (history is keyed by the query name
+        exactly as asked, without the trailing dot)."""
         status, data = _http("POST", self.management_url + "/dns-request-history",
-                             body={"host": _fqdn(host)})
+                             body={"host": host.rstrip(".")})
         if status != 200:
             raise DevEnvError(f"dns-request-history -> HTTP {status} {data[:200]!r}")
         return json.loads(data or b"[]") or []
+
+    def clear_request_history(self, host: str) -> None:
+        """Forget the DNS questions received for ``host``."""
+        self._post("/clear-request-history", {"host": host.rstrip("."), "type": "dns"})
 
     def resolver(self, *, timeout: float = 2.0):
         """A ``dns.resolver.Resolver`` that asks only this server (no caching)."""
@@ -711,7 +721,10 @@ class Pebble(_ManagedProcess):
     orders for an identifier the account already validated reuse that valid authz); pass 0
     for deterministic validation counts.  ``env`` adds/overrides environment variables,
     e.g. ``{"PEBBLE_CHAIN_LENGTH": "2"}``.  Always set: ``PEBBLE_VA_NOSLEEP=1`` and
-    ``PEBBLE_WFE_NONCEREJECT=0`` (override through ``env`` if wanted).
+    ``PEBBLE_WFE_NONCEREJECT=0`` (override through ``env`` if wanted); ``PEBBLE_*``
+    variables of the calling environment are not passed on.  ``tls``: Pebble's HTTPS
+    certificate (default: :func:`generate_local_ca` in ``work_dir/tls``).  Pebble generates
+    a new root CA at every start.
     """
 
     _name = "pebble"
@@ -825,7 +838,7 @@ class Pebble(_ManagedProcess):
             argv = [binary, "-config", str(self.config_path)]
             if self.dns_address:
                 argv += ["-dnsserver", self.dns_address]
-            proc = self._spawn(argv, env=self._env())
+            proc = self._spawn(argv, env=self._env(), drop_env_prefix="PEBBLE_")
             try:
                 _wait_for(
                     f"pebble (directory {self.directory_url}, management {self.management_url})",
@@ -1191,7 +1204,10 @@ class PostgresServer:
         if not _DB_NAME_RE.match(name):
             raise ValueError(f"bad database name {name!r}")
         with psycopg.connect(_to_libpq_url(self.url), autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # PostgreSQL >= 13
+            except psycopg.errors.SyntaxError:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         self._created.discard(name)
 
     # -- internals

@@ -63,10 +63,6 @@ def _configure(ctx: ssl.SSLContext) -> None:
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(MOZILLA_INTERMEDIATE)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    try:
-        ctx.set_ecdh_curve("prime256v1")
-    except (ValueError, ssl.SSLError):
-        pass
     ctx.set_alpn_protocols(["http/1.1"])
 
 

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import dns.message
@@ -280,6 +279,10 @@ def test_challtestsrv_txt_and_servfail(cts):
     assert [r.to_text() for r in cts.resolver().resolve(name, "TXT")] == ['"only"']
     cts.clear_txt(name)
     assert query(cts, name, "TXT") == ("NOERROR", [])
+    history = cts.dns_request_history(name)
+    assert len(history) == 6 and history[0]["Question"]["Name"] == name + "."
+    cts.clear_request_history(name)
+    assert cts.dns_request_history(name) == []
 
     cts.add_a("broken.example.com", ["192.0.2.1"])
     cts.set_servfail("broken.example.com")

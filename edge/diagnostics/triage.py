@@ -1,0 +1,2 @@
+def triage(report, **kw): raise NotImplementedError
+def triage_main(argv): raise NotImplementedError

@@ -1,0 +1,89 @@
+"""The storage seam on SQLite and on PostgreSQL (a throwaway cluster or $EDGECERT_TEST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+import pytest
+
+from store import Conflict, NotFound, SQLStorage, make_engine, migrate, open_storage
+from store.models import CertificateVersion, utcnow
+
+
+async def test_domains_tenants_tokens_events(database_url):
+    st = open_storage(database_url)
+    try:
+        t = await st.ensure_tenant("acme")
+        assert (await st.ensure_tenant("acme")).id == t.id
+        d = await st.add_domain("shop.example.com", t.id, next_check_at=utcnow())
+        with pytest.raises(Conflict):
+            await st.add_domain("shop.example.com", t.id)
+        assert (await st.get_domain("shop.example.com")).tenant_id == t.id
+        assert await st.get_domain("nope.example.com") is None
+        await st.update_domain("shop.example.com", status="active", last_error=None)
+        with pytest.raises(NotFound):
+            await st.update_domain("nope.example.com", status="x")
+        assert [x.hostname for x in await st.list_domains(status="active")] == ["shop.example.com"]
+        assert await st.count_domains_by_status() == {"active": 1}
+        due = await st.due_domains(utcnow() + dt.timedelta(seconds=1))
+        assert [x.hostname for x in due] == ["shop.example.com"]
+        await st.add_token(t.id, "ect_secret")
+        assert (await st.tenant_for_token("ect_secret")).name == "acme"
+        assert await st.tenant_for_token("ect_other") is None
+        assert await st.revoke_tokens(t.id) == 1
+        assert await st.tenant_for_token("ect_secret") is None
+        for i in range(5):
+            await st.add_event("shop.example.com", "k", f"m{i}", {"i": i})
+        evs = await st.list_events("shop.example.com", limit=3)
+        assert [e.message for e in evs] == ["m2", "m3", "m4"]
+        assert json.loads(evs[0].data) == {"i": 2}
+        c = await st.add_certificate(CertificateVersion(
+            domain_id=d.id, names='["shop.example.com"]', serial="ab", not_before=utcnow(),
+            not_after=utcnow() + dt.timedelta(days=90), issuer="CN=x", sha256="00" * 32, cert_pem="c",
+            chain_pem="", key_enc=b"EC1" + b"\0" * 40, key_type="ecdsa-p256"))
+        pairs = await st.current_certificates()
+        assert [(x.hostname, y.id) for x, y in pairs] == [("shop.example.com", c.id)]
+        assert pairs[0][1].not_after.tzinfo is not None
+        await st.put_challenge("tok", "tok.thumb", "shop.example.com", ttl=60)
+        assert (await st.get_challenge("tok")).key_authorization == "tok.thumb"
+        await st.put_challenge("old", "x", "shop.example.com", ttl=-1)
+        assert await st.get_challenge("old") is None
+        await st.delete_challenge("tok")
+        assert await st.get_challenge("tok") is None
+        await st.delete_domain("shop.example.com")
+        assert await st.get_domain("shop.example.com") is None
+    finally:
+        st.close()
+
+
+async def test_leases_exclude_other_owners_and_expire(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    a, b = SQLStorage(engine, owner="node-a"), SQLStorage(engine, owner="node-b")
+    try:
+        assert await a.try_lock("domain:x", ttl=30)
+        assert not await b.try_lock("domain:x", ttl=30)
+        await a.unlock("domain:x")
+        assert await b.try_lock("domain:x", ttl=0.2)
+        await asyncio.sleep(0.4)
+        assert await a.try_lock("domain:x", ttl=30)  # b's lease expired
+
+        # Concurrent contenders: exactly one wins each round.
+        results = await asyncio.gather(*[SQLStorage(engine, owner=f"n{i}").try_lock("race", ttl=30)
+                                         for i in range(8)])
+        assert sum(results) == 1
+
+        order: list[str] = []
+
+        async def worker(s: SQLStorage, tag: str) -> None:
+            async with s.lock("serial", ttl=10, timeout=10):
+                order.append(tag + "+")
+                await asyncio.sleep(0.05)
+                order.append(tag + "-")
+        await asyncio.gather(worker(a, "a"), worker(b, "b"))
+        assert order in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
+    finally:
+        engine.dispose()
