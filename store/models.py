@@ -8,7 +8,7 @@ from typing import Optional
 from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint, Index
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Tenant", "ApiToken", "Domain", "AcmeAccount", "AcmeOrder", "CertificateVersion", "ChallengeToken",
+__all__ = ["WebhookDelivery", "Tenant", "ApiToken", "Domain", "AcmeAccount", "AcmeOrder", "CertificateVersion", "ChallengeToken",
            "DomainEvent", "Lease", "RateLedgerEntry", "utcnow", "DomainStatus"]
 
 
@@ -67,6 +67,19 @@ class Domain(SQLModel, table=True):
     current_cert_id: Optional[int] = Field(default=None)
     key_type: Optional[str] = Field(default=None, max_length=16)
     renew_requested: bool = False
+    # ARI (RFC 9773): the CA's suggested window for the current certificate and when to ask again.
+    ari_window_start: Optional[dt.datetime] = None
+    ari_window_end: Optional[dt.datetime] = None
+    ari_next_check_at: Optional[dt.datetime] = None
+    renewal_reason: Optional[str] = Field(default=None, max_length=32)
+    # Self-probe: the last real handshake against the public edge address.
+    last_probe_at: Optional[dt.datetime] = None
+    last_probe_ok: Optional[bool] = None
+    last_probe: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    expiry_warned_days: Optional[int] = None
+    # Reload hook / post-swap verification state of the current certificate.
+    hook_pending: bool = False
+    served_serial: Optional[str] = Field(default=None, max_length=80)
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
 
@@ -162,3 +175,21 @@ class RateLedgerEntry(SQLModel, table=True):
     scope: str = Field(max_length=600)
     account_id: Optional[int] = None
     created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One outgoing webhook delivery (HMAC-signed JSON POST), retried with backoff; the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    url: str = Field(max_length=1000)
+    hostname: Optional[str] = Field(default=None, max_length=253, index=True)
+    kind: str = Field(max_length=64)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="pending", max_length=16, index=True)  # pending | delivered | failed
+    attempts: int = 0
+    last_status_code: Optional[int] = None
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    next_attempt_at: Optional[dt.datetime] = Field(default=None, index=True)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    delivered_at: Optional[dt.datetime] = None
