@@ -90,6 +90,8 @@ class AcmeIssuer:
         self.preferred = preferred_challenges
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="acme")
         self._account: AcmeAccount | None = None
+        self._ari_url: str | None = None
+        self._ari_checked_at: float | None = None
         self._account_lock = asyncio.Lock()
 
     def close(self) -> None:
@@ -130,15 +132,42 @@ class AcmeIssuer:
                            on_request=self.on_request)
 
     async def renewal_window(self, cert_id: str) -> tuple[dt.datetime, dt.datetime, dt.datetime | None] | None:
-        """The CA's ARI window for an RFC 9773 certID, or None when the CA has no renewalInfo."""
-        acct = await self.account()
-        key_pem = self.keybox.decrypt(acct.key_enc, purpose=b"acme-account")
+        """The CA's ARI window for an RFC 9773 certID, or None when the CA has no renewalInfo.
+
+        The directory is read at most once an hour; the renewalInfo GET is unauthenticated (RFC 9773 4.1)."""
+        now = time.monotonic()
+        if self._ari_checked_at is None or now - self._ari_checked_at > 3600:
+            def directory() -> str | None:
+                import requests
+                try:
+                    r = requests.get(self.directory_url, timeout=30, verify=self.ca_bundle or True)
+                    r.raise_for_status()
+                    return r.json().get("renewalInfo")
+                except (requests.RequestException, ValueError) as e:
+                    raise errors.NetworkError(f"directory: {e}") from e
+            self._ari_url = await self._in_thread(directory)
+            self._ari_checked_at = now
+        if not self._ari_url:
+            return None
+        url = self._ari_url.rstrip("/") + "/" + cert_id
 
         def fetch():
-            sess = self._session(key_pem, acct.uri)
-            if not sess.has_ari():
-                return None
-            return sess.renewal_info(cert_id)
+            import requests
+            from .client import parse_retry_after
+            try:
+                r = requests.get(url, timeout=30, verify=self.ca_bundle or True)
+            except requests.RequestException as e:
+                raise errors.NetworkError(f"renewalInfo: {e}") from e
+            if self.on_request is not None:
+                self.on_request("renewalInfo", r.status_code)
+            if r.status_code != 200:
+                raise errors.from_problem(None, r.text[:200], status=r.status_code,
+                                          retry_after=parse_retry_after(r.headers.get("Retry-After")),
+                                          context="renewalInfo")
+            win = r.json()["suggestedWindow"]
+            start = dt.datetime.fromisoformat(win["start"].replace("Z", "+00:00"))
+            end = dt.datetime.fromisoformat(win["end"].replace("Z", "+00:00"))
+            return start, end, parse_retry_after(r.headers.get("Retry-After"))
         return await self._in_thread(fetch)
 
     # -- issuance --------------------------------------------------------------------------------------------
@@ -214,6 +243,8 @@ class AcmeIssuer:
                 ident = authzr.body.identifier.value
                 await self.publisher.publish(hostname=ident, kind=kind, token=token, key_authorization=validation)
                 published.append((ident, token))
+                if challb.status != messages.STATUS_PENDING:
+                    continue  # resumed: the CA is already validating this challenge
                 await self._in_thread(sess.answer, challb)
                 await on_event("challenge_answered", f"{kind} challenge for {ident} answered",
                                {"type": kind, "identifier": ident})

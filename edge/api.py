@@ -237,7 +237,7 @@ def make_api_app(services) -> web.Application:
             raise ApiError(409, "already_exists", f"{hn.ascii} is already registered") from None
         await services.events.emit(d.hostname, "domain_added", f"{d.hostname} added for tenant {tenant.name}",
                                    {"tenant": tenant.name})
-        services.manager.wake(d.hostname)
+        services.manager.wake(d.hostname, tenant_id=d.tenant_id)
         return web.json_response(await _render(d), status=201,
                                  headers={"Location": f"/v1/domains/{d.hostname}"})
 
@@ -383,6 +383,25 @@ def make_api_app(services) -> web.Application:
             raise ApiError(422, "invalid_report", str(e), field="report") from None
         return web.json_response(result)
 
+    # -- webhooks and the API description ---------------------------------------------------------------------
+    async def webhook_deliveries(request: web.Request) -> web.Response:
+        await caller(request, admin_only=True)
+        from .webhooks import delivery_json, list_deliveries  # noqa: PLC0415
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+            after = max(int(request.query.get("after", "0")), 0)
+        except ValueError:
+            raise ApiError(400, "invalid_query", "limit and after must be integers") from None
+        rows = await list_deliveries(storage, status=request.query.get("status") or None,
+                                     hostname=request.query.get("hostname") or None,
+                                     type_=request.query.get("type") or None, limit=limit, after_id=after)
+        out = [delivery_json(row) for row in rows]
+        return web.json_response({"deliveries": out, "count": len(out)})
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        from .openapi import openapi_document  # noqa: PLC0415
+        return web.json_response(openapi_document())
+
     # -- health and metrics ----------------------------------------------------------------------------------
     async def healthz(request: web.Request) -> web.Response:
         try:
@@ -413,6 +432,8 @@ def make_api_app(services) -> web.Application:
     r.add_post("/v1/triage", triage)
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
+    r.add_get("/v1/webhooks/deliveries", webhook_deliveries)
+    r.add_get("/v1/openapi.json", openapi_json)
     from .status_page import add_status_routes  # noqa: PLC0415
     add_status_routes(app, services, limiter=limiter)
     return app

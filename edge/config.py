@@ -99,6 +99,8 @@ class Settings:
     diagnose_allow_private: bool = False
     # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
     renew_ratio: float = 1 / 3
+    # Pacing of new orders per CA account: at most this many per 10 seconds (CertMagic's default).
+    orders_per_10s: int = 10
     # Maximum number of SSLContexts kept built in memory (LRU); each costs ~20 KiB.
     context_cache_size: int = 20000
     log_level: str = "INFO"
@@ -107,6 +109,13 @@ class Settings:
     status_page_logo_url: str | None = None
     status_page_color: str = "#0b5fff"
     expose_domain_metrics: bool = True
+    # Outgoing webhooks (edge/webhooks.py): one URL, HMAC-SHA256 signed with the secret, for the event kinds in
+    # webhook_events ("*" = all; comma-separated kinds, shell-style patterns such as "probe_*" allowed).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_events: str = "*"
+    # Delays between delivery attempts, seconds (comma-separated); after the last one the delivery is "failed".
+    webhook_retry_schedule: str = "10,60,600,3600,21600"
     rate_limits: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -158,6 +167,9 @@ class Settings:
                         raw = tuple(a.strip() for a in raw.split(",") if a.strip())
                     out[f.name] = tuple(raw)
                 elif f.name in {"rate_limits", "extra"}:
+                    if isinstance(raw, str):
+                        import json
+                        raw = json.loads(raw) if raw.strip() else {}
                     out[f.name] = dict(raw)
                 elif isinstance(default, bool):
                     out[f.name] = _bool(raw)
@@ -188,6 +200,17 @@ class Settings:
             raise ConfigError("renew_ratio must be between 0 and 1")
         if self.max_concurrent_orders < 1:
             raise ConfigError("max_concurrent_orders must be at least 1")
+        if self.webhook_url:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ConfigError("EDGECERT_WEBHOOK_URL must be an http:// or https:// URL")
+            if not self.webhook_secret:
+                raise ConfigError("EDGECERT_WEBHOOK_URL needs EDGECERT_WEBHOOK_SECRET: deliveries are signed")
+        try:
+            if any(float(x) < 0 for x in self.webhook_retry_schedule.split(",") if x.strip()):
+                raise ValueError
+        except ValueError:
+            raise ConfigError("EDGECERT_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, "
+                              "e.g. 10,60,600,3600,21600") from None
 
     @property
     def state_path(self) -> Path:
@@ -203,7 +226,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets replaced, for logs and ``/v1/config``."""
         d = dataclasses.asdict(self)
-        for k in ("admin_token", "secret_key", "reload_webhook_secret"):
+        for k in ("admin_token", "secret_key", "reload_webhook_secret", "webhook_secret"):
             if d.get(k):
                 d[k] = "***"
         if d.get("database_url") and "@" in d["database_url"]:

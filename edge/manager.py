@@ -16,9 +16,15 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import time
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from acme_client import errors as acme_errors
+from acme_client.fairqueue import FairQueue
 from acme_client.issuer import IssuedCertificate, Issuer
-from acme_client.keys import read_certificate
+from acme_client.ratelimit import Pacer, RateLedger, load_limits
+from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
 from store.crypto import KeyBox
 from store.models import CertificateVersion, Domain, DomainStatus, utcnow
 
@@ -29,7 +35,10 @@ from .files import LiveFiles
 from .hooks import HookResult, ReloadHook
 from .tls import CertEntry, SniIndex
 
-__all__ = ["DomainManager", "renewal_time", "RETRY_SCHEDULE"]
+__all__ = ["DomainManager", "renewal_time", "RETRY_SCHEDULE", "LEASE_TTL"]
+
+LEASE_TTL = 60.0          # seconds a domain lease lives without a heartbeat
+SCHEDULE_HORIZON = dt.timedelta(hours=6)  # APScheduler holds jobs this far ahead; the sweep adds later ones
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +60,6 @@ def _jitter(seconds: float, frac: float = 0.1) -> float:
     return seconds * (1 + random.uniform(-frac, frac))
 
 
-@dataclass
-class _Job:
-    priority: int
-    seq: int
-    hostname: str
-
-    def __lt__(self, other: "_Job") -> bool:
-        return (self.priority, self.seq) < (other.priority, other.seq)
-
-
 class DomainManager:
     PRIORITY_RENEWAL = 0
     PRIORITY_NEW = 1
@@ -78,9 +77,10 @@ class DomainManager:
         self.events = events
         self.hook = hook
         self.retry_schedule = retry_schedule
-        self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
-        self._queued: set[str] = set()
-        self._seq = 0
+        self.queue: FairQueue[str] = FairQueue()
+        self.ledger = RateLedger(storage, load_limits(settings.rate_limits))
+        self.pacer = Pacer(burst=settings.orders_per_10s, window=10.0)
+        self.scheduler = AsyncIOScheduler(timezone=dt.timezone.utc)
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._last_sync = utcnow()
@@ -89,12 +89,18 @@ class DomainManager:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        freed = await self.storage.release_dead_local_leases()
+        if freed:
+            log.info("released %d lease(s) left by a previous process of this host", freed)
         await self.load_index()
+        self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         for i in range(self.s.max_concurrent_orders):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{i}"))
 
     async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -133,13 +139,32 @@ class DomainManager:
                          key_pem=key_pem, serial=cert.serial, sha256=cert.sha256, not_after=cert.not_after,
                          cert_id=cert.id, names=tuple(json.loads(cert.names)))
 
-    def wake(self, hostname: str, *, priority: int = PRIORITY_NEW) -> None:
-        """Queue work for ``hostname`` now (deduplicated)."""
-        if hostname in self._queued:
+    def wake(self, hostname: str, *, tenant_id: int | None = None, priority: int = PRIORITY_NEW) -> None:
+        """Queue work for ``hostname`` now (deduplicated; fair across tenants; renewals first)."""
+        self.queue.put_nowait(hostname, group=tenant_id, priority=priority)
+
+    def schedule(self, hostname: str, at: dt.datetime | None, *, tenant_id: int | None = None,
+                 priority: int = PRIORITY_NEW) -> None:
+        """An APScheduler job that wakes ``hostname`` at ``at`` (one job per domain, replaced on change)."""
+        job_id = f"check:{hostname}"
+        if at is None:
+            try:
+                self.scheduler.remove_job(job_id)
+            except Exception:
+                pass
             return
-        self._queued.add(hostname)
-        self._seq += 1
-        self._queue.put_nowait(_Job(priority, self._seq, hostname))
+        if at > utcnow() + SCHEDULE_HORIZON or not self.scheduler.running:
+            return  # the sweep schedules it when it comes within the horizon
+        self.scheduler.add_job(self.wake, "date", run_date=at, id=job_id, replace_existing=True,
+                               args=[hostname], kwargs={"tenant_id": tenant_id, "priority": priority},
+                               misfire_grace_time=None, coalesce=True)
+
+    async def _set(self, domain: Domain, **fields: Any) -> Domain:
+        d = await self.storage.update_domain(domain.hostname, **fields)
+        if "next_check_at" in fields:
+            self.schedule(d.hostname, d.next_check_at, tenant_id=d.tenant_id,
+                          priority=self.PRIORITY_RENEWAL if d.current_cert_id else self.PRIORITY_NEW)
+        return d
 
     async def _sweeper(self) -> None:
         while True:
@@ -157,9 +182,12 @@ class DomainManager:
 
     async def sweep(self) -> None:
         now = utcnow()
-        for d in await self.storage.due_domains(now):
+        for d in await self.storage.due_domains(now + SCHEDULE_HORIZON, limit=100000):
             prio = self.PRIORITY_RENEWAL if d.current_cert_id else self.PRIORITY_NEW
-            self.wake(d.hostname, priority=prio)
+            if d.next_check_at is not None and d.next_check_at <= now:
+                self.wake(d.hostname, tenant_id=d.tenant_id, priority=prio)
+            elif self.scheduler.get_job(f"check:{d.hostname}") is None:
+                self.schedule(d.hostname, d.next_check_at, tenant_id=d.tenant_id, priority=prio)
         # Changes made by other processes / nodes sharing the store.
         since = self._last_sync - dt.timedelta(seconds=2)
         self._last_sync = now
@@ -169,26 +197,29 @@ class DomainManager:
 
     async def _worker(self) -> None:
         while True:
-            job = await self._queue.get()
-            self._queued.discard(job.hostname)
+            hostname = await self.queue.get()
             try:
-                await self.process(job.hostname)
+                await self.process(hostname)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("unexpected error while working on %s", job.hostname)
-            finally:
-                self._queue.task_done()
+                log.exception("unexpected error while working on %s", hostname)
 
     # -- one unit of work ------------------------------------------------------------------------------------
     async def process(self, hostname: str) -> None:
         if hostname in self._in_flight:
             return
         lock_name = f"domain:{hostname}"
-        if not await self.storage.try_lock(lock_name, ttl=self.s.order_timeout + 120):
+        if not await self.storage.try_lock(lock_name, ttl=LEASE_TTL):
             log.debug("%s is being worked on elsewhere", hostname)
             return
         self._in_flight.add(hostname)
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(LEASE_TTL / 3)
+                await self.storage.renew_lock(lock_name, ttl=LEASE_TTL)
+        hb = asyncio.create_task(heartbeat(), name=f"lease:{hostname}")
         try:
             domain = await self.storage.get_domain(hostname)  # re-check under the lock
             if domain is None:
@@ -198,6 +229,11 @@ class DomainManager:
                 return
             await self._advance(domain, now)
         finally:
+            hb.cancel()
+            try:
+                await hb
+            except (asyncio.CancelledError, Exception):
+                pass
             self._in_flight.discard(hostname)
             await self.storage.unlock(lock_name)
 
@@ -206,17 +242,61 @@ class DomainManager:
             return None
         return await self.storage.get_certificate(domain.current_cert_id)
 
+    async def _plan(self, domain: Domain, cert: CertificateVersion, now: dt.datetime
+                    ) -> tuple[RenewalPlan, Domain]:
+        """Decide when to renew: ask the CA's ARI window when due (lock held), else the lifetime ratio."""
+        lifetime = cert.not_after - cert.not_before
+        fields: dict[str, Any] = {}
+        window = (domain.ari_window_start, domain.ari_window_end) if domain.ari_window_start else None
+        if cert.ari_cert_id and (domain.ari_next_check_at is None or domain.ari_next_check_at <= now):
+            try:
+                res = await self.issuer.renewal_window(cert.ari_cert_id)
+            except acme_errors.AcmeError as e:
+                log.warning("%s: ARI check failed: %s", domain.hostname, e)
+                res = None
+                fields["ari_next_check_at"] = now + min(dt.timedelta(hours=1), max(lifetime / 20,
+                                                                                   dt.timedelta(seconds=5)))
+            else:
+                if res is None:
+                    window = None
+                    fields.update(ari_window_start=None, ari_window_end=None,
+                                  ari_next_check_at=next_ari_check(now, retry_after=None, lifetime=lifetime))
+                else:
+                    start, end, retry_after = res
+                    window = (start, end)
+                    fields.update(ari_window_start=start, ari_window_end=end,
+                                  ari_next_check_at=next_ari_check(now, retry_after=retry_after, lifetime=lifetime))
+        same_window = window is not None and domain.ari_window_start == window[0] and domain.ari_window_end == window[1]
+        if same_window and domain.renewal_reason == "ari_window" and domain.next_renewal_at is not None:
+            plan = RenewalPlan(domain.next_renewal_at, "ari_window", True)  # keep the random draw stable
+        else:
+            plan = plan_renewal(cert.not_before, cert.not_after, now=now, ari_window=window, ratio=self.s.renew_ratio)
+        if plan.at != domain.next_renewal_at or plan.reason != domain.renewal_reason:
+            fields.update(next_renewal_at=plan.at, renewal_reason=plan.reason)
+            await self.events.emit(domain.hostname, "renewal_scheduled",
+                                   f"renewal scheduled for {plan.at.isoformat()} ({plan.reason.replace('_', ' ')})",
+                                   plan.to_dict())
+        if fields:
+            domain = await self.storage.update_domain(domain.hostname, **fields)
+        return plan, domain
+
     async def _advance(self, domain: Domain, now: dt.datetime) -> None:
         h = domain.hostname
         cert = await self._current_cert(domain)
         has_valid = cert is not None and cert.not_after > now
         if cert is not None and not has_valid and domain.status == DomainStatus.ACTIVE:
-            await self.storage.update_domain(h, status=DomainStatus.EXPIRED,
-                                             last_error=f"the certificate expired at {cert.not_after.isoformat()}")
+            domain = await self._set(domain, status=DomainStatus.EXPIRED,
+                                     last_error=f"the certificate expired at {cert.not_after.isoformat()}")
             await self.events.emit(h, "certificate_expired", "the served certificate has expired")
-        if has_valid and not domain.renew_requested and domain.next_renewal_at and domain.next_renewal_at > now:
-            await self.storage.update_domain(h, next_check_at=domain.next_renewal_at)
-            return
+        in_window = False
+        if has_valid and not domain.renew_requested:
+            assert cert is not None
+            plan, domain = await self._plan(domain, cert, now)
+            if plan.at > now:
+                nxt = min(x for x in (plan.at, domain.ari_next_check_at) if x is not None)
+                await self._set(domain, next_check_at=nxt)
+                return
+            in_window = plan.in_ari_window
 
         # 1. Does the name point at the edge? Never ask the CA otherwise.
         result = await self.dns.check(h)
@@ -229,31 +309,67 @@ class DomainManager:
                                           next_check_at=utcnow() + dt.timedelta(seconds=_jitter(delay)))
             if not has_valid:
                 fields["status"] = DomainStatus.PENDING_DNS
-            await self.storage.update_domain(h, **fields)
+            await self._set(domain, **fields)
             await self.events.emit(h, "dns_checked", result.message,
                                    {"ok": False, "reason": result.reason, "retry_in_s": round(delay, 1)})
             return
         if domain.dns_attempts or domain.status == DomainStatus.PENDING_DNS or not domain.dns_observed:
             await self.events.emit(h, "dns_checked", result.message, {"ok": True})
+
+        # 2. Our own copy of the CA's rate limits (an order being resumed was counted already).
+        names = [h]
+        open_order = await self.storage.open_order(domain.id)
+        resuming = open_order is not None and open_order.url is not None
+        reservation: list[int] = []
+        acct = await self.issuer.account() if hasattr(self.issuer, "account") else None
+        account_id = acct.id if acct is not None else 0
+        if not resuming:
+            hold, reservation = await self.ledger.check_and_reserve(names, account_id, now=utcnow(),
+                                                                    exempt=in_window)
+            if hold is not None:
+                fields = dict(retry_at=hold.retry_at, next_check_at=hold.retry_at, last_error=hold.message(),
+                              last_error_code="rate_limited", dns_attempts=0, dns_observed=observed)
+                if not has_valid:
+                    fields["status"] = DomainStatus.RATE_LIMITED
+                await self._set(domain, **fields)
+                await self.events.emit(h, "rate_limited", hold.message(),
+                                       {"limit": hold.limit, "retry_at": hold.retry_at.isoformat(), "source": "ledger"})
+                return
         fields = dict(dns_attempts=0, dns_observed=observed)
         if not has_valid:
             fields["status"] = DomainStatus.ISSUING
-        domain = await self.storage.update_domain(h, **fields)
+        domain = await self._set(domain, **fields)
 
-        # 2. Order.
+        # 3. Order (paced per CA account).
         is_renewal = cert is not None
         key_type = domain.key_type or self.s.key_type
-        replaces = cert.ari_cert_id if cert is not None else None
+        replaces = cert.ari_cert_id if (cert is not None and domain.ari_window_start is not None) else None
+        if not resuming:
+            await self.pacer.wait()
         self.orders_started += 1
 
         async def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
             await self.events.emit(h, kind, message, data)
+        started = time.monotonic()
         try:
-            issued = await self.issuer.issue(domain_id=domain.id, names=[h], key_type=key_type,
-                                             replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+            try:
+                issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
+                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+            except acme_errors.FinalError as e:
+                if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
+                    await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
+                                           "ordering again without 'replaces'", {})
+                    issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
+                                                     replaces=None, is_renewal=is_renewal, on_event=on_event)
+                else:
+                    raise
         except acme_errors.AcmeError as e:
+            await self.ledger.release(reservation)
+            if isinstance(e, acme_errors.ChallengeFailed):
+                await self.ledger.record_failed_validation(names, account_id, now=utcnow())
             await self._failed(domain, e, has_valid=has_valid)
             return
+        self.last_issuance_seconds = time.monotonic() - started
         await self._install(domain, issued)
 
     async def _failed(self, domain: Domain, e: acme_errors.AcmeError, *, has_valid: bool) -> None:
@@ -264,14 +380,20 @@ class DomainManager:
                                       renew_requested=False)
         if isinstance(e, acme_errors.RateLimited) or (e.retry_after is not None and e.retry_after > now):
             retry_at = e.retry_after or (now + dt.timedelta(seconds=_jitter(self.retry_schedule[0])))
+            detail = (e.detail or "").lower()
+            if e.retry_after is not None and (isinstance(e, acme_errors.ServerUnavailable) or "new orders" in detail
+                                              or "account" in detail):
+                # Account-wide limit or an overloaded CA: every order waits, not just this name.
+                self.pacer.pause_until(time.monotonic() + (e.retry_after - now).total_seconds())
             # Never earlier than the CA said; never earlier than our own schedule either.
             own = now + dt.timedelta(seconds=_jitter(self._retry_delay(attempts)))
-            retry_at = max(retry_at, own) if not isinstance(e, acme_errors.RateLimited) else retry_at
+            if not isinstance(e, (acme_errors.RateLimited, acme_errors.ServerUnavailable)):
+                retry_at = max(retry_at, own)  # the CA's 429/503 Retry-After is exact; otherwise our schedule too
             fields.update(retry_at=retry_at, next_check_at=retry_at)
             if not has_valid:
                 fields["status"] = DomainStatus.RATE_LIMITED if isinstance(e, acme_errors.RateLimited) \
                     else DomainStatus.PENDING_ISSUANCE
-            await self.storage.update_domain(h, **fields)
+            await self._set(domain, **fields)
             await self.events.emit(h, "rate_limited" if isinstance(e, acme_errors.RateLimited) else "issuance_failed",
                                    f"{e} (next attempt not before {retry_at.isoformat()})",
                                    {"error": e.to_dict(), "retry_at": retry_at.isoformat()})
@@ -280,7 +402,7 @@ class DomainManager:
             fields.update(next_check_at=None, retry_at=None)
             if not has_valid:
                 fields["status"] = DomainStatus.FAILED
-            await self.storage.update_domain(h, **fields)
+            await self._set(domain, **fields)
             await self.events.emit(h, "issuance_failed", f"{e} (final: an operator must act)",
                                    {"error": e.to_dict(), "final": True})
             return
@@ -289,7 +411,7 @@ class DomainManager:
         fields.update(retry_at=retry_at, next_check_at=retry_at)
         if not has_valid:
             fields["status"] = DomainStatus.PENDING_ISSUANCE
-        await self.storage.update_domain(h, **fields)
+        await self._set(domain, **fields)
         await self.events.emit(h, "issuance_failed", f"{e} (retry in {delay:.0f}s)",
                                {"error": e.to_dict(), "retry_at": retry_at.isoformat(), "attempt": attempts})
 
@@ -323,14 +445,15 @@ class DomainManager:
         await asyncio.to_thread(self.files.install, h, cert_pem=version.cert_pem.encode(),
                                 chain_pem=version.chain_pem.encode(), key_pem=key_pem, serial=version.serial)
         self.index.put(entry, prebuild=False)
-        renew_at = renewal_time(version.not_before, version.not_after, ratio=self.s.renew_ratio)
-        await self.storage.update_domain(h, current_cert_id=version.id, status=DomainStatus.ACTIVE,
-                                         last_error=None, last_error_code=None, attempts=0, retry_at=None,
-                                         next_renewal_at=renew_at, next_check_at=renew_at, renew_requested=False)
+        d = await self._set(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
+                            last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
+                            ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
+                            next_renewal_at=None, renewal_reason=None, next_check_at=utcnow())
         await self.events.emit(h, "swapped", f"now serving certificate {version.serial}",
                                {"serial": version.serial, "sha256": version.sha256})
-        await self.events.emit(h, "renewal_scheduled", f"renewal scheduled for {renew_at.isoformat()}",
-                               {"at": renew_at.isoformat()})
+        # Plan the renewal right away (asks the CA's ARI window when it has one).
+        plan, d = await self._plan(d, version, utcnow())
+        await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
         self.hook.notify([h])
 
     async def on_hook_result(self, result: HookResult) -> None:
@@ -351,9 +474,10 @@ class DomainManager:
 
     # -- operator actions ------------------------------------------------------------------------------------
     async def request_renewal(self, hostname: str) -> None:
-        await self.storage.update_domain(hostname, renew_requested=True, next_check_at=utcnow(), attempts=0)
-        self.wake(hostname, priority=self.PRIORITY_RENEWAL)
+        d = await self.storage.update_domain(hostname, renew_requested=True, next_check_at=utcnow(), attempts=0)
+        self.wake(hostname, tenant_id=d.tenant_id, priority=self.PRIORITY_RENEWAL)
 
     async def removed(self, hostname: str) -> None:
+        self.schedule(hostname, None)
         self.index.remove(hostname)
         await asyncio.to_thread(self.files.remove, hostname)

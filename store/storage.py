@@ -103,7 +103,8 @@ class Storage(Protocol):
 
     # rate-limit ledger
     async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
-                         at: dt.datetime | None = None) -> None: ...
+                         at: dt.datetime | None = None) -> int: ...
+    async def ledger_delete(self, entry_id: int) -> None: ...
     async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]: ...
 
     # locks
@@ -355,10 +356,22 @@ class SQLStorage:
 
     # -- rate-limit ledger -------------------------------------------------------------------------------------
     async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
-                         at: dt.datetime | None = None) -> None:
-        def fn(s: Session) -> None:
-            s.add(RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow()))
-        await self._run(fn)
+                         at: dt.datetime | None = None) -> int:
+        def fn(s: Session) -> int:
+            e = RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow())
+            s.add(e)
+            s.flush()
+            assert e.id is not None
+            return e.id
+        return await self._run(fn)
+
+    async def ledger_delete(self, entry_id: int) -> None:
+        await self._run(lambda s: s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.id == entry_id)))
+
+    async def ledger_prune(self, before: dt.datetime) -> int:
+        def fn(s: Session) -> int:
+            return s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.created_at < before)).rowcount or 0
+        return await self._run(fn)
 
     async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]:
         def fn(s: Session) -> list[dt.datetime]:
@@ -398,6 +411,33 @@ class SQLStorage:
 
     async def renew_lock(self, name: str, *, ttl: float = 600) -> bool:
         return await self.try_lock(name, ttl=ttl)
+
+    async def release_dead_local_leases(self) -> int:
+        """Drop leases held by earlier processes of this host that are gone (a crash must not block a name until
+        the lease expires). Leases of live processes and of other hosts are untouched."""
+        host = socket.gethostname()
+
+        def fn(s: Session) -> int:
+            n = 0
+            for lease in s.exec(select(Lease)).all():
+                parts = lease.owner.split(":")
+                if len(parts) < 3 or parts[0] != host or lease.owner == self.owner:
+                    continue
+                try:
+                    pid = int(parts[1])
+                except ValueError:
+                    continue
+                try:
+                    os.kill(pid, 0)
+                    continue  # still alive
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue
+                s.delete(lease)
+                n += 1
+            return n
+        return await self._run(fn)
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, *, ttl: float = 600, timeout: float | None = None) -> AsyncIterator[None]:
