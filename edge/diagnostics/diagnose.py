@@ -199,7 +199,7 @@ def _forbidden_reason(addr: str) -> str | None:
         return "cloud metadata"
     for attr, reason in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),
                          ("is_link_local", "link-local"), ("is_multicast", "multicast"),
-                         ("is_private", "private"), ("is_reserved", "reserved")):
+                         ("is_reserved", "reserved"), ("is_private", "private")):
         if getattr(ip, attr):
             return reason
     if not ip.is_global:
@@ -249,9 +249,11 @@ def _make_resolver(resolver: str | None, timeout: float):
         r = dns.asyncresolver.Resolver(configure=False)
         r.nameservers = [host]
         r.port = port
+        r.lifetime = timeout
     else:
+        # system case: getaddrinfo decides; dnspython only adds the CNAME chain, so it gets a short leash
         r = dns.asyncresolver.Resolver()
-    r.lifetime = timeout
+        r.lifetime = min(timeout, 2.0)
     r.timeout = min(timeout, 2.0)
     return r
 
@@ -622,7 +624,9 @@ def _load_store(cafile: str | None) -> tuple[x509.Certificate, ...]:
                                 data, re.S):
             block = block.replace(b"TRUSTED CERTIFICATE", b"CERTIFICATE")
             try:
-                c = x509.load_pem_x509_certificate(block)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # old roots with negative serials
+                    c = x509.load_pem_x509_certificate(block)
             except Exception:
                 continue
             der = c.public_bytes(serialization.Encoding.DER)

@@ -551,6 +551,9 @@ def server_context(
     max_version: ssl.TLSVersion | None = None,
     ciphers: str | None = None,
 ) -> ssl.SSLContext:
+    import warnings
+
+    warnings.filterwarnings("ignore", "ssl.TLSVersion", DeprecationWarning)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if seclevel0 or ciphers:
         ctx.set_ciphers(ciphers or "DEFAULT:@SECLEVEL=0")
