@@ -6,6 +6,7 @@ internals. With a tenant token, another tenant's domain answers 404 exactly like
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import json
@@ -71,6 +72,10 @@ def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expe
         "next_check_at": iso(d.next_check_at),
         "attempts": d.attempts,
         "certificate": cert_json(cert),
+        "reload": {"pending": bool(d.hook_pending), "verified_serial": d.served_serial},
+        "renewal": {"reason": d.renewal_reason, "ari_window": {"start": iso(d.ari_window_start),
+                                                               "end": iso(d.ari_window_end)}
+                    if d.ari_window_start else None},
         "dns": {"expected_record": expected_record, "observed": observed},
         "created_at": iso(d.created_at),
         "updated_at": iso(d.updated_at),
@@ -290,6 +295,27 @@ def make_api_app(services) -> web.Application:
         d2 = await storage.get_domain(d.hostname)
         return web.json_response(await _render(d2 or d), status=202)
 
+    async def upload_certificate(request: web.Request) -> web.Response:
+        c = await caller(request)
+        d = await _visible_domain(request, c)
+        body = await _json_body(request)
+        from .manager import SwapRejected  # noqa: PLC0415
+        from .upload import UploadError, load_trust_roots, validate_certificate  # noqa: PLC0415
+        extra = [p.strip() for p in (s.upload_trust_roots or "").split(",") if p.strip()]
+        roots = await asyncio.to_thread(load_trust_roots, extra)
+        try:
+            valid = validate_certificate(d.hostname, body.get("certificate"), body.get("private_key"),
+                                         chain_pem=body.get("chain") or "", roots=roots)
+        except UploadError as e:
+            raise ApiError(422, e.code, e.message) from None
+        async with storage.lock(f"domain:{d.hostname}", ttl=60, timeout=30):
+            try:
+                await services.manager.install_uploaded(d, valid)
+            except SwapRejected as e:
+                raise ApiError(422, "swap_rejected", str(e)) from None
+        d2 = await storage.get_domain(d.hostname)
+        return web.json_response(await _render(d2 or d))
+
     async def domain_events(request: web.Request) -> web.Response:
         c = await caller(request)
         d = await _visible_domain(request, c)
@@ -346,13 +372,22 @@ def make_api_app(services) -> web.Application:
         _limit(request)
         c = await optional_caller(request)
         d = await _visible_domain(request, c)
-        from .diagnostics import diagnose as run_diagnose  # noqa: PLC0415
+        from .diagnostics import TargetNotAllowed, diagnose as run_diagnose  # noqa: PLC0415
         cert = await storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
-        result = await run_diagnose(d.hostname, connect=services.public_address(), resolver=s.dns_resolver,
-                                    allow_private=s.diagnose_allow_private,
-                                    expected_sha256=cert.sha256 if cert else None,
-                                    edge_targets=[t.strip() for t in (s.edge_target or "").split(",") if t.strip()]
-                                    or None, cafile=s.extra.get("diagnose_cafile"))
+        targets = [t.strip() for t in (s.edge_target or "").split(",") if t.strip()] or None
+        try:
+            result = await asyncio.wait_for(run_diagnose(
+                d.hostname, resolver=s.dns_resolver, allow_private=s.diagnose_allow_private,
+                expected_sha256=cert.sha256 if cert else None, edge_targets=targets,
+                cafile=s.extra.get("diagnose_cafile"), port=s.https_public_port, timeout=5.0), 90)
+        except TargetNotAllowed as e:
+            raise ApiError(422, "target_not_allowed", f"{d.hostname} resolves to an address the diagnostic endpoint "
+                           f"may not connect to ({e}); run 'edgecert diagnose' from your own network instead") \
+                from None
+        except ValueError as e:
+            raise ApiError(422, "invalid_target", str(e)) from None
+        except TimeoutError:
+            raise ApiError(504, "diagnose_timeout", "the diagnosis took too long") from None
         return web.json_response(result)
 
     async def triage(request: web.Request) -> web.Response:
@@ -424,6 +459,7 @@ def make_api_app(services) -> web.Application:
     r.add_delete("/v1/domains/{hostname}", delete_domain)
     r.add_post("/v1/domains/{hostname}/renew", renew_domain)
     r.add_get("/v1/domains/{hostname}/events", domain_events)
+    r.add_put("/v1/domains/{hostname}/certificate", upload_certificate)
     r.add_post("/v1/tenants", create_tenant)
     r.add_get("/v1/tenants", list_tenants)
     r.add_post("/v1/tenants/{name}/tokens", rotate_token)

@@ -29,6 +29,7 @@ from .manager import DomainManager
 from .metrics import Metrics
 from .proxy import make_edge_app
 from .tls import SniIndex, load_default_certificate
+from .webhooks import WebhookSender, parse_retry_schedule
 
 __all__ = ["Services", "SERVICES", "build_services", "run_server", "Server"]
 
@@ -62,6 +63,7 @@ class Services:
     manager: DomainManager
     metrics: Metrics
     http_client: aiohttp.ClientSession | None = None
+    webhooks: WebhookSender | None = None
     version: str = __version__
     https_bound: tuple[str, int] | None = None
     _issuers_cache: tuple[float, list[str]] = field(default=(0.0, []))
@@ -117,9 +119,17 @@ async def build_services(settings: Settings) -> Services:
     files = LiveFiles(state)
     dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target)
     events = EventBus(storage)
-    events.subscribe(_count_event(metrics))
+    events.subscribe(metrics.on_event)
+    webhooks = None
+    if settings.webhook_url and settings.webhook_secret:
+        webhooks = WebhookSender(storage=storage, url=settings.webhook_url, secret=settings.webhook_secret,
+                                 events=settings.webhook_events, metrics=metrics,
+                                 retry_schedule=parse_retry_schedule(settings.webhook_retry_schedule))
+        events.subscribe(webhooks.on_event)
     hook = ReloadHook(command=settings.reload_command, state_dir=settings.state_dir, timeout=settings.reload_timeout,
-                      batch_window=float(settings.extra.get("hook_batch_window", 1.0)))
+                      batch_window=float(settings.extra.get("hook_batch_window", 1.0)),
+                      retry_delays=tuple(float(x) for x in settings.extra.get("hook_retry_delays", (5, 30, 120, 600))),
+                      webhook_url=settings.reload_webhook, webhook_secret=settings.reload_webhook_secret)
     issuer = AcmeIssuer(storage=storage, keybox=keybox, publisher=StorePublisher(storage),
                         directory_url=settings.acme_directory, ca_bundle=settings.acme_ca_bundle,
                         email=settings.acme_email, max_workers=settings.max_concurrent_orders,
@@ -132,19 +142,7 @@ async def build_services(settings: Settings) -> Services:
                             **({"retry_schedule": retry} if retry else {}))
     hook.on_result = manager.on_hook_result
     return Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
-                    events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics)
-
-
-def _count_event(metrics: Metrics):
-    async def sub(hostname: str, kind: str, message: str, data: dict) -> None:
-        metrics.events.labels(kind=kind).inc()
-        if kind in ("issuance_failed", "rate_limited") and isinstance(data.get("error"), dict):
-            metrics.acme_errors.labels(code=data["error"].get("code", "?")).inc()
-        if kind == "rate_limited":
-            metrics.rate_limit_waits.labels(limit=data.get("limit", "ca")).inc()
-        if kind in ("hook_succeeded", "hook_failed"):
-            metrics.hook_runs.labels(result="ok" if kind == "hook_succeeded" else "failed").inc()
-    return sub
+                    events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)
 
 
 def services_ctx(services: Services):
@@ -153,11 +151,15 @@ def services_ctx(services: Services):
         services.http_client = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
             connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=60), auto_decompress=False)
+        if services.webhooks is not None:
+            await services.webhooks.start()
         await services.hook.start()
         await services.manager.start()
         yield
         await services.manager.stop()
         await services.hook.stop()
+        if services.webhooks is not None:
+            await services.webhooks.stop()
         await services.http_client.close()
         services.issuer.close()
         await asyncio.to_thread(services.storage.close)
@@ -200,6 +202,7 @@ class Server:
             self.addresses[name] = (bound[0], bound[1])
             if name == "https":
                 services.https_bound = (bound[0], bound[1])
+                services.manager.own_address = services.public_address()
         return services
 
     async def stop(self) -> None:

@@ -117,9 +117,9 @@ def _fail(status: int, body: Any) -> int:
 
 def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
     widths = [max(len(h), *(len(str(r.get(k) or "")) for r in rows)) if rows else len(h) for k, h in cols]
-    lines = ["  ".join(h.ljust(w) for (_, h), w in zip(cols, widths))]
+    lines = ["  ".join(h.ljust(w) for (_, h), w in zip(cols, widths)).rstrip()]
     for r in rows:
-        lines.append("  ".join(str(r.get(k) or "-").ljust(w) for (k, _), w in zip(cols, widths)))
+        lines.append("  ".join(str(r.get(k) or "-").ljust(w) for (k, _), w in zip(cols, widths)).rstrip())
     return "\n".join(lines)
 
 
@@ -171,7 +171,12 @@ def cmd_domains(argv: list[str]) -> int:
         if not args.wait:
             print(json.dumps(d, indent=2) if args.json else _show_domain(d))
             return 0
-        return _wait(api, d["hostname"], args.timeout, args.json)
+        try:
+            return _wait(api, d["hostname"], args.timeout, args.json)
+        except KeyboardInterrupt:
+            print(f"\nstopped waiting; {d['hostname']} is still being worked on "
+                  f"(edgecert domains show {d['hostname']})", file=sys.stderr)
+            return 130
     if args.action == "list":
         params = {k: v for k, v in (("status", args.status), ("tenant", args.tenant)) if v}
         st, body = api.call("GET", "/v1/domains" + ("?" + urllib.parse.urlencode(params) if params else ""))
@@ -222,18 +227,19 @@ def _wait(api: ApiClient, hostname: str, timeout: float, as_json: bool) -> int:
     last_status = None
     q = urllib.parse.quote(hostname)
     while True:
-        st, ev = api.call("GET", f"/v1/domains/{q}/events?after={seen}")
-        if st == 200:
-            for e in ev["events"]:
-                seen = max(seen, e["id"])
-                if not as_json:
-                    print(f"  {e['at'][11:19]}  {e['kind']:<20} {e['message']}", flush=True)
+        # The status first, then the events: a status line is printed before the events that happened after it.
         st, d = api.call("GET", f"/v1/domains/{q}")
         if st != 200:
             return _fail(st, d)
         if d["status"] != last_status and not as_json:
             print(f"status: {d['status']}", flush=True)
             last_status = d["status"]
+        st, ev = api.call("GET", f"/v1/domains/{q}/events?after={seen}&limit=1000")
+        if st == 200:
+            for e in ev["events"]:
+                seen = max(seen, e["id"])
+                if not as_json:
+                    print(f"  {e['at'][11:19]}  {e['kind']:<20} {e['message']}", flush=True)
         if d["status"] in ("active", "failed"):
             if as_json:
                 print(json.dumps(d, indent=2))

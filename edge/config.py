@@ -99,6 +99,11 @@ class Settings:
     diagnose_allow_private: bool = False
     # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
     renew_ratio: float = 1 / 3
+    # Extra PEM roots (comma-separated files) trusted when validating uploaded certificates.
+    upload_trust_roots: str | None = None
+    # nginx snippet included by every generated server block (exports/nginx-servers.conf).
+    nginx_site_include: str | None = "/etc/nginx/edgecert-site.conf"
+    nginx_listen: str = "443 ssl"
     # Pacing of new orders per CA account: at most this many per 10 seconds (CertMagic's default).
     orders_per_10s: int = 10
     # Maximum number of SSLContexts kept built in memory (LRU); each costs ~20 KiB.

@@ -2,12 +2,13 @@
 
 Layout under ``EDGECERT_STATE_DIR``::
 
-    archive/<hostname>/<version>/{cert,chain,fullchain,privkey}.pem   (written once, never modified)
+    archive/<hostname>/<version>/{cert,chain,fullchain,privkey,haproxy}.pem   (written once, never modified)
     live/<hostname> -> ../archive/<hostname>/<version>               (a symlink, flipped by rename(2))
 
 Every version is written completely (and fsynced) in its own directory before the ``live`` symlink is replaced
 with one same-filesystem ``rename``; a reader that resolves ``live/<hostname>`` once (``realpath`` or an opened
-directory fd) always sees a matching certificate and key. Old versions are kept for a while, so a reader that
+directory fd) always sees a matching certificate and key. (A reader that opens ``fullchain.pem`` and then
+``privkey.pem`` by their full paths can straddle a flip; resolve the link once, as servers do at reload.) Old versions are kept for a while, so a reader that
 straddles a flip still reads whole files, and then pruned.
 """
 
@@ -58,6 +59,7 @@ class LiveFiles:
         self._write(adir / "chain.pem", chain_pem, 0o644)
         self._write(adir / "fullchain.pem", fullchain, 0o644)
         self._write(adir / "privkey.pem", key_pem, 0o600)
+        self._write(adir / "haproxy.pem", fullchain + key_pem, 0o600)  # HAProxy wants one file
         dfd = os.open(adir, os.O_RDONLY)
         try:
             os.fsync(dfd)

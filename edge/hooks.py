@@ -26,8 +26,11 @@ class ReloadHook:
 
     def __init__(self, *, command: str | None, state_dir: str, timeout: float = 60.0, batch_window: float = 1.0,
                  retry_delays: tuple[float, ...] = (5, 30, 120, 600),
-                 on_result: Callable[[HookResult], Awaitable[None]] | None = None) -> None:
+                 on_result: Callable[[HookResult], Awaitable[None]] | None = None,
+                 webhook_url: str | None = None, webhook_secret: str | None = None) -> None:
         self.command = command
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
         self.state_dir = state_dir
         self.timeout = timeout
         self.batch_window = batch_window
@@ -41,7 +44,7 @@ class ReloadHook:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.command)
+        return bool(self.command or self.webhook_url)
 
     def notify(self, hostnames: list[str]) -> None:
         if not self.enabled:
@@ -87,8 +90,45 @@ class ReloadHook:
                 self._failures = 0
 
     async def run(self, hostnames: list[str]) -> HookResult:
-        """Run the command once for ``hostnames`` (``sh -c``, bounded by ``timeout``)."""
+        """Run the command and/or the webhook once for ``hostnames``; ok only if every configured part is ok."""
         self.runs += 1
+        results = []
+        if self.command:
+            results.append(await self._run_command(hostnames))
+        if self.webhook_url:
+            results.append(await self._post_webhook(hostnames))
+        if len(results) == 1:
+            return results[0]
+        ok = all(r.ok for r in results)
+        return HookResult(ok, results[0].exit_code, "\n".join(r.output for r in results), hostnames,
+                          "; ".join(r.error for r in results if r.error) or None)
+
+    async def _post_webhook(self, hostnames: list[str]) -> HookResult:
+        """JSON POST signed with HMAC-SHA256 (``X-Edgecert-Signature: sha256=<hex>`` over the raw body)."""
+        import hashlib
+        import hmac
+        import json
+        import time as _time
+
+        import aiohttp
+        body = json.dumps({"type": "certificates_swapped", "hostnames": hostnames, "timestamp": int(_time.time()),
+                           "live_dir": os.path.join(os.path.abspath(self.state_dir), "live")}).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "edgecert-reload-hook"}
+        if self.webhook_secret:
+            sig = hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Edgecert-Signature"] = f"sha256={sig}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http:
+                async with http.post(self.webhook_url, data=body, headers=headers) as r:
+                    text = (await r.text())[-2000:]
+                    if 200 <= r.status < 300:
+                        return HookResult(True, 0, text, hostnames, None)
+                    return HookResult(False, None, text, hostnames, f"reload webhook answered HTTP {r.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return HookResult(False, None, "", hostnames, f"reload webhook failed: {type(e).__name__}: {e}")
+
+    async def _run_command(self, hostnames: list[str]) -> HookResult:
+        """Run the command once for ``hostnames`` (``sh -c``, bounded by ``timeout``)."""
         env = dict(os.environ)
         env["EDGECERT_HOSTNAMES"] = " ".join(hostnames)
         env["EDGECERT_STATE_DIR"] = os.path.abspath(self.state_dir)

@@ -32,8 +32,11 @@ from .config import Settings
 from .dnscheck import DnsChecker
 from .events import EventBus
 from .files import LiveFiles
+from .exports import write_exports
 from .hooks import HookResult, ReloadHook
 from .tls import CertEntry, SniIndex
+from .upload import _covers
+from .verify import served_certificate
 
 __all__ = ["DomainManager", "renewal_time", "RETRY_SCHEDULE", "LEASE_TTL"]
 
@@ -58,6 +61,10 @@ def renewal_time(not_before: dt.datetime, not_after: dt.datetime, *, ratio: floa
 
 def _jitter(seconds: float, frac: float = 0.1) -> float:
     return seconds * (1 + random.uniform(-frac, frac))
+
+
+class SwapRejected(Exception):
+    """A certificate failed the pre-swap checks and did not go live."""
 
 
 class DomainManager:
@@ -86,6 +93,8 @@ class DomainManager:
         self._last_sync = utcnow()
         self._in_flight: set[str] = set()
         self.orders_started = 0
+        self.stale_count = 0
+        self.own_address: str | None = None  # set by the server once the TLS listener is bound
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -93,6 +102,7 @@ class DomainManager:
         if freed:
             log.info("released %d lease(s) left by a previous process of this host", freed)
         await self.load_index()
+        await self._write_exports()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         for i in range(self.s.max_concurrent_orders):
@@ -225,8 +235,8 @@ class DomainManager:
             if domain is None:
                 return
             now = utcnow()
-            if domain.next_check_at is not None and domain.next_check_at > now and not domain.renew_requested:
-                return
+            if not domain.renew_requested and (domain.next_check_at is None or domain.next_check_at > now):
+                return  # nothing due (another worker or node did it already, or it waits for an operator)
             await self._advance(domain, now)
         finally:
             hb.cancel()
@@ -434,43 +444,123 @@ class DomainManager:
                                 "acme_requests": issued.acme_requests})
         await self.swap_in(domain, version, issued.key_pem)
 
-    async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes) -> None:
+    async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes, *,
+                      plan_renewal: bool = True) -> None:
+        """Make ``version`` the served certificate: check it, write the files, flip the SNI index, check what is
+        served, then hand over to the reload hook. A certificate that does not load, does not match its key or does
+        not cover the name never goes live (the previous one keeps being served)."""
         h = domain.hostname
         fullchain = (version.cert_pem + version.chain_pem).encode()
         entry = CertEntry(hostname=h, fullchain_pem=fullchain, key_pem=key_pem, serial=version.serial,
                           sha256=version.sha256, not_after=version.not_after, cert_id=version.id,
                           names=tuple(json.loads(version.names)))
-        # Build the context before anything goes live: a certificate that does not load never replaces one that does.
-        await asyncio.to_thread(self.index._context_for, entry)
+        problem = None
+        if not _covers(h, entry.names):
+            problem = f"certificate {version.serial} does not cover {h} (it covers {', '.join(entry.names)})"
+        else:
+            try:
+                # Build the context first, off the handshake path: this also proves the key matches.
+                await asyncio.to_thread(self.index._context_for, entry)
+            except Exception as e:  # ssl.SSLError, OSError
+                problem = f"certificate {version.serial} does not load with its key: {e}"
+        if problem is not None:
+            await self.events.emit(h, "swap_rejected", problem + "; the previous certificate stays live",
+                                   {"serial": version.serial})
+            await self._set(domain, last_error=problem, last_error_code="swap_rejected")
+            raise SwapRejected(problem)
         await asyncio.to_thread(self.files.install, h, cert_pem=version.cert_pem.encode(),
                                 chain_pem=version.chain_pem.encode(), key_pem=key_pem, serial=version.serial)
+        t_swap = time.monotonic()
         self.index.put(entry, prebuild=False)
+        await self._write_exports()
         d = await self._set(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
                             last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
                             ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
-                            next_renewal_at=None, renewal_reason=None, next_check_at=utcnow())
+                            next_renewal_at=None, renewal_reason=None, hook_pending=self.hook.enabled,
+                            next_check_at=utcnow() if plan_renewal else None)
+        own = await served_certificate(self.own_address, h) if self.own_address else None
+        delay_ms = (time.monotonic() - t_swap) * 1000
         await self.events.emit(h, "swapped", f"now serving certificate {version.serial}",
-                               {"serial": version.serial, "sha256": version.sha256})
-        # Plan the renewal right away (asks the CA's ARI window when it has one).
-        plan, d = await self._plan(d, version, utcnow())
-        await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
-        self.hook.notify([h])
+                               {"serial": version.serial, "sha256": version.sha256, "source": version.source,
+                                "served_after_ms": round(delay_ms, 2),
+                                "served_serial": own.serial if own else None})
+        if plan_renewal:
+            # Plan the renewal right away (asks the CA's ARI window when it has one).
+            plan, d = await self._plan(d, version, utcnow())
+            await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
+        if self.hook.enabled:
+            self.hook.notify([h])
+        else:
+            await self._verify([h])
+
+    async def _write_exports(self) -> None:
+        try:
+            await asyncio.to_thread(write_exports, self.files.root, self.index.names(),
+                                    listen=self.s.nginx_listen, site_include=self.s.nginx_site_include)
+        except OSError:
+            log.exception("could not write the nginx/HAProxy exports")
+
+    async def _verify(self, hostnames: list[str]) -> dict[str, bool]:
+        """Real handshakes against every verification address: is the current certificate what is served?"""
+        out: dict[str, bool] = {}
+        addrs = list(self.s.verify_addresses) or ([self.own_address] if self.own_address else [])
+        for h in hostnames:
+            d = await self.storage.get_domain(h)
+            if d is None or d.current_cert_id is None:
+                continue
+            cert = await self.storage.get_certificate(d.current_cert_id)
+            if cert is None:
+                continue
+            stale = []
+            for a in addrs:
+                got = await served_certificate(a, h)
+                if got.serial != cert.serial:
+                    stale.append(f"{a} serves {got.serial or got.error}")
+            if stale:
+                msg = (f"served_certificate_stale: certificate {cert.serial} is current but "
+                       + "; ".join(stale))
+                self.stale_count += 1
+                await self._set(d, last_error=msg, last_error_code="served_certificate_stale", hook_pending=True)
+                await self.events.emit(h, "served_certificate_stale", msg, {"expected": cert.serial,
+                                                                             "addresses": addrs})
+                out[h] = False
+            else:
+                fields: dict[str, Any] = dict(hook_pending=False, served_serial=cert.serial)
+                if d.last_error_code in ("served_certificate_stale", "hook_failed"):
+                    fields.update(last_error=None, last_error_code=None)
+                was_pending = d.hook_pending
+                await self._set(d, **fields)
+                await self.events.emit(h, "verified", f"certificate {cert.serial} is what "
+                                       f"{', '.join(addrs) or 'the edge'} serve(s)", {"addresses": addrs})
+                if was_pending and cert.source == "acme" and d.renewal_reason is not None:
+                    await self.events.emit(h, "renewal_completed", f"certificate {cert.serial} issued, swapped, "
+                                           "reloaded and verified", {"serial": cert.serial})
+                out[h] = True
+        return out
 
     async def on_hook_result(self, result: HookResult) -> None:
         for h in result.hostnames:
             if result.ok:
-                await self.events.emit(h, "hook_succeeded", "reload command succeeded",
+                await self.events.emit(h, "hook_succeeded", "reload hook succeeded",
                                        {"output": result.output[-1000:]})
-                d = await self.storage.get_domain(h)
-                if d is not None and d.last_error_code == "hook_failed":
-                    await self.storage.update_domain(h, last_error=None, last_error_code=None)
             else:
-                await self.events.emit(h, "hook_failed", result.error or "reload command failed",
+                await self.events.emit(h, "hook_failed", (result.error or "reload hook failed") + "; will retry",
                                        {"exit_code": result.exit_code, "output": result.output[-1000:]})
                 try:
-                    await self.storage.update_domain(h, last_error=result.error, last_error_code="hook_failed")
+                    await self.storage.update_domain(h, last_error=result.error, last_error_code="hook_failed",
+                                                     hook_pending=True)
                 except LookupError:
                     pass
+        if result.ok:
+            verdict = await self._verify(result.hostnames)
+            stale = [h for h, ok in verdict.items() if not ok]
+            if stale:
+                # The other server still serves the old certificate: run the hook again, with backoff.
+                n = self._stale_retries = getattr(self, "_stale_retries", 0) + 1
+                delay = min(5.0 * (3 ** (n - 1)), 600.0)
+                asyncio.get_running_loop().call_later(delay, self.hook.notify, stale)
+            else:
+                self._stale_retries = 0
 
     # -- operator actions ------------------------------------------------------------------------------------
     async def request_renewal(self, hostname: str) -> None:
@@ -481,3 +571,19 @@ class DomainManager:
         self.schedule(hostname, None)
         self.index.remove(hostname)
         await asyncio.to_thread(self.files.remove, hostname)
+        await self._write_exports()
+
+    async def install_uploaded(self, domain: Domain, valid) -> CertificateVersion:
+        """Swap in an operator-supplied certificate (already validated by :mod:`edge.upload`)."""
+        info = valid.info
+        version = await self.storage.add_certificate(CertificateVersion(
+            domain_id=domain.id, names=json.dumps(list(info.names)), serial=info.serial,
+            not_before=info.not_before, not_after=info.not_after, issuer=info.issuer, sha256=info.sha256,
+            cert_pem=valid.cert_pem, chain_pem=valid.chain_pem,
+            key_enc=self.keybox.encrypt(valid.key_pem, purpose=f"cert-key:{domain.hostname}".encode()),
+            key_type=info.key_type, source="upload", ari_cert_id=None), make_current=False)
+        await self.events.emit(domain.hostname, "certificate_uploaded",
+                               f"operator uploaded certificate {info.serial} (valid until {info.not_after.isoformat()})",
+                               {"serial": info.serial, "issuer": info.issuer})
+        await self.swap_in(domain, version, valid.key_pem, plan_renewal=False)
+        return version

@@ -1,0 +1,311 @@
+"""The API reference as an OpenAPI 3.1 document, served at ``GET /v1/openapi.json``.
+
+``tests/test_openapi.py`` checks it against the routes the API app really has (every route documented, every
+documented path routed, same methods), so this file is the one place to describe a new route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+__all__ = ["openapi_document"]
+
+_S = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": _S + name}
+
+
+def _json(schema: dict | str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref(schema) if isinstance(schema, str) else schema}}}
+
+
+def _err(description: str) -> dict:
+    return _json("Error", description)
+
+
+_HOST = {"name": "hostname", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "the tenant domain, e.g. shop.example.com (IDNs as Unicode or A-labels)"}
+_TENANT = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "tenant name"}
+_AUTH = {"401": _err("no token, or the token is wrong, revoked or expired"),
+         "403": _err("the operator API is disabled (EDGECERT_ADMIN_TOKEN unset), or the call needs the operator "
+                     "token")}
+_OP = [{"bearerAuth": []}]
+_PUBLIC: list = []
+_NOT_FOUND = _err("no such domain; with a tenant token, also another tenant's domain (same answer)")
+
+
+def _dt(desc: str = "", nullable: bool = True) -> dict:
+    s: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "format": "date-time"}
+    if desc:
+        s["description"] = desc
+    return s
+
+
+def _schemas() -> dict[str, Any]:
+    nstr = {"type": ["string", "null"]}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string", "description": "stable machine-readable code, e.g. invalid_hostname"},
+                "message": {"type": "string", "description": "one sentence for a human"},
+                "field": {"type": "string", "description": "the request field at fault, when there is one"}},
+            "additionalProperties": True}}},
+        "Certificate": {"type": "object", "required": ["serial", "not_before", "not_after", "issuer", "sha256"],
+                        "properties": {
+                            "serial": {"type": "string", "description": "hex serial number"},
+                            "not_before": _dt(nullable=False), "not_after": _dt(nullable=False),
+                            "issuer": {"type": "string", "description": "issuer DN, RFC 4514"},
+                            "sha256": {"type": "string", "description": "SHA-256 of the DER leaf, hex"},
+                            "names": {"type": "array", "items": {"type": "string"}},
+                            "key_type": {"type": "string"}, "source": {"type": "string"},
+                            "days_left": {"type": "number"}}},
+        "DnsRecord": {"type": "object", "properties": {
+            "type": {"type": "string", "enum": ["CNAME", "A", "AAAA", "any"]}, "name": {"type": "string"},
+            "value": nstr, "text": {"type": "string", "description": "the record exactly as it must look"}}},
+        "Domain": {"type": "object",
+                   "required": ["hostname", "tenant", "status", "last_error", "next_renewal_at", "certificate"],
+                   "properties": {
+                       "hostname": {"type": "string"}, "tenant": {"type": "string"},
+                       "status": {"type": "string", "enum": ["pending_dns", "issuing", "pending_issuance",
+                                                             "rate_limited", "active", "failed", "expired"]},
+                       "last_error": {**nstr, "description": "what is wrong now, in one actionable sentence"},
+                       "last_error_code": nstr,
+                       "next_renewal_at": _dt(), "retry_at": _dt("next attempt after a failure"),
+                       "next_check_at": _dt(), "attempts": {"type": "integer"},
+                       "certificate": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
+                       "dns": {"type": "object", "properties": {
+                           "expected_record": {"oneOf": [_ref("DnsRecord"), {"type": "null"}]},
+                           "observed": {"type": ["object", "null"],
+                                        "description": "what the last DNS check saw (cname_chain, addresses)"}}},
+                       "created_at": _dt(), "updated_at": _dt(),
+                       "reload": {"type": "object", "properties": {
+                           "pending": {"type": "boolean", "description": "the reload hook has not yet succeeded "
+                                                                         "for the current certificate"},
+                           "verified_serial": {**nstr, "description": "serial the edge was seen serving"}}},
+                       "renewal": {"type": "object", "properties": {
+                           "reason": nstr, "ari_window": {"type": ["object", "null"], "properties": {
+                               "start": _dt(), "end": _dt()}}}},
+                       "links": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "DomainCreate": {"type": "object", "required": ["hostname"], "properties": {
+            "hostname": {"type": "string", "examples": ["shop.example.com"]},
+            "tenant": {"type": "string", "description": "required with the operator token; with a tenant token it "
+                                                        "may only name the caller's own tenant"},
+            "key_type": {"type": "string", "enum": ["ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"]}}},
+        "CertificateUpload": {"type": "object", "required": ["certificate", "private_key"], "properties": {
+            "certificate": {"type": "string", "description": "PEM: the leaf (and optionally its chain)"},
+            "private_key": {"type": "string", "description": "PEM, unencrypted"},
+            "chain": {"type": "string", "description": "PEM intermediates, if not after the leaf"}}},
+        "DomainList": {"type": "object", "required": ["domains", "count"], "properties": {
+            "domains": {"type": "array", "items": _ref("Domain")}, "count": {"type": "integer"}}},
+        "Event": {"type": "object", "required": ["id", "at", "kind", "message", "data"], "properties": {
+            "id": {"type": "integer"}, "at": _dt(nullable=False),
+            "kind": {"type": "string", "description": "domain_added, dns_checked, order_placed, challenge_answered, "
+                                                      "challenge_valid, certificate_obtained, swapped, "
+                                                      "renewal_scheduled, issuance_failed, rate_limited, "
+                                                      "hook_succeeded, hook_failed, certificate_expired, "
+                                                      "domain_removed, ..."},
+            "message": {"type": "string"}, "data": {"type": "object"}}},
+        "EventList": {"type": "object", "properties": {
+            "hostname": {"type": "string"}, "events": {"type": "array", "items": _ref("Event")}}},
+        "TenantCreate": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "description": "1-100 of letters, digits, '-', '_', '.'"}}},
+        "TenantToken": {"type": "object", "required": ["name", "token"], "properties": {
+            "name": {"type": "string"},
+            "token": {"type": "string", "description": "the new bearer token; shown once, stored hashed"},
+            "created": {"type": "boolean"}, "revoked": {"type": "integer"}}},
+        "TenantList": {"type": "object", "properties": {"tenants": {"type": "array", "items": {
+            "type": "object", "properties": {"name": {"type": "string"}, "created_at": _dt()}}}}},
+        "TokensRevoked": {"type": "object", "properties": {"name": {"type": "string"},
+                                                            "revoked": {"type": "integer"}}},
+        "Check": {"type": "object", "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"},
+                                                    "detail": {"type": "string"}}},
+        "Diagnosis": {"type": "object", "required": ["hostname", "ok", "failure_mode", "summary", "fix", "who_acts",
+                                                     "browser_errors", "checks", "certificate", "openssl_command"],
+                      "properties": {
+                          "hostname": {"type": "string"}, "ok": {"type": "boolean"},
+                          "failure_mode": {"type": "string", "description": "an id of docs/troubleshooting.md"},
+                          "summary": {"type": "string"}, "fix": {"type": "string"}, "who_acts": {"type": "string"},
+                          "browser_errors": {"type": "object", "properties": {
+                              b: nstr for b in ("chrome", "firefox", "safari", "edge")}},
+                          "checks": {"type": "array", "items": _ref("Check")},
+                          "certificate": {"type": ["object", "null"]},
+                          "openssl_command": {"type": "string"}}},
+        "TriageRequest": {"type": "object", "required": ["report"], "properties": {
+            "report": {"type": "string", "description": "pasted browser / curl / openssl / client error text"},
+            "hostname": {"type": "string"}}},
+        "Triage": {"type": "object", "required": ["failure_mode", "confidence", "candidates", "explanation",
+                                                  "next_steps", "openssl_command"], "properties": {
+            "failure_mode": {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "candidates": {"type": "array", "items": {"type": "string"}}, "explanation": {"type": "string"},
+            "next_steps": {"type": "array", "items": {"type": "string"}}, "openssl_command": nstr}},
+        "Health": {"type": "object", "properties": {
+            "ok": {"type": "boolean"}, "domains": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "served": {"type": "integer"}, "version": {"type": "string"}}},
+        "WebhookDelivery": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "event_id": {"type": "string"}, "type": {"type": "string"},
+            "hostname": nstr, "url": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer"}, "last_status_code": {"type": ["integer", "null"]},
+            "last_error": nstr, "next_attempt_at": _dt(), "created_at": _dt(), "delivered_at": _dt(),
+            "event": {"type": ["object", "null"], "description": "the JSON body that is POSTed"}}},
+        "WebhookDeliveryList": {"type": "object", "properties": {
+            "deliveries": {"type": "array", "items": _ref("WebhookDelivery")}, "count": {"type": "integer"}}},
+    }
+
+
+def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the API listener (``EDGECERT_API_LISTEN``)."""
+    q = lambda name, desc, typ="string": {"name": name, "in": "query", "required": False,  # noqa: E731
+                                          "schema": {"type": typ}, "description": desc}
+    paths: dict[str, Any] = {
+        "/v1/domains": {
+            "post": {"operationId": "createDomain", "tags": ["domains"], "summary": "Onboard a tenant domain",
+                     "description": "Registers the name and starts the DNS check; no CA order is placed until the "
+                                    "name points at the edge.",
+                     "security": _OP, "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("DomainCreate")}}},
+                     "responses": {"201": _json("Domain", "created"), **_AUTH,
+                                   "400": _err("the body is not a JSON object"),
+                                   "409": _err("the hostname is already registered (the body shows the domain only "
+                                               "when the caller may see it)"),
+                                   "413": _err("body too large"),
+                                   "422": _err("invalid hostname, tenant or key_type")}},
+            "get": {"operationId": "listDomains", "tags": ["domains"], "summary": "List domains",
+                    "description": "With a tenant token, only that tenant's domains.", "security": _OP,
+                    "parameters": [q("status", "only this status"), q("tenant", "only this tenant"),
+                                   q("limit", "at most this many (1-10000, default 1000)", "integer"),
+                                   q("offset", "skip this many", "integer")],
+                    "responses": {"200": _json("DomainList", "the domains, by hostname"), **_AUTH,
+                                  "400": _err("limit / offset are not integers")}}},
+        "/v1/domains/{hostname}": {
+            "parameters": [_HOST],
+            "get": {"operationId": "getDomain", "tags": ["domains"], "summary": "One domain", "security": _OP,
+                    "responses": {"200": _json("Domain", "the domain"), **_AUTH, "404": _NOT_FOUND}},
+            "delete": {"operationId": "deleteDomain", "tags": ["domains"], "summary": "Remove a domain",
+                       "description": "Stops serving it, deletes its certificates and live files.",
+                       "security": _OP, "responses": {"204": {"description": "removed"}, **_AUTH,
+                                                      "404": _NOT_FOUND}}},
+        "/v1/domains/{hostname}/renew": {
+            "parameters": [_HOST],
+            "post": {"operationId": "renewDomain", "tags": ["domains"], "summary": "Renew now / retry after a fix",
+                     "security": _OP, "responses": {"202": _json("Domain", "queued"), **_AUTH, "404": _NOT_FOUND}}},
+        "/v1/domains/{hostname}/certificate": {
+            "parameters": [_HOST],
+            "put": {"operationId": "uploadCertificate", "tags": ["domains"],
+                    "summary": "Serve a certificate you bring (instead of one from the CA)",
+                    "description": "The certificate goes live only if the PEM parses, the key matches, it covers "
+                                   "the name, it is valid now and its chain verifies to a trusted root (system "
+                                   "store plus upload_trust_roots).", "security": _OP,
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": _ref("CertificateUpload")}}},
+                    "responses": {"200": _json("Domain", "now served"), **_AUTH, "404": _NOT_FOUND,
+                                  "400": _err("the body is not a JSON object"),
+                                  "422": _err("refused: invalid_pem, invalid_key, key_mismatch, expired, "
+                                              "not_yet_valid, name_not_covered, incomplete_chain, untrusted_chain, "
+                                              "swap_rejected")}}},
+        "/v1/domains/{hostname}/events": {
+            "parameters": [_HOST],
+            "get": {"operationId": "domainEvents", "tags": ["domains"], "summary": "The domain's timeline",
+                    "security": _OP,
+                    "parameters": [q("after", "only events with a larger id (for polling)", "integer"),
+                                   q("limit", "the newest N (default 200, at most 1000)", "integer")],
+                    "responses": {"200": _json("EventList", "events, oldest first"), **_AUTH,
+                                  "400": _err("after / limit are not integers"), "404": _NOT_FOUND}}},
+        "/v1/tenants": {
+            "post": {"operationId": "createTenant", "tags": ["tenants"],
+                     "summary": "Create a tenant and an API token for it (operator token)", "security": _OP,
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("TenantCreate")}}},
+                     "responses": {"201": _json("TenantToken", "tenant created; its first token"),
+                                   "200": _json("TenantToken", "the tenant existed; an additional token"),
+                                   **_AUTH, "400": _err("the body is not a JSON object"),
+                                   "422": _err("invalid tenant name")}},
+            "get": {"operationId": "listTenants", "tags": ["tenants"], "summary": "List tenants (operator token)",
+                    "security": _OP, "responses": {"200": _json("TenantList", "tenants by name"), **_AUTH}}},
+        "/v1/tenants/{name}/tokens": {
+            "parameters": [_TENANT],
+            "post": {"operationId": "rotateTenantToken", "tags": ["tenants"],
+                     "summary": "Rotate: revoke every token of the tenant and return a new one (operator token)",
+                     "security": _OP, "responses": {"201": _json("TenantToken", "the new token"), **_AUTH,
+                                                    "404": _err("no such tenant")}},
+            "delete": {"operationId": "revokeTenantTokens", "tags": ["tenants"],
+                       "summary": "Revoke every token of the tenant (operator token)", "security": _OP,
+                       "responses": {"200": _json("TokensRevoked", "how many were revoked"), **_AUTH,
+                                     "404": _err("no such tenant")}}},
+        "/v1/webhooks/deliveries": {
+            "get": {"operationId": "listWebhookDeliveries", "tags": ["webhooks"],
+                    "summary": "The webhook delivery log, newest first (operator token)", "security": _OP,
+                    "parameters": [q("status", "pending, delivered or failed"), q("hostname", "only this domain"),
+                                   q("type", "only this event type"),
+                                   q("limit", "at most this many (default 100, at most 1000)", "integer"),
+                                   q("after", "only rows with a larger id, oldest first", "integer")],
+                    "responses": {"200": _json("WebhookDeliveryList", "deliveries"), **_AUTH,
+                                  "400": _err("limit / after are not integers")}}},
+        "/v1/diagnose/{hostname}": {
+            "parameters": [_HOST],
+            "get": {"operationId": "diagnose", "tags": ["diagnostics"],
+                    "summary": "Probe the edge for a registered domain and name what is wrong",
+                    "description": "Public (rate-limited per client). With a tenant token, another tenant's "
+                                   "domain answers 404.", "security": [{}, {"bearerAuth": []}],
+                    "responses": {"200": _json("Diagnosis", "the diagnosis"), "404": _NOT_FOUND,
+                                  "401": _AUTH["401"],
+                                  "422": _err("the name resolves to an address the service may not probe"),
+                                  "429": _err("too many requests from this client"),
+                                  "504": _err("the diagnosis took too long")}}},
+        "/v1/triage": {
+            "post": {"operationId": "triage", "tags": ["diagnostics"],
+                     "summary": "Classify a pasted error report", "security": _PUBLIC,
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("TriageRequest")}}},
+                     "responses": {"200": _json("Triage", "the classification"),
+                                   "400": _err("the body is not a JSON object"),
+                                   "422": _err("report missing or empty, or invalid hostname"),
+                                   "429": _err("too many requests from this client")}}},
+        "/status/{hostname}": {
+            "parameters": [_HOST],
+            "get": {"operationId": "statusPage", "tags": ["status"], "summary": "The tenant's status page (HTML)",
+                    "description": "Public. Each onboarding step in plain language, the DNS record to create, "
+                                   "what is wrong and who acts, an openssl command; no secrets.",
+                    "security": _PUBLIC,
+                    "responses": {"200": {"description": "the page", "content": {"text/html": {
+                        "schema": {"type": "string"}}}},
+                        "404": {"description": "not registered (HTML)", "content": {"text/html": {
+                            "schema": {"type": "string"}}}},
+                        "429": {"description": "too many requests from this client",
+                                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/healthz": {"get": {"operationId": "healthz", "tags": ["operations"], "summary": "Liveness and store health",
+                             "security": _PUBLIC,
+                             "responses": {"200": _json("Health", "healthy"),
+                                           "503": _json({"type": "object"}, "the store is unavailable")}}},
+        "/metrics": {"get": {"operationId": "metrics", "tags": ["operations"],
+                             "summary": "Prometheus metrics (text format 0.0.4)", "security": _PUBLIC,
+                             "responses": {"200": {"description": "metrics", "content": {"text/plain": {
+                                 "schema": {"type": "string"}}}}}}},
+        "/v1/openapi.json": {"get": {"operationId": "openapi", "tags": ["operations"],
+                                     "summary": "This document", "security": _PUBLIC,
+                                     "responses": {"200": {"description": "OpenAPI 3.1", "content": {
+                                         "application/json": {"schema": {"type": "object"}}}}}}},
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "edgecert API", "version": __version__,
+                 "description": "Operator, tenant and diagnostic API of edgecert. JSON over HTTP; "
+                                "`Authorization: Bearer <token>` with the operator token (EDGECERT_ADMIN_TOKEN) or a "
+                                "tenant token (POST /v1/tenants). Errors are `{\"error\": {\"code\", \"message\"}}` "
+                                "with a 4xx status for bad input. With a tenant token, another tenant's domain "
+                                "answers 404 exactly like a missing one.",
+                 "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
+        "tags": [{"name": t} for t in ("domains", "tenants", "webhooks", "diagnostics", "status", "operations")],
+        "paths": paths,
+        "components": {"schemas": _schemas(),
+                       "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                                          "description": "operator or tenant token"}}},
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
