@@ -73,6 +73,7 @@ def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expe
         "attempts": d.attempts,
         "certificate": cert_json(cert),
         "reload": {"pending": bool(d.hook_pending), "verified_serial": d.served_serial},
+        "last_probe": json.loads(d.last_probe) if d.last_probe else None,
         "renewal": {"reason": d.renewal_reason, "ari_window": {"start": iso(d.ari_window_start),
                                                                "end": iso(d.ari_window_end)}
                     if d.ari_window_start else None},

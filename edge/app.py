@@ -27,6 +27,7 @@ from .hooks import ReloadHook
 from .http01 import make_http_app
 from .manager import DomainManager
 from .metrics import Metrics
+from .probes import Prober
 from .proxy import make_edge_app
 from .tls import SniIndex, load_default_certificate
 from .webhooks import WebhookSender, parse_retry_schedule
@@ -62,6 +63,7 @@ class Services:
     issuer: AcmeIssuer
     manager: DomainManager
     metrics: Metrics
+    prober: Prober | None = None
     http_client: aiohttp.ClientSession | None = None
     webhooks: WebhookSender | None = None
     version: str = __version__
@@ -141,8 +143,13 @@ async def build_services(settings: Settings) -> Services:
                             files=files, dns=dns, events=events, hook=hook,
                             **({"retry_schedule": retry} if retry else {}))
     hook.on_result = manager.on_hook_result
-    return Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
-                    events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)
+    services = Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
+                        events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)
+    probe_address = settings.extra.get("probe_address")
+    services.prober = Prober(settings=settings, storage=storage, events=events, metrics=metrics,
+                             address_fn=lambda: probe_address or services.public_address())
+    manager.prober = services.prober
+    return services
 
 
 def services_ctx(services: Services):
@@ -155,7 +162,11 @@ def services_ctx(services: Services):
             await services.webhooks.start()
         await services.hook.start()
         await services.manager.start()
+        if services.prober is not None:
+            await services.prober.start()
         yield
+        if services.prober is not None:
+            await services.prober.stop()
         await services.manager.stop()
         await services.hook.stop()
         if services.webhooks is not None:

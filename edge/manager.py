@@ -95,6 +95,7 @@ class DomainManager:
         self.orders_started = 0
         self.stale_count = 0
         self.own_address: str | None = None  # set by the server once the TLS listener is bound
+        self.prober = None  # edge.probes.Prober, set by the app
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -488,6 +489,8 @@ class DomainManager:
             # Plan the renewal right away (asks the CA's ARI window when it has one).
             plan, d = await self._plan(d, version, utcnow())
             await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
+        if self.prober is not None:
+            await self.prober.probe(h)  # a self-probe right after every swap
         if self.hook.enabled:
             self.hook.notify([h])
         else:
