@@ -1,6 +1,7 @@
 """nginx as the reference server: one `server {}` block per tenant name.
 
-    python bench/nginx.py --certs bench/out/n1000 --port 8443 --conf /tmp/nginx.conf   # write config only
+    python bench/nginx.py --certs bench/out/n1000 --port 8443 --run-dir /tmp/ngx   # write config only
+    nginx -p /tmp/ngx -e /tmp/ngx/error.log -c /tmp/ngx/nginx.conf                # then run it by hand
 
 Every block: `listen 127.0.0.1:PORT ssl`, `server_name <name>`, its own ssl_certificate /
 ssl_certificate_key from OUT/live/<name>/, `return 200 "ok\\n"`. At http level:
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render_config(args.certs, args.port, args.workers, args.run_dir, names)
     out = args.conf or args.run_dir / "nginx.conf"
     out.parent.mkdir(parents=True, exist_ok=True)
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (args.run_dir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(out)
     return 0

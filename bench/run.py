@@ -41,6 +41,7 @@ from servers import EdgeServer, ServerError, ServerUnderTest, free_port, https_g
 LOADGEN = HERE / "loadgen"
 OUT = HERE / "out"
 GEN_SATURATED_PCT = 85.0
+OTHERS_NOISY_PCT = 15.0
 DEFAULT_EDGECERT = str(HERE.parent / ".venv" / "bin" / "edgecert")
 
 
@@ -128,6 +129,26 @@ def run_loadgen(port: int, names_file: Path, *, duration: float, warmup: float, 
     return res
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+
+
+def wait_quiet(max_wait: float, threshold_pct: float = OTHERS_NOISY_PCT) -> float:
+    """Wait (up to max_wait s) until the machine is nearly idle; return the last busy % seen."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, t0 = machine_busy_s(), time.monotonic()
+        time.sleep(1.0)
+        busy = 100 * (machine_busy_s() - b0) / (time.monotonic() - t0)
+        if busy <= threshold_pct or time.monotonic() >= deadline:
+            return busy
+        log(f"  machine busy ({busy:.0f}% of a core used by other processes); waiting (--wait-quiet)")
+
+
 class CpuWindow:
     """Server CPU seconds (whole process tree) between loadgen's MEASURE_START and MEASURE_END."""
 
@@ -140,14 +161,16 @@ class CpuWindow:
 
     def start(self):
         self.t0 = time.monotonic()
+        self.m0 = machine_busy_s()
         self.c0 = self.server.cpu_seconds()
 
     def end(self):
         self.t1 = time.monotonic()
+        self.m1 = machine_busy_s()
         self.c1 = self.server.cpu_seconds()
         self.mem = self.server.rss()
 
-    def result(self, handshakes: int) -> dict:
+    def result(self, handshakes: int, gen_cpu_s: float) -> dict:
         per = {pid: self.c1[pid] - self.c0.get(pid, 0.0) for pid in self.c1}
         total = sum(per.values())
         wall = max(self.t1 - self.t0, 1e-9)
@@ -158,6 +181,8 @@ class CpuWindow:
             "server_cpu_us_per_handshake": round(total * 1e6 / handshakes, 1) if handshakes else None,
             "server_cpu_per_process_s": [round(v, 3) for v in busy],
             "worker_balance": round(statistics.mean(busy) / busy[0], 3) if busy else None,
+            # everything else the machine ran meanwhile (other users, this script): the noisy-neighbour check
+            "others_cpu_pct": round(100 * max(0.0, (self.m1 - self.m0) - total - gen_cpu_s) / wall, 1),
         }
 
 
@@ -182,13 +207,14 @@ def sanity_check(port: int, names: list[str], cafile: Path) -> dict:
 def one_run(server: ServerUnderTest, *, certs: Path, names: list[str], workers: int, server_cpus: str | None,
             gen_cpus: str | None, args, cold: bool, rng: random.Random) -> dict:
     cafile = certs / "ca" / "root.pem"
+    busy_before = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
     port = free_port()
     probe = names[-1]
     started_at = time.time()
     info = server.start(certs, port, workers, server_cpus, probe, cafile)
     res: dict = {"server": server.label, "workers": workers, "server_cpus": server_cpus, "gen_cpus": gen_cpus,
                  "port": port, "started_at": started_at, "ready_s": round(info.ready_s, 3),
-                 "loadavg_at_start": os.getloadavg()[0], "command": info.command}
+                 "loadavg_at_start": os.getloadavg()[0], "busy_pct_before": busy_before, "command": info.command}
     try:
         res["mem_ready"] = {k: v for k, v in server.rss().items() if k != "per_pid"}
         pool = names[:-1]
@@ -213,7 +239,7 @@ def one_run(server: ServerUnderTest, *, certs: Path, names: list[str], workers: 
                          concurrency=args.concurrency, cpu_list=gen_cpus, tls12=args.tls12,
                          on_start=win.start, on_end=win.end)
         res["load"] = lg
-        res.update(win.result(lg["handshakes"]))
+        res.update(win.result(lg["handshakes"], lg["gen_cpu_s"]))
         res["mem_load"] = {k: v for k, v in win.mem.items() if k != "per_pid"}
     finally:
         stopped = server.stop()
@@ -227,6 +253,9 @@ def one_run(server: ServerUnderTest, *, certs: Path, names: list[str], workers: 
     ss = res["server_stats"]
     if ss.get("resumed"):
         res["valid"] = False
+    for extra in ("cold", "warm"):  # a wrong certificate for a cold name is a correctness failure
+        if extra in res and (res[extra]["errors_total"] or res[extra]["resumed"]):
+            res["valid"] = False
     if res["valid"] and not args.keep_runs:
         shutil.rmtree(info.run_dir, ignore_errors=True)  # configs/logs for 100k names are large
     else:
@@ -239,6 +268,7 @@ def short(res: dict) -> str:
     s = (f"{res['server']:>5} w{res['workers']}: {lg['handshakes_per_s']:>7.0f} hs/s  p50 {lg['latency_us']['p50'] / 1000:.1f} ms"
          f"  p99 {lg['latency_us']['p99'] / 1000:.1f} ms  gen {lg['gen_cpu_pct']:.0f}%"
          f"  server {res['server_cpu_pct']:.0f}% ({res['server_cpu_us_per_handshake'] or 0:.0f} us/hs)"
+         f"  others {res['others_cpu_pct']:.0f}%"
          f"  ready {res['ready_s']:.2f}s  hwm {res['mem_load'].get('hwm_kib_sum', 0) / 1024:.0f} MiB"
          f"  err {lg['errors_total']}  resumed {lg['resumed']}/{res['server_stats'].get('resumed', '?')}")
     if res.get("cold"):
@@ -266,9 +296,13 @@ def summarize(runs: dict[str, list[dict]], scaling: dict[str, dict[int, list[dic
             "handshakes_per_s": med(r["load"]["handshakes_per_s"] for r in rs),
             "p50_ms": med(r["load"]["latency_us"]["p50"] / 1000 for r in rs),
             "p99_ms": med(r["load"]["latency_us"]["p99"] / 1000 for r in rs),
+            "conn_p50_ms": med(r["load"]["connection_us"]["p50"] / 1000 for r in rs),
+            "conn_p99_ms": med(r["load"]["connection_us"]["p99"] / 1000 for r in rs),
             "gen_cpu_pct": med(r["load"]["gen_cpu_pct"] for r in rs),
             "gen_saturated_rounds": sum(1 for r in rs if r["gen_saturated"]),
             "server_cpu_pct": med(r["server_cpu_pct"] for r in rs),
+            "others_cpu_pct": med(r["others_cpu_pct"] for r in rs),
+            "others_cpu_max": max(r["others_cpu_pct"] for r in rs),
             "server_us_per_hs": med(r["server_cpu_us_per_handshake"] for r in rs),
             "ready_s": med(r["ready_s"] for r in rs),
             "hwm_mib": med(r["mem_load"].get("hwm_kib_sum", 0) / 1024 for r in rs),
@@ -354,10 +388,13 @@ def print_table(s: dict, labels: list[str], args, meta: dict) -> None:
     row("  generator CPU % of its core", "gen_cpu_pct", "{:.0f}")
     text("  rounds with generator saturated", [f"{s[c]['gen_saturated_rounds']}/{s[c]['rounds']}" for c in cols])
     row("  server CPU % of its core(s)", "server_cpu_pct", "{:.0f}")
+    row("  other processes' CPU % (machine)", "others_cpu_pct", "{:.0f}")
     row("server CPU us per handshake", "server_us_per_hs", "{:,.0f}", ratio=R.get("server_us_per_hs"))
     row("capacity est. hs/s per server core", "capacity_est")
     row("handshake latency p50 (ms)", "p50_ms", "{:.2f}")
     row("handshake latency p99 (ms)", "p99_ms", "{:.2f}")
+    row("connection connect->close p50 (ms)", "conn_p50_ms", "{:.2f}")
+    row("connection connect->close p99 (ms)", "conn_p99_ms", "{:.2f}")
     text("resumed: client / server log", [
         f"{s[c]['client_resumed']} / {fmt(s[c]['server_resumed'], '{}', 'n/a')} of {s[c]['handshakes']:,}" for c in cols])
     text("errors (all rounds)", [str(s[c]["errors"]) for c in cols])
@@ -380,8 +417,8 @@ def print_table(s: dict, labels: list[str], args, meta: dict) -> None:
         row("  server us/hs 2 workers", "sc_us_2")
         row("  server CPU % (200 = 2 cores) 1w", "sc_cpu_1", "{:.0f}")
         row("  server CPU % (200 = 2 cores) 2w", "sc_cpu_2", "{:.0f}")
-        row("  generator CPU % 1w / 2w", "sc_gen_1", "{:.0f}")
-        row("  ", "sc_gen_2", "{:.0f}")
+        row("  generator CPU % 1w", "sc_gen_1", "{:.0f}")
+        row("  generator CPU % 2w", "sc_gen_2", "{:.0f}")
         row("  worker balance (mean/max CPU)", "sc_balance_2", "{:.2f}")
         row("  projected 2-core scaling (est.)", "sc_projected", "{:.2f}")
         row("  start-to-ready, 2 workers (s)", "sc_ready_2", "{:.2f}")
@@ -422,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the 1-vs-2 workers phase")
     ap.add_argument("--shared-key", action="store_true", help="certs share ONE leaf key (faster generation; see gencerts)")
     ap.add_argument("--edgecert", default=DEFAULT_EDGECERT, help="the edgecert executable")
-    ap.add_argument("--nginx", default="/usr/sbin/nginx")
+    ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each server run, wait up to S seconds for other processes to go quiet")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep-runs", action="store_true", help="keep each server run's config and logs in bench/out/runs/")
     ap.add_argument("--json-out", type=Path, default=None, help="raw results file (default bench/out/results/...)")
@@ -497,6 +536,18 @@ def _main(args) -> int:
         if d["errors"] or d["client_resumed"] or d["server_resumed"]:
             warnings.append(f"{lab}: errors={d['errors']} resumed(client)={d['client_resumed']} "
                             f"resumed(server)={d['server_resumed']}: see the JSON file for first errors")
+        if d["others_cpu_max"] > OTHERS_NOISY_PCT:
+            warnings.append(
+                f"{lab}: other processes used up to {d['others_cpu_max']:.0f}% of a core during a measurement window "
+                f"(median {d['others_cpu_pct']:.0f}%): the machine was shared; treat absolute figures with care, "
+                f"prefer same-round ratios and CPU-per-handshake, or re-run when it is quiet.")
+        if (d["gen_cpu_pct"] or 0) < GEN_SATURATED_PCT and (d["server_cpu_pct"] or 0) < GEN_SATURATED_PCT \
+                and (d["others_cpu_pct"] or 0) <= OTHERS_NOISY_PCT:
+            warnings.append(
+                f"{lab}: neither the generator ({d['gen_cpu_pct']:.0f}%) nor the server ({d['server_cpu_pct']:.0f}%) was "
+                f"saturated: connections sat idle (connect->close p50 {d['conn_p50_ms']:.1f} ms vs handshake p50 "
+                f"{d['p50_ms']:.1f} ms). Raise --concurrency, or look at how the server closes (a 40 ms gap = Nagle + "
+                f"delayed ACK on the close_notify: TCP_NODELAY off on the server's accepted sockets).")
         if d["server_resumed"] is None:
             warnings.append(f"{lab}: the server reported no resumption counter (client-side count only)")
         if d.get("cold_errors") or d.get("warm_errors"):
@@ -523,7 +574,10 @@ def _main(args) -> int:
                                "runs": runs, "scaling": scaling, "seconds": round(time.time() - t_begin, 1)},
                               indent=1, default=str) + "\n")
     print(f"raw results: {out}")
-    bad = [r for lab in labels for r in runs[lab] if not r["valid"]]
+    bad = [r for lab in labels for r in runs[lab] + scaling[lab][1] + scaling[lab][2] if not r["valid"]]
+    if bad:
+        print(f"run.py: {len(bad)} run(s) had errors or resumption; kept for inspection: "
+              + ", ".join(r.get("run_dir", "?") for r in bad), file=sys.stderr)
     return 1 if bad else 0
 
 

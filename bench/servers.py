@@ -220,8 +220,15 @@ class ServerUnderTest(abc.ABC):
 
     # the seam
     def start(self, certs_dir: Path, port: int, workers: int, cpu_list: str | None,
-              probe_name: str, cafile: Path | None) -> StartInfo:
-        """Start pinned to cpu_list; return once a verified handshake for probe_name succeeds."""
+              probe_name: str | None = None, cafile: Path | None = None) -> StartInfo:
+        """Start pinned to cpu_list (taskset list, None = unpinned); return once a verified handshake
+        for probe_name (default: the last name of certs_dir/names.txt) succeeds, checked against
+        cafile (default: certs_dir/ca/root.pem). StartInfo.ready_s = exec -> that handshake."""
+        certs_dir = Path(certs_dir)
+        if probe_name is None:
+            probe_name = (certs_dir / "names.txt").read_text().split()[-1]
+        if cafile is None:
+            cafile = certs_dir / "ca" / "root.pem"
         if self.proc is not None:
             raise ServerError(f"{self.label} already running")
         self._runs += 1
@@ -267,13 +274,30 @@ class ServerUnderTest(abc.ABC):
                         pass
                     self.proc.wait()
             rc = self.proc.returncode
+            self._reap_group(self.proc.pid)
             self.proc = None
-        # stray workers of our own process group (nginx workers exit with the master)
         for f in (self._log, getattr(self, "_stdout", None)):
             if f:
                 f.close()
         self._log = None
         return {"returncode": rc, "stats": self.server_stats()}
+
+    @staticmethod
+    def _reap_group(pgid: int) -> None:
+        """Workers orphaned by a master that exited first: the process group we started (setsid)."""
+        for sig, pause in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            os.killpg(pgid, sig)
+            end = time.monotonic() + pause
+            while time.monotonic() < end:
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
 
     def rss(self) -> dict:
         if self.tree is None:
