@@ -68,6 +68,7 @@ class Services:
     webhooks: WebhookSender | None = None
     version: str = __version__
     https_bound: tuple[str, int] | None = None
+    bench_stats: dict = field(default_factory=lambda: {"connections": 0, "resumed": 0})
     _issuers_cache: tuple[float, list[str]] = field(default=(0.0, []))
 
     def public_address(self) -> str | None:
@@ -205,7 +206,8 @@ class Server:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             host, port = parse_hostport(listen, setting=name)
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True,
+                               reuse_port=bool(s.extra.get("reuse_port")) if name == "https" else None)
             await site.start()
             self._runners.append(runner)
             sock = site._server.sockets[0] if site._server and site._server.sockets else None  # type: ignore[union-attr]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import random
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,33 +124,31 @@ class DomainManager:
         self._tasks.clear()
 
     async def load_index(self, hostnames: list[str] | None = None) -> int:
-        """Bring the SNI index in step with the store's current certificates."""
-        pairs = await self.storage.current_certificates(hostnames)
+        """Bring the SNI index in step with the store's current certificates (a Core query, no ORM objects; keys
+        stay encrypted in memory until a context is first built)."""
+        rows = await asyncio.to_thread(self.storage.served_rows, hostnames)
+        kb = self.keybox
         n = 0
-        for domain, cert in pairs:
-            entry = self._entry(domain, cert)
-            if entry is None:
+        for h, cert_id, serial, sha256, not_after, _names, cert_pem, chain_pem, key_enc in rows:
+            current = self.index.get(h)
+            if current is not None and current.cert_id == cert_id:
                 continue
-            current = self.index.get(domain.hostname)
-            if current is None or current.cert_id != cert.id:
-                self.index.put(entry, prebuild=False)
-                n += 1
+            try:
+                leaf_der = ssl.PEM_cert_to_DER_cert(cert_pem)
+            except ValueError:
+                log.error("the stored certificate of %s does not parse; not serving it", h)
+                continue
+            entry = CertEntry(hostname=h, leaf_der=leaf_der, chain_pem=chain_pem.encode(),
+                              key_unlock=functools.partial(kb.decrypt, key_enc, purpose=f"cert-key:{h}".encode()),
+                              serial=serial, sha256=sha256, not_after=not_after, cert_id=cert_id)
+            self.index.put(entry, prebuild=False)
+            n += 1
         if hostnames is not None:
-            have = {d.hostname for d, _ in pairs}
+            have = {r[0] for r in rows}
             for h in hostnames:
                 if h not in have and h in self.index:
                     self.index.remove(h)
         return n
-
-    def _entry(self, domain: Domain, cert: CertificateVersion) -> CertEntry | None:
-        try:
-            key_pem = self.keybox.decrypt(cert.key_enc, purpose=f"cert-key:{domain.hostname}".encode())
-        except Exception:
-            log.error("cannot decrypt the key of %s (wrong EDGECERT_SECRET_KEY?)", domain.hostname)
-            return None
-        return CertEntry(hostname=domain.hostname, fullchain_pem=(cert.cert_pem + cert.chain_pem).encode(),
-                         key_pem=key_pem, serial=cert.serial, sha256=cert.sha256, not_after=cert.not_after,
-                         cert_id=cert.id, names=tuple(json.loads(cert.names)))
 
     def wake(self, hostname: str, *, tenant_id: int | None = None, priority: int = PRIORITY_NEW) -> None:
         """Queue work for ``hostname`` now (deduplicated; fair across tenants; renewals first)."""
@@ -489,7 +489,7 @@ class DomainManager:
             # Plan the renewal right away (asks the CA's ARI window when it has one).
             plan, d = await self._plan(d, version, utcnow())
             await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
-        if self.prober is not None:
+        if self.prober is not None and self.prober.interval > 0:
             await self.prober.probe(h)  # a self-probe right after every swap
         if self.hook.enabled:
             self.hook.notify([h])
@@ -497,6 +497,8 @@ class DomainManager:
             await self._verify([h])
 
     async def _write_exports(self) -> None:
+        if self.s.extra.get("exports") is False:
+            return
         try:
             await asyncio.to_thread(write_exports, self.files.root, self.index.names(),
                                     listen=self.s.nginx_listen, site_include=self.s.nginx_site_include)

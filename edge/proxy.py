@@ -41,8 +41,15 @@ def make_edge_app(services) -> web.Application:
     settings = services.settings
     index = services.index
     upstream = settings.upstream.rstrip("/") if settings.upstream else None
+    placeholder_text = settings.extra.get("placeholder_text")
+    count = services.bench_stats if settings.extra.get("bench_stats") else None
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if count is not None:
+            count["connections"] += 1
+            sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+            if sslobj is not None and sslobj.session_reused:
+                count["resumed"] += 1
         sni = _sni(request)
         host = _host(request)
         if sni is None:
@@ -59,6 +66,8 @@ def make_edge_app(services) -> web.Application:
                          f"{html.escape(sni)} is not served by this edge (yet). If it is your domain, check its "
                          f"status page or ask the site operator.")
         if upstream is None:
+            if placeholder_text is not None:
+                return web.Response(text=placeholder_text)
             return _page(200, f"{html.escape(sni)} is served by edgecert",
                          "The certificate for this domain is active. No origin (EDGECERT_UPSTREAM) is configured, "
                          "so this placeholder page is shown.")

@@ -14,7 +14,6 @@ import os
 import ssl
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -43,22 +42,60 @@ class SniOutcome:
     INVALID = "invalid"      # SNI is not a plausible hostname
 
 
-@dataclass(eq=False)
 class CertEntry:
-    """One served certificate: PEM in memory (key decrypted only in this process's memory)."""
+    """One served certificate, compact: the leaf as DER, the chain interned (shared by all certificates of one
+    intermediate), the key either as PEM or still encrypted (decrypted only when a context is first built)."""
 
-    hostname: str
-    fullchain_pem: bytes
-    key_pem: bytes
-    serial: str
-    sha256: str
-    not_after: dt.datetime
-    cert_id: int | None = None
-    names: tuple[str, ...] = ()
-    _ctx: ssl.SSLContext | None = field(default=None, repr=False)
+    __slots__ = ("hostname", "_leaf_der", "_chain", "_key", "_unlock", "serial", "sha256", "not_after", "cert_id",
+                 "names", "_ctx")
+
+    def __init__(self, *, hostname: str, fullchain_pem: bytes | None = None, key_pem: bytes | None = None,
+                 serial: str, sha256: str, not_after: dt.datetime, cert_id: int | None = None,
+                 names: tuple[str, ...] = (), leaf_der: bytes | None = None, chain_pem: bytes | None = None,
+                 key_unlock: Callable[[], bytes] | None = None) -> None:
+        self.hostname = hostname
+        if leaf_der is None:
+            assert fullchain_pem is not None
+            leaf_pem, _, rest = fullchain_pem.partition(b"-----END CERTIFICATE-----")
+            leaf_der = ssl.PEM_cert_to_DER_cert((leaf_pem + b"-----END CERTIFICATE-----\n").decode())
+            chain_pem = rest.lstrip(b"\r\n")
+        self._leaf_der = leaf_der
+        self._chain = _intern(chain_pem or b"")
+        self._key = key_pem
+        self._unlock = key_unlock
+        self.serial = serial
+        self.sha256 = sha256
+        self.not_after = not_after
+        self.cert_id = cert_id
+        self.names = names
+        self._ctx: ssl.SSLContext | None = None
+
+    @property
+    def fullchain_pem(self) -> bytes:
+        return ssl.DER_cert_to_PEM_cert(self._leaf_der).encode() + self._chain
+
+    @property
+    def key_pem(self) -> bytes:
+        if self._key is None:
+            assert self._unlock is not None
+            return self._unlock()
+        return self._key
+
+
+_CHAINS: dict[bytes, bytes] = {}
+
+
+def _intern(chain: bytes) -> bytes:
+    return _CHAINS.setdefault(chain, chain)
+
+
+TICKETS = True  # set False (bench, tests of full handshakes) to turn TLS session tickets off
 
 
 def _configure(ctx: ssl.SSLContext) -> None:
+    if not TICKETS:
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(MOZILLA_INTERMEDIATE)

@@ -344,6 +344,18 @@ class SQLStorage:
     async def get_certificate(self, cert_id: int) -> CertificateVersion | None:
         return await self._run(lambda s: s.get(CertificateVersion, cert_id))
 
+    def served_rows(self, hostnames: Sequence[str] | None = None) -> list[tuple]:
+        """Fast path for loading the SNI index (no ORM objects): (hostname, cert_id, serial, sha256, not_after,
+        names, cert_pem, chain_pem, key_enc) for every domain's current certificate. Runs in the calling thread."""
+        from sqlalchemy import select as sa_select
+        d, c = Domain.__table__, CertificateVersion.__table__
+        q = (sa_select(d.c.hostname, c.c.id, c.c.serial, c.c.sha256, c.c.not_after, c.c.names, c.c.cert_pem,
+                       c.c.chain_pem, c.c.key_enc).select_from(d.join(c, c.c.id == d.c.current_cert_id)))
+        if hostnames is not None:
+            q = q.where(d.c.hostname.in_(list(hostnames)))
+        with self.engine.connect() as conn:
+            return conn.execute(q).all()
+
     async def current_certificates(self, hostnames: Sequence[str] | None = None
                                    ) -> list[tuple[Domain, CertificateVersion]]:
         def fn(s: Session) -> list[tuple[Domain, CertificateVersion]]:

@@ -1,0 +1,150 @@
+"""``edgecert bench-serve``: the real edge (store -> SNI index -> TLS listener -> HTTP layer), for bench/.
+
+Certificates from ``--certs-dir`` (``live/<name>/fullchain.pem`` + ``privkey.pem``) are imported once into a store
+(``<certs-dir>.edgecert-store/``; keys encrypted at rest as in production), then the service starts exactly as
+``edgecert serve`` does, loading its SNI index from that store. Every request gets 200 ``ok\\n``; TLS session
+tickets are off so every handshake is a full one. With ``--workers N`` the N processes share the port
+(SO_REUSEPORT). On SIGTERM one JSON line ``{"bench_stats": {...}}`` totalled over the workers goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["bench_serve_main", "import_certs"]
+
+
+def _log(msg: str) -> None:
+    print(f"bench-serve[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def import_certs(certs_dir: Path, store_url: str, state_dir: Path) -> int:
+    """Import every ``live/<name>/`` of ``certs_dir`` into the store as an active domain (bulk, idempotent)."""
+    import datetime as dt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from sqlalchemy import insert, select
+
+    from acme_client.keys import split_pem_chain
+    from store import load_keybox, make_engine, migrate
+    from store.models import CertificateVersion, Domain, Tenant
+
+    engine = make_engine(store_url)
+    migrate(engine)
+    kb = load_keybox(secret_key=None, state_dir=state_dir)
+    with engine.begin() as conn:
+        if conn.execute(select(Domain.__table__.c.id).limit(1)).first() is not None:
+            return 0
+        conn.execute(insert(Tenant.__table__).values(name="bench", created_at=dt.datetime.now(dt.timezone.utc)))
+        tenant_id = conn.execute(select(Tenant.__table__.c.id)).scalar_one()
+    live = certs_dir / "live"
+    names = sorted(p.name for p in live.iterdir() if (p / "fullchain.pem").exists())
+    now = dt.datetime.now(dt.timezone.utc)
+    batch = 2000
+    for i in range(0, len(names), batch):
+        chunk = names[i:i + batch]
+        doms, certs = [], []
+        for j, h in enumerate(chunk):
+            pems = split_pem_chain((live / h / "fullchain.pem").read_text())
+            leaf = x509.load_pem_x509_certificate(pems[0].encode())
+            key = (live / h / "privkey.pem").read_bytes()
+            cid = i + j + 1
+            certs.append(dict(id=cid, domain_id=cid, names=json.dumps([h]), serial=format(leaf.serial_number, "x"),
+                              not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
+                              issuer=leaf.issuer.rfc4514_string(), sha256=leaf.fingerprint(hashes.SHA256()).hex(),
+                              cert_pem=pems[0], chain_pem="".join(pems[1:]),
+                              key_enc=kb.encrypt(key, purpose=f"cert-key:{h}".encode()), key_type="ecdsa-p256",
+                              source="upload", created_at=now))
+            doms.append(dict(id=cid, hostname=h, tenant_id=tenant_id, status="active", current_cert_id=cid,
+                             attempts=0, dns_attempts=0, renew_requested=False, hook_pending=False,
+                             created_at=now, updated_at=now, next_check_at=None))
+        with engine.begin() as conn:
+            conn.execute(insert(Domain.__table__), doms)
+            conn.execute(insert(CertificateVersion.__table__), certs)
+    engine.dispose()
+    return len(names)
+
+
+def _settings(args, store_url: str, state_dir: Path):
+    from .config import Settings
+    return Settings.load(env={}, database_url=store_url, state_dir=str(state_dir), https_listen=args.listen,
+                         api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", sweep_interval=3600.0,
+                         context_cache_size=args.context_cache, admin_token=None, acme_directory="https://127.0.0.1:1/dir",
+                         extra={"placeholder_text": "ok\n", "probe_interval": 0, "reuse_port": args.workers > 1,
+                                "exports": False, "bench_stats": True})
+
+
+async def _serve(args, store_url: str, state_dir: Path) -> dict:
+    from . import tls
+    from .app import Server
+    tls.TICKETS = False
+    server = Server(_settings(args, store_url, state_dir))
+    t0 = time.monotonic()
+    services = await server.start()
+    _log(f"listening on {args.listen} with {len(services.index)} certificates "
+         f"(started in {time.monotonic() - t0:.2f}s)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    stats = dict(services.bench_stats)
+    stats["handshakes"] = sum(services.metrics.handshakes.values())
+    stats["contexts_built"] = services.index.builds
+    await server.stop()
+    return stats
+
+
+def bench_serve_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgecert bench-serve", description=__doc__.splitlines()[0])
+    p.add_argument("--certs-dir", required=True, help="directory with live/<name>/fullchain.pem + privkey.pem")
+    p.add_argument("--listen", default="127.0.0.1:8443", help="host:port of the TLS listener")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--store", help="store URL (default: sqlite in <certs-dir>.edgecert-store/)")
+    p.add_argument("--context-cache", type=int, default=20000, help="SSLContexts kept built (LRU)")
+    p.add_argument("--import-only", action="store_true", help="import the certificates into the store and exit")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    certs_dir = Path(args.certs_dir).resolve()
+    store_dir = Path(str(certs_dir) + ".edgecert-store")
+    store_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = store_dir / "state"
+    store_url = args.store or f"sqlite:///{store_dir}/edgecert.db"
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if not args.worker_child:
+        t0 = time.monotonic()
+        n = import_certs(certs_dir, store_url, state_dir)
+        if n:
+            _log(f"imported {n} certificates into {store_url} in {time.monotonic() - t0:.1f}s")
+    if args.import_only:
+        return 0
+    children: list[subprocess.Popen] = []
+    if args.workers > 1 and not args.worker_child:
+        cmd = [sys.executable, "-m", "edge", "bench-serve", "--certs-dir", str(certs_dir), "--listen", args.listen,
+               "--workers", str(args.workers), "--context-cache", str(args.context_cache), "--loop", args.loop,
+               "--worker-child"] + (["--store", args.store] if args.store else [])
+        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
+    if args.loop == "uvloop":
+        import uvloop
+        uvloop.install()
+    stats = asyncio.run(_serve(args, store_url, state_dir))
+    for c in children:
+        c.send_signal(signal.SIGTERM)
+    for c in children:
+        out, _ = c.communicate(timeout=15)
+        for line in out.decode().splitlines():
+            if line.startswith("{"):
+                for k, v in json.loads(line)["bench_stats"].items():
+                    stats[k] = stats.get(k, 0) + v
+    print(json.dumps({"bench_stats": stats}), flush=True)
+    return 0
