@@ -310,9 +310,12 @@ def _kind_of(method: str | None, url: str, directory: dict[str, str]) -> str:
     for k, v in directory.items():
         if url == v or (k == "renewalInfo" and url.startswith(v)):
             return k
-    if method == "GET" and url.endswith("/dir") or url.endswith("/directory"):
+    low = url.lower()
+    if method == "GET" and (low.endswith("/dir") or low.endswith("/directory")):
         return "directory"
-    for part in ("authz", "chalZ", "challenge", "finalize", "cert", "order"):
-        if f"/{part}" in url:
-            return {"chalZ": "challenge", "cert": "certificate"}.get(part, part)
+    for part, kind in (("/authz", "authz"), ("/chal", "challenge"), ("/challenge", "challenge"),
+                       ("/finalize", "finalize"), ("/cert", "certificate"), ("/my-order", "order"),
+                       ("/order", "order"), ("/acct", "account"), ("/my-account", "account")):
+        if part in low:
+            return kind
     return "other"
