@@ -163,9 +163,17 @@ def services_ctx(services: Services):
             await services.webhooks.start()
         await services.hook.start()
         await services.manager.start()
+        listener = None
+        if services.storage.engine.dialect.name == "postgresql":
+            from .cluster import ChangeListener
+            listener = ChangeListener(database_url=services.settings.database_url,
+                                      on_change=services.manager.load_index)
+            await listener.start()
         if services.prober is not None:
             await services.prober.start()
         yield
+        if listener is not None:
+            await listener.stop()
         if services.prober is not None:
             await services.prober.stop()
         await services.manager.stop()

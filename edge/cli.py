@@ -34,9 +34,25 @@ Run 'edgecert <command> --help' for a command's options.
 """
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import datetime as dt
+        out = {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+               .replace("+00:00", "Z"), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
 def _setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    if json_logs:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_JsonFormatter())
     for noisy in ("acme.client", "urllib3", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -51,7 +67,7 @@ def cmd_serve(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"edgecert: configuration error: {e}", file=sys.stderr)
         return 2
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_json)
     import asyncio
     try:
         import uvloop

@@ -34,6 +34,7 @@ from .config import Settings
 from .dnscheck import DnsChecker
 from .events import EventBus
 from .files import LiveFiles
+from .cluster import notify_change
 from .exports import write_exports
 from .hooks import HookResult, ReloadHook
 from .tls import CertEntry, SniIndex
@@ -479,6 +480,7 @@ class DomainManager:
                             ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
                             next_renewal_at=None, renewal_reason=None, hook_pending=self.hook.enabled,
                             next_check_at=utcnow() if plan_renewal else None)
+        await asyncio.to_thread(notify_change, self.storage, h)  # other nodes swap now (LISTEN)
         own = await served_certificate(self.own_address, h) if self.own_address else None
         delay_ms = (time.monotonic() - t_swap) * 1000
         await self.events.emit(h, "swapped", f"now serving certificate {version.serial}",
@@ -577,6 +579,7 @@ class DomainManager:
         self.index.remove(hostname)
         await asyncio.to_thread(self.files.remove, hostname)
         await self._write_exports()
+        await asyncio.to_thread(notify_change, self.storage, hostname)
 
     async def install_uploaded(self, domain: Domain, valid) -> CertificateVersion:
         """Swap in an operator-supplied certificate (already validated by :mod:`edge.upload`)."""

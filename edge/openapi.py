@@ -83,6 +83,9 @@ def _schemas() -> dict[str, Any]:
                            "observed": {"type": ["object", "null"],
                                         "description": "what the last DNS check saw (cname_chain, addresses)"}}},
                        "created_at": _dt(), "updated_at": _dt(),
+                       "last_probe": {"type": ["object", "null"], "description": "the last self-probe of the "
+                                      "live edge: ok, at, served_serial, days_to_expiry, failure_mode, detail, "
+                                      "handshake_ms, tls_version"},
                        "reload": {"type": "object", "properties": {
                            "pending": {"type": "boolean", "description": "the reload hook has not yet succeeded "
                                                                          "for the current certificate"},

@@ -1,9 +1,24 @@
-"""The tenant-facing status page ``GET /status/{hostname}``: plain-language onboarding steps, no secrets, no JS."""
+"""The tenant-facing status page ``GET /status/{hostname}``: plain-language onboarding steps, no secrets, no JS.
+
+What it shows, for the person who owns the domain (and the support staff they talk to):
+
+1. the DNS record to create, exactly as it must look, and what DNS showed at the last check;
+2. the certificate: being obtained, refused, or issued (issuer, dates, days to expiry);
+3. serving: whether the edge serves it, and the last self-check (probe) of the live endpoint;
+
+then what is wrong now, who must act and what to do, an ``openssl`` command to check from their own network, and
+recent activity in plain words. Pages of domains with work pending refresh themselves (``<meta http-equiv=refresh>``).
+Branding comes from ``status_page_brand``, ``status_page_logo_url`` (``https:`` or ``data:image/``) and ``status_page_color``.
+
+Never on the page: tokens, keys, the tenant's name, internal addresses, reload-hook output.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shlex
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -17,6 +32,10 @@ __all__ = ["add_status_routes"]
 _env = jinja2.Environment(loader=jinja2.PackageLoader("edge", "templates"),
                           autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 
+#: Seconds between automatic refreshes while work is pending.
+REFRESH_SECONDS = 15
+
+# (dns, certificate, serving) step states per status: done | current | todo | failed
 _STEP_STATE = {
     DomainStatus.PENDING_DNS: ("current", "todo", "todo"),
     DomainStatus.PENDING_ISSUANCE: ("done", "current", "todo"),
@@ -27,21 +46,136 @@ _STEP_STATE = {
     DomainStatus.EXPIRED: ("done", "failed", "failed"),
 }
 
+_STEP_LABEL = {"done": "Done", "current": "In progress", "todo": "Not started yet", "failed": "Problem"}
+
+# status -> (headline, who acts, what to do)
 _HEADLINE = {
     DomainStatus.PENDING_DNS: ("Waiting for your DNS record", "tenant",
-                               "Create the DNS record below at your DNS provider. We check again automatically."),
+                               "Create the DNS record shown in step 1 at your DNS provider (or correct the one that "
+                               "is there). We check again automatically; there is nothing else to do."),
     DomainStatus.PENDING_ISSUANCE: ("Getting your certificate", "nobody",
-                                    "Your DNS is right. We are obtaining the certificate; no action needed."),
+                                    "Your DNS is right. The last attempt to get the certificate did not succeed; we "
+                                    "try again automatically at the time shown."),
     DomainStatus.ISSUING: ("Getting your certificate", "nobody",
-                           "The certificate authority is validating your domain; this takes under a minute."),
-    DomainStatus.RATE_LIMITED: ("Waiting on the certificate authority's rate limit", "nobody",
-                                "We will try again automatically at the time shown below."),
-    DomainStatus.FAILED: ("Certificate could not be issued", "operator",
-                          "The certificate authority refused this name. The site operator has to act."),
+                           "Your DNS is right. The certificate authority is checking your domain; this usually "
+                           "takes under a minute."),
+    DomainStatus.RATE_LIMITED: ("Waiting on the certificate authority", "nobody",
+                                "The certificate authority asked us to wait (a rate limit). We try again "
+                                "automatically at the time shown; there is nothing for you to do."),
+    DomainStatus.FAILED: ("The certificate could not be issued", "operator",
+                          "The certificate authority refused this name. The service operator has been told and "
+                          "has to act; contact their support if this stays."),
     DomainStatus.ACTIVE: ("Your site is served over HTTPS", "nobody", "Everything is working."),
     DomainStatus.EXPIRED: ("The certificate has expired", "operator",
-                           "Visitors see a security warning. The site operator has to act."),
+                           "Visitors see a security warning (NET::ERR_CERT_DATE_INVALID). The service operator has "
+                           "to act; contact their support."),
 }
+
+# Events shown under "Recent activity", in plain words (others, e.g. reload-hook output, stay internal).
+_EVENT_TEXT = {
+    "domain_added": "Domain added.",
+    "dns_checked": None,  # the check's own message (it names the record to create)
+    "order_placed": "Asked the certificate authority for a certificate.",
+    "challenge_answered": "Answered the certificate authority's validation request.",
+    "challenge_valid": "The certificate authority confirmed the domain points here.",
+    "certificate_obtained": "Certificate issued.",
+    "swapped": "The new certificate is now served.",
+    "renewal_scheduled": None,
+    "issuance_failed": "The certificate authority did not issue the certificate this time.",
+    "rate_limited": "The certificate authority asked us to wait (rate limit).",
+    "certificate_expired": "The certificate expired.",
+    "expiry_warning": None,
+    "probe_ok": "Self-check of https://{h}/ passed.",
+    "probe_failed": "Self-check of https://{h}/ found a problem.",
+}
+
+
+def _who_text(who: str) -> str:
+    return {"tenant": "you (the owner of the domain)", "operator": "the service operator",
+            "nobody": "nobody: it is automatic", "visitor": "the visitor", "network": "the network in between",
+            "operator / network": "the service operator or the network"}.get(who, who)
+
+
+def _parse_probe(d) -> dict[str, Any] | None:
+    """The last self-probe recorded on the domain (``last_probe*`` columns), as template data."""
+    if d.last_probe_at is None and d.last_probe_ok is None and not d.last_probe:
+        return None
+    info: dict[str, Any] = {"ok": d.last_probe_ok, "at": d.last_probe_at, "failure_mode": None, "summary": None,
+                            "fix": None, "who_acts": None}
+    try:
+        data = json.loads(d.last_probe) if d.last_probe else {}
+    except (TypeError, ValueError):
+        data = {}
+    if isinstance(data, dict):
+        if isinstance(data.get("failure_mode"), str):
+            info["failure_mode"] = data["failure_mode"]
+        if info["ok"] is None and isinstance(data.get("ok"), bool):
+            info["ok"] = data["ok"]
+    if info["ok"] is False or (info["failure_mode"] not in (None, "ok")):
+        info["ok"] = False
+        info.update(_mode_text(info["failure_mode"] or "unknown"))
+    return info
+
+
+def _mode_text(failure_mode: str) -> dict[str, str]:
+    """Plain words for a probe's failure mode. Never the probe's raw detail: it can name internal addresses."""
+    if failure_mode == "served_certificate_stale":
+        return {"summary": "The live site still answers with the previous certificate.",
+                "fix": "The service operator's servers have not loaded the new certificate yet; it is retried "
+                       "automatically. If this stays, the operator has to act.", "who_acts": "operator"}
+    from .diagnostics.modes import FAILURE_MODES  # noqa: PLC0415
+    m = FAILURE_MODES.get(failure_mode)
+    if m is None or failure_mode == "unknown":
+        return {"summary": "The live site did not answer as expected.",
+                "fix": "The service operator has been told and has to act.", "who_acts": "operator"}
+    return {"summary": m.summary, "fix": m.fix, "who_acts": m.who_acts}
+
+
+def _probe_from_events(events) -> dict[str, Any] | None:
+    for e in reversed(events):
+        if e.kind in ("probe_ok", "probe_failed"):
+            data = json.loads(e.data) if e.data else {}
+            fm = data.get("failure_mode")
+            info = {"ok": e.kind == "probe_ok", "at": e.created_at, "failure_mode": fm, "summary": e.message,
+                    "fix": None, "who_acts": None}
+            if e.kind == "probe_failed":
+                info.update(_mode_text(fm or "unknown"))
+            return info
+    return None
+
+
+def _activity(events, hostname: str) -> list[dict[str, Any]]:
+    out = []
+    for e in events:
+        if e.kind not in _EVENT_TEXT:
+            continue
+        text = _EVENT_TEXT[e.kind]
+        if e.kind == "renewal_scheduled":
+            try:
+                at = dt.datetime.fromisoformat(json.loads(e.data or "{}").get("at", "").replace("Z", "+00:00"))
+                text = f"Renewal planned for {at.strftime('%Y-%m-%d')}."
+            except (ValueError, TypeError, AttributeError):
+                text = "Renewal planned."
+        elif e.kind == "expiry_warning":
+            text = "The certificate expires soon and could not be renewed yet."
+        elif text is None:
+            text = e.message
+        text = text.replace("{h}", hostname)
+        if out and out[-1]["text"] == text:
+            out[-1]["at"] = e.created_at  # the same thing again (e.g. each DNS re-check): show it once, latest time
+            continue
+        out.append({"at": e.created_at, "kind": e.kind, "text": text})
+    return out
+
+
+def _dig_command(expected: dict) -> str | None:
+    name = (expected or {}).get("name")
+    if not name:
+        return None
+    rtype = expected.get("type")
+    if rtype in ("CNAME", "A", "AAAA"):
+        return f"dig +short {rtype} {shlex.quote(name)}"
+    return f"dig +short {shlex.quote(name)}"
 
 
 def add_status_routes(app: web.Application, services, *, limiter) -> None:
@@ -58,39 +192,71 @@ def add_status_routes(app: web.Application, services, *, limiter) -> None:
         d = await services.storage.get_domain(name) if name else None
         if d is None:
             tpl = _env.get_template("status_missing.html")
-            return web.Response(status=404, content_type="text/html",
-                                text=tpl.render(hostname=raw[:253], brand=_brand(s)))
+            return web.Response(status=404, content_type="text/html", headers=_HEADERS,
+                                text=tpl.render(hostname=raw[:253], brand=_brand(s), now=utcnow()))
         cert = await services.storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
-        events = await services.storage.list_events(d.hostname, limit=12)
+        events = await services.storage.list_events(d.hostname, limit=40)
         expected = services.dns.expected_record(d.hostname)
         observed = json.loads(d.dns_observed) if d.dns_observed else None
-        headline, who, what = _HEADLINE.get(d.status, (d.status, "operator", ""))
-        steps = _STEP_STATE.get(d.status, ("todo", "todo", "todo"))
-        public = services.public_address()
-        connect = public if public else f"{d.hostname}:443"
-        openssl = (f"openssl s_client -connect {shlex.quote(d.hostname + ':443')} -servername "
-                   f"{shlex.quote(d.hostname)} -verify_hostname {shlex.quote(d.hostname)} -verify_return_error "
-                   f"-showcerts </dev/null")
+        headline, who, what = _HEADLINE.get(d.status, (d.status.replace("_", " "), "operator", ""))
+        steps = list(_STEP_STATE.get(d.status, ("todo", "todo", "todo")))
+        probe = _parse_probe(d) or _probe_from_events(events)
+        if d.status == DomainStatus.ACTIVE and probe is not None and probe["ok"] is False:
+            steps[2] = "failed"
+            headline = "Your certificate is issued, but the self-check found a problem"
+            who = probe.get("who_acts") or "operator"
+            what = probe.get("fix") or "The service operator has to act."
+        if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
+            who, what = "operator", "A new certificate was issued but not yet loaded everywhere; the service " \
+                                    "operator has been told."
+        port = int(getattr(s, "https_public_port", 443) or 443)
+        target = f"{d.hostname}:{port}"
+        openssl = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
+                   f"-verify_hostname {shlex.quote(d.hostname)} -verify_return_error -showcerts </dev/null")
+        openssl_dates = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
+                         f"</dev/null 2>/dev/null | openssl x509 -noout -subject -issuer -dates "
+                         f"-ext subjectAltName")
         days_left = None
         if cert is not None:
             days_left = round((cert.not_after - utcnow()).total_seconds() / 86400, 1)
-        last_probe = next((e for e in reversed(events) if e.kind in ("probe_ok", "probe_failed")), None)
-        pending = d.status not in (DomainStatus.ACTIVE, DomainStatus.FAILED, DomainStatus.EXPIRED)
+        pending = d.status in (DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
+                               DomainStatus.RATE_LIMITED)
+        step_names = ("Point your domain at us", "Certificate", "Served over HTTPS")
+        current_step = next((i for i, st in enumerate(steps) if st in ("current", "failed")), None)
         tpl = _env.get_template("status.html")
-        html = tpl.render(d=d, cert=cert, events=list(reversed(events)), expected=expected, observed=observed,
-                          headline=headline, who=who, what=what, steps=steps, openssl=openssl, connect=connect,
-                          days_left=days_left, last_probe=last_probe, refresh=15 if pending else None,
-                          brand=_brand(s), now=utcnow())
-        return web.Response(text=html, content_type="text/html",
-                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                     "Content-Security-Policy": "default-src 'none'; img-src https: data:; "
-                                                                "style-src 'unsafe-inline'"})
+        html = tpl.render(d=d, cert=cert, activity=list(reversed(_activity(events, d.hostname)))[:12],
+                          expected=expected, observed=observed, headline=headline, who=who, who_text=_who_text(who),
+                          what=what, steps=steps, step_labels=_STEP_LABEL, step_names=step_names,
+                          current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,
+                          dig=_dig_command(expected), days_left=days_left, probe=probe,
+                          refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
+        return web.Response(text=html, content_type="text/html", headers=_HEADERS)
 
     app.router.add_get("/status/{hostname}", status_page)
 
 
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+                                       "frame-ancestors 'none'"}
+
+
 def _brand(s) -> dict:
-    color = s.status_page_color if s.status_page_color.startswith("#") and len(s.status_page_color) in (4, 7) \
-        and all(c in "0123456789abcdefABCDEF" for c in s.status_page_color[1:]) else "#0b5fff"
-    logo = s.status_page_logo_url if (s.status_page_logo_url or "").startswith("https://") else None
-    return {"name": s.status_page_brand, "logo": logo, "color": color}
+    raw = s.status_page_color or ""
+    color = raw if raw.startswith("#") and len(raw) in (4, 7) and all(c in "0123456789abcdefABCDEF"
+                                                                        for c in raw[1:]) else "#0b5fff"
+    logo = s.status_page_logo_url if (s.status_page_logo_url or "").startswith(("https://", "data:image/")) \
+        else None
+    return {"name": s.status_page_brand, "logo": logo, "color": color, "text": _text_on(color)}
+
+
+def _text_on(color: str) -> str:
+    """Black or white, whichever reads better on ``color`` (WCAG relative luminance)."""
+    h = color[1:]
+    if len(h) == 3:
+        h = "".join(c * 2 for c in h)
+    r, g, b = (int(h[i:i + 2], 16) / 255 for i in (0, 2, 4))
+
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    lum = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+    return "#111111" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#ffffff"
