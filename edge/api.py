@@ -292,6 +292,15 @@ def make_api_app(services) -> web.Application:
     async def renew_domain(request: web.Request) -> web.Response:
         c = await caller(request)
         d = await _visible_domain(request, c)
+        if not c.admin and d.current_cert_id:
+            # Tenants cannot burn the operator's CA limits: one forced renewal per certificate per day.
+            cert = await storage.get_certificate(d.current_cert_id)
+            min_age = dt.timedelta(seconds=float(s.extra.get("tenant_renew_min_age", 86400)))
+            if cert is not None and utcnow() - cert.created_at < min_age:
+                retry = cert.created_at + min_age
+                raise ApiError(429, "renew_throttled", f"this certificate was obtained at {iso(cert.created_at)}; "
+                               f"a tenant may force a renewal from {iso(retry)} on (the operator can at any time)",
+                               retry_at=iso(retry))
         await services.manager.request_renewal(d.hostname)
         d2 = await storage.get_domain(d.hostname)
         return web.json_response(await _render(d2 or d), status=202)

@@ -104,9 +104,7 @@ class ReloadHook:
                           "; ".join(r.error for r in results if r.error) or None)
 
     async def _post_webhook(self, hostnames: list[str]) -> HookResult:
-        """JSON POST signed with HMAC-SHA256 (``X-Edgecert-Signature: sha256=<hex>`` over the raw body)."""
-        import hashlib
-        import hmac
+        """JSON POST signed like the event webhooks (``X-Edgecert-Signature: t=<unix>,v1=<HMAC-SHA256 hex>``)."""
         import json
         import time as _time
 
@@ -115,8 +113,8 @@ class ReloadHook:
                            "live_dir": os.path.join(os.path.abspath(self.state_dir), "live")}).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "edgecert-reload-hook"}
         if self.webhook_secret:
-            sig = hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-            headers["X-Edgecert-Signature"] = f"sha256={sig}"
+            from .webhooks import SIGNATURE_HEADER, sign  # one signature scheme for every webhook
+            headers[SIGNATURE_HEADER] = sign(self.webhook_secret, body, int(_time.time()))
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http:
                 async with http.post(self.webhook_url, data=body, headers=headers) as r:
@@ -137,7 +135,8 @@ class ReloadHook:
             live = os.path.join(env["EDGECERT_LIVE_DIR"], hostnames[0])
             env["EDGECERT_FULLCHAIN"] = os.path.join(live, "fullchain.pem")
             env["EDGECERT_PRIVKEY"] = os.path.join(live, "privkey.pem")
-        for secret in ("EDGECERT_ADMIN_TOKEN", "EDGECERT_SECRET_KEY", "EDGECERT_RELOAD_WEBHOOK_SECRET"):
+        for secret in ("EDGECERT_ADMIN_TOKEN", "EDGECERT_SECRET_KEY", "EDGECERT_RELOAD_WEBHOOK_SECRET",
+                       "EDGECERT_WEBHOOK_SECRET", "EDGECERT_DATABASE_URL"):
             env.pop(secret, None)
         try:
             proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", self.command or "true", env=env,

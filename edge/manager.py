@@ -124,12 +124,15 @@ class DomainManager:
                 pass
         self._tasks.clear()
 
-    async def load_index(self, hostnames: list[str] | None = None) -> int:
+    async def load_index(self, hostnames: list[str] | None = None, *, sync_files: bool | None = None) -> int:
         """Bring the SNI index in step with the store's current certificates (a Core query, no ORM objects; keys
         stay encrypted in memory until a context is first built)."""
         rows = await asyncio.to_thread(self.storage.served_rows, hostnames)
         kb = self.keybox
         n = 0
+        synced: list[str] = []
+        if sync_files is None:
+            sync_files = hostnames is not None
         for h, cert_id, serial, sha256, not_after, _names, cert_pem, chain_pem, key_enc in rows:
             current = self.index.get(h)
             if current is not None and current.cert_id == cert_id:
@@ -144,11 +147,24 @@ class DomainManager:
                               serial=serial, sha256=sha256, not_after=not_after, cert_id=cert_id)
             self.index.put(entry, prebuild=False)
             n += 1
+            if sync_files and self.s.extra.get("exports") is not False:
+                # Another node obtained it: this node's files (and its local nginx/HAProxy) follow too.
+                version = await asyncio.to_thread(self.files.current_version, h)
+                if version is None or not version.endswith("-" + serial[:16]):
+                    await asyncio.to_thread(self.files.install, h, cert_pem=cert_pem.encode(),
+                                            chain_pem=chain_pem.encode(), key_pem=entry.key_pem, serial=serial)
+                    synced.append(h)
         if hostnames is not None:
             have = {r[0] for r in rows}
             for h in hostnames:
                 if h not in have and h in self.index:
                     self.index.remove(h)
+                    await asyncio.to_thread(self.files.remove, h)
+                    synced.append(h)
+        if synced:
+            await self._write_exports()
+            if self.hook.enabled:
+                self.hook.notify(synced)
         return n
 
     def wake(self, hostname: str, *, tenant_id: int | None = None, priority: int = PRIORITY_NEW) -> None:
@@ -443,7 +459,8 @@ class DomainManager:
         await self.events.emit(h, "certificate_obtained",
                                f"certificate {info.serial} obtained, valid until {info.not_after.isoformat()}",
                                {"serial": info.serial, "not_after": info.not_after.isoformat(),
-                                "acme_requests": issued.acme_requests})
+                                "acme_requests": issued.acme_requests,
+                                "seconds": round(getattr(self, "last_issuance_seconds", 0.0), 3)})
         await self.swap_in(domain, version, issued.key_pem)
 
     async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes, *,

@@ -38,8 +38,14 @@ def test_two_nodes_share_work_and_serve_everything(tmp_path, pebble, dns, postgr
         for node in (a, b):
             for n in names:
                 assert format(served_leaf(node.https_port, n).serial_number, "x") == serials[n], (node.api, n)
-        issuers = [("a" if "order_placed" in [e["kind"] for e in a.events(n)] else "?") for n in names]
-        assert len(issuers) == len(names)
+        # Every node has the live files (and exports) of every name, whichever node obtained it.
+        from cryptography import x509
+        for node in (a, b):
+            for n in names:
+                pem = (node.work_dir / "state" / "live" / n / "fullchain.pem").read_bytes()
+                assert format(x509.load_pem_x509_certificate(pem).serial_number, "x") == serials[n], (node.api, n)
+            assert all(f"server_name {n};" in (node.work_dir / "state" / "exports" / "nginx-servers.conf").read_text()
+                       for n in names)
         # A node that was down catches up from the store at start.
         b.stop()
         a.add_domain("late.cluster.test", tenant="cl")
@@ -54,6 +60,7 @@ def test_two_nodes_share_work_and_serve_everything(tmp_path, pebble, dns, postgr
                                                      "x") == serials["c0.cluster.test"]:
             time.sleep(0.2)
         assert format(served_leaf(b.https_port, "c0.cluster.test").serial_number, "x") != serials["c0.cluster.test"]
+        assert not (b.work_dir / "state" / "live" / "c0.cluster.test").exists()
     finally:
         a.stop()
         b.stop()
