@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .tasks import cancel_and_wait
+
 __all__ = ["CHANNEL", "ChangeListener", "notify_change"]
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,8 @@ class ChangeListener:
         self._task = asyncio.create_task(self._run(), name="pg-listen")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         import psycopg

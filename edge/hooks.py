@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Awaitable, Callable
 
+from .tasks import cancel_and_wait
+
 __all__ = ["ReloadHook", "HookResult"]
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,8 @@ class ReloadHook:
             self._task = asyncio.create_task(self._loop(), name="reload-hook")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

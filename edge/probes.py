@@ -21,6 +21,7 @@ from cryptography import x509
 from store.models import DomainStatus, utcnow
 
 from .config import parse_hostport
+from .tasks import cancel_and_wait
 
 __all__ = ["Prober", "WARN_DAYS", "warning_thresholds", "probe_handshake"]
 
@@ -82,13 +83,8 @@ class Prober:
             self._task = asyncio.create_task(self._loop(), name="self-probes")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         await asyncio.sleep(min(self.interval, 5))

@@ -194,13 +194,8 @@ class WebhookSender:
         self._task = asyncio.create_task(self._loop(), name="webhooks")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             await self._persist_queued()  # what was emitted but not yet logged is delivered after the restart
         except Exception:

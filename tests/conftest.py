@@ -42,6 +42,24 @@ def pebble(dns, session_dir):
 
 
 @pytest.fixture
+def pebble_factory(dns, tmp_path):
+    """Start extra Pebbles with their own options (e.g. ``certificate_validity_period=30``); stopped at teardown."""
+    require_binary("pebble")
+    from edge.devenv import Pebble, free_port
+    started = []
+
+    def make(name: str = "pebble-extra", **options):
+        options.setdefault("authz_reuse_percent", 0)
+        p = Pebble(dns_server=dns, work_dir=tmp_path / name, http_port=free_port(), **options).start()
+        p.roots_file = str(p.write_roots(tmp_path / f"{name}-roots.pem"))
+        started.append(p)
+        return p
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
 def edge_factory(tmp_path, pebble, dns):
     """Start ``edgecert serve`` subprocesses against the session Pebble; all are stopped at teardown."""
     procs: list[EdgeProcess] = []

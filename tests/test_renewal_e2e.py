@@ -18,15 +18,9 @@ def _iso(s: str) -> dt.datetime:
 
 
 @pytest.fixture
-def short_pebble(dns, tmp_path):
+def short_pebble(pebble_factory):
     """A Pebble issuing 40-second certificates."""
-    require_binary("pebble")
-    from edge.devenv import Pebble, free_port
-    p = Pebble(dns_server=dns, work_dir=tmp_path / "pebble-short", http_port=free_port(),
-               certificate_validity_period=40, authz_reuse_percent=0).start()
-    p.roots_file = str(p.write_roots(tmp_path / "short-roots.pem"))
-    yield p
-    p.stop()
+    return pebble_factory("pebble-short", certificate_validity_period=40)
 
 
 @pytest.fixture

@@ -119,14 +119,9 @@ def test_reader_never_sees_a_mismatched_pair_during_50_swaps(tmp_path):
 
 # -- nginx with the reload hook ---------------------------------------------------------------------------------------
 @pytest.fixture
-def short_pebble(dns, tmp_path):
-    require_binary("pebble")
-    from edge.devenv import Pebble, free_port
-    p = Pebble(dns_server=dns, work_dir=tmp_path / "pebble-short", http_port=free_port(),
-               certificate_validity_period=30, authz_reuse_percent=0).start()
-    p.roots_file = str(p.write_roots(tmp_path / "roots.pem"))
-    yield p
-    p.stop()
+def short_pebble(pebble_factory):
+    """A Pebble issuing 30-second certificates."""
+    return pebble_factory("pebble-short", certificate_validity_period=30)
 
 
 class Nginx:
