@@ -159,11 +159,12 @@ _r("default_certificate", r"TRAEFIK DEFAULT CERT|Kubernetes Ingress Controller F
                           r"|snakeoil|default certificate|fallback certificate|edge-default|localhost\.localdomain"
                           r"|CN ?= ?(?:localhost|default|invalid)\b", 0.7, "certificate subject",
    ("hostname_mismatch",))
-_r("default_certificate", r"\*\.(?:herokuapp\.com|azurewebsites\.net|cloudfront\.net|github\.io|netlify\.app"
+_r("wrong_endpoint", r"\*\.(?:herokuapp\.com|azurewebsites\.net|cloudfront\.net|github\.io|netlify\.app"
                           r"|vercel\.app|fastly\.net|onrender\.com|pages\.dev|firebaseapp\.com|appspot\.com"
                           r"|elb\.amazonaws\.com|shopify\.com|myshopify\.com|squarespace\.com|wpengine\.com"
-                          r"|ghost\.io|webflow\.io)", 0.6, "certificate subject", ("wrong_endpoint",
-                                                                                    "hostname_mismatch"))
+                          r"|ghost\.io|webflow\.io)", 0.6, "certificate subject (another platform's certificate: "
+                          "the name still points at an old host or CDN)", ("default_certificate",
+                                                                           "hostname_mismatch"))
 _r("hostname_mismatch", r"ERR_CERT_COMMON_NAME_INVALID|SSL_ERROR_BAD_CERT_DOMAIN", 0.8, "browser", _NAME)
 _r("hostname_mismatch", r"hostname mismatch|certificate is not valid for|no alternative certificate subject name"
                         r"|subjectAltName does not match|does not match target host name|x509: certificate is "
@@ -537,6 +538,9 @@ def triage(
     if "default_certificate" in scores and scores.keys() & {"hostname_mismatch", "self_signed", "untrusted_root",
                                                              "incomplete_chain"}:
         scores["default_certificate"] = max(scores["default_certificate"], 0.85)
+    # another platform's certificate (Heroku, Netlify, CloudFront...) explains a name error: DNS points there
+    if "wrong_endpoint" in scores and "hostname_mismatch" in scores:
+        scores["wrong_endpoint"] = max(scores["wrong_endpoint"], 0.85)
 
     if not scores:
         mode_id, confidence = "unknown", 0.05
@@ -545,11 +549,12 @@ def triage(
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], _PRIO.get(kv[0], 99)))
         mode_id, best = ranked[0]
         # context evidence (dates, issuers, the certificate's own name) explains the codes that came with it
-        overridden = mode_id in ("client_clock_skew", "tls_interception", "default_certificate") and best >= 0.75
+        overridden = mode_id in ("client_clock_skew", "tls_interception", "default_certificate",
+                                 "wrong_endpoint") and best >= 0.75
         # Context rules outrank the codes they explain.
-        for override in ("client_clock_skew", "tls_interception", "default_certificate"):
+        for override in ("client_clock_skew", "tls_interception", "default_certificate", "wrong_endpoint"):
             if override in scores and scores[override] >= 0.75 and mode_id != override:
-                if override == "default_certificate" and scores[mode_id] > 0.9 and mode_id not in (
+                if override in ("default_certificate", "wrong_endpoint") and scores[mode_id] > 0.9 and mode_id not in (
                         "hostname_mismatch", "self_signed", "incomplete_chain", "untrusted_root"):
                     continue
                 mode_id, best = override, scores[override]
