@@ -87,3 +87,32 @@ async def test_leases_exclude_other_owners_and_expire(database_url):
         assert order in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
     finally:
         engine.dispose()
+
+
+def test_migrations_upgrade_a_populated_0001_database(database_url):
+    """Schema changes go through alembic: a database at 0001 with rows upgrades to head, rows intact."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from store.database import alembic_config
+    engine = make_engine(database_url)
+    try:
+        cfg = alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenants (name, created_at) VALUES ('t', CURRENT_TIMESTAMP)"))
+            conn.execute(text("INSERT INTO domains (hostname, tenant_id, status, attempts, dns_attempts, "
+                              "renew_requested, created_at, updated_at) VALUES ('old.example.com', "
+                              "(SELECT id FROM tenants WHERE name = 't'), 'active', 0, 0, false, CURRENT_TIMESTAMP, "
+                              "CURRENT_TIMESTAMP)"))
+        migrate(engine)
+        cols = {c["name"] for c in inspect(engine).get_columns("domains")}
+        assert {"ari_window_start", "hook_pending", "last_probe"} <= cols
+        assert "webhook_deliveries" in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT hostname, hook_pending FROM domains")).one()
+        assert row[0] == "old.example.com" and not row[1]
+    finally:
+        engine.dispose()
