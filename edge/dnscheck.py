@@ -15,7 +15,26 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-__all__ = ["PointingResult", "DnsChecker"]
+__all__ = ["PointingResult", "DnsChecker", "local_addresses"]
+
+
+def local_addresses() -> set[str]:
+    """The IPv4/IPv6 addresses configured on this machine's interfaces (Linux /proc), loopback included."""
+    out = {"127.0.0.1", "::1"}
+    try:
+        lines = open("/proc/net/fib_trie").read().splitlines()
+        for i, line in enumerate(lines):
+            if "/32 host LOCAL" in line and i > 0:
+                out.add(lines[i - 1].split()[-1])
+    except OSError:
+        pass
+    try:
+        for line in open("/proc/net/if_inet6"):
+            h = line.split()[0]
+            out.add(str(ipaddress.ip_address(bytes.fromhex(h))))
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 @dataclass
@@ -123,7 +142,15 @@ class DnsChecker:
                                   f"{hostname} has no A/AAAA address. Create this record: {expected['text']}",
                                   chain, addrs, expected)
         if not self.edge_target:
-            return PointingResult(True, hostname, "ok", f"{hostname} resolves to {', '.join(addrs)}",
+            # No target configured: the edge is this machine; accept its own interface addresses only.
+            mine = local_addresses()
+            if set(addrs) <= mine:
+                return PointingResult(True, hostname, "ok", f"{hostname} resolves to this machine "
+                                      f"({', '.join(addrs)})", chain, addrs, expected)
+            return PointingResult(False, hostname, "wrong_address",
+                                  f"{hostname} points at {', '.join(addrs)}, which is not an address of this machine. "
+                                  f"Point it at this edge; if the edge's public address is not on this machine "
+                                  f"(NAT, load balancer), the operator sets EDGECERT_EDGE_TARGET to it.",
                                   chain, addrs, expected)
         if any(c in self._target_names for c in chain):
             return PointingResult(True, hostname, "ok",

@@ -27,6 +27,7 @@ from acme_client.fairqueue import FairQueue
 from acme_client.issuer import IssuedCertificate, Issuer
 from acme_client.ratelimit import Pacer, RateLedger, load_limits
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
+from acme_client.renewal import plan_renewal as plan_renewal_at
 from store.crypto import KeyBox
 from store.models import CertificateVersion, Domain, DomainStatus, utcnow
 
@@ -127,12 +128,22 @@ class DomainManager:
     async def load_index(self, hostnames: list[str] | None = None, *, sync_files: bool | None = None) -> int:
         """Bring the SNI index in step with the store's current certificates (a Core query, no ORM objects; keys
         stay encrypted in memory until a context is first built)."""
+        if sync_files is None:
+            sync_files = hostnames is not None
+        if hostnames is None and not sync_files and ":memory:" not in self.s.database_url \
+                and self.s.database_url not in ("sqlite://", "sqlite:///"):
+            # The full load at start: streamed, compact entries, GC off while loading (edge/edge_worker.py; 100k
+            # names in about a second).
+            from .edge_worker import EdgeStore, load_index_rows
+            store = EdgeStore(self.s.database_url)
+            try:
+                return await asyncio.to_thread(lambda: load_index_rows(self.index, store.served_rows(), self.keybox))
+            finally:
+                store.close()
         rows = await asyncio.to_thread(self.storage.served_rows, hostnames)
         kb = self.keybox
         n = 0
         synced: list[str] = []
-        if sync_files is None:
-            sync_files = hostnames is not None
         for h, cert_id, serial, sha256, not_after, _names, cert_pem, chain_pem, key_enc in rows:
             current = self.index.get(h)
             if current is not None and current.cert_id == cert_id:
@@ -492,10 +503,13 @@ class DomainManager:
         t_swap = time.monotonic()
         self.index.put(entry, prebuild=False)
         await self._write_exports()
+        first = plan_renewal_at(version.not_before, version.not_after, now=utcnow(), ratio=self.s.renew_ratio) \
+            if plan_renewal else None
         d = await self._set(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
                             last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
                             ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
-                            next_renewal_at=None, renewal_reason=None, hook_pending=self.hook.enabled,
+                            next_renewal_at=first.at if first else None,
+                            renewal_reason=first.reason if first else None, hook_pending=self.hook.enabled,
                             next_check_at=utcnow() if plan_renewal else None)
         await asyncio.to_thread(notify_change, self.storage, h)  # other nodes swap now (LISTEN)
         own = await served_certificate(self.own_address, h) if self.own_address else None
@@ -505,7 +519,10 @@ class DomainManager:
                                 "served_after_ms": round(delay_ms, 2),
                                 "served_serial": own.serial if own else None})
         if plan_renewal:
-            # Plan the renewal right away (asks the CA's ARI window when it has one).
+            assert first is not None
+            await self.events.emit(h, "renewal_scheduled", f"renewal scheduled for {first.at.isoformat()} "
+                                   f"({first.reason.replace('_', ' ')})", first.to_dict())
+            # Then ask the CA's ARI window, when it has one (the plan moves into the window).
             plan, d = await self._plan(d, version, utcnow())
             await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
         if self.prober is not None and self.prober.interval > 0:

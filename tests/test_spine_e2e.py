@@ -120,3 +120,15 @@ def test_http_listener_redirects_and_https_checks_host_against_sni(edge, pebble)
         out = openssl_s_client(edge.https_port, servername="web.epsilon.test", cafile=pebble.roots_file,
                                extra=[flag, "-cipher", "DEFAULT:@SECLEVEL=0"] if flag == "-tls1_1" else [flag])
         assert ("Cipher is (NONE)" not in out and "BEGIN CERTIFICATE" in out) == ok, (flag, out[-800:])
+
+
+def test_without_edge_target_only_this_machines_addresses_count(edge_factory, pebble, dns):
+    edge = edge_factory("notarget", EDGECERT_EDGE_TARGET="")
+    dns.add_a("far.notarget.test", ["192.0.2.77"])
+    orders = pebble.order_count()
+    edge.add_domain("far.notarget.test", tenant="nt")
+    edge.add_domain("near.notarget.test", tenant="nt")  # challtestsrv answers 127.0.0.1: this machine
+    edge.wait_status("near.notarget.test", "active", timeout=30)
+    d = edge.wait_status("far.notarget.test", "pending_dns", timeout=10)
+    assert "192.0.2.77" in d["last_error"] and "EDGECERT_EDGE_TARGET" in d["last_error"]
+    assert pebble.order_count() - orders == 1
