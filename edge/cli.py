@@ -53,7 +53,7 @@ def _setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
     if json_logs:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(_JsonFormatter())
-    for noisy in ("acme.client", "urllib3", "aiohttp.access", "alembic"):
+    for noisy in ("acme.client", "urllib3", "aiohttp.access", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
