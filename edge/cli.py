@@ -78,7 +78,13 @@ def cmd_serve(argv: list[str]) -> int:
     try:
         asyncio.run(run_server(settings))
     except OSError as e:
-        print(f"edgecert: cannot start: {e}", file=sys.stderr)
+        hint = ""
+        if e.errno in (13, 1):  # EACCES / EPERM binding a port below 1024
+            hint = ("\n  ports 80/443 need root or CAP_NET_BIND_SERVICE (the systemd unit in deploy/ grants it); "
+                    "or set EDGECERT_HTTP_LISTEN / EDGECERT_HTTPS_LISTEN to ports above 1024")
+        elif e.errno == 98:  # EADDRINUSE
+            hint = "\n  another process listens there (nginx?); pick other EDGECERT_*_LISTEN addresses"
+        print(f"edgecert: cannot start: {e}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
