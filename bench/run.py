@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import random
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -223,6 +224,8 @@ def one_run(server: ServerUnderTest, *, certs: Path, names: list[str], workers: 
         if cold:
             skip = set(sanity_names) | {probe}
             cold_names = [n for n in names if n not in skip]
+            # Shuffled (seeded): an edge that warms names in store order must not find its cold names pre-built.
+            random.Random(args.seed + 7).shuffle(cold_names)
             cold_file = info.run_dir / "cold_names.txt"
             cold_file.write_text("".join(n + "\n" for n in cold_names))
             c = run_loadgen(port, cold_file, duration=args.cold_duration, warmup=0, concurrency=args.cold_concurrency,
@@ -234,6 +237,9 @@ def one_run(server: ServerUnderTest, *, certs: Path, names: list[str], workers: 
                             cpu_list=gen_cpus, tls12=args.tls12, check_names=True)
             res["cold"] = c
             res["warm"] = w
+        if args.warm_timeout > 0:
+            w_s = server.wait_warm(workers, args.warm_timeout)
+            res["warm_s"] = round(w_s, 3) if w_s is not None else (res["ready_s"] if server.label != "edge" else None)
         win = CpuWindow(server)
         lg = run_loadgen(port, certs / "names.txt", duration=args.duration, warmup=args.warmup,
                          concurrency=args.concurrency, cpu_list=gen_cpus, tls12=args.tls12,
@@ -305,6 +311,7 @@ def summarize(runs: dict[str, list[dict]], scaling: dict[str, dict[int, list[dic
             "others_cpu_max": max(r["others_cpu_pct"] for r in rs),
             "server_us_per_hs": med(r["server_cpu_us_per_handshake"] for r in rs),
             "ready_s": med(r["ready_s"] for r in rs),
+            "warm_s": med(r.get("warm_s") for r in rs),
             "hwm_mib": med(r["mem_load"].get("hwm_kib_sum", 0) / 1024 for r in rs),
             "pss_mib": med(r["mem_load"].get("pss_kib_sum", 0) / 1024 for r in rs),
             "ready_rss_mib": med(r["mem_ready"].get("rss_kib_sum", 0) / 1024 for r in rs),
@@ -315,6 +322,10 @@ def summarize(runs: dict[str, list[dict]], scaling: dict[str, dict[int, list[dic
             if all("connections" in r["server_stats"] for r in rs) else None,
             "server_resumed": sum(r["server_stats"].get("resumed", 0) for r in rs)
             if all("resumed" in r["server_stats"] for r in rs) else None,
+            "built_on_handshake": sum(r["server_stats"].get("built_on_handshake", 0) for r in rs)
+            if any("built_on_handshake" in r["server_stats"] for r in rs) else None,
+            "prewarmed": sum(r["server_stats"].get("prewarmed", 0) for r in rs)
+            if any("prewarmed" in r["server_stats"] for r in rs) else None,
             "version": rs[0]["load"].get("negotiated_version"),
             "cipher": rs[0]["load"].get("cipher"),
         }
@@ -398,7 +409,13 @@ def print_table(s: dict, labels: list[str], args, meta: dict) -> None:
     text("resumed: client / server log", [
         f"{s[c]['client_resumed']} / {fmt(s[c]['server_resumed'], '{}', 'n/a')} of {s[c]['handshakes']:,}" for c in cols])
     text("errors (all rounds)", [str(s[c]["errors"]) for c in cols])
+    if any(s[c].get("built_on_handshake") is not None for c in cols):
+        text("TLS contexts built: on a handshake / prewarmed", [
+            f"{fmt(s[c].get('built_on_handshake'), '{:,}', 'n/a')} / {fmt(s[c].get('prewarmed'), '{:,}', 'n/a')}"
+            for c in cols])
     row("start-to-ready (s)", "ready_s", "{:.2f}")
+    if any(s[c].get("warm_s") is not None for c in cols):
+        row("start-to-fully-warm (s) (all TLS contexts built)", "warm_s", "{:.2f}")
     row("RSS sum after start, idle (MiB)", "ready_rss_mib", "{:,.1f}")
     row("peak RSS sum, VmHWM (MiB)", "hwm_mib", "{:,.1f}")
     row("PSS sum under load (MiB)", "pss_mib", "{:,.1f}")
@@ -459,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the 1-vs-2 workers phase")
     ap.add_argument("--shared-key", action="store_true", help="certs share ONE leaf key (faster generation; see gencerts)")
     ap.add_argument("--edgecert", default=DEFAULT_EDGECERT, help="the edgecert executable")
+    ap.add_argument("--warm-timeout", type=float, default=180.0, metavar="S",
+                    help="before the throughput pass, wait (up to S s) for the edge's background context builds to "
+                         "finish, so that the pass measures the steady state; 0 = do not wait (default 180)")
+    ap.add_argument("--edge-args", default="", metavar="ARGS",
+                    help="extra arguments for `edgecert bench-serve`, e.g. \"--memory-mib 250\" or \"--no-prewarm\"")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -480,7 +502,8 @@ def _main(args) -> int:
     run_root = OUT / "runs"
     servers: dict[str, ServerUnderTest] = {}
     if "edge" in labels:
-        e = EdgeServer(run_root, args.edgecert, ready_timeout=args.ready_timeout)
+        e = EdgeServer(run_root, args.edgecert, ready_timeout=args.ready_timeout,
+                       extra_args=shlex.split(args.edge_args))
         e.check_available()  # clear message if `edgecert bench-serve` does not exist yet
         servers["edge"] = e
     if "nginx" in labels:

@@ -218,6 +218,11 @@ class ServerUnderTest(abc.ABC):
         """Server-side counters after stop(), e.g. {"connections": n, "resumed": m}. {} if unknown."""
         return {}
 
+    def wait_warm(self, workers: int, timeout: float) -> float | None:
+        """Block until the server has built everything it builds in the background; return seconds since exec
+        (None: timed out). Default: a server that builds everything before it is ready (nginx) is warm at once."""
+        return None
+
     # the seam
     def start(self, certs_dir: Path, port: int, workers: int, cpu_list: str | None,
               probe_name: str | None = None, cafile: Path | None = None) -> StartInfo:
@@ -246,6 +251,7 @@ class ServerUnderTest(abc.ABC):
         self._stdout_path = run_dir / "server.stdout"
         self._stdout = open(self._stdout_path, "wb")
         t0 = time.monotonic()
+        self._t0 = t0
         try:
             self.proc = subprocess.Popen(argv, stdout=self._stdout, stderr=self._log, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
@@ -322,9 +328,10 @@ class EdgeServer(ServerUnderTest):
 
     label = "edge"
 
-    def __init__(self, run_root: Path, edgecert: str, **kw):
+    def __init__(self, run_root: Path, edgecert: str, extra_args: list[str] | None = None, **kw):
         super().__init__(run_root, **kw)
         self.edgecert = edgecert
+        self.extra_args = list(extra_args or [])
 
     def check_available(self) -> None:
         """Raise ServerError with a clear message if `edgecert bench-serve` does not exist (yet)."""
@@ -350,7 +357,25 @@ class EdgeServer(ServerUnderTest):
 
     def command(self, certs_dir: Path, port: int, workers: int, run_dir: Path) -> list[str]:
         return [self.edgecert, "bench-serve", "--certs-dir", str(certs_dir),
-                "--listen", f"{self.host}:{port}", "--workers", str(workers)]
+                "--listen", f"{self.host}:{port}", "--workers", str(workers)] + self.extra_args
+
+    def wait_warm(self, workers: int, timeout: float) -> float | None:
+        """bench-serve's workers each log "prewarm complete" once their context LRU is full or every name is built."""
+        if self.run_dir is None:
+            return None
+        log_path = self.run_dir / "server.log"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                n = log_path.read_text(errors="replace").count("prewarm complete")
+            except OSError:
+                n = 0
+            if n >= workers:
+                return time.monotonic() - self._t0
+            if self.proc is not None and self.proc.poll() is not None:
+                return None
+            time.sleep(0.05)
+        return None
 
     def server_stats(self) -> dict:
         try:

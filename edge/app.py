@@ -28,7 +28,7 @@ from .http01 import make_http_app
 from .manager import DomainManager
 from .metrics import Metrics
 from .probes import Prober
-from .proxy import make_edge_app
+from .proxy import fast_layer_available, make_edge_app
 from .tls import SniIndex, load_default_certificate
 from .webhooks import WebhookSender, parse_retry_schedule
 
@@ -193,6 +193,7 @@ class Server:
         self.settings = settings
         self.services: Services | None = None
         self._runners: list[web.AppRunner] = []
+        self._edge = None  # edge.fasthttp.EdgeHttpServer, when the lean HTTP layer serves the TLS edge
         self.addresses: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> Services:
@@ -206,11 +207,25 @@ class Server:
         api.cleanup_ctx.append(services_ctx(services))
         http = make_http_app(services)
         http[SERVICES] = services
-        edge = make_edge_app(services)
-        edge[SERVICES] = services
+        edge = None
+        if fast_layer_available(s):  # the lean HTTP layer (edge/fasthttp.py); aiohttp's is the fallback
+            from .fasthttp import EdgeHttpServer
+            self._edge = EdgeHttpServer(services)
+            host, port = parse_hostport(s.https_listen, setting="https")
+            srv = await self._edge.start(host, port, services.index.default_context,
+                                         reuse_port=bool(s.extra.get("reuse_port")))
+            bound = srv.sockets[0].getsockname()[:2]
+            self.addresses["https"] = (bound[0], bound[1])
+            services.https_bound = (bound[0], bound[1])
+            services.manager.own_address = services.public_address()
+        else:
+            edge = make_edge_app(services)
+            edge[SERVICES] = services
         for name, app, listen, ssl_ctx in (("https", edge, s.https_listen, services.index.default_context),
                                            ("http", http, s.http_listen, None),
                                            ("api", api, s.api_listen, None)):
+            if app is None:
+                continue
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             host, port = parse_hostport(listen, setting=name)
@@ -224,17 +239,41 @@ class Server:
             if name == "https":
                 services.https_bound = (bound[0], bound[1])
                 services.manager.own_address = services.public_address()
+        # The index is loaded (manager.start): bound the context LRU by the memory target, if any, and build
+        # contexts in the background (edge/tls.py, SniIndex.start_prewarm).
+        from .edge_worker import apply_memory_target
+        apply_memory_target(services.index, s)
+        if s.extra.get("prewarm", True):
+            services.index.start_prewarm()
         return services
 
     async def stop(self) -> None:
+        if self.services is not None:
+            self.services.index.stop_prewarm()
+        if self._edge is not None:
+            await self._edge.stop()
+            self._edge = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
 
 
 async def run_server(settings: Settings) -> None:
+    # ``workers`` (extra setting) > 1: this process serves everything, and workers - 1 more processes serve the TLS
+    # edge only (edge/edge_worker.py) on the same port (SO_REUSEPORT), following the store for index changes.
+    workers = int(settings.extra.get("workers", 1) or 1)
+    if workers > 1:
+        import dataclasses
+        settings = dataclasses.replace(settings, extra={**settings.extra, "reuse_port": True})
     server = Server(settings)
     await server.start()
+    children: list = []
+    if workers > 1:
+        import dataclasses
+        from .edge_worker import spawn_edge_workers
+        h, p = server.addresses["https"]
+        children = spawn_edge_workers(dataclasses.replace(settings, https_listen=f"{h}:{p}"), workers - 1)
+        log.info("started %d TLS edge worker process(es): %s", len(children), ", ".join(str(c.pid) for c in children))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -249,4 +288,11 @@ async def run_server(settings: Settings) -> None:
         await stop.wait()
     finally:
         log.info("shutting down")
+        for c in children:
+            c.terminate()
         await server.stop()
+        for c in children:
+            try:
+                await asyncio.to_thread(c.wait, 15)
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+                c.kill()

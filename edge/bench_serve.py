@@ -1,10 +1,13 @@
 """``edgecert bench-serve``: the real edge (store -> SNI index -> TLS listener -> HTTP layer), for bench/.
 
 Certificates from ``--certs-dir`` (``live/<name>/fullchain.pem`` + ``privkey.pem``) are imported once into a store
-(``<certs-dir>.edgecert-store/``; keys encrypted at rest as in production), then the service starts exactly as
-``edgecert serve`` does, loading its SNI index from that store. Every request gets 200 ``ok\\n``; TLS session
-tickets are off so every handshake is a full one. With ``--workers N`` the N processes share the port
-(SO_REUSEPORT). On SIGTERM one JSON line ``{"bench_stats": {...}}`` totalled over the workers goes to stdout.
+(``<certs-dir>.edgecert-store/``; keys encrypted at rest as in production). Then N TLS edge workers serve
+(``edge/edge_worker.py``, the process ``edgecert serve`` runs for its workers 1..N-1): the SNI index loaded from that
+store, the same SniIndex/context build/selection, the lean HTTP layer (``edge/fasthttp.py``), the prewarm thread.
+``--full`` runs the whole service per process instead (API, plain HTTP, manager and the TLS edge, as ``edgecert
+serve`` with one worker). Every request gets 200 ``ok\\n``; TLS session tickets are off so every handshake is a full
+one. With ``--workers N`` the N processes share the port (SO_REUSEPORT). On SIGTERM one JSON line
+``{"bench_stats": {...}}`` totalled over the workers goes to stdout.
 """
 
 from __future__ import annotations
@@ -73,24 +76,42 @@ def import_certs(certs_dir: Path, store_url: str, state_dir: Path) -> int:
     return len(names)
 
 
+def _store_has_domains(store_url: str) -> bool:
+    """True when the store already holds domains (no ORM/alembic import on this path)."""
+    from .edge_worker import EdgeStore
+    st = EdgeStore(store_url)
+    try:
+        return st.has_domains()
+    finally:
+        st.close()
+
+
 def _settings(args, store_url: str, state_dir: Path):
     from .config import Settings
+    extra = {"placeholder_text": "ok\n", "probe_interval": 0, "reuse_port": args.workers > 1, "exports": False,
+             "bench_stats": True, "edge_http": args.http, "tls_tickets": False, "prewarm": not args.no_prewarm}
+    if args.context_mib:
+        extra["context_cache_mib"] = args.context_mib
+    if args.memory_mib:
+        extra["edge_memory_mib"] = args.memory_mib
     return Settings.load(env={}, database_url=store_url, state_dir=str(state_dir), https_listen=args.listen,
-                         api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", sweep_interval=3600.0,
-                         context_cache_size=args.context_cache, admin_token=None, acme_directory="https://127.0.0.1:1/dir",
-                         extra={"placeholder_text": "ok\n", "probe_interval": 0, "reuse_port": args.workers > 1,
-                                "exports": False, "bench_stats": True})
+                         api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", sweep_interval=args.sweep_interval,
+                         context_cache_size=args.context_cache, admin_token=None,
+                         acme_directory="https://127.0.0.1:1/dir", log_level="WARNING", extra=extra)
 
 
-async def _serve(args, store_url: str, state_dir: Path) -> dict:
+async def _serve_full(settings) -> dict:
+    """The whole service in this process (API, HTTP, manager, TLS edge): ``--full``."""
     from . import tls
     from .app import Server
     tls.TICKETS = False
-    server = Server(_settings(args, store_url, state_dir))
+    server = Server(settings)
     t0 = time.monotonic()
     services = await server.start()
-    _log(f"listening on {args.listen} with {len(services.index)} certificates "
-         f"(started in {time.monotonic() - t0:.2f}s)")
+    if settings.extra.get("prewarm", True):
+        services.index.start_prewarm()
+    _log(f"listening on {settings.https_listen} with {len(services.index)} certificates "
+         f"(full service, started in {time.monotonic() - t0:.2f}s)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,9 +119,20 @@ async def _serve(args, store_url: str, state_dir: Path) -> dict:
     await stop.wait()
     stats = dict(services.bench_stats)
     stats["handshakes"] = sum(services.metrics.handshakes.values())
-    stats["contexts_built"] = services.index.builds
+    stats.update({k: v for k, v in services.index.stats().items()
+                  if k in ("contexts_built", "built_on_handshake", "prewarmed")})
+    services.index.stop_prewarm()
     await server.stop()
     return stats
+
+
+async def _serve_edge(settings) -> dict:
+    from .edge_worker import serve_edge
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await serve_edge(settings, stop=stop)
 
 
 def bench_serve_main(argv: list[str]) -> int:
@@ -109,11 +141,23 @@ def bench_serve_main(argv: list[str]) -> int:
     p.add_argument("--listen", default="127.0.0.1:8443", help="host:port of the TLS listener")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     p.add_argument("--store", help="store URL (default: sqlite in <certs-dir>.edgecert-store/)")
-    p.add_argument("--context-cache", type=int, default=20000, help="SSLContexts kept built (LRU)")
+    p.add_argument("--context-cache", type=int, default=20000, help="SSLContexts kept built (LRU), at most")
+    p.add_argument("--context-mib", type=float, default=None,
+                   help="memory budget of the SSLContext LRU, MiB (context_cache_mib; ~25 KiB per context)")
+    p.add_argument("--memory-mib", type=float, default=None,
+                   help="RSS target per edge worker, MiB (edge_memory_mib): the context LRU gets what the index leaves")
+    p.add_argument("--no-prewarm", action="store_true", help="build contexts only on the handshake path (on a miss)")
+    p.add_argument("--full", action="store_true",
+                   help="run the whole service per worker (API, HTTP, manager, TLS edge) instead of edge workers")
+    p.add_argument("--sweep-interval", type=float, default=30.0, help="how often workers follow the store, s")
     p.add_argument("--import-only", action="store_true", help="import the certificates into the store and exit")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--http", choices=("fast", "aiohttp"), default="fast",
+                   help="the TLS edge's HTTP layer: edge/fasthttp.py (default) or the aiohttp one (edge/proxy.py)")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.http == "aiohttp":
+        args.full = True  # the aiohttp layer exists in the full service only
     certs_dir = Path(args.certs_dir).resolve()
     store_dir = Path(str(certs_dir) + ".edgecert-store")
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -121,23 +165,37 @@ def bench_serve_main(argv: list[str]) -> int:
     store_url = args.store or f"sqlite:///{store_dir}/edgecert.db"
     import logging
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if not args.worker_child:
+    if not args.worker_child and (args.import_only or not _store_has_domains(store_url)):
         t0 = time.monotonic()
         n = import_certs(certs_dir, store_url, state_dir)
         if n:
             _log(f"imported {n} certificates into {store_url} in {time.monotonic() - t0:.1f}s")
     if args.import_only:
         return 0
+    settings = _settings(args, store_url, state_dir)
+    if not args.worker_child:
+        # Created once here, not raced by the workers: the key box's key file and the default certificate.
+        from . import tls
+        from .edge_worker import load_keybox_lean
+        load_keybox_lean(None, state_dir)
+        tls.load_default_certificate(None, None, state_dir)
     children: list[subprocess.Popen] = []
     if args.workers > 1 and not args.worker_child:
-        cmd = [sys.executable, "-m", "edge", "bench-serve", "--certs-dir", str(certs_dir), "--listen", args.listen,
-               "--workers", str(args.workers), "--context-cache", str(args.context_cache), "--loop", args.loop,
-               "--worker-child"] + (["--store", args.store] if args.store else [])
-        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
+        if args.full:
+            cmd = [sys.executable, "-m", "edge", "bench-serve", "--certs-dir", str(certs_dir), "--listen", args.listen,
+                   "--workers", str(args.workers), "--context-cache", str(args.context_cache), "--loop", args.loop,
+                   "--http", args.http, "--full", "--sweep-interval", str(args.sweep_interval), "--worker-child"]
+            cmd += (["--store", args.store] if args.store else []) + (["--no-prewarm"] if args.no_prewarm else [])
+            cmd += ["--context-mib", str(args.context_mib)] if args.context_mib else []
+            cmd += ["--memory-mib", str(args.memory_mib)] if args.memory_mib else []
+            children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
+        else:
+            from .edge_worker import spawn_edge_workers
+            children = spawn_edge_workers(settings, args.workers - 1, stdout=subprocess.PIPE)
     if args.loop == "uvloop":
         import uvloop
         uvloop.install()
-    stats = asyncio.run(_serve(args, store_url, state_dir))
+    stats = asyncio.run(_serve_full(settings) if args.full else _serve_edge(settings))
     for c in children:
         c.send_signal(signal.SIGTERM)
     for c in children:

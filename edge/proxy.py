@@ -1,21 +1,39 @@
 """The TLS edge's HTTP side: 421 when Host is not the SNI name, then a streaming reverse proxy to the origin
-(``EDGECERT_UPSTREAM``) with X-Forwarded-For/Proto/Host, websockets passed through; a placeholder page without one."""
+(``EDGECERT_UPSTREAM``) with X-Forwarded-For/Proto/Host, websockets passed through; a placeholder page without one.
+
+This module is the aiohttp implementation. The edge normally runs the lean one in :mod:`edge.fasthttp` (same
+behaviour, far less Python per connection); this one is used when ``httptools`` is not installed or when the
+``edge_http`` extra setting is ``"aiohttp"``."""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import logging
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp import web
+if TYPE_CHECKING:  # aiohttp is imported where used: the lean edge worker (edge/edge_worker.py) never loads it
+    import aiohttp
+    from aiohttp import web
 
-__all__ = ["make_edge_app"]
+__all__ = ["make_edge_app", "page_html", "HOP_BY_HOP", "fast_layer_available"]
 
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
               "transfer-encoding", "upgrade", "proxy-connection", "host", "content-length"}
+
+
+def fast_layer_available(settings) -> bool:
+    """True when the TLS edge should use :mod:`edge.fasthttp` (httptools installed, not turned off)."""
+    if str(settings.extra.get("edge_http", "fast")).lower() == "aiohttp":
+        return False
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        log.warning("httptools is not installed: the TLS edge uses its aiohttp HTTP layer (slower per connection)")
+        return False
+    return True
 
 
 def _sni(request: web.Request) -> str | None:
@@ -30,14 +48,20 @@ def _host(request: web.Request) -> str:
     return raw.rsplit(":", 1)[0].lower().rstrip(".") if ":" in raw else raw.lower().rstrip(".")
 
 
+def page_html(title: str, body: str) -> str:
+    """The edge's own pages (421, 404, 502, placeholder); ``body`` is HTML, already escaped."""
+    return ("<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+            f"<title>{html.escape(title)}</title><body style='font-family:system-ui,sans-serif;max-width:40em;"
+            f"margin:3em auto;padding:0 1em'><h1>{html.escape(title)}</h1><p>{body}</p></body></html>\n")
+
+
 def _page(status: int, title: str, body: str) -> web.Response:
-    return web.Response(status=status, content_type="text/html", text=(
-        "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content='width=device-width'>"
-        f"<title>{html.escape(title)}</title><body style='font-family:system-ui,sans-serif;max-width:40em;"
-        f"margin:3em auto;padding:0 1em'><h1>{html.escape(title)}</h1><p>{body}</p></body></html>\n"))
+    from aiohttp import web
+    return web.Response(status=status, content_type="text/html", text=page_html(title, body))
 
 
 def make_edge_app(services) -> web.Application:
+    from aiohttp import web
     settings = services.settings
     index = services.index
     upstream = settings.upstream.rstrip("/") if settings.upstream else None
@@ -93,6 +117,8 @@ def _forward_headers(request: web.Request, host: str) -> dict[str, str]:
 
 async def _proxy_http(request: web.Request, client: aiohttp.ClientSession, upstream: str, host: str
                       ) -> web.StreamResponse:
+    import aiohttp
+    from aiohttp import web
     url = upstream + str(request.rel_url)
     headers = _forward_headers(request, host)
     body = request.content if request.body_exists else None
@@ -117,6 +143,8 @@ async def _proxy_http(request: web.Request, client: aiohttp.ClientSession, upstr
 
 async def _proxy_ws(request: web.Request, client: aiohttp.ClientSession, upstream: str, host: str
                     ) -> web.StreamResponse:
+    import aiohttp
+    from aiohttp import web
     url = upstream.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + str(request.rel_url)
     headers = {k: v for k, v in _forward_headers(request, host).items()
                if not k.lower().startswith("sec-websocket")}

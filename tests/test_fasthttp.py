@@ -1,0 +1,296 @@
+"""The TLS edge's lean HTTP layer (edge/fasthttp.py), in process, against a real aiohttp origin: the same behaviour as
+the aiohttp layer (421/404/placeholder, streaming reverse proxy with X-Forwarded-*, websockets), plus keep-alive,
+pipelining, HEAD, chunked bodies both ways, 502, and the edge worker's store loading. No timing is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import ssl
+import types
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+pytest.importorskip("httptools")
+
+from edge import tls  # noqa: E402
+from edge.devenv import free_port  # noqa: E402
+from edge.fasthttp import EdgeHttpServer  # noqa: E402
+
+NAME = "app.fast.test"
+
+
+def _cert(name: str) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subj).issuer_name(subj).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def _client_ctx() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def _edge(upstream: str | None, extra: dict | None = None) -> tuple[EdgeHttpServer, int, dict]:
+    dpem, dkey = tls.generate_default_certificate()
+    index = tls.SniIndex(default_fullchain=dpem, default_key=dkey)
+    pem, key = _cert(NAME)
+    index.put(tls.CertEntry(hostname=NAME, fullchain_pem=pem, key_pem=key, serial="1"))
+    stats = {"connections": 0, "resumed": 0}
+    settings = types.SimpleNamespace(extra={"bench_stats": True, **(extra or {})}, upstream=upstream)
+    srv = EdgeHttpServer(types.SimpleNamespace(settings=settings, index=index, bench_stats=stats))
+    port = free_port()
+    await srv.start("127.0.0.1", port, index.default_context)
+    return srv, port, stats
+
+
+async def _raw(port: int, data: bytes, sni: str | None = NAME, *, read_until_close: bool = True) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=_client_ctx(), server_hostname=sni)
+    w.write(data)
+    if read_until_close:
+        out = await asyncio.wait_for(r.read(), 10)
+    else:
+        out = await asyncio.wait_for(r.read(65536), 10)
+    w.close()
+    return out
+
+
+def _status(resp: bytes) -> int:
+    return int(resp.split(b" ", 2)[1])
+
+
+async def test_local_answers_keepalive_pipelining_and_counters():
+    srv, port, stats = await _edge(None)
+    try:
+        # placeholder page, Connection: close honoured
+        out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+        assert _status(out) == 200 and f"{NAME} is served by edgecert".encode() in out
+        assert b"Connection: close" in out
+        # Host != SNI -> 421; no SNI -> 421; unknown SNI -> 404
+        out = await _raw(port, b"GET / HTTP/1.1\r\nHost: other.fast.test\r\nConnection: close\r\n\r\n")
+        assert _status(out) == 421 and b"other.fast.test" in out
+        out = await _raw(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", sni=None)
+        assert _status(out) == 421 and b"Server Name Indication" in out
+        out = await _raw(port, b"GET / HTTP/1.1\r\nHost: nope.fast.test\r\nConnection: close\r\n\r\n",
+                         sni="nope.fast.test")
+        assert _status(out) == 404
+        # Host with a port and upper case still matches the SNI name
+        out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME.upper()}:443\r\nConnection: close\r\n\r\n".encode())
+        assert _status(out) == 200
+        # pipelined: three requests in one write (a HEAD and a POST with a body among them), answered in order
+        req = (f"GET /a HTTP/1.1\r\nHost: {NAME}\r\n\r\n"
+               f"HEAD /b HTTP/1.1\r\nHost: {NAME}\r\n\r\n"
+               f"POST /c HTTP/1.1\r\nHost: {NAME}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").encode()
+        out = await _raw(port, req)
+        assert out.count(b"HTTP/1.1 200 OK") == 3
+        bodies = out.split(b"<!doctype html>")
+        assert len(bodies) == 3  # the HEAD answer has headers only
+        # garbage -> 400 and close
+        out = await _raw(port, b"NOT HTTP AT ALL\r\n\r\n")
+        assert _status(out) == 400
+        # HTTP/1.0 without keep-alive: closed after the answer
+        out = await _raw(port, f"GET / HTTP/1.0\r\nHost: {NAME}\r\n\r\n".encode())
+        assert _status(out) == 200
+        assert stats["connections"] >= 8 and stats["resumed"] == 0
+    finally:
+        await srv.stop()
+
+
+async def test_bench_placeholder_text():
+    srv, port, _ = await _edge(None, {"placeholder_text": "ok\n"})
+    try:
+        out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert _status(out) == 200 and body == b"ok\n" and b"Content-Length: 3" in head
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def origin():
+    seen: list[dict] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append({"headers": dict(request.headers), "path": request.path_qs})
+        return web.json_response({"headers": dict(request.headers), "path": request.path_qs, "method": request.method,
+                                  "body_sha256": hashlib.sha256(body).hexdigest(), "body_len": len(body)},
+                                 headers={"X-Origin": "yes", "Set-Cookie": "a=1"})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        for i in range(5):
+            await resp.write(f"chunk-{i}\n".encode() * 1000)
+            await asyncio.sleep(0.01)
+        await resp.write_eof()
+        return resp
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        w = web.WebSocketResponse()
+        await w.prepare(request)
+        async for msg in w:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await w.send_str("echo:" + msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await w.send_bytes(msg.data[::-1])
+        return w
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_get("/stream", stream)
+    app.router.add_get("/ws", ws)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+class _Fixed(aiohttp.abc.AbstractResolver):
+    async def resolve(self, host, port=0, family=0):
+        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": 2, "proto": 0, "flags": 0}]
+
+    async def close(self):
+        pass
+
+
+async def test_reverse_proxy_streams_forwards_headers_and_passes_websockets(origin):
+    url, seen = origin
+    srv, port, _ = await _edge(url)
+    base = f"https://{NAME}:{port}"
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_client_ctx(), resolver=_Fixed())) as s:
+            async with s.get(base + "/hello?x=1", headers={"X-Forwarded-For": "203.0.113.9",
+                                                            "Connection": "keep-alive, X-Private",
+                                                            "X-Private": "hop", "X-Forwarded-Proto": "http"}) as r:
+                assert r.status == 200 and r.headers["X-Origin"] == "yes" and r.headers["Set-Cookie"] == "a=1"
+                j = await r.json()
+            assert j["path"] == "/hello?x=1"
+            h = {k.lower(): v for k, v in j["headers"].items()}
+            assert h["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+            assert h["x-forwarded-proto"] == "https" and h["x-forwarded-host"] == NAME and h["host"] == NAME
+            assert "x-private" not in h  # named in Connection: hop-by-hop
+            # a large chunked upload, and one with a Content-Length, both streamed up in full
+            payload = b"0123456789abcdef" * 200000
+
+            async def gen():
+                for i in range(0, len(payload), 65536):
+                    yield payload[i:i + 65536]
+            async with s.post(base + "/upload", data=gen()) as r:
+                j = await r.json()
+            assert j["body_len"] == len(payload) and j["body_sha256"] == hashlib.sha256(payload).hexdigest()
+            async with s.put(base + "/put", data=payload[:100000]) as r:
+                j = await r.json()
+            assert j["body_len"] == 100000 and j["headers"]["Content-Length"] == "100000"
+            # a streamed (chunked) response arrives in full
+            async with s.get(base + "/stream") as r:
+                text = await r.text()
+            assert text.count("chunk-4") == 1000 and len(text) == 5 * 8 * 1000
+            # HEAD through the proxy, then more requests (the upstream connection is not confused)
+            async with s.head(base + "/x") as r:
+                assert r.status == 200 and int(r.headers["Content-Length"]) > 0
+            for i in range(3):
+                async with s.get(base + f"/again/{i}") as r:
+                    assert (await r.json())["path"] == f"/again/{i}"
+            # websockets pass through both ways
+            async with s.ws_connect(base.replace("https", "wss") + "/ws") as w:
+                await w.send_str("hi")
+                assert (await w.receive()).data == "echo:hi"
+                await w.send_bytes(b"abc")
+                assert (await w.receive()).data == b"cba"
+            # Host != SNI: 421, the origin never sees it
+            n = len(seen)
+            async with s.get(base + "/x", headers={"Host": "other.fast.test"}) as r:
+                assert r.status == 421
+            assert len(seen) == n
+        # pipelined proxied requests come back in order
+        req = (f"GET /p1 HTTP/1.1\r\nHost: {NAME}\r\n\r\n"
+               f"GET /p2 HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n").encode()
+        out = await _raw(port, req)
+        assert out.count(b"HTTP/1.1 200") == 2 and out.index(b'"/p1"') < out.index(b'"/p2"')
+    finally:
+        await srv.stop()
+
+
+async def test_bad_gateway_when_the_origin_is_down():
+    srv, port, _ = await _edge(f"http://127.0.0.1:{free_port()}")
+    try:
+        out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+        assert _status(out) == 502 and b"Bad gateway" in out
+    finally:
+        await srv.stop()
+
+
+async def test_edge_store_loads_and_follows_changes(tmp_path):
+    """The edge worker's reader: the same rows as the store's ``served_rows``, and ``changed_since``."""
+    from edge.edge_worker import EdgeStore, load_index_rows, load_keybox_lean
+    from store import SQLStorage, load_keybox, make_engine, migrate
+    from store.models import CertificateVersion, Domain, Tenant
+    from sqlalchemy import insert, update
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    engine = make_engine(url)
+    migrate(engine)
+    kb = load_keybox(secret_key=None, state_dir=tmp_path)
+    now = dt.datetime.now(dt.timezone.utc)
+    pems = {}
+    with engine.begin() as conn:
+        conn.execute(insert(Tenant.__table__).values(id=1, name="t", created_at=now))
+        for i, h in enumerate(("a.load.test", "b.load.test"), start=1):
+            pem, key = _cert(h)
+            pems[h] = pem
+            conn.execute(insert(Domain.__table__).values(
+                id=i, hostname=h, tenant_id=1, status="active", current_cert_id=i, attempts=0, dns_attempts=0,
+                renew_requested=False, hook_pending=False, created_at=now, updated_at=now - dt.timedelta(hours=1)))
+            conn.execute(insert(CertificateVersion.__table__).values(
+                id=i, domain_id=i, names=json.dumps([h]), serial=str(i), not_before=now, not_after=now, issuer="x",
+                sha256="x", cert_pem=pem.decode(), chain_pem="", key_enc=kb.encrypt(key, purpose=f"cert-key:{h}".encode()),
+                key_type="ecdsa-p256", source="upload", created_at=now))
+    storage_rows = SQLStorage(engine).served_rows()
+    st = EdgeStore(url)
+    rows = list(st.served_rows())
+    assert sorted(r[0] for r in rows) == sorted(r[0] for r in storage_rows)
+    dpem, dkey = tls.generate_default_certificate()
+    index = tls.SniIndex(default_fullchain=dpem, default_key=dkey)
+    assert load_index_rows(index, rows, load_keybox_lean(None, tmp_path)) == 2
+    entry = index.get("a.load.test")
+    assert entry.fullchain_pem.startswith(pems["a.load.test"])
+    tls.make_server_context(entry.fullchain_pem, entry.key_pem)  # the key decrypts and matches
+    assert st.changed_since(now - dt.timedelta(minutes=5)) == []
+    with engine.begin() as conn:
+        conn.execute(update(Domain.__table__).where(Domain.__table__.c.hostname == "b.load.test")
+                     .values(current_cert_id=None, updated_at=dt.datetime.now(dt.timezone.utc)))
+    changed = st.changed_since(now - dt.timedelta(minutes=5))
+    assert changed == ["b.load.test"]
+    load_index_rows(index, st.served_rows(changed), None, hostnames=changed)
+    assert "b.load.test" not in index and "a.load.test" in index
+    # prewarm fills the LRU in the background, up to its bound
+    index.start_prewarm()
+    for _ in range(200):
+        if index.context_count() >= 1:
+            break
+        await asyncio.sleep(0.01)
+    index.stop_prewarm()
+    assert index.context_count() == 1 and index.prewarmed == 1
+    st.close()
+    engine.dispose()
