@@ -239,7 +239,8 @@ def one_run(server: ServerUnderTest, *, certs: Path, names: list[str], workers: 
             res["warm"] = w
         if args.warm_timeout > 0:
             w_s = server.wait_warm(workers, args.warm_timeout)
-            res["warm_s"] = round(w_s, 3) if w_s is not None else (res["ready_s"] if server.label != "edge" else None)
+            res["warm_s"] = round(w_s, 3) if w_s is not None else (
+                res["ready_s"] if not isinstance(server, EdgeServer) else None)
         win = CpuWindow(server)
         lg = run_loadgen(port, certs / "names.txt", duration=args.duration, warmup=args.warmup,
                          concurrency=args.concurrency, cpu_list=gen_cpus, tls12=args.tls12,
@@ -479,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-timeout", type=float, default=180.0, metavar="S",
                     help="before the throughput pass, wait (up to S s) for the edge's background context builds to "
                          "finish, so that the pass measures the steady state; 0 = do not wait (default 180)")
+    ap.add_argument("--edge-variant", action="append", default=[], metavar="LABEL=ARGS",
+                    help="also run the edge with extra bench-serve ARGS under LABEL, interleaved in the same rounds "
+                         "(repeatable), e.g. --edge-variant 'aiohttp=--http aiohttp' --edge-variant 'std-build=--no-fast-build'")
     ap.add_argument("--edge-args", default="", metavar="ARGS",
                     help="extra arguments for `edgecert bench-serve`, e.g. \"--memory-mib 250\" or \"--no-prewarm\"")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
@@ -499,6 +503,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args) -> int:
     labels = ["edge", "nginx"] if args.server == "both" else [args.server]
+    variants = []
+    for v in args.edge_variant:
+        name, _, vargs = v.partition("=")
+        if not name or name in ("edge", "nginx", "ratio"):
+            raise BenchError(f"--edge-variant {v!r}: give LABEL=ARGS with a new label")
+        variants.append((name, vargs))
+    if variants and "edge" in labels:
+        labels = ["edge"] + [n for n, _ in variants] + labels[1:]
     run_root = OUT / "runs"
     servers: dict[str, ServerUnderTest] = {}
     if "edge" in labels:
@@ -506,6 +518,11 @@ def _main(args) -> int:
                        extra_args=shlex.split(args.edge_args))
         e.check_available()  # clear message if `edgecert bench-serve` does not exist yet
         servers["edge"] = e
+        for name, vargs in variants:
+            ev = EdgeServer(run_root, args.edgecert, ready_timeout=args.ready_timeout,
+                            extra_args=shlex.split(args.edge_args) + shlex.split(vargs))
+            ev.label = name
+            servers[name] = ev
     if "nginx" in labels:
         n = NginxServer(run_root, args.nginx, ready_timeout=args.ready_timeout)
         n.check_available()

@@ -110,6 +110,9 @@ SERVICES = web.AppKey("services", Services)
 
 async def build_services(settings: Settings) -> Services:
     """Open the store (running migrations), load keys and the default certificate, assemble the services."""
+    if settings.extra.get("fast_context_build", True) is False:
+        from . import tls
+        tls.FAST_BUILD = False  # build every SSLContext with load_cert_chain only
     state = settings.state_path
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     storage = await asyncio.to_thread(open_storage, settings.database_url)

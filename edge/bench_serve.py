@@ -94,6 +94,8 @@ def _settings(args, store_url: str, state_dir: Path):
         extra["context_cache_mib"] = args.context_mib
     if args.memory_mib:
         extra["edge_memory_mib"] = args.memory_mib
+    if args.no_fast_build:
+        extra["fast_context_build"] = False
     return Settings.load(env={}, database_url=store_url, state_dir=str(state_dir), https_listen=args.listen,
                          api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", sweep_interval=args.sweep_interval,
                          context_cache_size=args.context_cache, admin_token=None,
@@ -105,11 +107,15 @@ async def _serve_full(settings) -> dict:
     from . import tls
     from .app import Server
     tls.TICKETS = False
+    tls.FAST_BUILD = settings.extra.get("fast_context_build", True) is not False
     server = Server(settings)
     t0 = time.monotonic()
     services = await server.start()
+    waiter = None
     if settings.extra.get("prewarm", True):
+        from .edge_worker import report_warm
         services.index.start_prewarm()
+        waiter = asyncio.create_task(report_warm(services.index, t0, bench=True))
     _log(f"listening on {settings.https_listen} with {len(services.index)} certificates "
          f"(full service, started in {time.monotonic() - t0:.2f}s)")
     stop = asyncio.Event()
@@ -122,6 +128,9 @@ async def _serve_full(settings) -> dict:
     stats.update({k: v for k, v in services.index.stats().items()
                   if k in ("contexts_built", "built_on_handshake", "prewarmed")})
     services.index.stop_prewarm()
+    services.index.warm_done.set()
+    if waiter is not None:
+        await asyncio.gather(waiter, return_exceptions=True)
     await server.stop()
     return stats
 
@@ -146,6 +155,8 @@ def bench_serve_main(argv: list[str]) -> int:
                    help="memory budget of the SSLContext LRU, MiB (context_cache_mib; ~25 KiB per context)")
     p.add_argument("--memory-mib", type=float, default=None,
                    help="RSS target per edge worker, MiB (edge_memory_mib): the context LRU gets what the index leaves")
+    p.add_argument("--no-fast-build", action="store_true",
+                   help="build TLS contexts with load_cert_chain only (not the ctypes fast build, edge/tls.py)")
     p.add_argument("--no-prewarm", action="store_true", help="build contexts only on the handshake path (on a miss)")
     p.add_argument("--full", action="store_true",
                    help="run the whole service per worker (API, HTTP, manager, TLS edge) instead of edge workers")
@@ -188,6 +199,7 @@ def bench_serve_main(argv: list[str]) -> int:
             cmd += (["--store", args.store] if args.store else []) + (["--no-prewarm"] if args.no_prewarm else [])
             cmd += ["--context-mib", str(args.context_mib)] if args.context_mib else []
             cmd += ["--memory-mib", str(args.memory_mib)] if args.memory_mib else []
+            cmd += ["--no-fast-build"] if args.no_fast_build else []
             children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
         else:
             from .edge_worker import spawn_edge_workers

@@ -205,6 +205,8 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     from .config import parse_hostport
     from .fasthttp import EdgeHttpServer
     t0 = time.monotonic()
+    if settings.extra.get("fast_context_build", True) is False:
+        tls.FAST_BUILD = False
     state = Path(settings.state_dir)
     keybox = load_keybox_lean(settings.secret_key, state)
     default_cert, default_key = tls.load_default_certificate(settings.default_cert, settings.default_key, state)
@@ -234,14 +236,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     if settings.extra.get("prewarm", True):
         index.start_prewarm()
 
-        async def report_warm() -> None:
-            await asyncio.to_thread(index.warm_done.wait)
-            msg = (f"edge worker {os.getpid()}: prewarm complete: {index.context_count()} TLS contexts "
-                   f"(bound {index.max_contexts}) for {len(index)} names, {time.monotonic() - t0:.2f}s after start")
-            log.info(msg)
-            if settings.extra.get("bench_stats"):
-                print("edgecert " + msg, file=sys.stderr, flush=True)  # bench/run.py waits for this line
-        warm_waiter = asyncio.create_task(report_warm())
+        warm_waiter = asyncio.create_task(report_warm(index, t0, bench=bool(settings.extra.get("bench_stats"))))
 
     async def follow() -> None:
         nonlocal synced_at
@@ -279,6 +274,16 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     if stats_out is not None:
         stats_out.update(out)
     return out
+
+
+async def report_warm(index: tls.SniIndex, t0: float, *, bench: bool = False) -> None:
+    """Log once the prewarm thread has run out of work (or of room); bench/run.py waits for this line."""
+    await asyncio.to_thread(index.warm_done.wait)
+    msg = (f"edge worker {os.getpid()}: prewarm complete: {index.context_count()} TLS contexts "
+           f"(bound {index.max_contexts}) for {len(index)} names, {time.monotonic() - t0:.2f}s after start")
+    log.info(msg)
+    if bench:
+        print("edgecert " + msg, file=sys.stderr, flush=True)
 
 
 MEMORY_HEADROOM = 24 * 1024 * 1024  # connections in flight, buffers, allocator slack
@@ -327,6 +332,7 @@ def spawn_edge_workers(settings, count: int, *, stdout=None) -> list:
         assert p.stdin is not None
         p.stdin.write(data)
         p.stdin.close()
+        p.stdin = None  # so that communicate() does not touch it
         procs.append(p)
     return procs
 

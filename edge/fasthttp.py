@@ -165,7 +165,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 count["connections"] += 1
                 if obj.session_reused:
                     count["resumed"] += 1
-        while not self.closed:
+        inc = self.inc
+        while not self.closed and (inc.pending or obj.pending()):  # no read that can only raise SSLWantReadError
             try:
                 data = obj.read(65536)
             except ssl.SSLWantReadError:
@@ -199,14 +200,16 @@ class EdgeHttpProtocol(asyncio.Protocol):
             return
         self.transport.write(self.out.read())
 
-    def close(self) -> None:
-        """close_notify, then close the TCP connection (pending writes are flushed first); no waiting for the
-        client's close_notify."""
+    def close(self, last: bytes = b"") -> None:
+        """(``last`` data, then) close_notify, then close the TCP connection (pending writes are flushed first);
+        no waiting for the client's close_notify."""
         if self.closed:
             return
         self.closed = self.closing = True
         if self.hs_done:
             try:
+                if last:
+                    self.obj.write(last)
                 self.obj.unwrap()
             except (ssl.SSLError, OSError, ValueError):
                 pass  # SSLWantReadError: close_notify sent, the client's not awaited
@@ -386,6 +389,10 @@ class EdgeHttpProtocol(asyncio.Protocol):
         data = r.sync
         if not r.keep_alive and b"Connection: close" not in data[:400]:
             data = data.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+        if not r.keep_alive or self.closing or self.parser is None:
+            self.active = None
+            self.close(data)  # the answer and the close_notify in one write, one TCP segment
+            return
         self.send(data)
         self._next(r)
 
@@ -418,7 +425,6 @@ class EdgeHttpProtocol(asyncio.Protocol):
         log.debug("bad request on the TLS edge: %s", why)
         if self.active is None or self.active.sync is not None:
             self.send(_page(status, _REASONS[status], "The request could not be parsed.", False, False))
-        self.closing = False
         self.close()
 
     # -- the reverse proxy -----------------------------------------------------------------------------------

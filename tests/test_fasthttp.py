@@ -294,3 +294,32 @@ async def test_edge_store_loads_and_follows_changes(tmp_path):
     assert index.context_count() == 1 and index.prewarmed == 1
     st.close()
     engine.dispose()
+
+
+def test_serve_with_two_workers_shares_the_port_and_follows_the_store(tmp_path, pebble, dns):
+    """``workers: 2``: the full service plus one TLS-edge-only process on the same port (SO_REUSEPORT); a domain
+    issued by the first is served by both (the edge worker follows the store's changes)."""
+    import os
+    import time as _time
+    from tests.helpers import EdgeProcess, served_leaf
+    edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
+                       env={"EDGECERT_EXTRA": json.dumps({"workers": 2})}).start()
+    try:
+        children = [int(p) for p in open(f"/proc/{edge.proc.pid}/task/{edge.proc.pid}/children").read().split()]
+        cmdlines = [open(f"/proc/{c}/cmdline", "rb").read() for c in children]
+        assert sum(b"edge.edge_worker" in c for c in cmdlines) == 1, cmdlines
+        edge.add_domain("two.workers.test", tenant="w")
+        d = edge.wait_status("two.workers.test", "active", timeout=30)
+        serial = int(d["certificate"]["serial"], 16)
+        deadline = _time.monotonic() + 15
+        while True:  # until 40 handshakes in a row (spread over both processes by the kernel) serve it
+            ok = all(served_leaf(edge.https_port, "two.workers.test").serial_number == serial for _ in range(40))
+            if ok or _time.monotonic() > deadline:
+                break
+            _time.sleep(0.3)
+        assert ok
+    finally:
+        edge.stop()
+    assert edge.proc.returncode == 0
+    for c in children:
+        assert not os.path.exists(f"/proc/{c}") or "Z" in open(f"/proc/{c}/stat").read().split(")")[1][:3]
