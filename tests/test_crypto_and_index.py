@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from edge.files import LiveFiles
 from edge.tls import CertEntry, SniIndex, generate_default_certificate, make_server_context
 from store.crypto import DecryptionError, KeyBox, load_keybox
+from tests.certs import self_signed
 
 
 def test_keybox_roundtrip_binds_purpose_and_rejects_tampering():
@@ -51,18 +52,7 @@ def test_keybox_from_env_and_from_0600_file(tmp_path):
 
 
 def _cert(name: str, *, key=None) -> tuple[bytes, bytes, str]:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subj).issuer_name(subj).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()),
-            format(cert.serial_number, "x"))
+    return self_signed(name, key=key)
 
 
 def _entry(name: str) -> CertEntry:

@@ -24,22 +24,15 @@ pytest.importorskip("httptools")
 from edge import tls  # noqa: E402
 from edge.devenv import free_port  # noqa: E402
 from edge.fasthttp import EdgeHttpServer  # noqa: E402
+from tests.certs import self_signed  # noqa: E402
+from tests.origin import FixedResolver, make_origin_app  # noqa: E402
 
 NAME = "app.fast.test"
 
 
 def _cert(name: str) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subj).issuer_name(subj).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    pem, key, _ = self_signed(name)
+    return pem, key
 
 
 def _client_ctx() -> ssl.SSLContext:
@@ -127,38 +120,7 @@ async def test_bench_placeholder_text():
 @pytest.fixture
 async def origin():
     seen: list[dict] = []
-
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        seen.append({"headers": dict(request.headers), "path": request.path_qs})
-        return web.json_response({"headers": dict(request.headers), "path": request.path_qs, "method": request.method,
-                                  "body_sha256": hashlib.sha256(body).hexdigest(), "body_len": len(body)},
-                                 headers={"X-Origin": "yes", "Set-Cookie": "a=1"})
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await resp.prepare(request)
-        for i in range(5):
-            await resp.write(f"chunk-{i}\n".encode() * 1000)
-            await asyncio.sleep(0.01)
-        await resp.write_eof()
-        return resp
-
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        w = web.WebSocketResponse()
-        await w.prepare(request)
-        async for msg in w:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await w.send_str("echo:" + msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await w.send_bytes(msg.data[::-1])
-        return w
-
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_get("/stream", stream)
-    app.router.add_get("/ws", ws)
-    app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(make_origin_app(seen))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -166,12 +128,7 @@ async def origin():
     await runner.cleanup()
 
 
-class _Fixed(aiohttp.abc.AbstractResolver):
-    async def resolve(self, host, port=0, family=0):
-        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": 2, "proto": 0, "flags": 0}]
-
-    async def close(self):
-        pass
+_Fixed = FixedResolver
 
 
 async def test_reverse_proxy_streams_forwards_headers_and_passes_websockets(origin):

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from edge.devenv import free_port
 from tests.helpers import EdgeProcess
+from tests.origin import FixedResolver, make_origin_app
 
 
 @pytest.fixture
@@ -23,38 +24,8 @@ def origin():
     loop = asyncio.new_event_loop()
     seen: list[dict] = []
 
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        seen.append({"headers": dict(request.headers), "path": request.path_qs, "method": request.method})
-        return web.json_response({"headers": dict(request.headers), "path": request.path_qs,
-                                  "method": request.method, "body_sha256": hashlib.sha256(body).hexdigest(),
-                                  "body_len": len(body)}, headers={"X-Origin": "yes"})
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await resp.prepare(request)
-        for i in range(5):
-            await resp.write(f"chunk-{i}\n".encode() * 1000)
-            await asyncio.sleep(0.05)
-        await resp.write_eof()
-        return resp
-
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        w = web.WebSocketResponse()
-        await w.prepare(request)
-        async for msg in w:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await w.send_str("echo:" + msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await w.send_bytes(msg.data[::-1])
-        return w
-
     async def start():
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/stream", stream)
-        app.router.add_get("/ws", ws)
-        app.router.add_route("*", "/{tail:.*}", echo)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(make_origin_app(seen))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         return runner
@@ -83,14 +54,7 @@ def test_proxy_to_origin_streams_and_passes_websockets(tmp_path, pebble, dns, or
             resolver = aiohttp.resolver.AsyncResolver if False else None
             ctx = ssl.create_default_context(cafile=pebble.roots_file)
 
-            class Fixed(aiohttp.abc.AbstractResolver):
-                async def resolve(self, host, port=0, family=0):
-                    return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": 2, "proto": 0,
-                             "flags": 0}]
-
-                async def close(self):
-                    pass
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, resolver=Fixed())) as s:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, resolver=FixedResolver())) as s:
                 # headers and query pass; X-Forwarded-* added
                 async with s.get(base + "/hello?x=1", headers={"X-Forwarded-For": "203.0.113.9"}) as r:
                     assert r.status == 200 and r.headers["X-Origin"] == "yes"
