@@ -135,13 +135,39 @@ class DevEnvError(RuntimeError):
 # --------------------------------------------------------------------------- helpers
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_rng = __import__("random").Random()
+
+
 def free_port(*, host: str = "127.0.0.1", udp: bool = False) -> int:
     """Return a port on ``host`` that is free right now for TCP (and for UDP if ``udp``).
 
-    There is an unavoidable race until the caller binds it; the server classes here retry
-    start-up on a fresh port when the program reports "address already in use".
+    Ports are drawn at random from *below* the kernel's ephemeral range (10000 up to it), so an outgoing
+    connection of some client cannot take the port between this call and the server's bind (its source port comes
+    from the ephemeral range). There is still a race with other callers; the server classes here retry start-up on
+    a fresh port when the program reports "address already in use".
     """
-    for _ in range(50):
+    lo, _ = _ephemeral_range()
+    top = max(lo - 1, 10001)
+    for _ in range(200):
+        port = _rng.randint(10000, top)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, port))
+            if udp:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind((host, port))
+        except OSError:
+            continue
+        return port
+    for _ in range(50):  # fall back to the kernel's choice
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]

@@ -97,6 +97,25 @@ class EdgeProcess:
         return f"http://127.0.0.1:{self.api_port}"
 
     def start(self, timeout: float = 30) -> "EdgeProcess":
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                if "address already in use" not in str(e) or attempt == 2:
+                    raise
+                self._new_ports()  # a port chosen by free_port() was taken meanwhile: try others
+        return self
+
+    def _new_ports(self) -> None:
+        from edge.devenv import free_port
+        if self.env.get("EDGECERT_API_LISTEN") == f"127.0.0.1:{self.api_port}":
+            self.api_port = free_port()
+            self.env["EDGECERT_API_LISTEN"] = f"127.0.0.1:{self.api_port}"
+        if self.env.get("EDGECERT_HTTPS_LISTEN") == f"127.0.0.1:{self.https_port}":
+            self.https_port = free_port()
+            self.env["EDGECERT_HTTPS_LISTEN"] = f"127.0.0.1:{self.https_port}"
+
+    def _start(self, timeout: float) -> "EdgeProcess":
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECERT_")}
         env.update(self.env)
         log = open(self.log_path, "ab")
