@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
-import threading
 import time
 from typing import Any, Callable
 
@@ -84,7 +83,6 @@ class AcmeSession:
                  account_uri: str | None = None, timeout: int = 30,
                  on_request: Callable[[str, int], None] | None = None) -> None:
         self.directory_url = directory_url
-        self._thread = threading.get_ident()
         jwk, alg = jwk_from_pem(account_key_pem)
         self.net = acme_client_mod.ClientNetwork(jwk, alg=alg, verify_ssl=ca_bundle or True,
                                                  user_agent=USER_AGENT, timeout=timeout)
@@ -128,7 +126,6 @@ class AcmeSession:
         return self.last_response.status_code if self.last_response is not None else None
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        assert threading.get_ident() == self._thread or True
         try:
             return fn()
         except messages.Error as e:
@@ -264,25 +261,6 @@ class AcmeSession:
                 wait = (ra - dt.datetime.now(dt.timezone.utc)).total_seconds()
                 if wait > delay:
                     time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
-
-    # -- ARI ---------------------------------------------------------------------------------------------------
-    def has_ari(self) -> bool:
-        return "renewalInfo" in self.directory_urls()
-
-    def renewal_info(self, cert_id: str) -> tuple[dt.datetime, dt.datetime, dt.datetime | None]:
-        """GET renewalInfo for an RFC 9773 certID: (window start, window end, retry-after)."""
-        base = self.directory_urls().get("renewalInfo")
-        if not base:
-            raise errors.OrderFailed("the CA offers no renewalInfo")
-
-        def do():
-            resp = self.net.get(base.rstrip("/") + "/" + cert_id, content_type="application/json")
-            data = resp.json()
-            win = data["suggestedWindow"]
-            start = dt.datetime.fromisoformat(win["start"].replace("Z", "+00:00"))
-            end = dt.datetime.fromisoformat(win["end"].replace("Z", "+00:00"))
-            return start, end, parse_retry_after(resp.headers.get("Retry-After"))
-        return self._call("renewalInfo", do)
 
 
 def _validation_error(failed_authzrs: list, what: str) -> errors.AcmeError:

@@ -88,20 +88,12 @@ class CertInfo:
     sha256: str
     names: tuple[str, ...]
     key_type: str
-    public_key_sha256: str
     ari_cert_id: str | None
 
     @property
     def lifetime(self) -> dt.timedelta:
         return self.not_after - self.not_before
 
-    def to_public_dict(self) -> dict:
-        return {"serial": self.serial, "not_before": _iso(self.not_before), "not_after": _iso(self.not_after),
-                "issuer": self.issuer, "sha256": self.sha256, "names": list(self.names), "key_type": self.key_type}
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _key_type(pub) -> str:
@@ -133,4 +125,4 @@ def read_certificate(pem: str | bytes) -> CertInfo:
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
         issuer=cert.issuer.rfc4514_string(), subject=cert.subject.rfc4514_string(),
         sha256=cert.fingerprint(hashes.SHA256()).hex(), names=names, key_type=_key_type(pub),
-        public_key_sha256=public_key_fingerprint(pub), ari_cert_id=ari_cert_id(cert))
+        ari_cert_id=ari_cert_id(cert))

@@ -38,7 +38,6 @@ class ChangeListener:
         self.url = _libpq_url(database_url)
         self.on_change = on_change
         self._task: asyncio.Task | None = None
-        self.received = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pg-listen")
@@ -56,7 +55,6 @@ class ChangeListener:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     delay = 1.0
                     async for n in conn.notifies():
-                        self.received += 1
                         try:
                             await self.on_change([n.payload])
                         except Exception:

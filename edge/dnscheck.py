@@ -63,7 +63,6 @@ class DnsChecker:
         self.resolver.lifetime = timeout
         self.resolver.timeout = timeout / 2
         self.edge_target = edge_target.strip().rstrip(".").lower() if edge_target else None
-        self._target_ips: set[str] | None = None
         self._target_names: list[str] = []
         if self.edge_target:
             parts = [p.strip() for p in self.edge_target.split(",") if p.strip()]

@@ -55,6 +55,16 @@ _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found", 42
 _date_cache = [0, b""]
 
 
+def _nodelay(transport: Any) -> None:
+    """No Nagle delay: a response and the close go out at once."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 def _date() -> bytes:
     now = int(time.time())
     if now != _date_cache[0]:
@@ -136,12 +146,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.out = out = ssl.MemoryBIO()
         self.obj = srv.ctx.wrap_bio(inc, out, server_side=True)
         if srv.nodelay:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
+            _nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         self.inc.write(data)
@@ -685,12 +690,7 @@ class UpstreamConn(asyncio.Protocol):
     # protocol ---------------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        _nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel_open:

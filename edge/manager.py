@@ -27,7 +27,6 @@ from acme_client.fairqueue import FairQueue
 from acme_client.issuer import IssuedCertificate, Issuer
 from acme_client.ratelimit import Pacer, RateLedger, load_limits
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
-from acme_client.renewal import plan_renewal as plan_renewal_at
 from store.crypto import KeyBox
 from store.models import CertificateVersion, Domain, DomainStatus, utcnow
 
@@ -42,7 +41,7 @@ from .tls import CertEntry, SniIndex
 from .upload import _covers
 from .verify import served_certificate
 
-__all__ = ["DomainManager", "renewal_time", "RETRY_SCHEDULE", "LEASE_TTL"]
+__all__ = ["DomainManager", "RETRY_SCHEDULE", "LEASE_TTL"]
 
 LEASE_TTL = 60.0          # seconds a domain lease lives without a heartbeat
 SCHEDULE_HORIZON = dt.timedelta(hours=6)  # APScheduler holds jobs this far ahead; the sweep adds later ones
@@ -52,15 +51,6 @@ log = logging.getLogger(__name__)
 # Named retry schedule after a failed issuance attempt, in multiples of ``Settings.sweep_interval``-independent
 # seconds: short then long (about 1 min, 10 min, 100 min, then every 6 hours), jittered +-10%.
 RETRY_SCHEDULE = (60.0, 600.0, 6000.0, 21600.0)
-
-
-def renewal_time(not_before: dt.datetime, not_after: dt.datetime, *, ratio: float = 1 / 3) -> dt.datetime:
-    """When to renew without an ARI window: with ``ratio`` of the lifetime left (1/2 for lifetimes of 10 days or
-    less, as Let's Encrypt advises for short-lived certificates)."""
-    lifetime = not_after - not_before
-    if lifetime <= dt.timedelta(days=10):
-        ratio = max(ratio, 0.5)
-    return not_after - lifetime * ratio
 
 
 def _jitter(seconds: float, frac: float = 0.1) -> float:
@@ -95,9 +85,8 @@ class DomainManager:
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._last_sync = utcnow()
+        self._ledger_pruned_at = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         self._in_flight: set[str] = set()
-        self.orders_started = 0
-        self.stale_count = 0
         self.own_address: str | None = None  # set by the server once the TLS listener is bound
         self.prober = None  # edge.probes.Prober, set by the app
 
@@ -227,6 +216,11 @@ class DomainManager:
                 self.wake(d.hostname, tenant_id=d.tenant_id, priority=prio)
             elif self.scheduler.get_job(f"check:{d.hostname}") is None:
                 self.schedule(d.hostname, d.next_check_at, tenant_id=d.tenant_id, priority=prio)
+        # The rate ledger only needs the longest limit period; older rows are dead weight (once an hour).
+        if now - self._ledger_pruned_at > dt.timedelta(hours=1):
+            keep = max(limit.period for limit in self.ledger.limits.values())
+            await self.storage.ledger_prune(now - keep - dt.timedelta(days=1))
+            self._ledger_pruned_at = now
         # Changes made by other processes / nodes sharing the store.
         since = self._last_sync - dt.timedelta(seconds=2)
         self._last_sync = now
@@ -385,7 +379,6 @@ class DomainManager:
         replaces = cert.ari_cert_id if (cert is not None and domain.ari_window_start is not None) else None
         if not resuming:
             await self.pacer.wait()
-        self.orders_started += 1
 
         async def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
             await self.events.emit(h, kind, message, data)
@@ -475,7 +468,7 @@ class DomainManager:
         await self.swap_in(domain, version, issued.key_pem)
 
     async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes, *,
-                      plan_renewal: bool = True) -> None:
+                      schedule_renewal: bool = True) -> None:
         """Make ``version`` the served certificate: check it, write the files, flip the SNI index, check what is
         served, then hand over to the reload hook. A certificate that does not load, does not match its key or does
         not cover the name never goes live (the previous one keeps being served)."""
@@ -503,14 +496,14 @@ class DomainManager:
         t_swap = time.monotonic()
         self.index.put(entry, prebuild=False)
         await self._write_exports()
-        first = plan_renewal_at(version.not_before, version.not_after, now=utcnow(), ratio=self.s.renew_ratio) \
-            if plan_renewal else None
+        first = plan_renewal(version.not_before, version.not_after, now=utcnow(), ratio=self.s.renew_ratio) \
+            if schedule_renewal else None
         d = await self._set(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
                             last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
                             ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
                             next_renewal_at=first.at if first else None,
                             renewal_reason=first.reason if first else None, hook_pending=self.hook.enabled,
-                            next_check_at=utcnow() if plan_renewal else None)
+                            next_check_at=utcnow() if schedule_renewal else None)
         await asyncio.to_thread(notify_change, self.storage, h)  # other nodes swap now (LISTEN)
         own = await served_certificate(self.own_address, h) if self.own_address else None
         delay_ms = (time.monotonic() - t_swap) * 1000
@@ -518,7 +511,7 @@ class DomainManager:
                                {"serial": version.serial, "sha256": version.sha256, "source": version.source,
                                 "served_after_ms": round(delay_ms, 2),
                                 "served_serial": own.serial if own else None})
-        if plan_renewal:
+        if schedule_renewal:
             assert first is not None
             await self.events.emit(h, "renewal_scheduled", f"renewal scheduled for {first.at.isoformat()} "
                                    f"({first.reason.replace('_', ' ')})", first.to_dict())
@@ -560,7 +553,6 @@ class DomainManager:
             if stale:
                 msg = (f"served_certificate_stale: certificate {cert.serial} is current but "
                        + "; ".join(stale))
-                self.stale_count += 1
                 await self._set(d, last_error=msg, last_error_code="served_certificate_stale", hook_pending=True)
                 await self.events.emit(h, "served_certificate_stale", msg, {"expected": cert.serial,
                                                                              "addresses": addrs})
@@ -627,5 +619,5 @@ class DomainManager:
         await self.events.emit(domain.hostname, "certificate_uploaded",
                                f"operator uploaded certificate {info.serial} (valid until {info.not_after.isoformat()})",
                                {"serial": info.serial, "issuer": info.issuer})
-        await self.swap_in(domain, version, valid.key_pem, plan_renewal=False)
+        await self.swap_in(domain, version, valid.key_pem, schedule_renewal=False)
         return version

@@ -105,6 +105,7 @@ class Storage(Protocol):
     async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
                          at: dt.datetime | None = None) -> int: ...
     async def ledger_delete(self, entry_id: int) -> None: ...
+    async def ledger_prune(self, before: dt.datetime) -> int: ...
     async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]: ...
 
     # locks
@@ -140,7 +141,7 @@ class SQLStorage:
         return await asyncio.to_thread(self._tx, fn)
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
-        """Run one unit of work in the calling thread (for code already off the event loop)."""
+        """Run one unit of work in the calling thread (for code already off the event loop, e.g. webhooks)."""
         return self._tx(fn)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge.files import LiveFiles
-from edge.tls import CertEntry, SniIndex, generate_default_certificate, make_server_context
+from edge.tls import CertEntry, SniIndex, generate_default_certificate, make_server_context, memory_handshake
 from store.crypto import DecryptionError, KeyBox, load_keybox
 from tests.certs import self_signed
 
@@ -63,19 +63,7 @@ def _entry(name: str) -> CertEntry:
 
 def _handshake(ctx_server: ssl.SSLContext, sni: str | None) -> x509.Certificate:
     """A real in-memory TLS handshake against the server context; returns the served leaf."""
-    c2s, s2c = ssl.MemoryBIO(), ssl.MemoryBIO()
-    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cctx.check_hostname = False
-    cctx.verify_mode = ssl.CERT_NONE
-    client = cctx.wrap_bio(s2c, c2s, server_hostname=sni)
-    server = ctx_server.wrap_bio(c2s, s2c, server_side=True)
-    for _ in range(10):
-        for side in (client, server):
-            try:
-                side.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-    return x509.load_der_x509_certificate(client.getpeercert(binary_form=True))
+    return x509.load_der_x509_certificate(memory_handshake(ctx_server, sni))
 
 
 def _cn(cert: x509.Certificate) -> str:

@@ -116,3 +116,21 @@ def test_migrations_upgrade_a_populated_0001_database(database_url):
         assert row[0] == "old.example.com" and not row[1]
     finally:
         engine.dispose()
+
+
+async def test_rate_ledger_rows_are_counted_released_and_pruned(database_url):
+    st = open_storage(database_url)
+    try:
+        now = utcnow()
+        old = await st.ledger_add("certificate", "regdom:example.com", at=now - dt.timedelta(days=10))
+        recent = await st.ledger_add("certificate", "regdom:example.com", at=now - dt.timedelta(days=1))
+        released = await st.ledger_add("certificate", "regdom:example.com", at=now)
+        await st.ledger_delete(released)
+        since = now - dt.timedelta(days=30)
+        assert len(await st.ledger_times("certificate", "regdom:example.com", since)) == 2
+        assert await st.ledger_prune(now - dt.timedelta(days=8)) == 1
+        times = await st.ledger_times("certificate", "regdom:example.com", since)
+        assert len(times) == 1 and abs((times[0] - (now - dt.timedelta(days=1))).total_seconds()) < 1
+        assert old != recent
+    finally:
+        st.close()

@@ -742,7 +742,7 @@ def _dns_match(pattern: str, host: str) -> bool:
 def name_coverage(c: x509.Certificate, host: str) -> str:
     """``san`` (a SAN covers the name), ``cn_only`` (no SAN; only the legacy CN matches: OpenSSL accepts,
     browsers refuse) or ``none``."""
-    names, ips, has_san = _dns_sans(c)
+    names, ips, _has_san = _dns_sans(c)
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -924,11 +924,9 @@ def scan_mixed_content(body: bytes, headers: dict[str, str] | None = None) -> tu
 @dataclass
 class _State:
     hostname: str
-    is_ip: bool
     port: int
     checks: list[dict] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def check(self, name: str, ok: bool, detail: str, **extra) -> None:
         d = {"name": name, "ok": bool(ok), "detail": detail}
@@ -995,7 +993,7 @@ async def diagnose(
         ip_literal = str(ipaddress.ip_address(host))
     except ValueError:
         ip_literal = None
-    st = _State(hostname=host, is_ip=ip_literal is not None, port=connect_hp[1] if connect_hp else port)
+    st = _State(hostname=host, port=connect_hp[1] if connect_hp else port)
     started = _now()
 
     # ---- DNS
@@ -1058,7 +1056,6 @@ async def diagnose(
     address: str | None = None
     hs_main: Handshake | None = None
     handshakes: dict[str, Handshake] = {}
-    chain_certs: list[x509.Certificate] = []
     cert_obj: dict | None = None
     tls_info: dict[str, Any] = {}
     cmd_hint: dict[str, Any] = {}
@@ -1136,7 +1133,7 @@ async def diagnose(
             cert_obj = await _certificate_checks(
                 st, hs_main, handshakes, results, cafile=cafile, expected=expected, allow_private=allow_private,
                 resolver=resolver, timeout=timeout, cmd_hint=cmd_hint)
-            chain_certs = cert_obj.pop("_certs", [])
+            cert_obj.pop("_certs", None)  # internal: the parsed chain, not part of the answer
         elif hs_main.ok:
             st.check("certificate", False, "the server sent no certificate")
             st.fail("handshake_failure")
