@@ -2,7 +2,7 @@
  * loadgen: a full-TLS-handshake load generator for SNI edges.
  *
  * Every connection is a NEW TCP connection with a FRESH SSL object and no session to offer
- * (client session cache off, SSL_OP_NO_TICKET): every handshake it counts is a full handshake,
+ * (sessions are never stored nor offered, SSL_OP_NO_TICKET): every handshake it counts is a full one,
  * and it checks that with SSL_session_reused() on each one (must stay 0).
  *
  * Work per connection on the client side is kept to the minimum OpenSSL allows, so that the
@@ -149,6 +149,7 @@ typedef struct {
     uint64_t conns_started;
     uint64_t handshakes;
     uint64_t resumed;
+    uint64_t tickets;  /* NewSessionTicket messages received: a server that sends them does extra work */
     uint64_t responses_ok;
     uint64_t bytes_read;
     uint64_t errors[E__N];
@@ -157,6 +158,14 @@ typedef struct {
 } stats_t;
 
 static stats_t st;
+
+/* Counts the server's session tickets (never stored, never offered: every handshake stays a full one). */
+static int count_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)ssl; (void)sess;
+    st.tickets++;
+    return 0; /* not kept */
+}
 static char first_err[E__N][200];
 static char seen_version[32] = "";
 static char seen_cipher[64] = "";
@@ -596,7 +605,8 @@ int main(int argc, char **argv) {
     SSL_CTX_set_max_proto_version(ctx, v);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cert_verify_callback(ctx, accept_any_cert, NULL);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, count_ticket);
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_read_ahead(ctx, 1); /* one read() per flight instead of one per record */
 
@@ -699,9 +709,9 @@ int main(int argc, char **argv) {
         printf(",\"concurrency\":%d,\"warmup_s\":%.3f,\"duration_s\":%.3f", opt_concurrency, opt_warmup, wall);
         printf(",\"connections_started\":%llu,\"handshakes\":%llu,\"handshakes_per_s\":%.1f",
                (unsigned long long)st.conns_started, (unsigned long long)st.handshakes, rate);
-        printf(",\"responses_ok\":%llu,\"resumed\":%llu,\"bytes_read\":%llu",
+        printf(",\"responses_ok\":%llu,\"resumed\":%llu,\"tickets_received\":%llu,\"bytes_read\":%llu",
                (unsigned long long)st.responses_ok, (unsigned long long)st.resumed,
-               (unsigned long long)st.bytes_read);
+               (unsigned long long)st.tickets, (unsigned long long)st.bytes_read);
         printf(",\"errors_total\":%llu,\"errors\":{", (unsigned long long)errs);
         for (int k = 0; k < E__N; k++)
             printf("%s\"%s\":%llu", k ? "," : "", ekind[k], (unsigned long long)st.errors[k]);

@@ -318,6 +318,7 @@ def summarize(runs: dict[str, list[dict]], scaling: dict[str, dict[int, list[dic
             "ready_rss_mib": med(r["mem_ready"].get("rss_kib_sum", 0) / 1024 for r in rs),
             "handshakes": sum(r["load"]["handshakes"] for r in rs),
             "client_resumed": sum(r["load"]["resumed"] for r in rs),
+            "tickets": sum(r["load"].get("tickets_received", 0) for r in rs),
             "errors": sum(r["load"]["errors_total"] for r in rs),
             "server_logged": sum(r["server_stats"].get("connections", 0) for r in rs)
             if all("connections" in r["server_stats"] for r in rs) else None,
@@ -409,6 +410,7 @@ def print_table(s: dict, labels: list[str], args, meta: dict) -> None:
     row("connection connect->close p99 (ms)", "conn_p99_ms", "{:.2f}")
     text("resumed: client / server log", [
         f"{s[c]['client_resumed']} / {fmt(s[c]['server_resumed'], '{}', 'n/a')} of {s[c]['handshakes']:,}" for c in cols])
+    text("session tickets sent by the server", [f"{s[c]['tickets']:,}" for c in cols])
     text("errors (all rounds)", [str(s[c]["errors"]) for c in cols])
     if any(s[c].get("built_on_handshake") is not None for c in cols):
         text("TLS contexts built: on a handshake / prewarmed", [
@@ -588,6 +590,10 @@ def _main(args) -> int:
                 f"saturated: connections sat idle (connect->close p50 {d['conn_p50_ms']:.1f} ms vs handshake p50 "
                 f"{d['p50_ms']:.1f} ms). Raise --concurrency, or look at how the server closes (a 40 ms gap = Nagle + "
                 f"delayed ACK on the close_notify: TCP_NODELAY off on the server's accepted sockets).")
+        if d.get("tickets"):
+            warnings.append(
+                f"{lab}: the server sent {d['tickets']:,} TLS session tickets ({d['tickets'] / max(1, d['handshakes']):.1f} "
+                f"per handshake): encrypting them is work the other server may not do; compare like with like.")
         if d["server_resumed"] is None:
             warnings.append(f"{lab}: the server reported no resumption counter (client-side count only)")
         if d.get("cold_errors") or d.get("warm_errors"):

@@ -28,7 +28,7 @@ from .http01 import make_http_app
 from .manager import DomainManager
 from .metrics import Metrics
 from .probes import Prober
-from .proxy import fast_layer_available, make_edge_app
+from .proxy import fast_layer_available, make_edge_app, use_tls_engine
 from .tls import SniIndex, load_default_certificate
 from .webhooks import WebhookSender, parse_retry_schedule
 
@@ -113,6 +113,9 @@ async def build_services(settings: Settings) -> Services:
     if settings.extra.get("fast_context_build", True) is False:
         from . import tls
         tls.FAST_BUILD = False  # build every SSLContext with load_cert_chain only
+    if settings.extra.get("tls_tickets") is False:
+        from . import tls
+        tls.TICKETS = False  # no TLS session tickets (full handshakes only: benchmarks)
     state = settings.state_path
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     storage = await asyncio.to_thread(open_storage, settings.database_url)
@@ -121,7 +124,8 @@ async def build_services(settings: Settings) -> Services:
                                                         settings.default_key, state)
     metrics = Metrics(per_domain_labels=settings.expose_domain_metrics)
     index = SniIndex(default_fullchain=default_cert, default_key=default_key,
-                     max_contexts=settings.context_cache_size, on_outcome=metrics.on_handshake)
+                     max_contexts=settings.context_cache_size, on_outcome=metrics.on_handshake,
+                     engine=use_tls_engine(settings))
     files = LiveFiles(state)
     dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target)
     events = EventBus(storage)

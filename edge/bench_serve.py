@@ -96,6 +96,8 @@ def _settings(args, store_url: str, state_dir: Path):
         extra["edge_memory_mib"] = args.memory_mib
     if args.no_fast_build:
         extra["fast_context_build"] = False
+    if args.no_engine:
+        extra["tls_engine"] = False
     return Settings.load(env={}, database_url=store_url, state_dir=str(state_dir), https_listen=args.listen,
                          api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", sweep_interval=args.sweep_interval,
                          context_cache_size=args.context_cache, admin_token=None,
@@ -157,6 +159,8 @@ def bench_serve_main(argv: list[str]) -> int:
                    help="RSS target per edge worker, MiB (edge_memory_mib): the context LRU gets what the index leaves")
     p.add_argument("--no-fast-build", action="store_true",
                    help="build TLS contexts with load_cert_chain only (not the ctypes fast build, edge/tls.py)")
+    p.add_argument("--no-engine", action="store_true",
+                   help="drive TLS with Python's ssl module (an SSLContext per name) instead of the C engine")
     p.add_argument("--no-prewarm", action="store_true", help="build contexts only on the handshake path (on a miss)")
     p.add_argument("--full", action="store_true",
                    help="run the whole service per worker (API, HTTP, manager, TLS edge) instead of edge workers")

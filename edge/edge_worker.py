@@ -204,9 +204,12 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     """Run one TLS edge worker until ``stop`` is set; returns its counters."""
     from .config import parse_hostport
     from .fasthttp import EdgeHttpServer
+    from .proxy import use_tls_engine
     t0 = time.monotonic()
     if settings.extra.get("fast_context_build", True) is False:
         tls.FAST_BUILD = False
+    if settings.extra.get("tls_tickets") is False:
+        tls.TICKETS = False  # before the index: its TLS engine / contexts read it
     state = Path(settings.state_dir)
     keybox = load_keybox_lean(settings.secret_key, state)
     default_cert, default_key = tls.load_default_certificate(settings.default_cert, settings.default_key, state)
@@ -219,7 +222,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     index = tls.SniIndex(default_fullchain=default_cert, default_key=default_key,
                          max_contexts=settings.context_cache_size,
                          memory_budget=int(float(budget_mib) * 1024 * 1024) if budget_mib else None,
-                         on_outcome=on_outcome)
+                         on_outcome=on_outcome, engine=use_tls_engine(settings))
     store = EdgeStore(settings.database_url)
     synced_at = dt.datetime.now(dt.timezone.utc)
     n = await asyncio.to_thread(lambda: load_index_rows(index, store.served_rows(), keybox))
@@ -307,7 +310,7 @@ def apply_memory_target(index: tls.SniIndex, settings) -> None:
     explicit = settings.extra.get("context_cache_mib")
     if explicit:
         left = min(left, int(float(explicit) * 1024 * 1024))
-    cap = index.set_memory_budget(max(left, 64 * tls.CONTEXT_BYTES), max_contexts=settings.context_cache_size)
+    cap = index.set_memory_budget(max(left, 64 * index.unit_bytes), max_contexts=settings.context_cache_size)
     log.info("edge worker %d: RSS %.0f MiB after loading %d names; memory target %s MiB leaves room for %d "
              "TLS contexts", os.getpid(), rss_bytes() / 2**20, len(index), target, cap)
 

@@ -32,6 +32,7 @@ from typing import Any
 import httptools
 
 from .proxy import HOP_BY_HOP, page_html
+from .tlsengine import Error as _TLS_ERROR
 
 __all__ = ["EdgeHttpServer", "UpstreamPool"]
 
@@ -587,6 +588,73 @@ class EdgeHttpProtocol(asyncio.Protocol):
         return down
 
 
+class EngineHttpProtocol(EdgeHttpProtocol):
+    """:class:`EdgeHttpProtocol` with its TLS driven by the C engine (edge/_edgetls.c, edge/tlsengine.py): one
+    ``Conn.feed`` per chunk read runs the handshake (the certificate picked by SNI in C through the index's
+    ``select``) and returns the records to send and the decrypted data; no SSLObject, no MemoryBIO calls from Python."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        srv = self.srv
+        srv.conns.add(self)
+        self.born = srv.tick
+        self.obj = srv.engine.conn()
+        if srv.nodelay:
+            _nodelay(transport)
+
+    def data_received(self, data: bytes) -> None:
+        obj = self.obj
+        try:
+            out, plain = obj.feed(data)
+        except _TLS_ERROR as e:
+            last = e.args[1] if len(e.args) > 1 else None
+            if last:
+                self.transport.write(last)  # the alert
+            self.closed = self.closing = True
+            self.transport.close()
+            return
+        if out:
+            self.transport.write(out)
+        if not self.hs_done:
+            if not obj.established:
+                return
+            self.hs_done = True
+            name = obj.server_name
+            self.sni = name.lower().rstrip(".") if name is not None else None
+            count = self.srv.count
+            if count is not None:
+                count["connections"] += 1
+                if obj.session_reused:
+                    count["resumed"] += 1
+        if plain:
+            self._app_data(plain)
+        if obj.eof and not self.closed:  # the client's close_notify
+            self.close()
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.transport.write(self.obj.write(data))
+        except _TLS_ERROR:
+            self.abort()
+
+    def close(self, last: bytes = b"") -> None:
+        if self.closed:
+            return
+        self.closed = self.closing = True
+        if self.hs_done:
+            try:
+                out = self.obj.shutdown(last)
+            except _TLS_ERROR:
+                out = b""
+            if out:
+                self.transport.write(out)
+        self.transport.close()
+
+
 class _TooLarge(Exception):
     def __str__(self) -> str:
         return "too large: request head over 64 KiB"
@@ -899,6 +967,7 @@ class EdgeHttpServer:
         self.conns: set[EdgeHttpProtocol] = set()
         self.server: asyncio.AbstractServer | None = None
         self.ctx: ssl.SSLContext | None = None
+        self.engine = getattr(self.index, "engine", None)  # edge/tlsengine.py: TLS driven in C, when built
         self.tick = 0  # advanced every SWEEP_INTERVAL by the sweeper (handshake timeouts without a timer each)
         self._sweeper: asyncio.Task | None = None
 
@@ -911,7 +980,8 @@ class EdgeHttpServer:
         if self.upstream:
             self.pool = UpstreamPool(self.upstream)
         self.nodelay = not _loop_sets_nodelay(loop)
-        self.server = await loop.create_server(lambda: EdgeHttpProtocol(self), host or None, port,
+        proto = EngineHttpProtocol if self.engine is not None else EdgeHttpProtocol
+        self.server = await loop.create_server(lambda: proto(self), host or None, port,
                                                backlog=backlog, reuse_address=True, reuse_port=reuse_port or None)
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self.server

@@ -36,6 +36,13 @@ def fast_layer_available(settings) -> bool:
     return True
 
 
+def use_tls_engine(settings) -> bool:
+    """True when the TLS edge should drive TLS with the C engine (edge/tlsengine.py): the lean HTTP layer is in use
+    and ``tls_engine`` is not false. Whether the engine is built and passes its self-test is checked by the index."""
+    return fast_layer_available(settings) and str(settings.extra.get("tls_engine", True)).lower() not in (
+        "false", "0", "off", "no")
+
+
 def _sni(request: web.Request) -> str | None:
     sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
     return getattr(sslobj, "edgecert_sni", None) if sslobj is not None else None

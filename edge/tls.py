@@ -415,12 +415,24 @@ class SniIndex:
     """
 
     def __init__(self, *, default_fullchain: bytes, default_key: bytes, max_contexts: int = 20000,
-                 memory_budget: int | None = None, on_outcome: Callable[[str], None] | None = None) -> None:
+                 memory_budget: int | None = None, on_outcome: Callable[[str], None] | None = None,
+                 engine: bool = False) -> None:
         self._exact: dict[str, CertEntry] = {}
         self._lru: OrderedDict[int, CertEntry] = OrderedDict()
+        # With ``engine`` (edge/tlsengine.py: one SSL_CTX, certificates handed over per handshake), what the LRU
+        # holds per entry is a CertKey (~9 KiB, ~0.2 ms to build) instead of an SSLContext (~25 KiB, ~0.7-1.2 ms).
+        self.engine = None
+        self._builder: Callable[[CertEntry], object] = build_entry_context
+        self.unit_bytes = CONTEXT_BYTES
+        if engine:
+            from . import tlsengine
+            if tlsengine.available():
+                self.engine = tlsengine.make_engine(self.select, default_fullchain, default_key, tickets=TICKETS)
+                self._builder = tlsengine.build_entry_certkey
+                self.unit_bytes = tlsengine.CERTKEY_BYTES
         cap = max_contexts
         if memory_budget is not None and memory_budget > 0:
-            cap = min(cap, memory_budget // CONTEXT_BYTES)
+            cap = min(cap, memory_budget // self.unit_bytes)
         self._max = max(1, cap)
         self._wlock = threading.Lock()
         self._on_outcome = on_outcome
@@ -476,7 +488,7 @@ class SniIndex:
 
     def set_memory_budget(self, budget: int, *, max_contexts: int | None = None) -> int:
         """Re-bound the LRU by ``budget`` bytes (and ``max_contexts``); evicts the coldest if over. Returns the bound."""
-        cap = budget // CONTEXT_BYTES
+        cap = budget // self.unit_bytes
         if max_contexts is not None:
             cap = min(cap, max_contexts)
         with self._wlock:
@@ -519,7 +531,9 @@ class SniIndex:
     def get(self, hostname: str) -> CertEntry | None:
         return self._exact.get(hostname)
 
-    def _context_for(self, entry: CertEntry, *, warm: bool = False) -> ssl.SSLContext:
+    def _context_for(self, entry: CertEntry, *, warm: bool = False):
+        """The built TLS object of ``entry`` (an SSLContext, or a CertKey with the engine), from the LRU or built
+        now (which also proves that the key matches the certificate)."""
         ctx = entry._ctx
         if ctx is not None:
             if not warm:
@@ -529,7 +543,7 @@ class SniIndex:
                     pass
             return ctx
         t0 = time.perf_counter()
-        ctx = build_entry_context(entry)
+        ctx = self._builder(entry)
         dt_build = time.perf_counter() - t0
         with self._wlock:
             if entry._ctx is not None:  # built meanwhile by the other thread
@@ -626,6 +640,38 @@ class SniIndex:
                 log.warning("cannot build the TLS context of %s: %s", h, exc)
             except Exception:  # noqa: BLE001 - never let the thread die (e.g. a key that does not decrypt)
                 log.exception("cannot build the TLS context of %s", h)
+
+    def select(self, server_name: str | None):
+        """The engine's certificate callback (edge/_edgetls.c, in the handshake, GIL held): the CertKey for
+        ``server_name`` or None for the default certificate. Memory only, like :meth:`_sni_callback`."""
+        self.handshakes += 1
+        if server_name is None:
+            self._outcome(SniOutcome.DEFAULT)
+            return None
+        name = server_name.lower().rstrip(".")
+        entry = self._exact.get(name)
+        if entry is None:
+            dot = name.find(".")
+            entry = self._exact.get("*" + name[dot:]) if dot > 0 else None
+            if entry is None:
+                self._outcome(SniOutcome.UNKNOWN)
+                return None
+        ck = entry._ctx
+        if ck is None:
+            try:
+                ck = self._context_for(entry)
+                self.builds_on_handshake += 1
+            except Exception:  # noqa: BLE001 - a key that does not decrypt or match...
+                log.exception("cannot load the certificate of %s; serving the default certificate", name)
+                self._outcome(SniOutcome.UNKNOWN)
+                return None
+        else:
+            try:
+                self._lru.move_to_end(id(entry))
+            except KeyError:
+                pass
+        self._outcome(SniOutcome.KNOWN)
+        return ck
 
     def _sni_callback(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext):
         self.handshakes += 1

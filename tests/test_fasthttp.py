@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import os
 import ssl
 import types
 
@@ -21,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 pytest.importorskip("httptools")
 
-from edge import tls  # noqa: E402
+from edge import tls, tlsengine  # noqa: E402
 from edge.devenv import free_port  # noqa: E402
 from edge.fasthttp import EdgeHttpServer  # noqa: E402
 from tests.certs import self_signed  # noqa: E402
@@ -42,9 +43,24 @@ def _client_ctx() -> ssl.SSLContext:
     return ctx
 
 
+_ENGINE = {"on": True}
+
+
+@pytest.fixture(params=["engine", "pyssl"])
+def tls_driver(request):
+    """Each HTTP-layer test runs twice: TLS driven by the C engine (edge/_edgetls.c) and by Python's ssl module."""
+    if request.param == "engine" and not tlsengine.available():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the C TLS engine is not available in CI: {tlsengine.unavailable_reason()}")
+        pytest.skip(f"C TLS engine unavailable: {tlsengine.unavailable_reason()}")
+    _ENGINE["on"] = request.param == "engine"
+    return request.param
+
+
 async def _edge(upstream: str | None, extra: dict | None = None) -> tuple[EdgeHttpServer, int, dict]:
     dpem, dkey = tls.generate_default_certificate()
-    index = tls.SniIndex(default_fullchain=dpem, default_key=dkey)
+    index = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=_ENGINE["on"])
+    assert (index.engine is not None) == _ENGINE["on"]
     pem, key = _cert(NAME)
     index.put(tls.CertEntry(hostname=NAME, fullchain_pem=pem, key_pem=key, serial="1"))
     stats = {"connections": 0, "resumed": 0}
@@ -70,7 +86,7 @@ def _status(resp: bytes) -> int:
     return int(resp.split(b" ", 2)[1])
 
 
-async def test_local_answers_keepalive_pipelining_and_counters():
+async def test_local_answers_keepalive_pipelining_and_counters(tls_driver):
     srv, port, stats = await _edge(None)
     try:
         # placeholder page, Connection: close honoured
@@ -107,7 +123,7 @@ async def test_local_answers_keepalive_pipelining_and_counters():
         await srv.stop()
 
 
-async def test_bench_placeholder_text():
+async def test_bench_placeholder_text(tls_driver):
     srv, port, _ = await _edge(None, {"placeholder_text": "ok\n"})
     try:
         out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
@@ -131,7 +147,7 @@ async def origin():
 _Fixed = FixedResolver
 
 
-async def test_reverse_proxy_streams_forwards_headers_and_passes_websockets(origin):
+async def test_reverse_proxy_streams_forwards_headers_and_passes_websockets(origin, tls_driver):
     url, seen = origin
     srv, port, _ = await _edge(url)
     base = f"https://{NAME}:{port}"
@@ -189,7 +205,7 @@ async def test_reverse_proxy_streams_forwards_headers_and_passes_websockets(orig
         await srv.stop()
 
 
-async def test_bad_gateway_when_the_origin_is_down():
+async def test_bad_gateway_when_the_origin_is_down(tls_driver):
     srv, port, _ = await _edge(f"http://127.0.0.1:{free_port()}")
     try:
         out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())

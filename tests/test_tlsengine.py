@@ -1,0 +1,291 @@
+"""The C TLS engine (edge/_edgetls.c, edge/tlsengine.py): certificate objects, in-memory handshakes against Python's
+ssl client (SNI selection, default certificate, ALPN, TLS 1.2 with ECDSA and RSA, data both ways, alerts, tickets that
+resume only for their own name), the SNI index in engine mode, and real ``openssl s_client`` handshakes against the
+edge's HTTP layer driven by the engine. No timing is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+import types
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from edge import tls, tlsengine
+from edge.devenv import free_port
+from tests.certs import self_signed
+from tests.helpers import IN_CI, require_binary
+
+if not tlsengine.available():
+    if IN_CI:
+        pytest.fail(f"the C TLS engine must be built in CI: {tlsengine.unavailable_reason()}", pytrace=False)
+    pytest.skip(f"C TLS engine unavailable: {tlsengine.unavailable_reason()}", allow_module_level=True)
+
+from edge import _edgetls  # noqa: E402
+
+
+def _der(pem: bytes) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pem.decode())
+
+
+def _ck(name: str, *, key=None):
+    pem, key_pem, _ = self_signed(name, key=key)
+    return tlsengine.certkey(_der(pem), b"", key_pem), _der(pem)
+
+
+def _client(server_hostname, *, alpn=None, tls12=False, session=None, ctx=None):
+    c2s, s2c = ssl.MemoryBIO(), ssl.MemoryBIO()
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx.wrap_bio(s2c, c2s, server_hostname=server_hostname, session=session), c2s, s2c
+
+
+def _handshake(engine, name, **kw):
+    client, c2s, s2c = _client(name, **kw)
+    conn = engine.conn()
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        out, _ = conn.feed(c2s.read())  # the last round carries the client's Finished
+        if out:
+            s2c.write(out)
+        if done:
+            break
+    assert conn.established
+    return client, conn, c2s, s2c
+
+
+def _engine(table: dict, *, tickets=False):
+    dpem, dkey = tls.generate_default_certificate(common_name="engine test default")
+    return tlsengine.make_engine(table.get, dpem, dkey, tickets=tickets), _der(dpem)
+
+
+# -- certificate objects -------------------------------------------------------------------------------------
+
+def test_certkey_accepts_pkcs8_sec1_and_pkcs1_and_refuses_a_foreign_key():
+    k = ec.generate_private_key(ec.SECP256R1())
+    pem, _, _ = self_signed("k.example", key=k)
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+        key_pem = k.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+        assert isinstance(tlsengine.certkey(_der(pem), b"", key_pem), _edgetls.CertKey)
+    r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rpem, _, _ = self_signed("r.example", key=r)
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+        key_pem = r.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+        assert isinstance(tlsengine.certkey(_der(rpem), b"", key_pem), _edgetls.CertKey)
+    other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(ValueError, match="does not match"):
+        tlsengine.certkey(_der(pem), b"", other)
+
+
+@pytest.mark.parametrize("leaf,key,why", [
+    (b"not der", None, "DER certificate"),
+    (None, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "EC or RSA key"),
+    (None, b"no pem at all", "PEM private key"),
+    (None, b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "unencrypted"),
+])
+def test_certkey_bad_input_is_a_clear_value_error(leaf, key, why):
+    pem, key_pem, _ = self_signed("bad.example")
+    with pytest.raises(ValueError, match=why):
+        tlsengine.certkey(leaf if leaf is not None else _der(pem), b"", key if key is not None else key_pem)
+    with pytest.raises(ValueError):
+        _edgetls.Chain([_der(pem) + b"trailing"])
+
+
+# -- handshakes in memory ------------------------------------------------------------------------------------
+
+def test_sni_picks_the_certificate_unknown_and_no_sni_get_the_default():
+    a, a_der = _ck("a.example")
+    b, b_der = _ck("b.example")
+    engine, default_der = _engine({"a.example": a, "b.example": b})
+    for name, want in (("a.example", a_der), ("b.example", b_der), ("c.example", default_der), (None, default_der)):
+        client, conn, _, _ = _handshake(engine, name)
+        assert client.getpeercert(binary_form=True) == want
+        assert conn.certificate() == want
+        assert conn.server_name == name
+        assert conn.version() == "TLSv1.3" and client.version() == "TLSv1.3"
+        assert conn.session_reused is False
+
+
+def test_alpn_tls12_ecdsa_and_rsa_and_data_both_ways_then_close_notify():
+    e, e_der = _ck("e.example")
+    r, r_der = _ck("r.example", key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    engine, _ = _engine({"e.example": e, "r.example": r})
+    for name, want, suite in (("e.example", e_der, "ECDHE-ECDSA"), ("r.example", r_der, "ECDHE-RSA")):
+        client, conn, c2s, s2c = _handshake(engine, name, alpn=["h2", "http/1.1"], tls12=True)
+        assert client.getpeercert(binary_form=True) == want
+        assert conn.version() == "TLSv1.2" and conn.cipher()[0].startswith(suite)
+        assert conn.selected_alpn_protocol() == "http/1.1" == client.selected_alpn_protocol()
+        client.write(b"GET / HTTP/1.1\r\n\r\n" * 1000)  # several records in one feed
+        out, plain = conn.feed(c2s.read())
+        assert plain == b"GET / HTTP/1.1\r\n\r\n" * 1000
+        s2c.write(conn.write(b"x" * 100_000))
+        got = b""
+        while len(got) < 100_000:
+            got += client.read(65536)
+        assert got == b"x" * 100_000
+        try:
+            client.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        out, plain = conn.feed(c2s.read())
+        assert conn.eof and plain is None
+        bye = conn.shutdown()
+        assert bye and bye[0] == 21  # an alert record: close_notify
+        s2c.write(bye)
+        client.unwrap()  # completes (no SSLWantReadError): the server's close_notify arrived
+
+
+def test_no_common_protocol_is_an_error_with_the_alert_to_send():
+    engine, _ = _engine({})
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # a CBC-only TLS 1.2 client: nothing in common
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client, c2s, s2c = _client("x.example", ctx=ctx)
+    conn = engine.conn()
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    with pytest.raises(_edgetls.Error) as exc:
+        conn.feed(c2s.read())
+    reason, alert = exc.value.args
+    assert "cipher" in reason.lower()
+    assert alert and alert[0] == 21  # a TLS alert record
+    with pytest.raises(_edgetls.Error):
+        conn.feed(b"more")  # a failed connection stays failed
+    garbage = engine.conn()
+    with pytest.raises(_edgetls.Error):
+        garbage.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP on the TLS port
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the error is reported, as it should be
+def test_select_that_raises_serves_the_default_and_is_counted():
+    def select(name):
+        raise RuntimeError("boom")
+    dpem, dkey = tls.generate_default_certificate()
+    engine = tlsengine.make_engine(select, dpem, dkey, tickets=False)
+    client, conn, _, _ = _handshake(engine, "a.example")
+    assert client.getpeercert(binary_form=True) == _der(dpem)
+    assert engine.select_errors == 1
+
+
+def test_tickets_resume_only_for_the_name_they_were_issued_to():
+    a, _ = _ck("a.example")
+    b, _ = _ck("b.example")
+    engine, _ = _engine({"a.example": a, "b.example": b}, tickets=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    client, conn, c2s, s2c = _handshake(engine, "a.example", ctx=ctx)
+    client.write(b"ping")
+    out, _ = conn.feed(c2s.read())
+    s2c.write(conn.write(b"pong"))
+    assert client.read(4) == b"pong"  # reads the tickets too
+    session = client.session
+    assert session is not None and session.has_ticket
+    again, conn2, _, _ = _handshake(engine, "a.example", ctx=ctx, session=session)
+    assert again.session_reused and conn2.session_reused
+    other, conn3, _, _ = _handshake(engine, "b.example", ctx=ctx, session=session)
+    assert not other.session_reused and not conn3.session_reused
+    assert x509.load_der_x509_certificate(other.getpeercert(binary_form=True)).subject.rfc4514_string() == \
+        "CN=b.example"
+    off, _ = _engine({"a.example": a}, tickets=False)
+    client4, conn4, c2s4, s2c4 = _handshake(off, "a.example", ctx=ctx)
+    client4.write(b"ping")
+    conn4.feed(c2s4.read())
+    s2c4.write(conn4.write(b"pong"))
+    assert client4.read(4) == b"pong"
+    assert not client4.session.has_ticket  # tickets off: nothing to resume with
+
+
+# -- the SNI index in engine mode ----------------------------------------------------------------------------
+
+def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
+    dpem, dkey = tls.generate_default_certificate()
+    idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True, max_contexts=2)
+    assert idx.engine is not None and idx.unit_bytes == tlsengine.CERTKEY_BYTES
+    ders = {}
+    for n in ("x1.example", "x2.example", "x3.example"):
+        pem, key, serial = self_signed(n)
+        ders[n] = _der(pem)
+        idx.put(tls.CertEntry(hostname=n, fullchain_pem=pem, key_pem=key, serial=serial), prebuild=False)
+    for n in ders:
+        client, _, _, _ = _handshake(idx.engine, n.upper() + ".")  # case and trailing dot do not matter
+        assert client.getpeercert(binary_form=True) == ders[n]
+    assert idx.builds_on_handshake == 3 and idx.context_count() == 2
+    pem, key, serial = self_signed("x1.example")
+    idx.put(tls.CertEntry(hostname="x1.example", fullchain_pem=pem, key_pem=key, serial=serial))
+    client, _, _, _ = _handshake(idx.engine, "x1.example")
+    assert client.getpeercert(binary_form=True) == _der(pem)
+    idx.remove("x2.example")
+    client, _, _, _ = _handshake(idx.engine, "x2.example")
+    assert client.getpeercert(binary_form=True) == _der(dpem)
+    bad_pem, _, _ = self_signed("bad.example")
+    _, other_key, _ = self_signed("other.example")
+    with pytest.raises(ValueError):
+        idx.put(tls.CertEntry(hostname="bad.example", fullchain_pem=bad_pem, key_pem=other_key, serial="1"))
+    assert "bad.example" not in idx
+
+
+# -- real clients against the engine-driven HTTP layer -------------------------------------------------------
+
+async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
+    openssl = require_binary("openssl")
+    curl = require_binary("curl")
+    from edge.fasthttp import EdgeHttpServer
+    dpem, dkey = tls.generate_default_certificate()
+    idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
+    pem, key, serial = self_signed("real.example")
+    idx.put(tls.CertEntry(hostname="real.example", fullchain_pem=pem, key_pem=key, serial=serial))
+    settings = types.SimpleNamespace(extra={}, upstream=None)
+    srv = EdgeHttpServer(types.SimpleNamespace(settings=settings, index=idx, bench_stats=None))
+    assert srv.engine is idx.engine
+    port = free_port()
+    await srv.start("127.0.0.1", port, idx.default_context)
+    ca = tmp_path / "real.pem"
+    ca.write_bytes(pem)
+    try:
+        def run(*cmd):
+            return subprocess.run(cmd, input=b"", capture_output=True, timeout=20)
+        r = await asyncio.to_thread(run, openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                                    "real.example", "-CAfile", str(ca), "-verify_hostname", "real.example",
+                                    "-verify_return_error", "-alpn", "http/1.1")
+        out = r.stdout.decode()
+        assert "Verify return code: 0 (ok)" in out and "ALPN protocol: http/1.1" in out, out
+        r = await asyncio.to_thread(run, openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                                    "real.example", "-tls1_1")
+        assert r.returncode != 0  # TLS 1.1 is refused
+        r = await asyncio.to_thread(run, curl, "-sS", "--cacert", str(ca), "--resolve",
+                                    f"real.example:{port}:127.0.0.1", f"https://real.example:{port}/")
+        assert r.returncode == 0 and b"real.example is served by edgecert" in r.stdout, r.stderr
+        r = await asyncio.to_thread(run, curl, "-sS", "-k", "--tls-max", "1.2", "--resolve",
+                                    f"other.example:{port}:127.0.0.1", f"https://other.example:{port}/")
+        assert r.returncode == 0 and b"404" not in r.stdout[:0] and b"not served by this edge" in r.stdout
+    finally:
+        await srv.stop(grace=1)
+
+
+def test_engine_is_used_by_default_and_can_be_turned_off():
+    from edge.proxy import use_tls_engine
+    s = types.SimpleNamespace(extra={})
+    assert use_tls_engine(s)
+    assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": False}))
+    assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": "off"}))
+    assert not use_tls_engine(types.SimpleNamespace(extra={"edge_http": "aiohttp"}))
+    assert os.path.exists(_edgetls.__file__)
