@@ -240,12 +240,11 @@ static PyTypeObject CertKeyType;
 
 static int CertKey_init(CertKeyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"leaf_der", "key_der", "chain", "decoder", NULL};
+    static char *kwlist[] = {"leaf_der", "key_der", "chain", NULL};
     PyObject *leaf;
     Py_buffer key;
     PyObject *chain = Py_None;
-    int decoder = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|Op:CertKey", kwlist, &leaf, &key, &chain, &decoder))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|O:CertKey", kwlist, &leaf, &key, &chain))
         return -1;
     if (chain != Py_None && !PyObject_TypeCheck(chain, &ChainType)) {
         PyBuffer_Release(&key);
@@ -257,13 +256,7 @@ static int CertKey_init(CertKeyObject *self, PyObject *args, PyObject *kwds)
         PyBuffer_Release(&key);
         return -1;
     }
-    EVP_PKEY *pkey;
-    if (decoder) {
-        const unsigned char *kp = key.buf;
-        pkey = d2i_AutoPrivateKey(NULL, &kp, (long)key.len);
-    } else {
-        pkey = der_to_pkey(key.buf, (long)key.len);
-    }
+    EVP_PKEY *pkey = der_to_pkey(key.buf, (long)key.len);
     PyBuffer_Release(&key);
     if (pkey == NULL) {
         X509_free(x);
