@@ -430,6 +430,8 @@ class SniIndex:
                 self.engine = tlsengine.make_engine(self.select, default_fullchain, default_key, tickets=TICKETS)
                 self._builder = tlsengine.build_entry_certkey
                 self.unit_bytes = tlsengine.CERTKEY_BYTES
+                log.info("TLS edge: C engine (edge._edgetls, %s); one SSL_CTX, certificates by SNI",
+                         tlsengine.OPENSSL_VERSION)
         cap = max_contexts
         if memory_budget is not None and memory_budget > 0:
             cap = min(cap, memory_budget // self.unit_bytes)

@@ -29,6 +29,7 @@ __all__ = ["available", "unavailable_reason", "key_der", "chain_for", "certkey",
 log = logging.getLogger(__name__)
 
 Error = _edgetls.Error if _edgetls is not None else ssl.SSLError
+OPENSSL_VERSION = _edgetls.OPENSSL_VERSION if _edgetls is not None else None
 
 # Memory of one CertKey (leaf + P-256 key decoded by OpenSSL 3.0, plus the Python wrapper), measured as the RSS
 # growth over 20,000 of them (bench/README.md); the chain is shared.
