@@ -73,6 +73,68 @@ static X509 *der_to_x509(PyObject *obj)
     return x;
 }
 
+/* An EVP_PKEY owning ``ec`` / ``rsa`` (freed on failure). */
+static EVP_PKEY *wrap_ec(EC_KEY *ec)
+{
+    EVP_PKEY *pkey = EVP_PKEY_new();
+    if (pkey == NULL || !EVP_PKEY_assign_EC_KEY(pkey, ec)) {
+        EVP_PKEY_free(pkey);
+        EC_KEY_free(ec);
+        return NULL;
+    }
+    return pkey;
+}
+
+static EVP_PKEY *wrap_rsa(RSA *rsa)
+{
+    EVP_PKEY *pkey = EVP_PKEY_new();
+    if (pkey == NULL || !EVP_PKEY_assign_RSA(pkey, rsa)) {
+        EVP_PKEY_free(pkey);
+        RSA_free(rsa);
+        return NULL;
+    }
+    return pkey;
+}
+
+/* An empty EC_KEY on the named curve. The group is built once per curve and copied (EC_GROUP_new_by_curve_name
+ * recomputes the curve's Montgomery constants every time: ~40 us for P-256; a copy is a few). */
+static EC_KEY *ec_key_for_curve(int nid)
+{
+    static EC_GROUP *groups[4];
+    static int nids[4];
+    EC_GROUP *g = NULL;
+    for (int i = 0; i < 4 && nids[i] != 0; i++)
+        if (nids[i] == nid)
+            g = groups[i];
+    if (g == NULL) {
+        g = EC_GROUP_new_by_curve_name(nid);
+        if (g == NULL)
+            return NULL;
+        for (int i = 0; i < 4; i++) {
+            if (nids[i] == 0) {  /* the GIL serialises callers */
+                groups[i] = g;
+                nids[i] = nid;
+                break;
+            }
+            if (i == 3) {  /* table full: a fifth curve is simply not cached */
+                EC_KEY *ec = EC_KEY_new();
+                if (ec == NULL || !EC_KEY_set_group(ec, g)) {
+                    EC_KEY_free(ec);
+                    ec = NULL;
+                }
+                EC_GROUP_free(g);
+                return ec;
+            }
+        }
+    }
+    EC_KEY *ec = EC_KEY_new();
+    if (ec == NULL || !EC_KEY_set_group(ec, g)) {
+        EC_KEY_free(ec);
+        return NULL;
+    }
+    return ec;
+}
+
 /* A private key from DER without OpenSSL 3.0's OSSL_DECODER chains (which cost ~0.5 ms per key): PKCS#8 is
  * unwrapped with the ASN.1 codec, then the SEC1 / PKCS#1 body decoded directly. */
 static EVP_PKEY *der_to_pkey(const unsigned char *der, long len)
@@ -92,28 +154,16 @@ static EVP_PKEY *der_to_pkey(const unsigned char *der, long len)
                 const void *pval;
                 X509_ALGOR_get0(NULL, &ptype, &pval, alg);
                 if (ptype == V_ASN1_OBJECT) {
-                    EC_KEY *ec = EC_KEY_new_by_curve_name(OBJ_obj2nid((const ASN1_OBJECT *)pval));
-                    if (ec != NULL && d2i_ECPrivateKey(&ec, &pk, pklen) != NULL) {
-                        pkey = EVP_PKEY_new();
-                        if (pkey == NULL || !EVP_PKEY_assign_EC_KEY(pkey, ec)) {
-                            EVP_PKEY_free(pkey);
-                            pkey = NULL;
-                            EC_KEY_free(ec);
-                        }
-                    } else {
+                    EC_KEY *ec = ec_key_for_curve(OBJ_obj2nid((const ASN1_OBJECT *)pval));
+                    if (ec != NULL && d2i_ECPrivateKey(&ec, &pk, pklen) != NULL)
+                        pkey = wrap_ec(ec);
+                    else
                         EC_KEY_free(ec);
-                    }
                 }
             } else if (nid == NID_rsaEncryption) {
                 RSA *rsa = d2i_RSAPrivateKey(NULL, &pk, pklen);
-                if (rsa != NULL) {
-                    pkey = EVP_PKEY_new();
-                    if (pkey == NULL || !EVP_PKEY_assign_RSA(pkey, rsa)) {
-                        EVP_PKEY_free(pkey);
-                        pkey = NULL;
-                        RSA_free(rsa);
-                    }
-                }
+                if (rsa != NULL)
+                    pkey = wrap_rsa(rsa);
             }
         }
         PKCS8_PRIV_KEY_INFO_free(p8);
@@ -122,27 +172,13 @@ static EVP_PKEY *der_to_pkey(const unsigned char *der, long len)
     ERR_clear_error();
     p = der;
     EC_KEY *ec = d2i_ECPrivateKey(NULL, &p, len);
-    if (ec != NULL) {
-        pkey = EVP_PKEY_new();
-        if (pkey == NULL || !EVP_PKEY_assign_EC_KEY(pkey, ec)) {
-            EVP_PKEY_free(pkey);
-            EC_KEY_free(ec);
-            return NULL;
-        }
-        return pkey;
-    }
+    if (ec != NULL)
+        return wrap_ec(ec);
     ERR_clear_error();
     p = der;
     RSA *rsa = d2i_RSAPrivateKey(NULL, &p, len);
-    if (rsa != NULL) {
-        pkey = EVP_PKEY_new();
-        if (pkey == NULL || !EVP_PKEY_assign_RSA(pkey, rsa)) {
-            EVP_PKEY_free(pkey);
-            RSA_free(rsa);
-            return NULL;
-        }
-        return pkey;
-    }
+    if (rsa != NULL)
+        return wrap_rsa(rsa);
     ERR_clear_error();
     return NULL;
 }

@@ -166,6 +166,8 @@ def bench_serve_main(argv: list[str]) -> int:
                    help="run the whole service per worker (API, HTTP, manager, TLS edge) instead of edge workers")
     p.add_argument("--sweep-interval", type=float, default=30.0, help="how often workers follow the store, s")
     p.add_argument("--import-only", action="store_true", help="import the certificates into the store and exit")
+    p.add_argument("--import-if-missing", action="store_true",
+                   help="import the certificates only if the store has none, then exit (bench/: untimed preparation)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--http", choices=("fast", "aiohttp"), default="fast",
                    help="the TLS edge's HTTP layer: edge/fasthttp.py (default) or the aiohttp one (edge/proxy.py)")
@@ -185,7 +187,7 @@ def bench_serve_main(argv: list[str]) -> int:
         n = import_certs(certs_dir, store_url, state_dir)
         if n:
             _log(f"imported {n} certificates into {store_url} in {time.monotonic() - t0:.1f}s")
-    if args.import_only:
+    if args.import_only or args.import_if_missing:
         return 0
     settings = _settings(args, store_url, state_dir)
     if not args.worker_child:

@@ -650,7 +650,24 @@ class SniIndex:
         if server_name is None:
             self._outcome(SniOutcome.DEFAULT)
             return None
+        return self._built_for(server_name.lower().rstrip("."))
+
+    def _sni_callback(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext):
+        """Python's ssl sni_callback (no engine): switch the connection to the name's SSLContext."""
+        self.handshakes += 1
+        if server_name is None:
+            self._outcome(SniOutcome.DEFAULT)
+            return None
         name = server_name.lower().rstrip(".")
+        sslobj.edgecert_sni = name  # read by the HTTP layer for the Host == SNI check
+        ctx = self._built_for(name)
+        if ctx is not None:
+            sslobj.context = ctx
+        return None
+
+    def _built_for(self, name: str):
+        """The built TLS object (SSLContext or CertKey) for a normalised SNI name, or None (default certificate);
+        counts the outcome. A miss builds in memory; a failure serves the default certificate."""
         entry = self._exact.get(name)
         if entry is None:
             dot = name.find(".")
@@ -658,12 +675,12 @@ class SniIndex:
             if entry is None:
                 self._outcome(SniOutcome.UNKNOWN)
                 return None
-        ck = entry._ctx
-        if ck is None:
+        built = entry._ctx
+        if built is None:
             try:
-                ck = self._context_for(entry)
+                built = self._context_for(entry)
                 self.builds_on_handshake += 1
-            except Exception:  # noqa: BLE001 - a key that does not decrypt or match...
+            except Exception:  # noqa: BLE001 - ssl.SSLError, a key that does not decrypt or match...
                 log.exception("cannot load the certificate of %s; serving the default certificate", name)
                 self._outcome(SniOutcome.UNKNOWN)
                 return None
@@ -673,36 +690,7 @@ class SniIndex:
             except KeyError:
                 pass
         self._outcome(SniOutcome.KNOWN)
-        return ck
-
-    def _sni_callback(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext):
-        self.handshakes += 1
-        if server_name is None:
-            self._outcome(SniOutcome.DEFAULT)
-            return None
-        name = server_name.lower().rstrip(".")
-        sslobj.edgecert_sni = name  # read by the HTTP layer for the Host == SNI check
-        entry = self.lookup(name)
-        if entry is None:
-            self._outcome(SniOutcome.UNKNOWN)
-            return None
-        ctx = entry._ctx
-        if ctx is None:
-            try:
-                ctx = self._context_for(entry)
-                self.builds_on_handshake += 1
-            except Exception:  # noqa: BLE001 - ssl.SSLError, OSError, a key that does not decrypt...
-                log.exception("cannot load the certificate of %s; serving the default certificate", name)
-                self._outcome(SniOutcome.UNKNOWN)
-                return None
-        else:
-            try:
-                self._lru.move_to_end(id(entry))
-            except KeyError:
-                pass
-        sslobj.context = ctx
-        self._outcome(SniOutcome.KNOWN)
-        return None
+        return built
 
     def _outcome(self, outcome: str) -> None:
         if self._on_outcome is not None:
