@@ -206,10 +206,13 @@ def bench_serve_main(argv: list[str]) -> int:
             cmd += ["--context-mib", str(args.context_mib)] if args.context_mib else []
             cmd += ["--memory-mib", str(args.memory_mib)] if args.memory_mib else []
             cmd += ["--no-fast-build"] if args.no_fast_build else []
+            cmd += ["--no-engine"] if args.no_engine else []
             children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
         else:
             from .edge_worker import spawn_edge_workers
             children = spawn_edge_workers(settings, args.workers - 1, stdout=subprocess.PIPE)
+    from .edge_worker import limit_malloc_arenas
+    limit_malloc_arenas(settings)
     if args.loop == "uvloop":
         import uvloop
         uvloop.install()

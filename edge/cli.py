@@ -75,6 +75,8 @@ def cmd_serve(argv: list[str]) -> int:
     except ImportError:
         pass
     from .app import run_server
+    from .edge_worker import limit_malloc_arenas
+    limit_malloc_arenas(settings)
     try:
         asyncio.run(run_server(settings))
     except OSError as e:

@@ -300,6 +300,21 @@ def rss_bytes() -> int:
         return 0
 
 
+def limit_malloc_arenas(settings) -> None:
+    """With a memory target (``edge_memory_mib``), one glibc malloc arena for every thread (``M_ARENA_MAX = 1``,
+    as ``MALLOC_ARENA_MAX=1`` would). Certificates built by the prewarm thread and freed by the event loop's thread
+    otherwise stay in the prewarm thread's arena while the loop's cold builds fill its own: measured at 100k names
+    with a 250 MiB target, peak RSS 264 MiB with per-thread arenas. The GIL already serialises these threads, so one
+    arena costs no contention worth measuring. Call before any thread starts; a no-op off glibc."""
+    if not settings.extra.get("edge_memory_mib"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def apply_memory_target(index: tls.SniIndex, settings) -> None:
     """``edge_memory_mib`` (extra setting): the whole worker's RSS target. Once the index is loaded, what is left
     (minus headroom) becomes the context LRU's budget. ``context_cache_mib`` alone bounds the LRU directly."""
@@ -342,6 +357,7 @@ def spawn_edge_workers(settings, count: int, *, stdout=None) -> list:
 
 def run_edge_worker(settings, *, print_stats: bool = False) -> int:
     """Process entry point: uvloop, signals, serve until SIGTERM/SIGINT."""
+    limit_malloc_arenas(settings)
     try:
         import uvloop
         uvloop.install()
