@@ -29,6 +29,7 @@
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include <Python.h>
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 #include <openssl/ssl.h>
@@ -658,6 +659,11 @@ static int write_in(ConnObject *self, PyObject *data)
     Py_buffer b;
     if (PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
         return -1;
+    if (b.len > INT_MAX) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "chunk too large");
+        return -1;
+    }
     if (b.len > 0 && BIO_write(self->rbio, b.buf, (int)b.len) != (int)b.len) {
         PyBuffer_Release(&b);
         PyErr_NoMemory();

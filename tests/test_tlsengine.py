@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import subprocess
+import sys
 import types
 
 import pytest
@@ -174,6 +176,44 @@ def test_no_common_protocol_is_an_error_with_the_alert_to_send():
         garbage.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP on the TLS port
 
 
+def test_garbage_and_truncated_records_fail_cleanly_and_change_nothing():
+    """Bytes from the network are hostile: random data, truncated and mangled ClientHellos, data after a failure.
+    Every connection either waits for more or fails with Error; the engine keeps serving real handshakes."""
+    import random
+    a, a_der = _ck("a.example")
+    engine, _ = _engine({"a.example": a}, tickets=True)
+    real, c2s, _ = _client("a.example")
+    with pytest.raises(ssl.SSLWantReadError):
+        real.do_handshake()
+    hello = c2s.read()
+    rnd = random.Random(7)
+    failed = waited = 0
+    for i in range(400):
+        conn = engine.conn()
+        if i % 3 == 0:
+            data = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 400)))
+        elif i % 3 == 1:
+            data = hello[:rnd.randint(1, len(hello) - 1)]  # truncated: the engine waits for the rest
+        else:
+            b = bytearray(hello)
+            for _ in range(rnd.randint(1, 8)):
+                b[rnd.randrange(5, len(b))] = rnd.getrandbits(8)
+            data = bytes(b)
+        try:
+            out, plain = conn.feed(data)
+            assert plain is None and not conn.established
+            waited += 1
+        except _edgetls.Error as e:
+            failed += 1
+            assert isinstance(e.args[0], str)
+            with pytest.raises(_edgetls.Error):
+                conn.write(b"x")
+        conn.shutdown()
+    assert failed > 100 and waited > 100
+    client, _, _, _ = _handshake(engine, "a.example")
+    assert client.getpeercert(binary_form=True) == a_der
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the error is reported, as it should be
 def test_select_that_raises_serves_the_default_and_is_counted():
     def select(name):
@@ -289,3 +329,64 @@ def test_engine_is_used_by_default_and_can_be_turned_off():
     assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": "off"}))
     assert not use_tls_engine(types.SimpleNamespace(extra={"edge_http": "aiohttp"}))
     assert os.path.exists(_edgetls.__file__)
+
+
+_MEMCHECK_SCRIPT = r"""
+import os, random, ssl
+from edge import tlsengine as t, _edgetls as e
+from edge.tls import generate_default_certificate
+pems = [generate_default_certificate(common_name=f"n{i}") for i in range(3)]
+cks = {f"n{i}.test": t.certkey(ssl.PEM_cert_to_DER_cert(p.decode()), b"", k) for i, (p, k) in enumerate(pems)}
+dp, dk = generate_default_certificate()
+for tickets in (False, True):
+    eng = t.make_engine(cks.get, dp, dk, tickets=tickets)
+    for name in list(cks) + ["zz.test", None]:
+        client, conn, c2s, s2c = t.handshake_with(eng, name)
+        client.write(b"x" * 70000)
+        out, plain = conn.feed(c2s.read())
+        assert plain == b"x" * 70000
+        s2c.write(conn.write(b"y" * 5000))
+        conn.shutdown(b"bye")
+    rnd = random.Random(1)
+    for i in range(150):
+        c = eng.conn()
+        for head in (b"", b"\x16\x03\x01"):
+            try:
+                c.feed(head + bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 500))))
+            except e.Error:
+                pass
+        try:
+            c.write(b"a")
+        except e.Error:
+            pass
+        c.shutdown()
+for bad in (b"", b"\x30\x82", os.urandom(300)):
+    for make in (lambda: e.CertKey(bad, bad), lambda: e.Chain([bad])):
+        try:
+            make()
+        except ValueError:
+            pass
+print("memcheck script done")
+"""
+
+
+@pytest.mark.slow
+def test_the_extension_is_memory_clean_under_valgrind_on_real_and_hostile_input(tmp_path):
+    """memcheck over handshakes, data both ways, tickets, garbage records and bad DER: no invalid read/write,
+    no use of uninitialised memory, no bad free in a stack that goes through edge/_edgetls.c."""
+    valgrind = require_binary("valgrind")
+    log = tmp_path / "memcheck.log"
+    env = dict(os.environ, PYTHONMALLOC="malloc")
+    r = subprocess.run([valgrind, "--tool=memcheck", "--num-callers=30", f"--log-file={log}", sys.executable, "-c",
+                        _MEMCHECK_SCRIPT], capture_output=True, env=env, timeout=900)
+    assert r.returncode == 0 and b"memcheck script done" in r.stdout, r.stderr[-2000:]
+    text = log.read_text(errors="replace")
+    assert "ERROR SUMMARY" in text
+    # One report per paragraph: strip the "==PID== " prefixes, split on the blank lines between reports.
+    lines = [re.sub(r"^==\d+==\s?", "", line) for line in text.splitlines()]
+    reports = [r for r in "\n".join(lines).split("\n\n") if r.strip()]
+    kinds = ("Invalid read", "Invalid write", "uninitialised", "Invalid free", "Mismatched free", "overlap")
+    errors = [r for r in reports if any(k in r.strip().splitlines()[0] for k in kinds)]
+    assert all(" at 0x" in r for r in errors)  # the parse keeps each report's stack with it
+    ours = [r for r in errors if "_edgetls" in r]
+    assert not ours, "\n---\n".join(ours[:3])
