@@ -1,7 +1,7 @@
 """The one C extension: edge._edgetls (the TLS edge's server-side TLS over the system OpenSSL; see its header).
 
 It is optional: without a C compiler or OpenSSL headers the install still succeeds and the edge falls back to
-Python's ssl module (slower; ``edgecert doctor``/the start-up log says which is in use). Everything else is in
+Python's ssl module (slower; the start-up log says which one serves). Everything else is in
 pyproject.toml."""
 from setuptools import Extension, setup
 

@@ -454,7 +454,8 @@ def make_api_app(services) -> web.Application:
         except Exception as e:
             return web.json_response({"ok": False, "error": f"store unavailable: {type(e).__name__}"}, status=503)
         return web.json_response({"ok": True, "domains": counts, "served": len(services.index),
-                                  "version": services.version})
+                                  "version": services.version,
+                                  "tls": "engine" if services.index.engine is not None else "python-ssl"})
 
     async def metrics(request: web.Request) -> web.Response:
         await services.refresh_metrics()

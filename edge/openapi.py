@@ -148,7 +148,9 @@ def _schemas() -> dict[str, Any]:
             "next_steps": {"type": "array", "items": {"type": "string"}}, "openssl_command": nstr}},
         "Health": {"type": "object", "properties": {
             "ok": {"type": "boolean"}, "domains": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "served": {"type": "integer"}, "version": {"type": "string"}}},
+            "served": {"type": "integer"}, "version": {"type": "string"},
+            "tls": {"type": "string", "enum": ["engine", "python-ssl"],
+                    "description": "what drives the TLS edge's handshakes: edgecert's C engine or Python's ssl"}}},
         "WebhookDelivery": {"type": "object", "properties": {
             "id": {"type": "integer"}, "event_id": {"type": "string"}, "type": {"type": "string"},
             "hostname": nstr, "url": {"type": "string"},

@@ -95,5 +95,7 @@ def test_operator_api_refuses_everything_without_admin_token(tmp_path, pebble, d
         assert st == 403
         st, body = p.call("GET", "/healthz", token=None)
         assert st == 200 and body["ok"] is True
+        from edge import tlsengine
+        assert body["tls"] == ("engine" if tlsengine.available() else "python-ssl")
     finally:
         p.stop()
