@@ -17,6 +17,23 @@ log = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
 
 
+def _private_sqlite_file(db: Path) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does with the process umask; its -wal and -shm files
+    inherit the database file's mode. Keys in it are encrypted and tokens hashed, but nothing in it is for other
+    users. An existing file that others can read is left as it is (a backup user may rely on it), with a warning."""
+    import os
+    import stat
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        mode = db.stat().st_mode
+        if mode & stat.S_IROTH:
+            log.warning("%s is readable by other users (mode %o); chmod 600 it unless that is intended",
+                        db, stat.S_IMODE(mode))
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create the engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("postgresql://"):
@@ -24,7 +41,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(path).expanduser().resolve())
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

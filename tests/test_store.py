@@ -134,3 +134,28 @@ async def test_rate_ledger_rows_are_counted_released_and_pruned(database_url):
         assert old != recent
     finally:
         st.close()
+
+
+def test_a_new_sqlite_database_is_owner_only_with_its_wal(tmp_path, caplog):
+    """Created 0600 whatever the umask, and SQLite's -wal/-shm files follow the database file's mode."""
+    import os
+    import stat
+    old = os.umask(0o022)
+    try:
+        db = tmp_path / "sub" / "edgecert.db"
+        engine = make_engine(f"sqlite:///{db}")
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        for f in (db, tmp_path / "sub" / "edgecert.db-wal", tmp_path / "sub" / "edgecert.db-shm"):
+            assert f.exists() and stat.S_IMODE(f.stat().st_mode) == 0o600, (f, oct(f.stat().st_mode))
+        engine.dispose()
+        shared = tmp_path / "shared.db"
+        shared.touch(mode=0o644)
+        with caplog.at_level("WARNING"):
+            make_engine(f"sqlite:///{shared}").dispose()
+        assert "readable by other users" in caplog.text
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o644  # left as the operator made it
+    finally:
+        os.umask(old)
