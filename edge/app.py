@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -265,6 +266,16 @@ class Server:
         self._runners.clear()
 
 
+def _log_slow_shutdown() -> None:
+    """Shutdown has taken 5 s: say what it is still waiting for (every pending task's stack)."""
+    import io
+    tasks = [t for t in asyncio.all_tasks() if not t.done()]
+    out = io.StringIO()
+    for t in tasks:
+        t.print_stack(limit=8, file=out)
+    log.warning("shutdown is taking long; %d task(s) still pending:\n%s", len(tasks), out.getvalue())
+
+
 async def run_server(settings: Settings) -> None:
     # ``workers`` (extra setting) > 1: this process serves everything, and workers - 1 more processes serve the TLS
     # edge only (edge/edge_worker.py) on the same port (SO_REUSEPORT), following the store for index changes.
@@ -297,7 +308,13 @@ async def run_server(settings: Settings) -> None:
         log.info("shutting down")
         for c in children:
             c.terminate()
-        await server.stop()
+        t_stop = time.monotonic()
+        watchdog = asyncio.get_running_loop().call_later(5, _log_slow_shutdown)
+        try:
+            await server.stop()
+        finally:
+            watchdog.cancel()
+        log.info("stopped in %.2fs", time.monotonic() - t_stop)
         for c in children:
             try:
                 await asyncio.to_thread(c.wait, 15)

@@ -35,6 +35,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Iterator
 
 from . import tls
+from .tasks import cancel_and_wait
 
 __all__ = ["EdgeStore", "load_keybox_lean", "load_index_rows", "run_edge_worker", "serve_edge", "spawn_edge_workers"]
 
@@ -263,12 +264,9 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     try:
         await stop.wait()
     finally:
-        follower.cancel()
         index.stop_prewarm()
         index.warm_done.set()
-        if warm_waiter is not None:
-            warm_waiter.cancel()
-        await asyncio.gather(follower, *([warm_waiter] if warm_waiter else []), return_exceptions=True)
+        await asyncio.gather(cancel_and_wait(follower), cancel_and_wait(warm_waiter))
         await server.stop()
         store.close()
     out = dict(services.bench_stats)

@@ -37,6 +37,7 @@ from .files import LiveFiles
 from .cluster import notify_change
 from .exports import write_exports
 from .hooks import HookResult, ReloadHook
+from .tasks import cancel_and_wait
 from .tls import CertEntry, SniIndex
 from .upload import _covers
 from .verify import served_certificate
@@ -105,13 +106,7 @@ class DomainManager:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await asyncio.gather(*(cancel_and_wait(t) for t in self._tasks))
         self._tasks.clear()
 
     async def load_index(self, hostnames: list[str] | None = None, *, sync_files: bool | None = None) -> int:
