@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .probes import Prober
 from .proxy import fast_layer_available, make_edge_app, use_tls_engine
 from .tls import SniIndex, load_default_certificate
+from .tls import apply_settings as apply_tls_settings
 from .webhooks import WebhookSender, parse_retry_schedule
 
 __all__ = ["Services", "SERVICES", "build_services", "run_server", "Server"]
@@ -111,12 +112,7 @@ SERVICES = web.AppKey("services", Services)
 
 async def build_services(settings: Settings) -> Services:
     """Open the store (running migrations), load keys and the default certificate, assemble the services."""
-    if settings.extra.get("fast_context_build", True) is False:
-        from . import tls
-        tls.FAST_BUILD = False  # build every SSLContext with load_cert_chain only
-    if settings.extra.get("tls_tickets") is False:
-        from . import tls
-        tls.TICKETS = False  # no TLS session tickets (full handshakes only: benchmarks)
+    apply_tls_settings(settings)
     state = settings.state_path
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     storage = await asyncio.to_thread(open_storage, settings.database_url)

@@ -106,11 +106,8 @@ def _settings(args, store_url: str, state_dir: Path):
 
 async def _serve_full(settings) -> dict:
     """The whole service in this process (API, HTTP, manager, TLS edge): ``--full``."""
-    from . import tls
     from .app import Server
-    tls.TICKETS = False
-    tls.FAST_BUILD = settings.extra.get("fast_context_build", True) is not False
-    server = Server(settings)
+    server = Server(settings)  # build_services applies tls_tickets = false (set by _settings) and the build switch
     t0 = time.monotonic()
     services = await server.start()
     waiter = None

@@ -207,10 +207,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     from .fasthttp import EdgeHttpServer
     from .proxy import use_tls_engine
     t0 = time.monotonic()
-    if settings.extra.get("fast_context_build", True) is False:
-        tls.FAST_BUILD = False
-    if settings.extra.get("tls_tickets") is False:
-        tls.TICKETS = False  # before the index: its TLS engine / contexts read it
+    tls.apply_settings(settings)
     state = Path(settings.state_dir)
     keybox = load_keybox_lean(settings.secret_key, state)
     default_cert, default_key = tls.load_default_certificate(settings.default_cert, settings.default_key, state)
@@ -380,6 +377,4 @@ if __name__ == "__main__":
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _settings = settings_from_json(sys.stdin.read())
     logging.getLogger().setLevel(getattr(logging, str(_settings.log_level).upper(), logging.INFO))
-    if _settings.extra.get("tls_tickets") is False:
-        tls.TICKETS = False
     sys.exit(run_edge_worker(_settings, print_stats=bool(_settings.extra.get("bench_stats"))))

@@ -163,14 +163,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 self.closed = self.closing = True
                 self.transport.close()
                 return
-            self.hs_done = True
             self._flush()
-            self.sni = getattr(obj, "edgecert_sni", None)
-            count = self.srv.count
-            if count is not None:
-                count["connections"] += 1
-                if obj.session_reused:
-                    count["resumed"] += 1
+            self._established(getattr(obj, "edgecert_sni", None), obj.session_reused)
         inc = self.inc
         while not self.closed and (inc.pending or obj.pending()):  # no read that can only raise SSLWantReadError
             try:
@@ -189,6 +183,16 @@ class EdgeHttpProtocol(asyncio.Protocol):
             self._app_data(data)
         if not self.closed and self.out.pending:
             self._flush()  # e.g. a TLS 1.3 KeyUpdate answer
+
+    def _established(self, sni: str | None, reused: bool) -> None:
+        """The handshake is complete: remember the SNI (for the Host == SNI check) and count it (bench)."""
+        self.hs_done = True
+        self.sni = sni
+        count = self.srv.count
+        if count is not None:
+            count["connections"] += 1
+            if reused:
+                count["resumed"] += 1
 
     def _flush(self) -> None:
         out = self.out.read()
@@ -620,14 +624,8 @@ class EngineHttpProtocol(EdgeHttpProtocol):
         if not self.hs_done:
             if not obj.established:
                 return
-            self.hs_done = True
             name = obj.server_name
-            self.sni = name.lower().rstrip(".") if name is not None else None
-            count = self.srv.count
-            if count is not None:
-                count["connections"] += 1
-                if obj.session_reused:
-                    count["resumed"] += 1
+            self._established(name.lower().rstrip(".") if name is not None else None, obj.session_reused)
         if plain:
             self._app_data(plain)
         if obj.eof and not self.closed:  # the client's close_notify
@@ -967,7 +965,7 @@ class EdgeHttpServer:
         self.conns: set[EdgeHttpProtocol] = set()
         self.server: asyncio.AbstractServer | None = None
         self.ctx: ssl.SSLContext | None = None
-        self.engine = getattr(self.index, "engine", None)  # edge/tlsengine.py: TLS driven in C, when built
+        self.engine = self.index.engine  # edge/tlsengine.py: TLS driven in C, when built
         self.tick = 0  # advanced every SWEEP_INTERVAL by the sweeper (handshake timeouts without a timer each)
         self._sweeper: asyncio.Task | None = None
 

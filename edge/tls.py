@@ -137,6 +137,13 @@ def pem_cert_to_der(pem: str) -> bytes:
     return ssl.PEM_cert_to_DER_cert(pem)
 
 
+def pem_chain_ders(chain_pem: bytes) -> list[bytes]:
+    """The DER certificates of a PEM chain, in order."""
+    return [ssl.PEM_cert_to_DER_cert(part[part.find(b"-----BEGIN CERTIFICATE-----"):].decode()
+                                     + "-----END CERTIFICATE-----\n")
+            for part in chain_pem.split(b"-----END CERTIFICATE-----")[:-1]]
+
+
 def entry_from_row(hostname: str, cert_id: int, serial: str | None, cert_pem: str, chain_pem: str,
                    key_enc: bytes, keybox) -> CertEntry:
     """A compact :class:`CertEntry` from a store row; the key stays encrypted until a context is built.
@@ -167,6 +174,17 @@ _new_entry = object.__new__
 
 
 TICKETS = True  # set False (bench, tests of full handshakes) to turn TLS session tickets off
+
+
+def apply_settings(settings) -> None:
+    """The process-wide TLS switches from the ``extra`` settings: ``fast_context_build = false`` (load_cert_chain
+    only) and ``tls_tickets = false`` (no session tickets: full handshakes only, for benchmarks). Call before the
+    SNI index is built: its engine and contexts read them."""
+    global FAST_BUILD, TICKETS
+    if settings.extra.get("fast_context_build", True) is False:
+        FAST_BUILD = False
+    if settings.extra.get("tls_tickets") is False:
+        TICKETS = False
 
 
 def _configure(ctx: ssl.SSLContext) -> None:
@@ -336,10 +354,7 @@ class _FastBuilder:
             with self._lock:
                 xs = self._chains.get(chain_pem)
                 if xs is None:
-                    xs = []
-                    for part in chain_pem.split(b"-----END CERTIFICATE-----")[:-1]:
-                        body = part[part.find(b"-----BEGIN CERTIFICATE-----"):] + b"-----END CERTIFICATE-----\n"
-                        xs.append(self._x509(ssl.PEM_cert_to_DER_cert(body.decode())))
+                    xs = [self._x509(der) for der in pem_chain_ders(chain_pem)]
                     self._chains[chain_pem] = xs  # kept for the process's life: one per intermediate
         return xs
 
@@ -668,13 +683,10 @@ class SniIndex:
     def _built_for(self, name: str):
         """The built TLS object (SSLContext or CertKey) for a normalised SNI name, or None (default certificate);
         counts the outcome. A miss builds in memory; a failure serves the default certificate."""
-        entry = self._exact.get(name)
+        entry = self.lookup(name)
         if entry is None:
-            dot = name.find(".")
-            entry = self._exact.get("*" + name[dot:]) if dot > 0 else None
-            if entry is None:
-                self._outcome(SniOutcome.UNKNOWN)
-                return None
+            self._outcome(SniOutcome.UNKNOWN)
+            return None
         built = entry._ctx
         if built is None:
             try:

@@ -17,7 +17,7 @@ import logging
 import ssl
 import threading
 
-from edge.tls import MOZILLA_INTERMEDIATE, generate_default_certificate
+from edge.tls import MOZILLA_INTERMEDIATE, generate_default_certificate, pem_chain_ders
 
 try:
     from edge import _edgetls
@@ -78,11 +78,8 @@ def chain_for(chain_pem: bytes):
     """The shared :class:`Chain` of a PEM chain (decoded once per distinct chain, kept for the process's life)."""
     c = _CHAINS.get(chain_pem)
     if c is None:
-        ders = [ssl.PEM_cert_to_DER_cert(part[part.find(b"-----BEGIN CERTIFICATE-----"):].decode()
-                                         + "-----END CERTIFICATE-----\n")
-                for part in chain_pem.split(b"-----END CERTIFICATE-----")[:-1]]
         with _lock:
-            c = _CHAINS.setdefault(chain_pem, _edgetls.Chain(ders))
+            c = _CHAINS.setdefault(chain_pem, _edgetls.Chain(pem_chain_ders(chain_pem)))
     return c
 
 
@@ -104,31 +101,31 @@ def make_engine(select, default_fullchain: bytes, default_key: bytes, *, tickets
     return _edgetls.Engine(select, default, ciphers=MOZILLA_INTERMEDIATE, tickets=tickets)
 
 
-def handshake_with(engine, server_hostname: str | None, *, alpn: list[str] | None = None):
-    """A complete in-memory handshake (Python's ssl as the client) against ``engine``.
+def handshake_with(engine, server_hostname: str | None, *, alpn: list[str] | None = None,
+                   ctx: ssl.SSLContext | None = None, session: ssl.SSLSession | None = None):
+    """A complete in-memory handshake against ``engine``, Python's ssl as the client (``ctx``, default: no
+    verification, ``alpn`` offered; ``session`` offered for resumption).
 
     Returns (client SSLObject, Conn, client->server BIO, server->client BIO)."""
     c2s, s2c = ssl.MemoryBIO(), ssl.MemoryBIO()
-    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cctx.check_hostname = False
-    cctx.verify_mode = ssl.CERT_NONE
-    if alpn:
-        cctx.set_alpn_protocols(alpn)
-    client = cctx.wrap_bio(s2c, c2s, server_hostname=server_hostname)
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+    client = ctx.wrap_bio(s2c, c2s, server_hostname=server_hostname, session=session)
     conn = engine.conn()
     for _ in range(10):
         try:
             client.do_handshake()
+            done = True
         except ssl.SSLWantReadError:
-            pass
-        out, _plain = conn.feed(c2s.read())
+            done = False
+        out, _plain = conn.feed(c2s.read())  # the last round carries the client's Finished
         if out:
             s2c.write(out)
-        if conn.established:
-            try:
-                client.do_handshake()
-            except ssl.SSLWantReadError:
-                continue
+        if done:
             break
     return client, conn, c2s, s2c
 

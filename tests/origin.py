@@ -43,6 +43,21 @@ def make_origin_app(seen: list[dict]) -> web.Application:
     return app
 
 
+async def check_websocket_and_misdirected(s: aiohttp.ClientSession, base: str, seen: list[dict],
+                                          other_host: str) -> None:
+    """Through an edge in front of :func:`make_origin_app`: a websocket passes both ways, and a request whose Host is
+    not the connection's SNI gets 421 without reaching the origin."""
+    async with s.ws_connect(base.replace("https", "wss") + "/ws") as w:
+        await w.send_str("hi")
+        assert (await w.receive()).data == "echo:hi"
+        await w.send_bytes(b"abc")
+        assert (await w.receive()).data == b"cba"
+    n = len(seen)
+    async with s.get(base + "/x", headers={"Host": other_host}) as r:
+        assert r.status == 421
+    assert len(seen) == n
+
+
 class FixedResolver(aiohttp.abc.AbstractResolver):
     """Every name resolves to 127.0.0.1 (the edge under test)."""
 

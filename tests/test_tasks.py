@@ -57,3 +57,17 @@ def test_the_edge_exits_on_sigterm_right_after_an_issuance(edge_factory, i):
     edge.proc.send_signal(signal.SIGTERM)
     assert edge.proc.wait(12) == 0, edge.log_tail(40)  # no SIGKILL needed
     assert "stopped in" in edge.log_text()
+
+
+async def test_a_slow_shutdown_logs_what_it_still_waits_for(caplog):
+    from edge.app import _log_slow_shutdown
+
+    async def stuck_somewhere_recognisable():
+        await asyncio.sleep(3600)
+
+    t = asyncio.create_task(stuck_somewhere_recognisable())
+    await asyncio.sleep(0)
+    with caplog.at_level("WARNING"):
+        _log_slow_shutdown()
+    await cancel_and_wait(t)
+    assert "shutdown is taking long" in caplog.text and "stuck_somewhere_recognisable" in caplog.text

@@ -40,35 +40,27 @@ def _ck(name: str, *, key=None):
     return tlsengine.certkey(_der(pem), b"", key_pem), _der(pem)
 
 
-def _client(server_hostname, *, alpn=None, tls12=False, session=None, ctx=None):
+def _client_ctx(*, alpn=None, tls12=False) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _client(server_hostname, *, ctx=None):
+    """A client that has not started its handshake, and its BIOs."""
     c2s, s2c = ssl.MemoryBIO(), ssl.MemoryBIO()
-    if ctx is None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        if alpn:
-            ctx.set_alpn_protocols(alpn)
-        if tls12:
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    return ctx.wrap_bio(s2c, c2s, server_hostname=server_hostname, session=session), c2s, s2c
+    return (ctx or _client_ctx()).wrap_bio(s2c, c2s, server_hostname=server_hostname), c2s, s2c
 
 
-def _handshake(engine, name, **kw):
-    client, c2s, s2c = _client(name, **kw)
-    conn = engine.conn()
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            done = True
-        except ssl.SSLWantReadError:
-            done = False
-        out, _ = conn.feed(c2s.read())  # the last round carries the client's Finished
-        if out:
-            s2c.write(out)
-        if done:
-            break
-    assert conn.established
-    return client, conn, c2s, s2c
+def _handshake(engine, name, *, ctx=None, session=None, **ctx_options):
+    out = tlsengine.handshake_with(engine, name, ctx=ctx or _client_ctx(**ctx_options), session=session)
+    assert out[1].established
+    return out
 
 
 def _engine(table: dict, *, tickets=False):
@@ -155,11 +147,8 @@ def test_alpn_tls12_ecdsa_and_rsa_and_data_both_ways_then_close_notify():
 
 def test_no_common_protocol_is_an_error_with_the_alert_to_send():
     engine, _ = _engine({})
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = _client_ctx(tls12=True)
     ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA")  # a CBC-only TLS 1.2 client: nothing in common
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     client, c2s, s2c = _client("x.example", ctx=ctx)
     conn = engine.conn()
     with pytest.raises(ssl.SSLWantReadError):
@@ -229,9 +218,7 @@ def test_tickets_resume_only_for_the_name_they_were_issued_to():
     a, _ = _ck("a.example")
     b, _ = _ck("b.example")
     engine, _ = _engine({"a.example": a, "b.example": b}, tickets=True)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = _client_ctx()  # one client context: its sessions are offered back to it
     client, conn, c2s, s2c = _handshake(engine, "a.example", ctx=ctx)
     client.write(b"ping")
     out, _ = conn.feed(c2s.read())
@@ -391,3 +378,19 @@ def test_the_extension_is_memory_clean_under_valgrind_on_real_and_hostile_input(
     assert all(" at 0x" in r for r in errors)  # the parse keeps each report's stack with it
     ours = [r for r in errors if "_edgetls" in r]
     assert not ours, "\n---\n".join(ours[:3])
+
+
+def test_tls_settings_switch_tickets_and_the_fast_build_off(monkeypatch):
+    monkeypatch.setattr(tls, "TICKETS", True)
+    monkeypatch.setattr(tls, "FAST_BUILD", True)
+    tls.apply_settings(types.SimpleNamespace(extra={}))
+    assert tls.TICKETS and tls.FAST_BUILD
+    tls.apply_settings(types.SimpleNamespace(extra={"tls_tickets": False, "fast_context_build": False}))
+    assert not tls.TICKETS and not tls.FAST_BUILD
+    dpem, dkey = tls.generate_default_certificate()
+    idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
+    client, conn, c2s, s2c = _handshake(idx.engine, "none.example")
+    client.write(b"ping")
+    conn.feed(c2s.read())
+    s2c.write(conn.write(b"pong"))
+    assert client.read(4) == b"pong" and not client.session.has_ticket  # the index's engine read the switch
