@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from edge.hostnames import registered_domain
+from edge.names import registered_domain
 
 __all__ = ["Limit", "DEFAULT_LIMITS", "Hold", "RateLedger", "Pacer", "bucket_retry_at", "load_limits"]
 

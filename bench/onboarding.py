@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.devenv import ChallTestSrv, Pebble, free_port  # noqa: E402
+from edge.demo.components import ChallTestSrv, Pebble, free_port  # noqa: E402
 from tests.helpers import EdgeProcess  # noqa: E402
 
 

@@ -6,7 +6,7 @@ process and the start-to-ready time; ``stop()`` ends it; ``rss()`` and ``cpu_sec
 its whole process tree (master + workers) from /proc.
 
 Implementations: ``NginxServer`` (bench/nginx.py) and ``EdgeServer`` (here: runs
-``edgecert bench-serve``, whose contract is in bench/README.md).
+``bench/bench_serve.py``, whose contract is in bench/README.md).
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ class ServerUnderTest(abc.ABC):
 # --- the edge --------------------------------------------------------------------------------
 
 class EdgeServer(ServerUnderTest):
-    """`edgecert bench-serve --certs-dir DIR --listen 127.0.0.1:PORT --workers N`.
+    """`bench/bench_serve.py --certs-dir DIR --listen 127.0.0.1:PORT --workers N`.
 
     Contract (see bench/README.md): serves HTTPS on PORT with the certificate of live/<SNI>/
     through the real edge code; answers any request with 200 "ok\\n" and closes when the client
@@ -331,10 +331,12 @@ class EdgeServer(ServerUnderTest):
     def __init__(self, run_root: Path, edgecert: str, extra_args: list[str] | None = None, **kw):
         super().__init__(run_root, **kw)
         self.edgecert = edgecert
+        # bench/bench_serve.py run by the interpreter of the edgecert install (the venv beside the executable)
+        self.cmd = [str(Path(edgecert).parent / "python"), str(Path(__file__).resolve().parent / "bench_serve.py")]
         self.extra_args = list(extra_args or [])
 
     def check_available(self) -> None:
-        """Raise ServerError with a clear message if `edgecert bench-serve` does not exist (yet)."""
+        """Raise ServerError with a clear message if `bench/bench_serve.py` does not exist (yet)."""
         exe = self.edgecert
         if os.sep in exe:
             if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
@@ -342,29 +344,29 @@ class EdgeServer(ServerUnderTest):
         elif shutil.which(exe) is None:
             raise ServerError(f"edge: `{exe}` not on PATH")
         try:
-            p = subprocess.run([exe, "bench-serve", "--help"], capture_output=True, text=True, timeout=60)
+            p = subprocess.run([*self.cmd, "--help"], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise ServerError(f"edge: `{exe} bench-serve --help` failed: {e}") from e
+            raise ServerError(f"edge: `{' '.join(self.cmd)} --help` failed: {e}") from e
         text = p.stdout + p.stderr
         missing = [a for a in ("--certs-dir", "--listen", "--workers") if a not in text]
         if p.returncode != 0 or missing:
             last = (text.strip().splitlines() or ["(no output)"])[-1]
             raise ServerError(
-                "edge: the `edgecert bench-serve` subcommand is not available yet "
-                f"(`{exe} bench-serve --help` exited {p.returncode}: {last}"
+                "edge: the `bench/bench_serve.py` subcommand is not available yet "
+                f"(`{' '.join(self.cmd)} --help` exited {p.returncode}: {last}"
                 + (f"; its --help does not mention {', '.join(missing)}" if missing else "")
                 + "). Its contract is in bench/README.md. Until it exists, run with --server nginx.")
 
     def prepare(self, certs_dir: Path, port: int, workers: int, run_dir: Path) -> None:
         """Import the certificates into the edge's store before the timed start (the first time only: ~30 s at
         100k), so that start-to-ready measures a restart of a loaded edge, not the one-off import."""
-        r = subprocess.run([self.edgecert, "bench-serve", "--certs-dir", str(certs_dir), "--import-if-missing"],
+        r = subprocess.run([*self.cmd, "--certs-dir", str(certs_dir), "--import-if-missing"],
                            capture_output=True, text=True, timeout=3600)
         if r.returncode != 0:
             raise ServerError(f"edge: importing {certs_dir} failed: {(r.stderr or r.stdout).strip()[-500:]}")
 
     def command(self, certs_dir: Path, port: int, workers: int, run_dir: Path) -> list[str]:
-        return [self.edgecert, "bench-serve", "--certs-dir", str(certs_dir),
+        return [*self.cmd, "--certs-dir", str(certs_dir),
                 "--listen", f"{self.host}:{port}", "--workers", str(workers)] + self.extra_args
 
     def wait_warm(self, workers: int, timeout: float) -> float | None:

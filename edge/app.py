@@ -18,21 +18,21 @@ from store import SQLStorage, load_keybox, open_storage
 from store.crypto import KeyBox
 from store.models import utcnow
 
-from . import __version__
-from .api import make_api_app
-from .config import Settings, parse_hostport
-from .dnscheck import DnsChecker
-from .events import EventBus
-from .files import LiveFiles
-from .hooks import ReloadHook
-from .http01 import make_http_app
-from .manager import DomainManager
-from .metrics import Metrics
-from .probes import Prober
-from .proxy import fast_layer_available, make_edge_app, use_tls_engine
-from .tls import SniIndex, load_default_certificate
-from .tls import apply_settings as apply_tls_settings
-from .webhooks import WebhookSender, parse_retry_schedule
+from edge import __version__
+from edge.api import make_api_app
+from edge.config import Settings, parse_hostport
+from edge.lifecycle.dnscheck import DnsChecker
+from edge.events import EventBus
+from edge.lifecycle.files import LiveFiles
+from edge.lifecycle.hooks import ReloadHook
+from edge.api.http01 import make_http_app
+from edge.lifecycle.manager import DomainManager
+from edge.metrics import Metrics
+from edge.lifecycle.probes import Prober
+from edge.tls_edge.aiohttp_layer import fast_layer_available, make_edge_app, use_tls_engine
+from edge.tls_edge.index import SniIndex, load_default_certificate
+from edge.tls_edge.index import apply_settings as apply_tls_settings
+from edge.lifecycle.webhooks import WebhookSender, parse_retry_schedule
 
 __all__ = ["Services", "SERVICES", "build_services", "run_server", "Server"]
 
@@ -169,7 +169,7 @@ def services_ctx(services: Services):
         await services.manager.start()
         listener = None
         if services.storage.engine.dialect.name == "postgresql":
-            from .cluster import ChangeListener
+            from edge.lifecycle.cluster import ChangeListener
             listener = ChangeListener(database_url=services.settings.database_url,
                                       on_change=services.manager.load_index)
             await listener.start()
@@ -213,7 +213,7 @@ class Server:
         http[SERVICES] = services
         edge = None
         if fast_layer_available(s):  # the lean HTTP layer (edge/fasthttp.py); aiohttp's is the fallback
-            from .fasthttp import EdgeHttpServer
+            from edge.tls_edge.http import EdgeHttpServer
             self._edge = EdgeHttpServer(services)
             host, port = parse_hostport(s.https_listen, setting="https")
             srv = await self._edge.start(host, port, services.index.default_context,
@@ -245,7 +245,7 @@ class Server:
                 services.manager.own_address = services.public_address()
         # The index is loaded (manager.start): bound the context LRU by the memory target, if any, and build
         # contexts in the background (edge/tls.py, SniIndex.start_prewarm).
-        from .edge_worker import apply_memory_target
+        from edge.tls_edge.worker import apply_memory_target
         apply_memory_target(services.index, s)
         if s.extra.get("prewarm", True):
             services.index.start_prewarm()
@@ -284,7 +284,7 @@ async def run_server(settings: Settings) -> None:
     children: list = []
     if workers > 1:
         import dataclasses
-        from .edge_worker import spawn_edge_workers
+        from edge.tls_edge.worker import spawn_edge_workers
         h, p = server.addresses["https"]
         children = spawn_edge_workers(dataclasses.replace(settings, https_listen=f"{h}:{p}"), workers - 1)
         log.info("started %d TLS edge worker process(es): %s", len(children), ", ".join(str(c.pid) for c in children))

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import __version__
+from edge import __version__
 
 __all__ = ["main"]
 
@@ -61,7 +61,7 @@ def cmd_serve(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="edgecert serve", description="Run edgecert (all listeners, one process).")
     p.add_argument("--config", help="TOML settings file (EDGECERT_* variables win)")
     args = p.parse_args(argv)
-    from .config import ConfigError, Settings
+    from edge.config import ConfigError, Settings
     try:
         settings = Settings.load(args.config)
     except ConfigError as e:
@@ -74,8 +74,8 @@ def cmd_serve(argv: list[str]) -> int:
         uvloop.install()
     except ImportError:
         pass
-    from .app import run_server
-    from .edge_worker import limit_malloc_arenas
+    from edge.app import run_server
+    from edge.tls_edge.worker import limit_malloc_arenas
     limit_malloc_arenas(settings)
     try:
         asyncio.run(run_server(settings))
@@ -326,17 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "serve":
         return cmd_serve(rest)
     if cmd == "diagnose":
-        from .diagnostics import diagnose_main
+        from edge.diagnostics import diagnose_main
         return diagnose_main(rest)
     if cmd == "triage":
-        from .diagnostics import triage_main
+        from edge.diagnostics import triage_main
         return triage_main(rest)
     if cmd == "demo":
-        from .demo import demo_main
+        from edge.demo import demo_main
         return demo_main(rest)
-    if cmd == "bench-serve":
-        from .bench_serve import bench_serve_main
-        return bench_serve_main(rest)
     if cmd == "domains":
         return cmd_domains(rest)
     if cmd == "tenants":

@@ -23,7 +23,7 @@ def session_dir(tmp_path_factory) -> Path:
 def dns(session_dir):
     """pebble-challtestsrv: the DNS server for Pebble and for edgecert's pointing checks."""
     require_binary("pebble-challtestsrv")
-    from edge.devenv import ChallTestSrv
+    from edge.demo.components import ChallTestSrv
     srv = ChallTestSrv(work_dir=session_dir / "dns").start()
     yield srv
     srv.stop()
@@ -33,7 +33,7 @@ def dns(session_dir):
 def pebble(dns, session_dir):
     """A real Pebble whose HTTP-01 validator connects to ``pebble.http_port`` (edge servers listen there)."""
     require_binary("pebble")
-    from edge.devenv import Pebble, free_port
+    from edge.demo.components import Pebble, free_port
     p = Pebble(dns_server=dns, work_dir=session_dir / "pebble", http_port=free_port(),
                authz_reuse_percent=0).start()
     p.roots_file = str(p.write_roots(session_dir / "pebble-roots.pem"))
@@ -45,7 +45,7 @@ def pebble(dns, session_dir):
 def pebble_factory(dns, tmp_path):
     """Start extra Pebbles with their own options (e.g. ``certificate_validity_period=30``); stopped at teardown."""
     require_binary("pebble")
-    from edge.devenv import Pebble, free_port
+    from edge.demo.components import Pebble, free_port
     started = []
 
     def make(name: str = "pebble-extra", **options):
@@ -82,14 +82,14 @@ def edge(edge_factory):
 def postgres(session_dir):
     """A PostgreSQL server: $EDGECERT_TEST_DATABASE_URL, else a throwaway cluster (initdb + pg_ctl)."""
     if not os.environ.get("EDGECERT_TEST_DATABASE_URL"):
-        from edge.devenv import find_postgres_bin_dir
+        from tests.support.postgres import find_postgres_bin_dir
         try:
             find_postgres_bin_dir()
         except Exception as e:  # pragma: no cover - depends on the machine
             if IN_CI:
                 pytest.fail(f"PostgreSQL binaries are missing in CI: {e}")
             pytest.skip(f"PostgreSQL binaries not installed: {e}")
-    from edge.devenv import PostgresServer
+    from tests.support.postgres import PostgresServer
     srv = PostgresServer.for_tests(session_dir / "pg")
     yield srv
     srv.stop()

@@ -64,7 +64,7 @@ class EdgeProcess:
     """``edgecert serve`` as a real subprocess on free ports, talking to the test Pebble and DNS."""
 
     def __init__(self, *, work_dir: Path, pebble, dns, env: dict[str, str] | None = None) -> None:
-        from edge.devenv import free_port
+        from edge.demo.process import free_port
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.pebble = pebble
@@ -107,7 +107,7 @@ class EdgeProcess:
         return self
 
     def _new_ports(self) -> None:
-        from edge.devenv import free_port
+        from edge.demo.process import free_port
         if self.env.get("EDGECERT_API_LISTEN") == f"127.0.0.1:{self.api_port}":
             self.api_port = free_port()
             self.env["EDGECERT_API_LISTEN"] = f"127.0.0.1:{self.api_port}"

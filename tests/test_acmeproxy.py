@@ -13,14 +13,14 @@ import pytest
 import requests
 from acme import client, messages
 
-from edge.acmeproxy import (
+from tests.support.acmeproxy import (
     AcmeProxy,
     ProxyThread,
     cert_id,
     parse_cert_id,
     renew_now_window,
 )
-from edge.devenv import ChallTestSrv, Pebble, free_port
+from edge.demo.components import ChallTestSrv, Pebble, free_port
 from tests.test_devenv import AcmeTestClient, pem_certs, require_pebble
 
 pytestmark = pytest.mark.real
@@ -220,7 +220,7 @@ async def test_in_process_async_proxy(pebble, tmp_path):
 def test_cli(pebble, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.acmeproxy", "--upstream", pebble.directory_url,
+        [sys.executable, "-m", "tests.support.acmeproxy", "--upstream", pebble.directory_url,
          "--upstream-ca", pebble.ca_bundle, "--listen", f"127.0.0.1:{port}",
          "--cert", str(pebble.tls.cert_pem), "--key", str(pebble.tls.key_pem),
          "--ca", pebble.ca_bundle, "--inject", "newNonce:503:4:1"],

@@ -9,7 +9,7 @@ from tests.helpers import ADMIN_TOKEN, EdgeProcess
 
 @pytest.fixture(scope="module")
 def api_edge(tmp_path_factory, pebble, dns):
-    from edge.devenv import free_port
+    from edge.demo.process import free_port
     p = EdgeProcess(work_dir=tmp_path_factory.mktemp("api"), pebble=pebble, dns=dns,
                     env={"EDGECERT_HTTP_LISTEN": f"127.0.0.1:{free_port()}"}).start()
     yield p
@@ -84,7 +84,7 @@ def test_idn_is_stored_in_ascii_and_duplicates_conflict(api_edge):
 
 
 def test_operator_api_refuses_everything_without_admin_token(tmp_path, pebble, dns):
-    from edge.devenv import free_port
+    from edge.demo.process import free_port
     p = EdgeProcess(work_dir=tmp_path / "noadmin", pebble=pebble, dns=dns, env={"EDGECERT_ADMIN_TOKEN": "",
                                                                   "EDGECERT_HTTP_LISTEN": f"127.0.0.1:{free_port()}"}).start()
     try:
@@ -95,7 +95,7 @@ def test_operator_api_refuses_everything_without_admin_token(tmp_path, pebble, d
         assert st == 403
         st, body = p.call("GET", "/healthz", token=None)
         assert st == 200 and body["ok"] is True
-        from edge import tlsengine
+        from edge.tls_edge import engine as tlsengine
         assert body["tls"] == ("engine" if tlsengine.available() else "python-ssl")
     finally:
         p.stop()

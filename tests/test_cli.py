@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edge.devenv import free_port
+from edge.demo.process import free_port
 from tests.helpers import ADMIN_TOKEN, REPO
 
 pytestmark = pytest.mark.real

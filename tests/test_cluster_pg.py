@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from edge.devenv import free_port
+from edge.demo.process import free_port
 from tests.helpers import EdgeProcess, served_leaf
 
 
@@ -38,8 +38,16 @@ def test_two_nodes_share_work_and_serve_everything(tmp_path, pebble, dns, postgr
         for node in (a, b):
             for n in names:
                 assert format(served_leaf(node.https_port, n).serial_number, "x") == serials[n], (node.api, n)
-        # Every node has the live files (and exports) of every name, whichever node obtained it.
+        # Every node has the live files (and exports) of every name, whichever node obtained it (written just after
+        # the index is updated, so allow the same bounded wait).
         from cryptography import x509
+
+        def exported(node) -> bool:
+            path = node.work_dir / "state" / "exports" / "nginx-servers.conf"
+            return path.exists() and all(f"server_name {n};" in path.read_text() for n in names)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(exported(node) for node in (a, b)):
+            time.sleep(0.2)
         for node in (a, b):
             for n in names:
                 pem = (node.work_dir / "state" / "live" / n / "fullchain.pem").read_bytes()

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.devenv import free_port
-from edge.files import LiveFiles
-from edge.tls import generate_default_certificate, load_default_certificate
+from edge.demo.process import free_port
+from edge.lifecycle.files import LiveFiles
+from edge.tls_edge.index import generate_default_certificate, load_default_certificate
 from tests.helpers import REPO, EdgeProcess, require_binary, served_leaf
 
 DEPLOY = REPO / "deploy"
@@ -243,7 +243,7 @@ def test_compose_file_validates_and_wires_postgres_pebble_and_edgecert():
 # -- nginx and HAProxy --------------------------------------------------------------------------------------------
 def make_state(tmp_path: Path, *, listen: str, site_include: str | None) -> Path:
     """edgecert's real file layout: LiveFiles for two tenant domains, the default certificate, the exports."""
-    from edge.exports import write_exports
+    from edge.lifecycle.exports import write_exports
     st = tmp_path / "state"
     files = LiveFiles(st)
     for h in HOSTS:

@@ -24,16 +24,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from edge.devenv import (
+from edge.demo.components import (
     ChallTestSrv,
     DevEnvError,
     Pebble,
-    PostgresServer,
-    TEST_DATABASE_URL_ENV,
-    find_postgres_bin_dir,
     free_port,
     generate_local_ca,
 )
+from tests.support.postgres import TEST_DATABASE_URL_ENV, PostgresServer, find_postgres_bin_dir
 
 pytestmark = pytest.mark.real
 

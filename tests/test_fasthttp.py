@@ -22,9 +22,10 @@ from cryptography.x509.oid import NameOID
 
 pytest.importorskip("httptools")
 
-from edge import tls, tlsengine  # noqa: E402
-from edge.devenv import free_port  # noqa: E402
-from edge.fasthttp import EdgeHttpServer  # noqa: E402
+from edge.tls_edge import index as tls  # noqa: E402
+from edge.tls_edge import engine as tlsengine
+from edge.demo.process import free_port  # noqa: E402
+from edge.tls_edge.http import EdgeHttpServer  # noqa: E402
 from tests.certs import self_signed  # noqa: E402
 from tests.origin import FixedResolver, check_websocket_and_misdirected, make_origin_app  # noqa: E402
 
@@ -207,7 +208,7 @@ async def test_bad_gateway_when_the_origin_is_down(tls_driver):
 
 async def test_edge_store_loads_and_follows_changes(tmp_path):
     """The edge worker's reader: the same rows as the store's ``served_rows``, and ``changed_since``."""
-    from edge.edge_worker import EdgeStore, load_index_rows, load_keybox_lean
+    from edge.tls_edge.worker import EdgeStore, load_index_rows, load_keybox_lean
     from store import SQLStorage, load_keybox, make_engine, migrate
     from store.models import CertificateVersion, Domain, Tenant
     from sqlalchemy import insert, update
@@ -271,7 +272,7 @@ def test_serve_with_two_workers_shares_the_port_and_follows_the_store(tmp_path, 
     try:
         children = [int(p) for p in open(f"/proc/{edge.proc.pid}/task/{edge.proc.pid}/children").read().split()]
         cmdlines = [open(f"/proc/{c}/cmdline", "rb").read() for c in children]
-        assert sum(b"edge.edge_worker" in c for c in cmdlines) == 1, cmdlines
+        assert sum(b"edge.tls_edge.worker" in c for c in cmdlines) == 1, cmdlines
         edge.add_domain("two.workers.test", tenant="w")
         d = edge.wait_status("two.workers.test", "active", timeout=30)
         serial = int(d["certificate"]["serial"], 16)

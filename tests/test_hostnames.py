@@ -8,7 +8,7 @@ import string
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edge.hostnames import InvalidHostname, is_valid_sni, registered_domain, validate_hostname
+from edge.names import InvalidHostname, is_valid_sni, registered_domain, validate_hostname
 
 LDH = string.ascii_lowercase + string.digits
 label = st.text(alphabet=LDH, min_size=1, max_size=20).filter(lambda s: s[2:4] != "--") | \

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.acmeproxy import ProxyThread
+from tests.support.acmeproxy import ProxyThread
 from tests.helpers import served_leaf
 
 pytestmark = pytest.mark.real

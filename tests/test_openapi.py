@@ -10,7 +10,7 @@ import pytest
 
 from edge.api import make_api_app
 from edge.config import Settings
-from edge.openapi import openapi_document
+from edge.api.openapi import openapi_document
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

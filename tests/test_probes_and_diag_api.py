@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from edge.devenv import free_port
-from edge.probes import warning_thresholds
+from edge.demo.process import free_port
+from edge.lifecycle.probes import warning_thresholds
 from tests.helpers import EdgeProcess
 from tests.test_swap_e2e import LocalCA, _key_pem, _pem
 
@@ -87,7 +87,7 @@ def test_diagnose_endpoint_registered_only_and_no_private_targets_by_default(tmp
 
 
 def test_diagnose_endpoint_in_a_lab_setup_and_triage(tmp_path, pebble, dns):
-    from edge.devenv import free_port
+    from edge.demo.process import free_port
     https = free_port()
     edge = EdgeProcess(work_dir=tmp_path / "lab", pebble=pebble, dns=dns, env={
         "EDGECERT_HTTPS_LISTEN": f"127.0.0.1:{https}", "EDGECERT_HTTPS_PUBLIC_PORT": str(https),

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge.devenv import free_port
+from edge.demo.process import free_port
 from tests.helpers import EdgeProcess
 from tests.origin import FixedResolver, check_websocket_and_misdirected, make_origin_app
 

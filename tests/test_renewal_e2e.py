@@ -25,7 +25,7 @@ def short_pebble(pebble_factory):
 
 @pytest.fixture
 def proxy(pebble, tmp_path):
-    from edge.acmeproxy import ProxyThread
+    from tests.support.acmeproxy import ProxyThread
     pr = ProxyThread(pebble.directory_url, upstream_ca=pebble.ca_bundle, work_dir=tmp_path / "proxy",
                      ari_retry_after=1, upstream_management_url=pebble.management_url)
     pr.start()
@@ -145,7 +145,7 @@ def test_ledger_holds_names_over_the_registered_domain_limit(tmp_path, pebble, d
 
 
 def test_ari_window_drives_renewal_with_replaces_and_is_exempt_from_limits(tmp_path, pebble, dns, proxy):
-    from edge.acmeproxy import renew_now_window
+    from tests.support.acmeproxy import renew_now_window
     limits = json.dumps({"duplicate_certificates": {"capacity": 1, "period": 7 * 86400}})
     edge = _edge(tmp_path, pebble, dns, EDGECERT_ACME_DIRECTORY=proxy.directory_url,
                  EDGECERT_ACME_CA_BUNDLE=proxy.ca_bundle, EDGECERT_RATE_LIMITS=limits)
@@ -165,7 +165,7 @@ def test_ari_window_drives_renewal_with_replaces_and_is_exempt_from_limits(tmp_p
         d2 = edge.wait_for(lambda: (lambda d: d if d["certificate"]["serial"] != serial1 else None)(
             edge.domain("ari.window.test")), timeout=40, what="ARI-driven renewal")
         assert d2["status"] == "active"
-        from edge.acmeproxy import cert_id
+        from tests.support.acmeproxy import cert_id
         assert cert_id(leaf) in proxy.replaces_seen()  # 'replaces' sent with the renewal order
         # The duplicate-certificate limit (1 per week here) did not hold the ARI renewal: exempt.
         kinds = [e["kind"] for e in edge.events("ari.window.test")]

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edge.files import LiveFiles
+from edge.lifecycle.files import LiveFiles
 from tests.helpers import EdgeProcess, openssl_s_client, require_binary, served_leaf
 
 
@@ -150,7 +150,7 @@ class Nginx:
 
 
 def test_renewal_reloads_a_real_nginx_which_then_serves_the_new_serial(tmp_path, short_pebble, dns):
-    from edge.devenv import free_port
+    from edge.demo.process import free_port
     nginx_port = free_port()
     prefix = tmp_path / "nginx"
     state = tmp_path / "edge" / "state"
@@ -220,7 +220,7 @@ def test_reload_webhook_is_signed(tmp_path, pebble, dns):
     from aiohttp import web
     import asyncio
     got: list[tuple[bytes, str]] = []
-    from edge.devenv import free_port
+    from edge.demo.process import free_port
     port = free_port()
     loop = asyncio.new_event_loop()
 
@@ -245,7 +245,7 @@ def test_reload_webhook_is_signed(tmp_path, pebble, dns):
         edge.wait_status("signed.hook.test", "active", timeout=30)
         edge.wait_for(lambda: got, timeout=15, what="webhook delivery")
         body, sig = got[0]
-        from edge.webhooks import verify_signature
+        from edge.lifecycle.webhooks import verify_signature
         assert sig.startswith("t=") and verify_signature("s3cret", body, sig)
         assert not verify_signature("wrong", body, sig)
         assert json.loads(body)["hostnames"] == ["signed.hook.test"]
@@ -259,7 +259,7 @@ def test_reload_webhook_is_signed(tmp_path, pebble, dns):
 
 def test_stale_served_certificate_is_detected(tmp_path, pebble, dns):
     """A verification address that keeps serving another certificate -> served_certificate_stale, hook retried."""
-    from edge.devenv import free_port
+    from edge.demo.process import free_port
     ca = LocalCA("stale")
     cert, key = ca.leaf("stale.verify.test")
     (tmp_path / "c.pem").write_text(_pem(cert))

@@ -18,8 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from edge import tls, tlsengine
-from edge.devenv import free_port
+from edge.tls_edge import index as tls
+from edge.tls_edge import engine as tlsengine
+from edge.demo.process import free_port
 from tests.certs import self_signed
 from tests.helpers import IN_CI, require_binary
 
@@ -28,7 +29,7 @@ if not tlsengine.available():
         pytest.fail(f"the C TLS engine must be built in CI: {tlsengine.unavailable_reason()}", pytrace=False)
     pytest.skip(f"C TLS engine unavailable: {tlsengine.unavailable_reason()}", allow_module_level=True)
 
-from edge import _edgetls  # noqa: E402
+from edge.tls_edge import _edgetls  # noqa: E402
 
 
 def _der(pem: bytes) -> bytes:
@@ -275,7 +276,7 @@ def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
 async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
     openssl = require_binary("openssl")
     curl = require_binary("curl")
-    from edge.fasthttp import EdgeHttpServer
+    from edge.tls_edge.http import EdgeHttpServer
     dpem, dkey = tls.generate_default_certificate()
     idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
     pem, key, serial = self_signed("real.example")
@@ -309,7 +310,7 @@ async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
 
 
 def test_engine_is_used_by_default_and_can_be_turned_off():
-    from edge.proxy import use_tls_engine
+    from edge.tls_edge.aiohttp_layer import use_tls_engine
     s = types.SimpleNamespace(extra={})
     assert use_tls_engine(s)
     assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": False}))
@@ -320,8 +321,9 @@ def test_engine_is_used_by_default_and_can_be_turned_off():
 
 _MEMCHECK_SCRIPT = r"""
 import os, random, ssl
-from edge import tlsengine as t, _edgetls as e
-from edge.tls import generate_default_certificate
+from edge.tls_edge import engine as t
+from edge.tls_edge import _edgetls as e
+from edge.tls_edge.index import generate_default_certificate
 pems = [generate_default_certificate(common_name=f"n{i}") for i in range(3)]
 cks = {f"n{i}.test": t.certkey(ssl.PEM_cert_to_DER_cert(p.decode()), b"", k) for i, (p, k) in enumerate(pems)}
 dp, dk = generate_default_certificate()

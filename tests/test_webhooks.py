@@ -16,8 +16,8 @@ import time
 import pytest
 from aiohttp import web
 
-from edge.devenv import free_port
-from edge.webhooks import verify_signature
+from edge.demo.process import free_port
+from edge.lifecycle.webhooks import verify_signature
 
 pytestmark = pytest.mark.real
 

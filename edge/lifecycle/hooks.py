@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Awaitable, Callable
 
-from .tasks import cancel_and_wait
+from edge.tasks import cancel_and_wait
 
 __all__ = ["ReloadHook", "HookResult"]
 
@@ -110,7 +110,7 @@ class ReloadHook:
                            "live_dir": os.path.join(os.path.abspath(self.state_dir), "live")}).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "edgecert-reload-hook"}
         if self.webhook_secret:
-            from .webhooks import SIGNATURE_HEADER, sign  # one signature scheme for every webhook
+            from edge.lifecycle.webhooks import SIGNATURE_HEADER, sign  # one signature scheme for every webhook
             headers[SIGNATURE_HEADER] = sign(self.webhook_secret, body, int(_time.time()))
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http:

@@ -34,8 +34,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable, Iterator
 
-from . import tls
-from .tasks import cancel_and_wait
+from edge.tls_edge import index as tls
+from edge.tasks import cancel_and_wait
 
 __all__ = ["EdgeStore", "load_keybox_lean", "load_index_rows", "run_edge_worker", "serve_edge", "spawn_edge_workers"]
 
@@ -203,9 +203,9 @@ def _load_index_rows(index: tls.SniIndex, rows: Iterable[tuple], keybox, hostnam
 
 async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = None) -> dict:
     """Run one TLS edge worker until ``stop`` is set; returns its counters."""
-    from .config import parse_hostport
-    from .fasthttp import EdgeHttpServer
-    from .proxy import use_tls_engine
+    from edge.config import parse_hostport
+    from edge.tls_edge.http import EdgeHttpServer
+    from edge.tls_edge.aiohttp_layer import use_tls_engine
     t0 = time.monotonic()
     tls.apply_settings(settings)
     state = Path(settings.state_dir)
@@ -331,7 +331,7 @@ def settings_to_json(settings) -> str:
 
 
 def settings_from_json(text: str):
-    from .config import Settings
+    from edge.config import Settings
     return Settings._coerce(json.loads(text))
 
 
@@ -341,7 +341,7 @@ def spawn_edge_workers(settings, count: int, *, stdout=None) -> list:
     data = settings_to_json(settings).encode()
     procs = []
     for _ in range(count):
-        p = subprocess.Popen([sys.executable, "-m", "edge.edge_worker"], stdin=subprocess.PIPE, stdout=stdout)
+        p = subprocess.Popen([sys.executable, "-m", "edge.tls_edge.worker"], stdin=subprocess.PIPE, stdout=stdout)
         assert p.stdin is not None
         p.stdin.write(data)
         p.stdin.close()

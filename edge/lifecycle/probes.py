@@ -20,8 +20,8 @@ from cryptography import x509
 
 from store.models import DomainStatus, utcnow
 
-from .config import parse_hostport
-from .tasks import cancel_and_wait
+from edge.config import parse_hostport
+from edge.tasks import cancel_and_wait
 
 __all__ = ["Prober", "WARN_DAYS", "warning_thresholds", "probe_handshake"]
 
@@ -169,7 +169,7 @@ class Prober:
         return record
 
     async def _classify(self, hostname: str, address: str, sha256: str) -> tuple[str, str]:
-        from .diagnostics import diagnose
+        from edge.diagnostics import diagnose
         try:
             result = await asyncio.wait_for(diagnose(hostname, connect=address, expected_sha256=sha256,
                                                      allow_private=True, timeout=5.0), 60)

@@ -31,8 +31,8 @@ from typing import Any
 
 import httptools
 
-from .proxy import HOP_BY_HOP, page_html
-from .tlsengine import Error as _TLS_ERROR
+from edge.tls_edge.aiohttp_layer import HOP_BY_HOP, page_html
+from edge.tls_edge.engine import Error as _TLS_ERROR
 
 __all__ = ["EdgeHttpServer", "UpstreamPool"]
 

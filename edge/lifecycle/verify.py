@@ -14,6 +14,6 @@ class ServedCertificate:
 async def served_certificate(address: str, hostname: str, *, timeout: float = 5.0) -> ServedCertificate:
     """The serial of the leaf served at ``address`` (host:port) for SNI ``hostname`` (no trust check: we compare
     serials, not trust)."""
-    from .probes import probe_handshake
+    from edge.lifecycle.probes import probe_handshake
     res = await probe_handshake(address, hostname, timeout=timeout)
     return ServedCertificate(res.get("serial"), None if res["ok"] else f"{address}: {res['error']}")

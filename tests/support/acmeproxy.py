@@ -35,7 +35,7 @@ loop), in a background thread with its own loop (:class:`ProxyThread`, the usual
 tests: the synchronous ``acme`` client or an ``edgecert serve`` subprocess talks to it), or
 as a command::
 
-    python -m edge.acmeproxy --upstream https://127.0.0.1:14000 --upstream-ca ca.pem \
+    python -m tests.support.acmeproxy --upstream https://127.0.0.1:14000 --upstream-ca ca.pem \
         --listen 127.0.0.1:14443 --cert cert.pem --key key.pem [--inject newOrder:429:7:1]
 
 All state-reading and fault-setting methods are thread-safe.
@@ -413,7 +413,7 @@ class AcmeProxy:
     def tls(self):
         """The proxy's TLS files (generated on first use if none were given)."""
         if self._tls is None:
-            from edge.devenv import generate_local_ca
+            from edge.demo.components import generate_local_ca
 
             if self.work_dir is None:
                 self.work_dir = Path(tempfile.mkdtemp(prefix="edgecert-acmeproxy-"))
@@ -904,7 +904,7 @@ def _parse_inject(spec: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge.acmeproxy", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tests.support.acmeproxy", description=__doc__.split("\n")[0])
     ap.add_argument("--upstream", required=True, help="upstream ACME base or directory URL")
     ap.add_argument("--upstream-ca", help="CA file for the upstream's HTTPS (default: no verification)")
     ap.add_argument("--upstream-management", help="Pebble management URL (ARI lookups of unseen certs)")
@@ -924,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cert or args.key:
         if not (args.cert and args.key):
             ap.error("--cert and --key go together")
-        from edge.devenv import TLSFiles
+        from edge.demo.components import TLSFiles
 
         tls = TLSFiles(ca_pem=Path(args.ca or args.cert), cert_pem=Path(args.cert),
                        key_pem=Path(args.key), ca_key_pem=Path(args.key))

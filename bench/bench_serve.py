@@ -1,4 +1,4 @@
-"""``edgecert bench-serve``: the real edge (store -> SNI index -> TLS listener -> HTTP layer), for bench/.
+"""``bench/bench_serve.py``: the real edge (store -> SNI index -> TLS listener -> HTTP layer), for bench/.
 
 Certificates from ``--certs-dir`` (``live/<name>/fullchain.pem`` + ``privkey.pem``) are imported once into a store
 (``<certs-dir>.edgecert-store/``; keys encrypted at rest as in production). Then N TLS edge workers serve
@@ -78,7 +78,7 @@ def import_certs(certs_dir: Path, store_url: str, state_dir: Path) -> int:
 
 def _store_has_domains(store_url: str) -> bool:
     """True when the store already holds domains (no ORM/alembic import on this path)."""
-    from .edge_worker import EdgeStore
+    from edge.tls_edge.worker import EdgeStore
     st = EdgeStore(store_url)
     try:
         return st.has_domains()
@@ -87,7 +87,7 @@ def _store_has_domains(store_url: str) -> bool:
 
 
 def _settings(args, store_url: str, state_dir: Path):
-    from .config import Settings
+    from edge.config import Settings
     extra = {"placeholder_text": "ok\n", "probe_interval": 0, "reuse_port": args.workers > 1, "exports": False,
              "bench_stats": True, "edge_http": args.http, "tls_tickets": False, "prewarm": not args.no_prewarm}
     if args.context_mib:
@@ -106,13 +106,13 @@ def _settings(args, store_url: str, state_dir: Path):
 
 async def _serve_full(settings) -> dict:
     """The whole service in this process (API, HTTP, manager, TLS edge): ``--full``."""
-    from .app import Server
+    from edge.app import Server
     server = Server(settings)  # build_services applies tls_tickets = false (set by _settings) and the build switch
     t0 = time.monotonic()
     services = await server.start()
     waiter = None
     if settings.extra.get("prewarm", True):
-        from .edge_worker import report_warm
+        from edge.tls_edge.worker import report_warm
         services.index.start_prewarm()
         waiter = asyncio.create_task(report_warm(services.index, t0, bench=True))
     _log(f"listening on {settings.https_listen} with {len(services.index)} certificates "
@@ -135,7 +135,7 @@ async def _serve_full(settings) -> dict:
 
 
 async def _serve_edge(settings) -> dict:
-    from .edge_worker import serve_edge
+    from edge.tls_edge.worker import serve_edge
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -189,14 +189,14 @@ def bench_serve_main(argv: list[str]) -> int:
     settings = _settings(args, store_url, state_dir)
     if not args.worker_child:
         # Created once here, not raced by the workers: the key box's key file and the default certificate.
-        from . import tls
-        from .edge_worker import load_keybox_lean
+        from edge.tls_edge import index as tls
+        from edge.tls_edge.worker import load_keybox_lean
         load_keybox_lean(None, state_dir)
         tls.load_default_certificate(None, None, state_dir)
     children: list[subprocess.Popen] = []
     if args.workers > 1 and not args.worker_child:
         if args.full:
-            cmd = [sys.executable, "-m", "edge", "bench-serve", "--certs-dir", str(certs_dir), "--listen", args.listen,
+            cmd = [sys.executable, __file__, "--certs-dir", str(certs_dir), "--listen", args.listen,
                    "--workers", str(args.workers), "--context-cache", str(args.context_cache), "--loop", args.loop,
                    "--http", args.http, "--full", "--sweep-interval", str(args.sweep_interval), "--worker-child"]
             cmd += (["--store", args.store] if args.store else []) + (["--no-prewarm"] if args.no_prewarm else [])
@@ -206,9 +206,9 @@ def bench_serve_main(argv: list[str]) -> int:
             cmd += ["--no-engine"] if args.no_engine else []
             children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
         else:
-            from .edge_worker import spawn_edge_workers
+            from edge.tls_edge.worker import spawn_edge_workers
             children = spawn_edge_workers(settings, args.workers - 1, stdout=subprocess.PIPE)
-    from .edge_worker import limit_malloc_arenas
+    from edge.tls_edge.worker import limit_malloc_arenas
     limit_malloc_arenas(settings)
     if args.loop == "uvloop":
         import uvloop
@@ -224,3 +224,7 @@ def bench_serve_main(argv: list[str]) -> int:
                     stats[k] = stats.get(k, 0) + v
     print(json.dumps({"bench_stats": stats}), flush=True)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(bench_serve_main(sys.argv[1:]))

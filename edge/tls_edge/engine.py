@@ -17,10 +17,10 @@ import logging
 import ssl
 import threading
 
-from edge.tls import MOZILLA_INTERMEDIATE, generate_default_certificate, pem_chain_ders
+from edge.tls_edge.index import MOZILLA_INTERMEDIATE, generate_default_certificate, pem_chain_ders
 
 try:
-    from edge import _edgetls
+    from edge.tls_edge import _edgetls
 except ImportError:  # built without a C compiler / OpenSSL headers
     _edgetls = None  # type: ignore[assignment]
 

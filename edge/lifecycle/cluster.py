@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .tasks import cancel_and_wait
+from edge.tasks import cancel_and_wait
 
 __all__ = ["CHANNEL", "ChangeListener", "notify_change"]
 

@@ -37,7 +37,8 @@ from sqlmodel import Session, select
 
 from store.models import WebhookDelivery, utcnow
 
-from . import __version__
+from edge import __version__
+from edge.tasks import cancel_and_wait
 
 __all__ = ["WebhookSender", "sign", "verify_signature", "parse_retry_schedule", "list_deliveries",
            "delivery_json", "SIGNATURE_HEADER", "DEFAULT_RETRY_SCHEDULE"]

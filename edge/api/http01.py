@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .hostnames import is_valid_sni
+from edge.names import is_valid_sni
 
 __all__ = ["make_http_app"]
 

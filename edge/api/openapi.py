@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
+from edge import __version__
 
 __all__ = ["openapi_document"]
 

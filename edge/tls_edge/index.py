@@ -440,7 +440,7 @@ class SniIndex:
         self._builder: Callable[[CertEntry], object] = build_entry_context
         self.unit_bytes = CONTEXT_BYTES
         if engine:
-            from . import tlsengine
+            from edge.tls_edge import engine as tlsengine
             if tlsengine.available():
                 self.engine = tlsengine.make_engine(self.select, default_fullchain, default_key, tickets=TICKETS)
                 self._builder = tlsengine.build_entry_certkey

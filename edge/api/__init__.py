@@ -21,7 +21,7 @@ from aiohttp import web
 from store import Conflict, NotFound
 from store.models import CertificateVersion, Domain, Tenant, utcnow
 
-from .hostnames import InvalidHostname, validate_hostname
+from edge.names import InvalidHostname, validate_hostname
 
 __all__ = ["make_api_app", "api_error", "domain_json", "Caller"]
 
@@ -309,8 +309,8 @@ def make_api_app(services) -> web.Application:
         c = await caller(request)
         d = await _visible_domain(request, c)
         body = await _json_body(request)
-        from .manager import SwapRejected  # noqa: PLC0415
-        from .upload import UploadError, load_trust_roots, validate_certificate  # noqa: PLC0415
+        from edge.lifecycle.manager import SwapRejected  # noqa: PLC0415
+        from edge.lifecycle.upload import UploadError, load_trust_roots, validate_certificate  # noqa: PLC0415
         extra = [p.strip() for p in (s.upload_trust_roots or "").split(",") if p.strip()]
         roots = await asyncio.to_thread(load_trust_roots, extra)
         try:
@@ -382,7 +382,7 @@ def make_api_app(services) -> web.Application:
         _limit(request)
         c = await optional_caller(request)
         d = await _visible_domain(request, c)
-        from .diagnostics import TargetNotAllowed, diagnose as run_diagnose  # noqa: PLC0415
+        from edge.diagnostics import TargetNotAllowed, diagnose as run_diagnose  # noqa: PLC0415
         cert = await storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
         targets = [t.strip() for t in (s.edge_target or "").split(",") if t.strip()] or None
         try:
@@ -413,7 +413,7 @@ def make_api_app(services) -> web.Application:
                 hostname = validate_hostname(hostname).ascii
             except InvalidHostname as e:
                 raise ApiError(422, e.code, e.message, field="hostname") from None
-        from .diagnostics import triage as run_triage  # noqa: PLC0415
+        from edge.diagnostics import triage as run_triage  # noqa: PLC0415
         issuers = await services.edge_issuers()
         served_valid = None
         if hostname:
@@ -431,7 +431,7 @@ def make_api_app(services) -> web.Application:
     # -- webhooks and the API description ---------------------------------------------------------------------
     async def webhook_deliveries(request: web.Request) -> web.Response:
         await caller(request, admin_only=True)
-        from .webhooks import delivery_json, list_deliveries  # noqa: PLC0415
+        from edge.lifecycle.webhooks import delivery_json, list_deliveries  # noqa: PLC0415
         try:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
             after = max(int(request.query.get("after", "0")), 0)
@@ -444,7 +444,7 @@ def make_api_app(services) -> web.Application:
         return web.json_response({"deliveries": out, "count": len(out)})
 
     async def openapi_json(request: web.Request) -> web.Response:
-        from .openapi import openapi_document  # noqa: PLC0415
+        from edge.api.openapi import openapi_document  # noqa: PLC0415
         return web.json_response(openapi_document())
 
     # -- health and metrics ----------------------------------------------------------------------------------
@@ -481,6 +481,6 @@ def make_api_app(services) -> web.Application:
     r.add_get("/metrics", metrics)
     r.add_get("/v1/webhooks/deliveries", webhook_deliveries)
     r.add_get("/v1/openapi.json", openapi_json)
-    from .status_page import add_status_routes  # noqa: PLC0415
+    from edge.api.status_page import add_status_routes  # noqa: PLC0415
     add_status_routes(app, services, limiter=limiter)
     return app

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from store.models import DomainStatus, utcnow
 
-from .hostnames import InvalidHostname, validate_hostname
+from edge.names import InvalidHostname, validate_hostname
 
 __all__ = ["add_status_routes"]
 
@@ -123,7 +123,7 @@ def _mode_text(failure_mode: str) -> dict[str, str]:
         return {"summary": "The live site still answers with the previous certificate.",
                 "fix": "The service operator's servers have not loaded the new certificate yet; it is retried "
                        "automatically. If this stays, the operator has to act.", "who_acts": "operator"}
-    from .diagnostics.modes import FAILURE_MODES  # noqa: PLC0415
+    from edge.diagnostics.modes import FAILURE_MODES  # noqa: PLC0415
     m = FAILURE_MODES.get(failure_mode)
     if m is None or failure_mode == "unknown":
         return {"summary": "The live site did not answer as expected.",

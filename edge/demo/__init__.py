@@ -31,14 +31,14 @@ def _port_free(port: int) -> bool:
 
 
 def _pick(port: int) -> int:
-    from .devenv import free_port
+    from edge.demo.process import free_port
     return port if _port_free(port) else free_port()
 
 
 async def _run(args) -> int:
-    from .app import Server
-    from .config import Settings
-    from .devenv import ChallTestSrv, Pebble
+    from edge.app import Server
+    from edge.config import Settings
+    from edge.demo.components import ChallTestSrv, Pebble
 
     work = Path(args.dir).resolve()
     if args.fresh and work.exists():

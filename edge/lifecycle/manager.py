@@ -30,17 +30,17 @@ from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
 from store.crypto import KeyBox
 from store.models import CertificateVersion, Domain, DomainStatus, utcnow
 
-from .config import Settings
-from .dnscheck import DnsChecker
-from .events import EventBus
-from .files import LiveFiles
-from .cluster import notify_change
-from .exports import write_exports
-from .hooks import HookResult, ReloadHook
-from .tasks import cancel_and_wait
-from .tls import CertEntry, SniIndex
-from .upload import _covers
-from .verify import served_certificate
+from edge.config import Settings
+from edge.lifecycle.dnscheck import DnsChecker
+from edge.events import EventBus
+from edge.lifecycle.files import LiveFiles
+from edge.lifecycle.cluster import notify_change
+from edge.lifecycle.exports import write_exports
+from edge.lifecycle.hooks import HookResult, ReloadHook
+from edge.tasks import cancel_and_wait
+from edge.tls_edge.index import CertEntry, SniIndex
+from edge.lifecycle.upload import _covers
+from edge.lifecycle.verify import served_certificate
 
 __all__ = ["DomainManager", "RETRY_SCHEDULE", "LEASE_TTL"]
 
@@ -118,7 +118,7 @@ class DomainManager:
                 and self.s.database_url not in ("sqlite://", "sqlite:///"):
             # The full load at start: streamed, compact entries, GC off while loading (edge/edge_worker.py; 100k
             # names in about a second).
-            from .edge_worker import EdgeStore, load_index_rows
+            from edge.tls_edge.worker import EdgeStore, load_index_rows
             store = EdgeStore(self.s.database_url)
             try:
                 return await asyncio.to_thread(lambda: load_index_rows(self.index, store.served_rows(), self.keybox))
