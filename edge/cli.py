@@ -61,13 +61,24 @@ def cmd_serve(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="edgecert serve", description="Run edgecert (all listeners, one process).")
     p.add_argument("--config", help="TOML settings file (EDGECERT_* variables win)")
     args = p.parse_args(argv)
-    from edge.config import ConfigError, Settings
+    import warnings
+
+    from edge.config import ConfigError, ConfigWarning, Settings
     try:
-        settings = Settings.load(args.config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConfigWarning)
+            settings = Settings.load(args.config)
     except ConfigError as e:
         print(f"edgecert: configuration error: {e}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level, settings.log_json)
+    for w in caught:
+        if issubclass(w.category, ConfigWarning):
+            logging.getLogger("edge.config").warning("%s", w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for line in settings.summary():
+        logging.getLogger("edge.config").info("%s", line)
     import asyncio
     try:
         import uvloop

@@ -1,49 +1,66 @@
-"""Settings: every option comes from a TOML file or an ``EDGECERT_*`` environment variable; the variable wins.
+"""Settings: one typed, validated object for every option of an edgecert process.
 
-The names and defaults of the variables listed in ``docs/configuration.md`` (and interface.md) are public.
+Every field of :class:`Settings` is a setting: a TOML key (``edgecert serve --config FILE``, at the top level or
+under ``[edgecert]``) and an ``EDGECERT_<NAME>`` environment variable; the variable wins. Values are converted to the
+field's type and checked here, once: a wrong value raises :class:`ConfigError` naming the setting and the accepted
+form (``edgecert serve`` prints it and exits 2). An unknown TOML key is an error and an unknown ``EDGECERT_*``
+variable a warning, both with a "did you mean" when a setting is spelled alike.
+
+The names and defaults listed in ``docs/configuration.md`` (and ``shared/docs/interface.md``) are public.
+The ``extra`` table / ``EDGECERT_EXTRA`` JSON of earlier versions is still read: each of its keys is a setting of
+its own now, so a warning names the variable to use instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
 import tomllib
+import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-__all__ = ["Settings", "ConfigError", "LETSENCRYPT_PRODUCTION", "LETSENCRYPT_STAGING", "parse_hostport"]
+from edge.names import InvalidHostPort, parse_hostport as _split_hostport
+
+__all__ = ["Settings", "ConfigError", "ConfigWarning", "LETSENCRYPT_PRODUCTION", "LETSENCRYPT_STAGING",
+           "parse_hostport"]
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
+
+#: ``EDGECERT_*`` variables that are not settings of ``serve`` (the CLI's, the hook's, the tests').
+OTHER_VARIABLES = frozenset({
+    "EDGECERT_CONFIG", "EDGECERT_EXTRA", "EDGECERT_API_URL", "EDGECERT_HOSTNAMES", "EDGECERT_TEST_DATABASE_URL",
+    "EDGECERT_LIVE_DIR", "EDGECERT_FULLCHAIN", "EDGECERT_PRIVKEY", "EDGECERT_DB_PASSWORD", "EDGECERT_TOKEN",
+})
 
 
 class ConfigError(ValueError):
-    """A setting has a value that cannot be used; the message names the setting."""
+    """A setting has a value that cannot be used; the message names the setting and what it accepts."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting that is ignored or deprecated (unknown variable, the old ``extra`` table)."""
+
+
+def var(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return "EDGECERT_" + name.upper()
 
 
 def parse_hostport(value: str, *, setting: str = "address") -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts.
+    """``host:port`` (``[v6]:port``) split, with a :class:`ConfigError` naming ``setting`` when it is not of that form.
 
-    Raises:
-        ConfigError: when the value is not of that form.
-    """
-    value = value.strip()
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ConfigError(f"{setting}: expected [ipv6]:port, got {value!r}")
-        port_s = rest[1:]
-    else:
-        host, sep, port_s = value.rpartition(":")
-        if not sep:
-            raise ConfigError(f"{setting}: expected host:port, got {value!r}")
+    An empty host means every address (``:443`` -> ``0.0.0.0``)."""
     try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(f"{setting}: port must be a number, got {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{setting}: port out of range in {value!r}")
+        host, port = _split_hostport(value)
+    except InvalidHostPort as e:
+        raise ConfigError(f"{setting}: {e}") from None
     return host or "0.0.0.0", port
 
 
@@ -55,86 +72,211 @@ def _bool(v: Any) -> bool:
         return True
     if s in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"not a boolean: {v!r}")
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def _seq(v: Any) -> list:
+    """A list from a TOML array, a JSON array or a comma-separated string."""
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            v = json.loads(s)
+        else:
+            return [x.strip() for x in s.split(",") if x.strip()]
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"expected a list (or comma-separated values), got {v!r}")
+    return list(v)
+
+
+def _mapping(v: Any) -> dict:
+    if isinstance(v, str):
+        v = json.loads(v) if v.strip() else {}
+    if not isinstance(v, Mapping):
+        raise ValueError(f"expected a table (a JSON object in the variable), got {v!r}")
+    return dict(v)
+
+
+def _url(*schemes: str) -> Callable[[str | None], str | None]:
+    def check(v: str | None) -> str | None:
+        if v and not v.startswith(tuple(s + "://" for s in schemes)):
+            return "must be an " + " or ".join(f"{s}://" for s in schemes) + " URL"
+        return None
+    return check
+
+
+def _at_least(n: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v >= n else f"must be at least {n:g}"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v is None or v > 0 else "must be greater than 0"
+
+
+def _delays(v: tuple) -> str | None:
+    return None if all(x >= 0 for x in v) else "must be seconds >= 0, e.g. 10,60,600"
+
+
+def _hostport_check(v: str | None) -> str | None:
+    if not v:
+        return None
+    try:
+        _split_hostport(v)
+    except InvalidHostPort:
+        return "must be host:port ([ipv6]:port for IPv6, port 0-65535)"
+    return None
+
+
+def _database_url(v: str) -> str | None:
+    if v.startswith(("postgres://", "postgresql://")):
+        return ("use postgresql+psycopg://... (SQLAlchemy's name for the psycopg 3 driver), "
+                f"e.g. {v.replace(v.split('://')[0], 'postgresql+psycopg', 1)}")
+    if not v.startswith(("sqlite://", "postgresql+psycopg://", "postgresql+psycopg2://")):
+        return "must be sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+    return None
+
+
+def _edge_target(v: str | None) -> str | None:
+    if not v:
+        return None
+    if "://" in v or "/" in v or " " in v.strip():
+        return ("must be the DNS name tenants CNAME to (edge.saas.example) or comma-separated IP addresses, "
+                "without a scheme or path")
+    return None
+
+
+def _key_type(v: str) -> str | None:
+    return None if v in KEY_TYPES else f"must be {', '.join(KEY_TYPES[:-1])} or {KEY_TYPES[-1]}"
+
+
+def _renew_ratio(v: float) -> str | None:
+    return None if 0 < v < 1 else "must be between 0 and 1 (a fraction of the lifetime left)"
+
+
+def _resolver(v: str | None) -> str | None:
+    return _hostport_check(v if not v or ":" in v.strip("[]") or v.startswith("[") else v + ":53")
+
+
+def _log_level(v: str) -> str | None:
+    return None if v.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"} else \
+        "must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
+
+
+def _s(default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
+    """A setting with its check (a function returning what is wrong, or None)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"check": check})
+    return field(default=default, metadata={"check": check})
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """All settings of one edgecert process. Build it with :meth:`load`."""
+    """All settings of one edgecert process. Build it with :meth:`load`; every field is documented in
+    ``docs/configuration.md``."""
 
-    database_url: str = "sqlite:///./edgecert.db"
+    # -- where things are ------------------------------------------------------------------------------------
+    database_url: str = _s("sqlite:///./edgecert.db", _database_url)
     state_dir: str = "./edgecert-state"
-    acme_directory: str = LETSENCRYPT_PRODUCTION
+    secret_key: str | None = None
+    # -- the CA ----------------------------------------------------------------------------------------------
+    acme_directory: str = _s(LETSENCRYPT_PRODUCTION, _url("https", "http"))
     acme_ca_bundle: str | None = None
     acme_email: str | None = None
-    api_listen: str = "127.0.0.1:8080"
-    http_listen: str = "0.0.0.0:80"
-    https_listen: str = "0.0.0.0:443"
-    upstream: str | None = None
-    edge_target: str | None = None
-    dns_resolver: str | None = None
-    admin_token: str | None = None
-    reload_command: str | None = None
-    reload_webhook: str | None = None
-    reload_webhook_secret: str | None = None
-    reload_timeout: float = 60.0
-    secret_key: str | None = None
-    key_type: str = "ecdsa-p256"
+    key_type: str = _s("ecdsa-p256", _key_type)
+    # Issuance concurrency (orders in flight at once, process-wide).
+    max_concurrent_orders: int = _s(4, _at_least(1))
+    # Time to wait for one ACME order to finish (authorizations + finalization), seconds.
+    order_timeout: float = _s(300.0, _positive)
+    # Pacing of new orders per CA account: at most this many per 10 seconds (CertMagic's default).
+    orders_per_10s: int = _s(10, _at_least(1))
+    # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
+    renew_ratio: float = _s(1 / 3, _renew_ratio)
+    rate_limits: dict = _s({})
+    # Issuance retry delays after a failure, seconds (empty: 1 min, 10 min, 100 min, then every 6 h).
+    retry_schedule: tuple[float, ...] = _s((), _delays)
+    # -- listeners and the edge ------------------------------------------------------------------------------
+    api_listen: str = _s("127.0.0.1:8080", _hostport_check)
+    http_listen: str = _s("0.0.0.0:80", _hostport_check)
+    https_listen: str = _s("0.0.0.0:443", _hostport_check)
+    https_public_port: int = 443
+    upstream: str | None = _s(None, _url("http", "https"))
+    edge_target: str | None = _s(None, _edge_target)
+    dns_resolver: str | None = _s(None, _resolver)
     default_cert: str | None = None
     default_key: str | None = None
-    https_public_port: int = 443
+    # TLS edge processes sharing the HTTPS port (SO_REUSEPORT); worker 0 runs the whole service.
+    workers: int = _s(1, _at_least(1))
+    reuse_port: bool = False
+    # TLS driven by the C engine (edge/tls_edge/_edgetls.c); false forces Python's ssl module.
+    tls_engine: bool = True
+    tls_tickets: bool = True
+    # Certificates decoded in the background after start.
+    prewarm: bool = True
+    # Maximum number of built certificates kept in memory (LRU), and/or a memory budget for them / the worker.
+    context_cache_size: int = _s(20000, _at_least(1))
+    context_cache_mib: float | None = _s(None, _positive)
+    edge_memory_mib: float | None = _s(None, _positive)
+    placeholder_text: str | None = None
+    # Count connections/requests for the benchmark harness (bench/bench_serve.py).
+    bench_stats: bool = False
+    # -- maintenance -----------------------------------------------------------------------------------------
     # How often the maintenance sweep looks for due work, seconds.
-    sweep_interval: float = 30.0
+    sweep_interval: float = _s(30.0, _positive)
     # DNS re-check backoff for domains that do not point at the edge yet: first delay and cap, seconds.
-    dns_recheck_initial: float = 30.0
-    dns_recheck_max: float = 3600.0
-    # Issuance concurrency (orders in flight at once, process-wide).
-    max_concurrent_orders: int = 4
-    # Verify that the served certificate after a swap is the new one against these host:port addresses
+    dns_recheck_initial: float = _s(30.0, _positive)
+    dns_recheck_max: float = _s(3600.0, _positive)
+    # After a swap, a real handshake against these host:port addresses proves the new certificate is served
     # (default: the service's own TLS listener).
     verify_addresses: tuple[str, ...] = ()
-    # Time to wait for one ACME order to finish (authorizations + finalization), seconds.
-    order_timeout: float = 300.0
-    # Allow diagnostics to connect to loopback / private addresses (lab setups, tests).
-    diagnose_allow_private: bool = False
-    # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
-    renew_ratio: float = 1 / 3
-    # Extra PEM roots (comma-separated files) trusted when validating uploaded certificates.
-    upload_trust_roots: str | None = None
-    # nginx snippet included by every generated server block (exports/nginx-servers.conf).
+    probe_interval: float = _s(600.0, _at_least(0))
+    probe_rate: float = _s(20.0, _positive)
+    probe_address: str | None = _s(None, _hostport_check)
+    # -- other servers: files, exports, the reload hook ------------------------------------------------------
+    exports: bool = True
     nginx_site_include: str | None = "/etc/nginx/edgecert-site.conf"
     nginx_listen: str = "443 ssl"
-    # Pacing of new orders per CA account: at most this many per 10 seconds (CertMagic's default).
-    orders_per_10s: int = 10
-    # Maximum number of SSLContexts kept built in memory (LRU); each costs ~20 KiB.
-    context_cache_size: int = 20000
-    log_level: str = "INFO"
-    log_json: bool = False
+    reload_command: str | None = None
+    reload_webhook: str | None = _s(None, _url("http", "https"))
+    reload_webhook_secret: str | None = None
+    reload_timeout: float = _s(60.0, _positive)
+    hook_batch_window: float = _s(1.0, _at_least(0))
+    hook_retry_delays: tuple[float, ...] = _s((5.0, 30.0, 120.0, 600.0), _delays)
+    # -- API, status page, diagnostics -----------------------------------------------------------------------
+    admin_token: str | None = None
+    public_rate_per_s: float = _s(1.0, _positive)
+    public_burst: int = _s(30, _at_least(1))
+    tenant_renew_min_age: float = _s(86400.0, _at_least(0))
+    # Allow diagnostics to connect to loopback / private addresses (lab setups, tests).
+    diagnose_allow_private: bool = False
+    diagnose_cafile: str | None = None
+    # Extra PEM roots (comma-separated files) trusted when validating uploaded certificates.
+    upload_trust_roots: str | None = None
     status_page_brand: str = "edgecert"
     status_page_logo_url: str | None = None
     status_page_color: str = "#0b5fff"
     expose_domain_metrics: bool = True
-    # Outgoing webhooks (edge/webhooks.py): one URL, HMAC-SHA256 signed with the secret, for the event kinds in
-    # webhook_events ("*" = all; comma-separated kinds, shell-style patterns such as "probe_*" allowed).
-    webhook_url: str | None = None
+    log_level: str = _s("INFO", _log_level)
+    log_json: bool = False
+    # -- outgoing webhooks (edge/lifecycle/webhooks.py) ------------------------------------------------------
+    # One URL, HMAC-SHA256 signed with the secret, for the event kinds in webhook_events ("*" = all; comma-separated
+    # kinds, shell-style patterns such as "probe_*" allowed).
+    webhook_url: str | None = _s(None, _url("http", "https"))
     webhook_secret: str | None = None
     webhook_events: str = "*"
-    # Delays between delivery attempts, seconds (comma-separated); after the last one the delivery is "failed".
-    webhook_retry_schedule: str = "10,60,600,3600,21600"
-    rate_limits: Mapping[str, Any] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Delays between delivery attempts, seconds; after the last one the delivery is "failed".
+    webhook_retry_schedule: tuple[float, ...] = _s((10.0, 60.0, 600.0, 3600.0, 21600.0), _delays)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
              **overrides: Any) -> "Settings":
-        """Read ``config_file`` (TOML, optional), then ``EDGECERT_*`` variables, then ``overrides``.
+        """Read ``config_file`` (TOML, optional; else ``$EDGECERT_CONFIG``), then ``EDGECERT_*`` variables, then
+        ``overrides`` (keyword arguments named like the fields).
 
         Raises:
-            ConfigError: unreadable file, unknown key, or a value of the wrong type.
+            ConfigError: unreadable file, unknown key, or a value that cannot be used (the message names it).
         """
         env = os.environ if env is None else env
+        known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
-        known = {f.name: f for f in fields(cls)}
         if config_file is None and env.get("EDGECERT_CONFIG"):
             config_file = env["EDGECERT_CONFIG"]
         if config_file is not None:
@@ -142,80 +284,87 @@ class Settings:
                 data = tomllib.loads(Path(config_file).read_text())
             except FileNotFoundError:
                 raise ConfigError(f"config file not found: {config_file}") from None
+            except OSError as e:
+                raise ConfigError(f"config file {config_file} cannot be read: {e.strerror}") from None
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"config file {config_file} is not valid TOML: {e}") from None
             section = data.get("edgecert", data)
+            if not isinstance(section, dict):
+                raise ConfigError(f"[edgecert] in {config_file} must be a table")
             for k, v in section.items():
                 key = k.replace("-", "_").lower()
-                if key not in known:
-                    raise ConfigError(f"unknown setting {k!r} in {config_file}")
-                values[key] = v
-        for name in known:
-            var = "EDGECERT_" + name.upper()
-            if var in env:
-                values[name] = env[var]
+                if key == "extra":
+                    values.update(_legacy_extra(v, f"the [extra] table of {config_file}", known))
+                elif key not in known:
+                    raise ConfigError(f"unknown setting {k!r} in {config_file}{_did_you_mean(key, known)}")
+                else:
+                    values[key] = v
+        if env.get("EDGECERT_EXTRA"):
+            values.update(_legacy_extra(env["EDGECERT_EXTRA"], "EDGECERT_EXTRA", known))
+        for name in sorted(env):
+            if not name.startswith("EDGECERT_") or name in OTHER_VARIABLES:
+                continue
+            key = name[len("EDGECERT_"):].lower()
+            if key in known:
+                values[key] = env[name]
+            else:
+                hint = _did_you_mean(key, known, prefix="EDGECERT_")
+                warnings.warn(f"{name} is not an edgecert setting and is ignored{hint}", ConfigWarning, stacklevel=2)
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
         values.update(overrides)
         return cls._coerce(values)
 
     @classmethod
     def _coerce(cls, values: dict[str, Any]) -> "Settings":
+        hints = typing.get_type_hints(cls)
         out: dict[str, Any] = {}
-        defaults = cls()
         for f in fields(cls):
-            if f.name not in values:
-                continue
-            raw = values[f.name]
-            default = getattr(defaults, f.name)
-            try:
-                if f.name == "verify_addresses":
-                    if isinstance(raw, str):
-                        raw = tuple(a.strip() for a in raw.split(",") if a.strip())
-                    out[f.name] = tuple(raw)
-                elif f.name in {"rate_limits", "extra"}:
-                    if isinstance(raw, str):
-                        import json
-                        raw = json.loads(raw) if raw.strip() else {}
-                    out[f.name] = dict(raw)
-                elif isinstance(default, bool):
-                    out[f.name] = _bool(raw)
-                elif isinstance(default, int):
-                    out[f.name] = int(raw)
-                elif isinstance(default, float):
-                    out[f.name] = float(raw)
-                else:
-                    out[f.name] = None if raw in (None, "") else str(raw)
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"setting {f.name}: {e}") from None
-        s = dataclasses.replace(defaults, **out)
+            if f.name in values:
+                try:
+                    out[f.name] = _convert(hints[f.name], values[f.name])
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"{var(f.name)} ({f.name}): {e}") from None
+        s = cls(**out)
         s.validate()
         return s
 
     def validate(self) -> None:
-        for name in ("api_listen", "http_listen", "https_listen"):
-            parse_hostport(getattr(self, name), setting=name.upper())
-        if self.dns_resolver:
-            parse_hostport(self.dns_resolver if ":" in self.dns_resolver else self.dns_resolver + ":53",
-                           setting="EDGECERT_DNS_RESOLVER")
-        if self.key_type not in {"ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"}:
-            raise ConfigError(f"EDGECERT_KEY_TYPE must be ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or rsa4096, "
-                              f"not {self.key_type!r}")
-        if self.upstream and not self.upstream.startswith(("http://", "https://")):
-            raise ConfigError("EDGECERT_UPSTREAM must be an http:// or https:// URL")
-        if not 0 < self.renew_ratio < 1:
-            raise ConfigError("renew_ratio must be between 0 and 1")
-        if self.max_concurrent_orders < 1:
-            raise ConfigError("max_concurrent_orders must be at least 1")
-        if self.webhook_url:
-            if not self.webhook_url.startswith(("http://", "https://")):
-                raise ConfigError("EDGECERT_WEBHOOK_URL must be an http:// or https:// URL")
-            if not self.webhook_secret:
-                raise ConfigError("EDGECERT_WEBHOOK_URL needs EDGECERT_WEBHOOK_SECRET: deliveries are signed")
-        try:
-            if any(float(x) < 0 for x in self.webhook_retry_schedule.split(",") if x.strip()):
-                raise ValueError
-        except ValueError:
-            raise ConfigError("EDGECERT_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, "
-                              "e.g. 10,60,600,3600,21600") from None
+        """Raise :class:`ConfigError` for the first setting whose value cannot be used, or a combination that cannot."""
+        for f in fields(self):
+            check = f.metadata.get("check")
+            problem = check(getattr(self, f.name)) if check else None
+            if problem:
+                raise ConfigError(f"{var(f.name)} ({f.name}) {problem}; got {getattr(self, f.name)!r}")
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigError("EDGECERT_WEBHOOK_URL needs EDGECERT_WEBHOOK_SECRET: deliveries are signed")
+        if self.dns_recheck_max < self.dns_recheck_initial:
+            raise ConfigError("EDGECERT_DNS_RECHECK_MAX must not be smaller than EDGECERT_DNS_RECHECK_INITIAL")
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` (checked like any other value)."""
+        s = dataclasses.replace(self, **changes)
+        s.validate()
+        return s
+
+    def summary(self) -> list[str]:
+        """What is enabled and what is not, in words, for the start-up log."""
+        ca = self.acme_directory
+        ca_words = ("Let's Encrypt PRODUCTION (test with EDGECERT_ACME_DIRECTORY=" + LETSENCRYPT_STAGING + " first)"
+                    if ca == LETSENCRYPT_PRODUCTION else "Let's Encrypt staging" if ca == LETSENCRYPT_STAGING else ca)
+        return [
+            "operator API: " + ("on, " + self.api_listen if self.admin_token else
+                                "DISABLED: every operator call is refused until EDGECERT_ADMIN_TOKEN is set"),
+            "edge target: " + (self.edge_target or "not set (EDGECERT_EDGE_TARGET): a tenant name only has to resolve "
+                                                   "to this machine's addresses"),
+            "CA: " + ca_words,
+            "upstream: " + (self.upstream or "not set (EDGECERT_UPSTREAM): the edge answers a placeholder page"),
+            f"listeners: api {self.api_listen}, http {self.http_listen}, https {self.https_listen}; "
+            f"TLS edge workers: {self.workers}; TLS driver: {'C engine if built' if self.tls_engine else 'python-ssl'}",
+            "reload hook: " + (self.reload_command or self.reload_webhook or "none"),
+            f"store: {self.redacted()['database_url']}; state dir: {self.state_dir}",
+        ]
 
     @property
     def state_path(self) -> Path:
@@ -238,3 +387,59 @@ class Settings:
             scheme, _, rest = d["database_url"].partition("://")
             d["database_url"] = scheme + "://***@" + rest.split("@", 1)[1]
         return d
+
+    def to_json(self) -> str:
+        """Every setting as JSON (for the edge workers this process starts); :meth:`from_json` reads it back."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Settings":
+        return cls._coerce(json.loads(text))
+
+
+def _convert(hint: Any, raw: Any) -> Any:
+    """``raw`` (a TOML value or a variable's text) as the field type ``hint``."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if raw is None or raw == "":
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint) or hint
+    if origin is bool:
+        return _bool(raw)
+    if origin in (int, float):
+        kind = "a whole number" if origin is int else "a number"
+        if isinstance(raw, (bool, dict, list)) or (origin is int and isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError(f"expected {kind}, got {raw!r}")
+        try:
+            return origin(raw.strip() if isinstance(raw, str) else raw)
+        except ValueError:
+            raise ValueError(f"expected {kind}, got {raw!r}") from None
+    if origin is tuple:
+        item = args[0] if args else str
+        return tuple(_convert(item, x) for x in _seq(raw))
+    if origin is dict:
+        return _mapping(raw)
+    if isinstance(raw, (dict, list, bool)):
+        raise ValueError(f"expected text, got {raw!r}")
+    return str(raw)
+
+
+def _did_you_mean(key: str, known: set[str], *, prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean {prefix}{close[0].upper() if prefix else close[0]}?)" if close else ""
+
+
+def _legacy_extra(raw: Any, where: str, known: set[str]) -> dict[str, Any]:
+    """The ``extra`` table of earlier versions: each key is a setting of its own now."""
+    try:
+        table = _mapping(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    for k in table:
+        if k not in known:
+            raise ConfigError(f"unknown setting {k!r} in {where}{_did_you_mean(k, known)}")
+    warnings.warn(f"{where} is deprecated: set " + ", ".join(f"{var(k)} (or `{k}` in the TOML file)" for k in table)
+                  + " instead", ConfigWarning, stacklevel=3)
+    return table

@@ -155,3 +155,32 @@ def is_valid_sni(name: str | None) -> bool:
     if not name or len(name) > 253:
         return False
     return all(_LABEL.match(label) for label in name.split("."))
+
+
+class InvalidHostPort(ValueError):
+    """A ``host:port`` that is not of that form; ``value`` is what was given."""
+
+    def __init__(self, message: str, value: str) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); the host may be empty (every address).
+
+    Raises:
+        InvalidHostPort: not of that form, or the port is not 0-65535.
+    """
+    v = value.strip()
+    if v.startswith("["):
+        host, sep, rest = v[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise InvalidHostPort(f"expected [ipv6]:port, got {value!r}", value)
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = v.rpartition(":")
+        if not sep:
+            raise InvalidHostPort(f"expected host:port, got {value!r}", value)
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise InvalidHostPort(f"the port must be a number from 0 to 65535, got {value!r}", value)
+    return host, int(port_s)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge.config import ConfigError, Settings
+from edge.config import ConfigError, ConfigWarning, Settings
 
 
 def test_toml_then_env_then_errors(tmp_path):
@@ -42,3 +42,77 @@ def test_serve_reports_a_bad_config_file_and_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge", "serve", "--config", str(bad)], capture_output=True, text=True,
                        timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "configuration error" in r.stderr and "sweep_interval" in r.stderr
+
+
+def test_every_setting_is_a_typed_field_from_toml_or_env(tmp_path):
+    f = tmp_path / "edgecert.toml"
+    f.write_text('workers = 3\nprobe_interval = 5\nhook_retry_delays = [1, 2.5]\ntls_engine = false\n'
+                 'webhook_retry_schedule = "10,20"\n')
+    s = Settings.load(f, env={})
+    assert (s.workers, s.probe_interval, s.hook_retry_delays, s.tls_engine) == (3, 5.0, (1.0, 2.5), False)
+    assert s.webhook_retry_schedule == (10.0, 20.0)
+    s = Settings.load(f, env={"EDGECERT_WORKERS": "2", "EDGECERT_HOOK_RETRY_DELAYS": "7,8", "EDGECERT_TLS_ENGINE": "on"})
+    assert (s.workers, s.hook_retry_delays, s.tls_engine) == (2, (7.0, 8.0), True)
+    assert Settings.from_json(s.to_json()) == s  # what the edge workers receive
+
+
+def test_the_old_extra_table_still_works_with_a_warning_naming_the_new_variable(tmp_path):
+    with pytest.warns(ConfigWarning, match="EDGECERT_PROBE_INTERVAL"):
+        s = Settings.load(env={"EDGECERT_EXTRA": '{"probe_interval": 1, "public_burst": 4}'})
+    assert (s.probe_interval, s.public_burst) == (1.0, 4)
+    f = tmp_path / "old.toml"
+    f.write_text('[edgecert.extra]\nworkers = 2\n')
+    with pytest.warns(ConfigWarning, match="EDGECERT_WORKERS"):
+        assert Settings.load(f, env={}).workers == 2
+    with pytest.raises(ConfigError, match="did you mean workers"):
+        Settings.load(env={"EDGECERT_EXTRA": '{"wrkers": 2}'})
+
+
+def test_unknown_names_get_a_did_you_mean(tmp_path):
+    with pytest.warns(ConfigWarning, match="EDGECERT_STAT_DIR.*did you mean EDGECERT_STATE_DIR"):
+        Settings.load(env={"EDGECERT_STAT_DIR": "/x"})
+    f = tmp_path / "typo.toml"
+    f.write_text('sweep_intervall = 5\n')
+    with pytest.raises(ConfigError, match="did you mean sweep_interval"):
+        Settings.load(f, env={})
+    # Variables of the CLI, the hook and the tests are not settings and not warned about.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        Settings.load(env={"EDGECERT_API_URL": "http://x", "EDGECERT_HOSTNAMES": "a b"})
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"EDGECERT_DATABASE_URL": "postgres://u:p@db/edgecert"}, "postgresql\\+psycopg://u:p@db/edgecert"),
+    ({"EDGECERT_DATABASE_URL": "mysql://db"}, "EDGECERT_DATABASE_URL"),
+    ({"EDGECERT_EDGE_TARGET": "http://edge.example/"}, "EDGECERT_EDGE_TARGET.*without a scheme"),
+    ({"EDGECERT_SWEEP_INTERVAL": "-5"}, "EDGECERT_SWEEP_INTERVAL.*greater than 0"),
+    ({"EDGECERT_WORKERS": "two"}, "EDGECERT_WORKERS.*whole number"),
+    ({"EDGECERT_WORKERS": "0"}, "EDGECERT_WORKERS.*at least 1"),
+    ({"EDGECERT_PROBE_RATE": "0"}, "EDGECERT_PROBE_RATE"),
+    ({"EDGECERT_HOOK_RETRY_DELAYS": "5,-1"}, "EDGECERT_HOOK_RETRY_DELAYS"),
+    ({"EDGECERT_TLS_ENGINE": "maybe"}, "EDGECERT_TLS_ENGINE.*true or false"),
+    ({"EDGECERT_LOG_LEVEL": "LOUD"}, "EDGECERT_LOG_LEVEL"),
+    ({"EDGECERT_API_LISTEN": "[::1]"}, "EDGECERT_API_LISTEN.*host:port"),
+    ({"EDGECERT_DNS_RECHECK_INITIAL": "100", "EDGECERT_DNS_RECHECK_MAX": "10"}, "EDGECERT_DNS_RECHECK_MAX"),
+])
+def test_wrong_values_name_the_setting_and_the_accepted_form(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Settings.load(env=env)
+
+
+def test_serve_names_a_bad_variable_exits_2_and_warns_about_typos(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge", "serve"], capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "EDGECERT_DATABASE_URL": "postgres://db/x",
+                            "EDGECERT_STATE_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "postgresql+psycopg://" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_start_up_summary_says_what_is_off():
+    text = "\n".join(Settings.load(env={}).summary())
+    assert "EDGECERT_ADMIN_TOKEN" in text and "EDGECERT_EDGE_TARGET" in text and "PRODUCTION" in text
+    assert "placeholder" in text
+    text = "\n".join(Settings.load(env={"EDGECERT_ADMIN_TOKEN": "sekrit-token", "EDGECERT_UPSTREAM": "http://127.0.0.1:3000",
+                                        "EDGECERT_ACME_DIRECTORY": "https://ca.test/dir"}).summary())
+    assert "DISABLED" not in text and "http://127.0.0.1:3000" in text and "https://ca.test/dir" in text
+    assert "sekrit-token" not in text
