@@ -153,3 +153,23 @@ def test_a_long_module_says_which_one_concern_it_holds(name):
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     assert "one concern" in doc.lower(), (f"{path.relative_to(ROOT)} has {lines} lines: split it, or say in its "
                                           f"docstring which one concern it holds (\"One concern: ...\")")
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_product_only(tmp_path):
+    """``pip install .`` installs edge, acme_client and store (with what the demo needs to start Pebble), never the
+    test or bench tooling."""
+    import subprocess
+    import sys
+    import zipfile
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("edgecert-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"edge", "acme_client", "store"}, tops
+    assert "edge/demo/components.py" in names and "edge/api/__init__.py" in names
+    assert not [n for n in names if "acmeproxy" in n or "bench_serve" in n or "devenv" in n]
+    assert any(n.startswith("store/migrations/versions/") for n in names)
+    assert any(n.startswith("edge/templates/") for n in names)
