@@ -22,12 +22,15 @@ MAX_BODY = 256 * 1024
 
 
 def api_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The error answer: ``{"error": {"code", "message", **extra}}``; a 401 also names the bearer realm."""
     body = {"error": {"code": code, "message": message, **extra}}
     headers = {"WWW-Authenticate": 'Bearer realm="edgecert"'} if status == 401 else None
     return web.json_response(body, status=status, headers=headers)
 
 
 class ApiError(Exception):
+    """Raised by handlers; ``error_middleware`` answers it with ``api_error(status, code, message, **extra)``."""
+
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra

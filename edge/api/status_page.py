@@ -26,7 +26,7 @@ from aiohttp import web
 from store.models import DomainStatus, utcnow
 
 from edge.api.state import LIMITER, SERVICES
-from edge.diagnostics.modes import FAILURE_MODES
+from edge.diagnostics import FAILURE_MODES
 from edge.names import InvalidHostname, validate_hostname
 
 __all__ = ["status_page"]
