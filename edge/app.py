@@ -207,10 +207,8 @@ class Server:
         services = await build_services(s)
         self.services = services
         api = make_api_app(services)
-        api[SERVICES] = services
         api.cleanup_ctx.append(services_ctx(services))
         http = make_http_app(services)
-        http[SERVICES] = services
         edge = None
         if fast_layer_available(s):  # the lean HTTP layer (edge/fasthttp.py); aiohttp's is the fallback
             from edge.tls_edge.http import EdgeHttpServer

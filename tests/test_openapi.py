@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from edge.api import make_api_app
-from edge.config import Settings
 from edge.api.openapi import openapi_document
+from edge.config import Settings
+from edge.diagnostics import FAILURE_MODES
+from edge.metrics import Metrics
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -113,14 +116,12 @@ def test_api_md_lists_exactly_the_documented_routes():
 
 
 def test_every_setting_is_in_configuration_md():
-    from dataclasses import fields
     text = (DOCS / "configuration.md").read_text()
     missing = [f.name for f in fields(Settings) if f"`{f.name}`" not in text]
     assert missing == []
 
 
 def test_troubleshooting_covers_every_failure_mode_with_who_acts():
-    from edge.diagnostics.modes import FAILURE_MODES
     text = (DOCS / "troubleshooting.md").read_text()
     sections = dict(re.findall(r"^### `([a-z_]+)`\n\n\*\*Who acts:\*\* ([^.]+)\.", text, re.M))
     want = {m.id: m.who_acts for m in FAILURE_MODES.values() if m.id not in ("ok", "unknown")}
@@ -128,7 +129,6 @@ def test_troubleshooting_covers_every_failure_mode_with_who_acts():
 
 
 def test_operator_guide_names_every_metric_family():
-    from edge.metrics import Metrics
     text = (DOCS / "operator-guide.md").read_text()
     names = {f.name for f in Metrics().registry.collect()}
     assert names and all(f"`{n}" in text for n in names), sorted(n for n in names if f"`{n}" not in text)

@@ -25,9 +25,11 @@ from aiohttp import web
 
 from store.models import DomainStatus, utcnow
 
+from edge.api.state import LIMITER, SERVICES
+from edge.diagnostics import FAILURE_MODES
 from edge.names import InvalidHostname, validate_hostname
 
-__all__ = ["add_status_routes"]
+__all__ = ["status_page"]
 
 _env = jinja2.Environment(loader=jinja2.PackageLoader("edge", "templates"),
                           autoescape=jinja2.select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -123,7 +125,6 @@ def _mode_text(failure_mode: str) -> dict[str, str]:
         return {"summary": "The live site still answers with the previous certificate.",
                 "fix": "The service operator's servers have not loaded the new certificate yet; it is retried "
                        "automatically. If this stays, the operator has to act.", "who_acts": "operator"}
-    from edge.diagnostics.modes import FAILURE_MODES  # noqa: PLC0415
     m = FAILURE_MODES.get(failure_mode)
     if m is None or failure_mode == "unknown":
         return {"summary": "The live site did not answer as expected.",
@@ -178,61 +179,59 @@ def _dig_command(expected: dict) -> str | None:
     return f"dig +short {shlex.quote(name)}"
 
 
-def add_status_routes(app: web.Application, services, *, limiter) -> None:
+async def status_page(request: web.Request) -> web.Response:
+    """``GET /status/{hostname}``: the page (404 page for an unknown name; 429 text past the public rate limit)."""
+    services = request.app[SERVICES]
     s = services.settings
-
-    async def status_page(request: web.Request) -> web.Response:
-        if not limiter.allow(request.remote or "?"):
-            return web.Response(status=429, text="Too many requests; try again in a minute.\n")
-        raw = request.match_info["hostname"]
-        try:
-            name = validate_hostname(raw).ascii
-        except InvalidHostname:
-            name = None
-        d = await services.storage.get_domain(name) if name else None
-        if d is None:
-            tpl = _env.get_template("status_missing.html")
-            return web.Response(status=404, content_type="text/html", headers=_HEADERS,
-                                text=tpl.render(hostname=raw[:253], brand=_brand(s), now=utcnow()))
-        cert = await services.storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
-        events = await services.storage.list_events(d.hostname, limit=40)
-        expected = services.dns.expected_record(d.hostname)
-        observed = json.loads(d.dns_observed) if d.dns_observed else None
-        headline, who, what = _HEADLINE.get(d.status, (d.status.replace("_", " "), "operator", ""))
-        steps = list(_STEP_STATE.get(d.status, ("todo", "todo", "todo")))
-        probe = _parse_probe(d) or _probe_from_events(events)
-        if d.status == DomainStatus.ACTIVE and probe is not None and probe["ok"] is False:
-            steps[2] = "failed"
-            headline = "Your certificate is issued, but the self-check found a problem"
-            who = probe.get("who_acts") or "operator"
-            what = probe.get("fix") or "The service operator has to act."
-        if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
-            who, what = "operator", "A new certificate was issued but not yet loaded everywhere; the service " \
-                                    "operator has been told."
-        port = int(getattr(s, "https_public_port", 443) or 443)
-        target = f"{d.hostname}:{port}"
-        openssl = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
-                   f"-verify_hostname {shlex.quote(d.hostname)} -verify_return_error -showcerts </dev/null")
-        openssl_dates = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
-                         f"</dev/null 2>/dev/null | openssl x509 -noout -subject -issuer -dates "
-                         f"-ext subjectAltName")
-        days_left = None
-        if cert is not None:
-            days_left = round((cert.not_after - utcnow()).total_seconds() / 86400, 1)
-        pending = d.status in (DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
-                               DomainStatus.RATE_LIMITED)
-        step_names = ("Point your domain at us", "Certificate", "Served over HTTPS")
-        current_step = next((i for i, st in enumerate(steps) if st in ("current", "failed")), None)
-        tpl = _env.get_template("status.html")
-        html = tpl.render(d=d, cert=cert, activity=list(reversed(_activity(events, d.hostname)))[:12],
-                          expected=expected, observed=observed, headline=headline, who=who, who_text=_who_text(who),
-                          what=what, steps=steps, step_labels=_STEP_LABEL, step_names=step_names,
-                          current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,
-                          dig=_dig_command(expected), days_left=days_left, probe=probe,
-                          refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
-        return web.Response(text=html, content_type="text/html", headers=_HEADERS)
-
-    app.router.add_get("/status/{hostname}", status_page)
+    if not request.app[LIMITER].allow(request.remote or "?"):
+        return web.Response(status=429, text="Too many requests; try again in a minute.\n")
+    raw = request.match_info["hostname"]
+    try:
+        name = validate_hostname(raw).ascii
+    except InvalidHostname:
+        name = None
+    d = await services.storage.get_domain(name) if name else None
+    if d is None:
+        tpl = _env.get_template("status_missing.html")
+        return web.Response(status=404, content_type="text/html", headers=_HEADERS,
+                            text=tpl.render(hostname=raw[:253], brand=_brand(s), now=utcnow()))
+    cert = await services.storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
+    events = await services.storage.list_events(d.hostname, limit=40)
+    expected = services.dns.expected_record(d.hostname)
+    observed = json.loads(d.dns_observed) if d.dns_observed else None
+    headline, who, what = _HEADLINE.get(d.status, (d.status.replace("_", " "), "operator", ""))
+    steps = list(_STEP_STATE.get(d.status, ("todo", "todo", "todo")))
+    probe = _parse_probe(d) or _probe_from_events(events)
+    if d.status == DomainStatus.ACTIVE and probe is not None and probe["ok"] is False:
+        steps[2] = "failed"
+        headline = "Your certificate is issued, but the self-check found a problem"
+        who = probe.get("who_acts") or "operator"
+        what = probe.get("fix") or "The service operator has to act."
+    if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
+        who, what = "operator", "A new certificate was issued but not yet loaded everywhere; the service " \
+                                "operator has been told."
+    port = int(getattr(s, "https_public_port", 443) or 443)
+    target = f"{d.hostname}:{port}"
+    openssl = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
+               f"-verify_hostname {shlex.quote(d.hostname)} -verify_return_error -showcerts </dev/null")
+    openssl_dates = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
+                     f"</dev/null 2>/dev/null | openssl x509 -noout -subject -issuer -dates "
+                     f"-ext subjectAltName")
+    days_left = None
+    if cert is not None:
+        days_left = round((cert.not_after - utcnow()).total_seconds() / 86400, 1)
+    pending = d.status in (DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
+                           DomainStatus.RATE_LIMITED)
+    step_names = ("Point your domain at us", "Certificate", "Served over HTTPS")
+    current_step = next((i for i, st in enumerate(steps) if st in ("current", "failed")), None)
+    tpl = _env.get_template("status.html")
+    html = tpl.render(d=d, cert=cert, activity=list(reversed(_activity(events, d.hostname)))[:12],
+                      expected=expected, observed=observed, headline=headline, who=who, who_text=_who_text(who),
+                      what=what, steps=steps, step_labels=_STEP_LABEL, step_names=step_names,
+                      current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,
+                      dig=_dig_command(expected), days_left=days_left, probe=probe,
+                      refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
+    return web.Response(text=html, content_type="text/html", headers=_HEADERS)
 
 
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",

@@ -1,0 +1,61 @@
+"""Who is calling: the operator token, a tenant's token, or nobody (public endpoints, rate-limited per client)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from store.models import Domain, Tenant
+
+from edge.api.errors import ApiError
+from edge.api.state import LIMITER, SERVICES
+
+__all__ = ["Caller", "caller", "optional_caller", "limit_public"]
+
+
+@dataclass
+class Caller:
+    admin: bool
+    tenant: Tenant | None
+
+    def can_see(self, d: Domain) -> bool:
+        return self.admin or (self.tenant is not None and d.tenant_id == self.tenant.id)
+
+
+async def caller(request: web.Request, *, admin_only: bool = False) -> Caller:
+    """The caller of ``request`` from its bearer token; ``ApiError`` 401/403 when there is none or it may not call."""
+    services = request.app[SERVICES]
+    admin_token = services.settings.admin_token
+    auth = request.headers.get("Authorization", "")
+    if not admin_token:
+        raise ApiError(403, "admin_token_not_configured",
+                       "the operator API is disabled until EDGECERT_ADMIN_TOKEN is set")
+    if not auth:
+        raise ApiError(401, "missing_token", "send Authorization: Bearer <token>")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "invalid_token", "the Authorization header must be 'Bearer <token>'")
+    if hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Caller(admin=True, tenant=None)
+    tenant = await services.storage.tenant_for_token(token) if len(token) < 200 else None
+    if tenant is None:
+        raise ApiError(401, "invalid_token", "the token is not valid (wrong, revoked or expired)")
+    if admin_only:
+        raise ApiError(403, "forbidden", "this call needs the operator token")
+    return Caller(admin=False, tenant=tenant)
+
+
+async def optional_caller(request: web.Request) -> Caller | None:
+    """``None`` without an Authorization header (a public call), else the checked caller."""
+    if "Authorization" not in request.headers:
+        return None
+    return await caller(request)
+
+
+def limit_public(request: web.Request) -> None:
+    """Spend one of the client's tokens for a public endpoint; ``ApiError`` 429 when it has none left."""
+    if not request.app[LIMITER].allow(request.remote or "?"):
+        raise ApiError(429, "rate_limited", "too many requests from this client; try again in a minute")

@@ -1,0 +1,195 @@
+"""Tenant domains: ``/v1/domains`` (add, list), ``/v1/domains/{hostname}`` (get, delete) and its ``renew``,
+``events`` and ``certificate`` (upload) sub-resources.
+
+With a tenant token, another tenant's domain answers 404 exactly like a missing one (``visible_domain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+from aiohttp import web
+
+from store import Conflict, NotFound
+from store.models import Domain, utcnow
+
+from edge.api.auth import Caller, caller
+from edge.api.errors import ApiError, json_body
+from edge.api.serialize import domain_json, iso
+from edge.api.state import SERVICES, ApiServices
+from edge.api.tenants import valid_tenant_name
+from edge.lifecycle.manager import SwapRejected
+from edge.lifecycle.upload import UploadError, load_trust_roots, validate_certificate
+from edge.names import InvalidHostname, validate_hostname
+
+__all__ = ["visible_domain", "render_domain", "create_domain", "list_domains", "get_domain", "delete_domain",
+           "renew_domain", "upload_certificate", "domain_events"]
+
+_KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
+
+
+async def visible_domain(request: web.Request, c: Caller | None) -> Domain:
+    """The domain named in the path, if ``c`` may see it (``None``: a public call sees every domain); else
+    ``ApiError`` 404, the same for a missing, invalid or another tenant's name."""
+    raw = request.match_info["hostname"]
+    try:
+        name = validate_hostname(raw, allow_wildcard=True).ascii
+    except InvalidHostname:
+        raise ApiError(404, "not_found", f"no domain {raw!r}") from None
+    d = await request.app[SERVICES].storage.get_domain(name)
+    if d is None or (c is not None and not c.can_see(d)):
+        raise ApiError(404, "not_found", f"no domain {name!r}")
+    return d
+
+
+async def render_domain(services: ApiServices, d: Domain) -> dict:
+    """The domain object of ``d``, with its tenant's name, current certificate and expected DNS record."""
+    storage = services.storage
+    tenant = await storage.get_tenant_by_id(d.tenant_id)
+    cert = await storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
+    return domain_json(d, tenant.name if tenant else "?", cert,
+                       expected_record=services.dns.expected_record(d.hostname))
+
+
+async def create_domain(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    storage = services.storage
+    c = await caller(request)
+    body = await json_body(request)
+    try:
+        hn = validate_hostname(body.get("hostname"), allow_wildcard=False)
+    except InvalidHostname as e:
+        raise ApiError(422, e.code, e.message, field="hostname") from None
+    if c.admin:
+        if "tenant" not in body:
+            raise ApiError(422, "invalid_tenant", "tenant is required with the operator token", field="tenant")
+        tenant = await storage.ensure_tenant(valid_tenant_name(body["tenant"]))
+    else:
+        assert c.tenant is not None
+        if "tenant" in body and body["tenant"] != c.tenant.name:
+            raise ApiError(403, "forbidden", "a tenant token can only add domains to its own tenant")
+        tenant = c.tenant
+    key_type = body.get("key_type")
+    if key_type is not None and key_type not in _KEY_TYPES:
+        raise ApiError(422, "invalid_key_type", "key_type must be ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or "
+                       "rsa4096", field="key_type")
+    try:
+        d = await storage.add_domain(hn.ascii, tenant.id, next_check_at=utcnow(), key_type=key_type)
+    except Conflict:
+        existing = await storage.get_domain(hn.ascii)
+        if existing is not None and c.can_see(existing):
+            raise ApiError(409, "already_exists", f"{hn.ascii} is already registered",
+                           domain=await render_domain(services, existing)) from None
+        raise ApiError(409, "already_exists", f"{hn.ascii} is already registered") from None
+    await services.events.emit(d.hostname, "domain_added", f"{d.hostname} added for tenant {tenant.name}",
+                               {"tenant": tenant.name})
+    services.manager.wake(d.hostname, tenant_id=d.tenant_id)
+    return web.json_response(await render_domain(services, d), status=201,
+                             headers={"Location": f"/v1/domains/{d.hostname}"})
+
+
+async def list_domains(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    storage = services.storage
+    c = await caller(request)
+    status = request.query.get("status") or None
+    tenant_id = None
+    if "tenant" in request.query:
+        t = await storage.get_tenant(request.query["tenant"])
+        if t is None or (not c.admin and c.tenant is not None and t.id != c.tenant.id):
+            return web.json_response({"domains": [], "count": 0})
+        tenant_id = t.id
+    if not c.admin:
+        assert c.tenant is not None
+        tenant_id = c.tenant.id
+    try:
+        limit = min(max(int(request.query.get("limit", "1000")), 1), 10000)
+        offset = max(int(request.query.get("offset", "0")), 0)
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
+    domains = await storage.list_domains(status=status, tenant_id=tenant_id, limit=limit, offset=offset)
+    names = {}
+    for i in {d.tenant_id for d in domains}:
+        t = await storage.get_tenant_by_id(i)
+        names[i] = t.name if t else "?"
+    certs = {d.hostname: c2 for d, c2 in await storage.current_certificates([d.hostname for d in domains])} \
+        if domains else {}
+    out = [domain_json(d, names.get(d.tenant_id, "?"), certs.get(d.hostname),
+                       expected_record=services.dns.expected_record(d.hostname)) for d in domains]
+    return web.json_response({"domains": out, "count": len(out)})
+
+
+async def get_domain(request: web.Request) -> web.Response:
+    c = await caller(request)
+    d = await visible_domain(request, c)
+    return web.json_response(await render_domain(request.app[SERVICES], d))
+
+
+async def delete_domain(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    c = await caller(request)
+    d = await visible_domain(request, c)
+    async with services.storage.lock(f"domain:{d.hostname}", ttl=60, timeout=30):
+        try:
+            await services.storage.delete_domain(d.hostname)
+        except NotFound:
+            raise ApiError(404, "not_found", f"no domain {d.hostname!r}") from None
+    await services.manager.removed(d.hostname)
+    await services.events.emit(d.hostname, "domain_removed", f"{d.hostname} removed")
+    return web.Response(status=204)
+
+
+async def renew_domain(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    storage = services.storage
+    c = await caller(request)
+    d = await visible_domain(request, c)
+    if not c.admin and d.current_cert_id:
+        # Tenants cannot burn the operator's CA limits: one forced renewal per certificate per day.
+        cert = await storage.get_certificate(d.current_cert_id)
+        min_age = dt.timedelta(seconds=float(services.settings.extra.get("tenant_renew_min_age", 86400)))
+        if cert is not None and utcnow() - cert.created_at < min_age:
+            retry = cert.created_at + min_age
+            raise ApiError(429, "renew_throttled", f"this certificate was obtained at {iso(cert.created_at)}; "
+                           f"a tenant may force a renewal from {iso(retry)} on (the operator can at any time)",
+                           retry_at=iso(retry))
+    await services.manager.request_renewal(d.hostname)
+    d2 = await storage.get_domain(d.hostname)
+    return web.json_response(await render_domain(services, d2 or d), status=202)
+
+
+async def upload_certificate(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    c = await caller(request)
+    d = await visible_domain(request, c)
+    body = await json_body(request)
+    extra = [p.strip() for p in (services.settings.upload_trust_roots or "").split(",") if p.strip()]
+    roots = await asyncio.to_thread(load_trust_roots, extra)
+    try:
+        valid = validate_certificate(d.hostname, body.get("certificate"), body.get("private_key"),
+                                     chain_pem=body.get("chain") or "", roots=roots)
+    except UploadError as e:
+        raise ApiError(422, e.code, e.message) from None
+    async with services.storage.lock(f"domain:{d.hostname}", ttl=60, timeout=30):
+        try:
+            await services.manager.install_uploaded(d, valid)
+        except SwapRejected as e:
+            raise ApiError(422, "swap_rejected", str(e)) from None
+    d2 = await services.storage.get_domain(d.hostname)
+    return web.json_response(await render_domain(services, d2 or d))
+
+
+async def domain_events(request: web.Request) -> web.Response:
+    c = await caller(request)
+    d = await visible_domain(request, c)
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = min(int(request.query.get("limit", "200")), 1000)
+    except ValueError:
+        raise ApiError(400, "invalid_query", "after and limit must be integers") from None
+    evs = await request.app[SERVICES].storage.list_events(d.hostname, limit=limit, after_id=after)
+    return web.json_response({"hostname": d.hostname, "events": [
+        {"id": e.id, "at": iso(e.created_at), "kind": e.kind, "message": e.message,
+         "data": json.loads(e.data) if e.data else {}} for e in evs]})

@@ -1,0 +1,70 @@
+"""How the API answers errors, and how it reads request bodies.
+
+Errors are always ``{"error": {"code": ..., "message": ...}}``: handlers raise ``ApiError`` (status, code, message and
+extra fields), ``error_middleware`` turns it, aiohttp's own 4xx and any unexpected exception into that shape (a 500
+never leaks internals). ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+__all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body"]
+
+log = logging.getLogger("edge.api")
+#: The largest request body the API reads (also the app's ``client_max_size``).
+MAX_BODY = 256 * 1024
+
+
+def api_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The error answer: ``{"error": {"code", "message", **extra}}``; a 401 also names the bearer realm."""
+    body = {"error": {"code": code, "message": message, **extra}}
+    headers = {"WWW-Authenticate": 'Bearer realm="edgecert"'} if status == 401 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+class ApiError(Exception):
+    """Raised by handlers; ``error_middleware`` answers it with ``api_error(status, code, message, **extra)``."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return api_error(e.status, e.code, e.message, **e.extra)
+    except web.HTTPException as e:
+        if e.status >= 400 and e.content_type != "application/json":
+            code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status, "http_error")
+            return api_error(e.status, code, e.reason)
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return api_error(500, "internal_error", "internal error; see the server log")
+
+
+async def json_body(request: web.Request) -> dict:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "body_too_large", f"request body is larger than {MAX_BODY} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large", f"request body is larger than {MAX_BODY} bytes") from None
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    return data

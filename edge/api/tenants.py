@@ -1,0 +1,72 @@
+"""Tenants and their API tokens (operator token only): ``/v1/tenants``, ``/v1/tenants/{name}/tokens``."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from edge.api.auth import caller
+from edge.api.errors import ApiError, json_body
+from edge.api.serialize import iso
+from edge.api.state import SERVICES
+
+__all__ = ["valid_tenant_name", "create_tenant", "list_tenants", "rotate_token", "revoke_tokens"]
+
+_TENANT_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def valid_tenant_name(name: Any) -> str:
+    """``name`` stripped, if it is a valid tenant name; else ``ApiError`` 422 ``invalid_tenant``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(422, "invalid_tenant", "tenant must be a non-empty string")
+    n = name.strip()
+    if len(n) > 100 or not set(n.lower()) <= _TENANT_NAME_CHARS:
+        raise ApiError(422, "invalid_tenant",
+                       "tenant names are 1-100 characters of letters, digits, '-', '_' and '.'")
+    return n
+
+
+def _new_token() -> str:
+    return "ect_" + secrets.token_urlsafe(32)
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    await caller(request, admin_only=True)
+    storage = request.app[SERVICES].storage
+    body = await json_body(request)
+    name = valid_tenant_name(body.get("name"))
+    existing = await storage.get_tenant(name)
+    tenant = existing or await storage.ensure_tenant(name)
+    token = _new_token()
+    await storage.add_token(tenant.id, token)
+    return web.json_response({"name": tenant.name, "token": token, "created": existing is None},
+                             status=201 if existing is None else 200)
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    await caller(request, admin_only=True)
+    ts = await request.app[SERVICES].storage.list_tenants()
+    return web.json_response({"tenants": [{"name": t.name, "created_at": iso(t.created_at)} for t in ts]})
+
+
+async def rotate_token(request: web.Request) -> web.Response:
+    await caller(request, admin_only=True)
+    storage = request.app[SERVICES].storage
+    t = await storage.get_tenant(request.match_info["name"])
+    if t is None:
+        raise ApiError(404, "not_found", "no such tenant")
+    revoked = await storage.revoke_tokens(t.id)
+    token = _new_token()
+    await storage.add_token(t.id, token)
+    return web.json_response({"name": t.name, "token": token, "revoked": revoked}, status=201)
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    await caller(request, admin_only=True)
+    storage = request.app[SERVICES].storage
+    t = await storage.get_tenant(request.match_info["name"])
+    if t is None:
+        raise ApiError(404, "not_found", "no such tenant")
+    return web.json_response({"name": t.name, "revoked": await storage.revoke_tokens(t.id)})
