@@ -8,8 +8,9 @@ import re
 
 from cryptography import x509
 
-from .chain import (build_chain, cert_info, common_name, ext_urls, to_der, key_desc, load_any_certs, load_store,
-                    name_coverage, name_text, san_names, self_signed, sha256_hex, signature_desc, utc_now, iso_utc)
+from .chain import (build_chain, cert_info, common_name, display_name, ext_urls, iso_utc, key_desc, load_any_certs,
+                    load_store, name_coverage, name_text, san_names, self_signed, sha256_hex, signature_desc, to_der,
+                    utc_now)
 from .handshake import Handshake
 from .page import http_get
 from .state import State
@@ -21,8 +22,8 @@ MAX_FETCH = 1 << 20  # CRLs, AIA issuers
 
 
 async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake], results: dict, *,
-                              cafile: str | None, expected: str | None, allow_private: bool, resolver: str | None,
-                              timeout: float, cmd_hint: dict) -> dict:
+                             cafile: str | None, expected: str | None, allow_private: bool, resolver: str | None,
+                             timeout: float, cmd_hint: dict) -> dict:
     host = st.hostname
     served: list[x509.Certificate] = []
     for der in main.chain:
@@ -47,7 +48,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         for url in ext_urls(report.path[-1], "aia")[:2]:
             try:
                 status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH,
-                                                   allow_private=allow_private, resolver=resolver)
+                                                  allow_private=allow_private, resolver=resolver)
                 if status == 200:
                     fetched += load_any_certs(body)
             except Exception as e:
@@ -67,7 +68,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     path = report.path
     served_ders = [to_der(c) for c in served]
     chain_desc = "; ".join(
-        f"{i}: {common_name(c) or name_text(c.subject)} (issuer {_cn_of_name(c.issuer)})" for i, c in enumerate(served))
+        f"{i}: {display_name(c)} (issuer {_cn_of_name(c.issuer)})" for i, c in enumerate(served))
     st.check("chain_sent", report.served_order_ok and not report.unused,
              f"{len(served)} certificate(s) sent: {chain_desc}"
              + ("" if report.served_order_ok else "; not in issuing order")
@@ -101,7 +102,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
             st.check("expected_certificate", True, f"the served leaf is the expected one (sha256 {leaf_sha[:16]}...)")
         elif default_cert:
             st.check("expected_certificate", False,
-                     f"the edge served its default/fallback certificate ({common_name(leaf) or name_text(leaf.subject)}, "
+                     f"the edge served its default/fallback certificate ({display_name(leaf)}, "
                      f"sha256 {leaf_sha[:16]}...) instead of the one for {host} (sha256 {expected[:16]}...)")
         else:
             st.check("expected_certificate", False,
@@ -109,7 +110,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
                      fatal=False)
     elif default_cert:
         st.check("default_certificate", False,
-                 f"the server sends the same certificate ({common_name(leaf) or name_text(leaf.subject)}) for unknown names: "
+                 f"the server sends the same certificate ({display_name(leaf)}) for unknown names: "
                  "its fallback, not one for this name")
     if default_cert:
         st.fail("default_certificate")
@@ -120,9 +121,9 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     for i, c in enumerate(path):
         label = "leaf" if i == 0 else ("root" if self_signed(c) else "intermediate")
         if c.not_valid_after_utc < now:
-            expired_c.append(f"{label} {common_name(c) or name_text(c.subject)} expired {iso_utc(c.not_valid_after_utc)}")
+            expired_c.append(f"{label} {display_name(c)} expired {iso_utc(c.not_valid_after_utc)}")
         if c.not_valid_before_utc > now:
-            future_c.append(f"{label} {common_name(c) or name_text(c.subject)} valid only from {iso_utc(c.not_valid_before_utc)}")
+            future_c.append(f"{label} {display_name(c)} valid only from {iso_utc(c.not_valid_before_utc)}")
     if expired_c or future_c:
         st.check("validity", False, "; ".join(expired_c + future_c))
         if expired_c:
@@ -151,10 +152,10 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     for i, c in enumerate(path):
         sig, weak = signature_desc(c)
         if weak and not (self_signed(c) and i == len(path) - 1 and i > 0):
-            weak_sigs.append(f"{common_name(c) or name_text(c.subject)}: {sig}")
+            weak_sigs.append(f"{display_name(c)}: {sig}")
         kd, _bits, kweak = key_desc(c)
         if kweak:
-            weak_keys.append(f"{common_name(c) or name_text(c.subject)}: {kd}")
+            weak_keys.append(f"{display_name(c)}: {kd}")
     st.check("signature", not weak_sigs, "; ".join(weak_sigs) + " (SHA-1/MD5 rejected by clients)" if weak_sigs
              else "signature algorithms: " + ", ".join(sorted({signature_desc(c)[0] for c in path})))
     st.check("key", not weak_keys, "; ".join(weak_keys) + " (under 2048 bits)" if weak_keys
@@ -186,7 +187,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         for url in ext_urls(c, "crl")[:2]:
             try:
                 status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH * 8,
-                                                   allow_private=allow_private, resolver=resolver)
+                                                  allow_private=allow_private, resolver=resolver)
                 if status != 200:
                     crl_notes.append(f"CRL {url}: HTTP {status}")
                     continue

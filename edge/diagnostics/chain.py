@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 __all__ = ["load_store", "validate_cafile", "to_der", "name_text", "self_signed", "key_desc", "signature_desc",
-           "san_names", "common_name", "name_coverage", "cert_info", "ext_urls", "load_any_certs", "ChainReport",
-           "build_chain", "sha256_hex", "normalize_fingerprint", "utc_now", "iso_utc"]
+           "san_names", "common_name", "display_name", "name_coverage", "cert_info", "ext_urls", "load_any_certs",
+           "ChainReport", "build_chain", "sha256_hex", "normalize_fingerprint", "utc_now", "iso_utc"]
 
 
 def utc_now() -> dt.datetime:
@@ -170,6 +170,11 @@ def common_name(c: x509.Certificate) -> str | None:
         return None
 
 
+def display_name(c: x509.Certificate) -> str:
+    """The certificate's CN, else its subject DN."""
+    return common_name(c) or name_text(c.subject)
+
+
 def _dns_match(pattern: str, host: str) -> bool:
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
     if pattern == host:
@@ -271,7 +276,7 @@ class ChainReport:
 
 
 def build_chain(served: list[x509.Certificate], store: tuple[x509.Certificate, ...],
-                 extra_issuers: list[x509.Certificate] = ()) -> ChainReport:  # type: ignore[assignment]
+                extra_issuers: list[x509.Certificate] = ()) -> ChainReport:  # type: ignore[assignment]
     """Build leaf -> ... -> anchor like OpenSSL (trusted store first, then the served certificates)."""
     leaf = served[0]
     store_ders = {to_der(c) for c in store}
@@ -298,18 +303,19 @@ def build_chain(served: list[x509.Certificate], store: tuple[x509.Certificate, .
     unused = [c for c in served[1:] if to_der(c) not in used]
     if trusted:
         return ChainReport(path, True, "trusted", "chains to a trusted root: "
-                           + " -> ".join(common_name(c) or name_text(c.subject) for c in path), order_ok, unused)
+                           + " -> ".join(display_name(c) for c in path), order_ok, unused)
     top = path[-1]
     if len(path) == 1 and self_signed(leaf):
         return ChainReport(path, False, "self_signed", "the certificate is self-signed and not trusted", order_ok,
                            unused)
     if self_signed(top):
         return ChainReport(path, False, "untrusted_root",
-                           f"the chain ends at the root {name_text(top.subject)!s}, which is not trusted", order_ok, unused)
+                           f"the chain ends at the root {name_text(top.subject)!s}, which is not trusted", order_ok,
+                           unused)
     if len(path) == 1:
         return ChainReport(path, False, "incomplete_chain",
                            f"the server sent no certificate for the issuer {name_text(leaf.issuer)} and it is not a "
                            "trusted root: the intermediate is missing", order_ok, unused)
     return ChainReport(path, False, "untrusted_root",
-                       f"the chain stops at {name_text(top.subject)}, issued by {name_text(top.issuer)}, which is neither "
-                       "sent nor trusted", order_ok, unused)
+                       f"the chain stops at {name_text(top.subject)}, issued by {name_text(top.issuer)}, which is "
+                       "neither sent nor trusted", order_ok, unused)

@@ -28,6 +28,34 @@ from .handshake import BROWSER_CIPHERS
 
 __all__ = ["openssl_command", "report_command"]
 
+#: What ``grep -Eio`` prints of a page: the elements that load an ``http://`` URL.
+_INSECURE_SUBRESOURCE = "<[a-z]+[^>]*(src|href|action|data|srcset)=[\"']?http://[^\"' >]*"
+
+
+def _mode_flags(mode: str, crl_check: str | None) -> list[str]:
+    """The ``s_client`` options that make ``mode`` show (``crl_check``: the CRL option, None for no CRL check)."""
+    if mode == "revoked":
+        return [crl_check, "-crl_download"] if crl_check else []
+    if mode in ("weak_key", "weak_signature"):
+        return ["-auth_level", "2"]
+    if mode == "protocol_version_mismatch":
+        return ["-no_tls1", "-no_tls1_1"]
+    if mode == "cipher_mismatch":
+        return ["-cipher", BROWSER_CIPHERS]
+    return []
+
+
+def _timed(line: str, message: str) -> str:
+    """``line`` bounded to 10 s, printing ``message`` when the bound fires."""
+    return f"timeout 10 {line}; [ $? -ne 124 ] || echo " + shlex.quote(message)
+
+
+def _page_grep(host: str, path: str, s_client: list[str]) -> str:
+    """GET ``path`` through ``s_client`` (``-quiet``) and grep the insecure subresources."""
+    req = f"GET {path} HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n"
+    return (f"printf {shlex.quote(req)} | {shlex.join(s_client)} 2>/dev/null | "
+            f"grep -Eio {shlex.quote(_INSECURE_SUBRESOURCE)}")
+
 
 def openssl_command(mode: str, *, host: str, ip_literal: str | None, connect: str | None,
                     address: str | None, target_port: int, cafile: str | None, resolver: str | None, hint: dict,
@@ -59,28 +87,19 @@ def openssl_command(mode: str, *, host: str, ip_literal: str | None, connect: st
     if cafile:
         args += ["-CAfile", cafile]
     args += ["-showcerts", "-status"]
-    if mode == "revoked" and hint.get("revoked_via", "").startswith("crl"):
-        args += ["-crl_check_all" if hint["revoked_via"] == "crl_all" else "-crl_check", "-crl_download"]
-    elif mode in ("weak_key", "weak_signature"):
-        args += ["-auth_level", "2"]
-    elif mode == "protocol_version_mismatch":
-        args += ["-no_tls1", "-no_tls1_1"]
-    elif mode == "cipher_mismatch":
-        args += ["-cipher", BROWSER_CIPHERS]
+    via = hint.get("revoked_via", "")
+    args += _mode_flags(mode, ("-crl_check_all" if via == "crl_all" else "-crl_check") if via.startswith("crl")
+                        else None)
     line = shlex.join(args) + " </dev/null"
     if mode == "connection_timeout" or (mode == "handshake_failure" and hint.get("stalled")):
-        line = (f"timeout 10 {line}; [ $? -ne 124 ] || echo "
-                + shlex.quote(f"timed out: no answer from {hostport} within 10 s"))
+        line = _timed(line, f"timed out: no answer from {hostport} within 10 s")
     elif mode == "mixed_content":
-        path = hint.get("page_path", "/")
-        req = f"GET {path} HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n"
         q = ["openssl", "s_client", "-connect", hostport, "-quiet"]
         if not ip_literal:
             q += ["-servername", host]
         if cafile:
             q += ["-CAfile", cafile]
-        pattern = "<[a-z]+[^>]*(src|href|action|data|srcset)=[\"']?http://[^\"' >]*"
-        line = (f"printf {shlex.quote(req)} | {shlex.join(q)} 2>/dev/null | grep -Eio {shlex.quote(pattern)}")
+        line = _page_grep(host, hint.get("page_path", "/"), q)
     return line
 
 
@@ -93,22 +112,10 @@ def report_command(mode: str, host: str) -> str:
             ["openssl", "x509", "-noout", "-subject", "-issuer", "-dates"])
         return ("date -u; " + line) if mode == "client_clock_skew" else line
     if mode == "mixed_content":
-        req = f"GET / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n"
-        pattern = "<[a-z]+[^>]*(src|href|action|data|srcset)=[\"']?http://[^\"' >]*"
-        return (f"printf {shlex.quote(req)} | "
-                + shlex.join(["openssl", "s_client", "-connect", f"{host}:443", "-servername", host, "-quiet"])
-                + f" 2>/dev/null | grep -Eio {shlex.quote(pattern)}")
-    extra: list[str] = []
-    if mode == "revoked":
-        extra = ["-crl_check", "-crl_download"]
-    elif mode in ("weak_key", "weak_signature"):
-        extra = ["-auth_level", "2"]
-    elif mode == "protocol_version_mismatch":
-        extra = ["-no_tls1", "-no_tls1_1"]
-    elif mode == "cipher_mismatch":
-        extra = ["-cipher", BROWSER_CIPHERS]
+        return _page_grep(host, "/", ["openssl", "s_client", "-connect", f"{host}:443", "-servername", host,
+                                      "-quiet"])
     return_error = [] if mode in ("default_certificate", "wrong_endpoint") else ["-verify_return_error"]
-    line = shlex.join(base + return_error + tail + extra) + " </dev/null"
+    line = shlex.join(base + return_error + tail + _mode_flags(mode, "-crl_check")) + " </dev/null"
     if mode in ("connection_timeout",):
-        line = f"timeout 10 {line}; [ $? -ne 124 ] || echo 'timed out: no answer within 10 s'"
+        line = _timed(line, "timed out: no answer within 10 s")
     return line

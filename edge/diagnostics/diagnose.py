@@ -176,7 +176,7 @@ async def diagnose(
     if address is not None:
         # ---- TLS: a browser-like handshake first
         browser_ctx = client_context(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3,
-                                      BROWSER_CIPHERS + ":@SECLEVEL=0")
+                                     BROWSER_CIPHERS + ":@SECLEVEL=0")
         hs_main = await asyncio.to_thread(tls_handshake, address, target_port, sni, browser_ctx, timeout, "browser")
         handshakes["browser"] = hs_main
 

@@ -99,7 +99,7 @@ def _chain_of(tls: ssl.SSLSocket) -> list[bytes]:
 
 
 def tls_handshake(address: str, port: int, sni: str | None, ctx: ssl.SSLContext, timeout: float,
-               label: str) -> Handshake:
+                  label: str) -> Handshake:
     """One TLS handshake (blocking: run it in a thread)."""
     sock = None
     try:

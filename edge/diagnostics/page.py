@@ -20,8 +20,8 @@ _MAX_PAGE = 512 << 10  # the page scanned for mixed content
 
 
 async def http_get(url: str, *, timeout: float, limit: int, allow_private: bool, resolver: str | None,
-                    ssl_ctx: ssl.SSLContext | None = None, connect: tuple[str, int] | None = None,
-                    host_header: str | None = None) -> tuple[int, dict[str, str], bytes]:
+                   ssl_ctx: ssl.SSLContext | None = None, connect: tuple[str, int] | None = None,
+                   host_header: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """A minimal bounded HTTP/1.0 GET (no redirects followed). Refuses private targets when not allowed.
 
     Raises:
@@ -85,8 +85,8 @@ async def fetch_page(host: str, address: str, port: int, timeout: float):
     for _ in range(3):
         try:
             status, headers, body = await http_get(url, timeout=timeout, limit=_MAX_PAGE, allow_private=True,
-                                                    resolver=None, ssl_ctx=ctx, connect=(address, port),
-                                                    host_header=host)
+                                                   resolver=None, ssl_ctx=ctx, connect=(address, port),
+                                                   host_header=host)
         except Exception as e:
             return {"error": f"{type(e).__name__}: {e}", "pages": pages}
         pages.append((url, status))

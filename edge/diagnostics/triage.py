@@ -5,10 +5,10 @@ Safari/NSURLError, legacy Edge/IE DLG_FLAGS), a curl/wget message, an ``openssl 
 Go / Java / Node / .NET stack trace, or a server log line (nginx, Apache, HAProxy, Caddy, AWS ALB, Cloudflare).
 
 Classification weighs a table of evidence rules (``rules``: regular expressions with a weight and the source they
-identify), plus parsing of ``openssl s_client`` transcripts (``verify error:num=N``, alerts, issuer lines, ``notAfter=`` dates) and
-two context rules: an issuer that is not one of ``edge_issuers`` means ``tls_interception``; a date error while the
-served certificate is valid (``served_certificate_valid``), or a date error whose dates show the certificate valid
-today, means ``client_clock_skew``.
+identify), plus parsing of ``openssl s_client`` transcripts (``verify error:num=N``, alerts, issuer lines,
+``notAfter=`` dates) and two context rules: an issuer that is not one of ``edge_issuers`` means
+``tls_interception``; a date error while the served certificate is valid (``served_certificate_valid``), or a date
+error whose dates show the certificate valid today, means ``client_clock_skew``.
 """
 
 from __future__ import annotations
