@@ -53,15 +53,14 @@ def var(name: str) -> str:
     return "EDGECERT_" + name.upper()
 
 
-def parse_hostport(value: str, *, setting: str = "address") -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) split, with a :class:`ConfigError` naming ``setting`` when it is not of that form.
+def parse_hostport(value: str, *, setting: str = "address", default_port: int | None = None) -> tuple[str, int]:
+    """A listening or server address ``host:port`` (``[v6]:port``), with a :class:`ConfigError` naming ``setting``.
 
-    An empty host means every address (``:443`` -> ``0.0.0.0``)."""
+    An empty host means every address (``:443`` -> ``0.0.0.0``); port 0 picks a free port."""
     try:
-        host, port = _split_hostport(value)
+        return _split_hostport(value, what=setting, default_port=default_port, listen=True)
     except InvalidHostPort as e:
-        raise ConfigError(f"{setting}: {e}") from None
-    return host or "0.0.0.0", port
+        raise ConfigError(str(e)) from None
 
 
 def _bool(v: Any) -> bool:
@@ -116,13 +115,13 @@ def _delays(v: tuple) -> str | None:
     return None if all(x >= 0 for x in v) else "must be seconds >= 0, e.g. 10,60,600"
 
 
-def _hostport_check(v: str | None) -> str | None:
+def _hostport_check(v: str | None, default_port: int | None = None) -> str | None:
     if not v:
         return None
     try:
-        _split_hostport(v)
-    except InvalidHostPort:
-        return "must be host:port ([ipv6]:port for IPv6, port 0-65535)"
+        _split_hostport(v, default_port=default_port, listen=True)
+    except InvalidHostPort as e:
+        return f"must be host:port ([ipv6]:port for IPv6): {e.problem}"
     return None
 
 
@@ -153,7 +152,7 @@ def _renew_ratio(v: float) -> str | None:
 
 
 def _resolver(v: str | None) -> str | None:
-    return _hostport_check(v if not v or ":" in v.strip("[]") or v.startswith("[") else v + ":53")
+    return _hostport_check(v, default_port=53)
 
 
 def _log_level(v: str) -> str | None:
@@ -373,9 +372,7 @@ class Settings:
     def dns_resolver_hostport(self) -> tuple[str, int] | None:
         if not self.dns_resolver:
             return None
-        r = self.dns_resolver if ":" in self.dns_resolver.strip("[]") or self.dns_resolver.startswith("[") \
-            else self.dns_resolver + ":53"
-        return parse_hostport(r, setting="EDGECERT_DNS_RESOLVER")
+        return parse_hostport(self.dns_resolver, setting="EDGECERT_DNS_RESOLVER", default_port=53)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets replaced, for logs and ``/v1/config``."""

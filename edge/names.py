@@ -1,8 +1,11 @@
-"""Hostname validation: what a tenant may register, in one canonical form.
+"""Hostname rules: what a tenant may register, in one canonical form; ``host:port`` values.
 
 A valid name is lowercased, without a trailing dot, in ASCII (IDNA 2008 / UTS #46 A-labels), has at least two
 labels, labels of 1-63 letters/digits/hyphens not starting or ending with a hyphen, at most 253 characters, is not an
 IP literal, not a public suffix (``co.uk``, ``github.io``), and has no wildcard unless explicitly allowed.
+``validate_hostname(..., registrable=False)`` is the same parser for names that are only probed (diagnostics).
+
+``parse_hostport`` / ``format_hostport`` read and write ``host:port`` (``[v6]:port`` for IPv6).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from functools import lru_cache
 import idna
 from publicsuffixlist import PublicSuffixList
 
-__all__ = ["InvalidHostname", "Hostname", "validate_hostname", "registered_domain", "is_valid_sni"]
+__all__ = ["InvalidHostname", "Hostname", "validate_hostname", "registered_domain", "is_valid_sni",
+           "InvalidHostPort", "parse_hostport", "format_hostport"]
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ANY_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")  # registrable=False: underscores too
 
 
 class InvalidHostname(ValueError):
@@ -60,12 +65,17 @@ def _is_ip_literal(s: str) -> bool:
     return False
 
 
-def validate_hostname(raw: object, *, allow_wildcard: bool = False) -> Hostname:
-    """Check and canonicalise a hostname a tenant wants to use.
+def validate_hostname(raw: object, *, allow_wildcard: bool = False, registrable: bool = True) -> Hostname:
+    """Check and canonicalise a hostname: the one hostname parser.
 
     Args:
         raw: the name as received (str expected).
         allow_wildcard: accept ``*.example.com`` (only meaningful with DNS-01).
+        registrable: True (a name a tenant may register, see the module docstring). False (any name a client
+            could connect to, as diagnostics takes it): an IP literal (``[v6]`` too) comes back in canonical
+            form; single labels, public suffixes, underscores, an all-digit top-level label (not an all-digit
+            name) are accepted; an ASCII name is only lowercased and checked label by label (no IDNA checks),
+            a non-ASCII one is converted with UTS #46 without the STD3 rules.
 
     Returns:
         The canonical :class:`Hostname`.
@@ -76,6 +86,14 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False) -> Hostname:
     if not isinstance(raw, str):
         raise InvalidHostname("invalid_hostname", "hostname must be a string")
     name = raw.strip()
+    if not registrable:
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        try:
+            ip = str(ipaddress.ip_address(name))
+            return Hostname(ascii=ip, unicode=ip, registered_domain=ip)
+        except ValueError:
+            pass
     if not name:
         raise InvalidHostname("invalid_hostname", "hostname is empty")
     if len(name) > 1000:
@@ -88,10 +106,11 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False) -> Hostname:
     if name.endswith("."):
         name = name[:-1]
     if name.startswith("[") or ":" in name:
-        if _is_ip_literal(name.split("]")[0] + ("]" if name.startswith("[") else "")) or _is_ip_literal(name):
+        if registrable and (_is_ip_literal(name.split("]")[0] + ("]" if name.startswith("[") else ""))
+                            or _is_ip_literal(name)):
             raise InvalidHostname("ip_literal", "IP addresses cannot be registered; use a DNS name")
         raise InvalidHostname("invalid_hostname", "hostname must not contain a port or a colon")
-    if _is_ip_literal(name):
+    if registrable and _is_ip_literal(name):
         raise InvalidHostname("ip_literal", "IP addresses cannot be registered; use a DNS name")
     wildcard = False
     if name.startswith("*."):
@@ -109,25 +128,31 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False) -> Hostname:
             raise InvalidHostname("label_too_long", f"label {label[:20]!r}... is longer than 63 characters")
     if name.isascii() and len(name) > 253:
         raise InvalidHostname("hostname_too_long", f"hostname is {len(name)} characters; the limit is 253")
-    try:
-        ascii_name = idna.encode(name, uts46=True, std3_rules=True, transitional=False).decode("ascii")
-    except idna.IDNAError as e:
-        raise InvalidHostname("invalid_idna", f"hostname is not a valid internationalised name: {e}") from None
-    except UnicodeError as e:
-        raise InvalidHostname("invalid_idna", f"hostname is not a valid internationalised name: {e}") from None
+    if not registrable and name.isascii():
+        ascii_name = name
+    else:
+        try:
+            ascii_name = idna.encode(name, uts46=True, std3_rules=registrable, transitional=False).decode("ascii")
+        except idna.IDNAError as e:
+            raise InvalidHostname("invalid_idna", f"hostname is not a valid internationalised name: {e}") from None
+        except UnicodeError as e:
+            raise InvalidHostname("invalid_idna", f"hostname is not a valid internationalised name: {e}") from None
     ascii_name = ascii_name.lower()
     if len(ascii_name) > 253:
         raise InvalidHostname("hostname_too_long",
                               f"hostname is {len(ascii_name)} characters in ASCII form; the limit is 253")
     labels = ascii_name.split(".")
-    if len(labels) < 2:
+    if registrable and len(labels) < 2:
         raise InvalidHostname("not_fully_qualified", "hostname needs at least two labels, e.g. shop.example.com")
     for label in labels:
         if len(label) > 63:
             raise InvalidHostname("label_too_long", f"label {label[:20]!r}... is longer than 63 characters")
-        if not _LABEL.match(label):
+        if not (_LABEL if registrable else _ANY_LABEL).match(label):
             raise InvalidHostname("invalid_label",
-                                  f"label {label!r} may only hold letters, digits and inner hyphens")
+                                  f"label {label!r} may only hold letters, digits and inner hyphens"
+                                  + ("" if registrable else " or underscores"))
+        if not registrable:
+            continue
         if label[2:4] == "--" and not label.startswith("xn--"):
             raise InvalidHostname("invalid_label", f"label {label!r} has '--' in positions 3-4 (reserved)")
         if label.startswith("xn--"):
@@ -135,9 +160,9 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False) -> Hostname:
                 idna.decode(label)
             except (idna.IDNAError, UnicodeError) as e:
                 raise InvalidHostname("invalid_idna", f"label {label!r} is not valid punycode: {e}") from None
-    if labels[-1].isdigit():
+    if labels[-1].isdigit() and (registrable or all(label.isdigit() for label in labels)):
         raise InvalidHostname("invalid_label", "the top-level label cannot be all digits")
-    if _psl().is_public(ascii_name):
+    if registrable and _psl().is_public(ascii_name):
         raise InvalidHostname("public_suffix",
                               f"{ascii_name} is a public suffix (like co.uk); register a name under it")
     reg = registered_domain(ascii_name) or ascii_name
@@ -158,29 +183,76 @@ def is_valid_sni(name: str | None) -> bool:
 
 
 class InvalidHostPort(ValueError):
-    """A ``host:port`` that is not of that form; ``value`` is what was given."""
+    """A ``host:port`` value that cannot be used.
 
-    def __init__(self, message: str, value: str) -> None:
-        super().__init__(message)
+    Attributes:
+        value: the value as given.
+        what: what it is (a setting's name, ``"connect target"``...).
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, value: object, what: str, problem: str) -> None:
+        super().__init__(f"invalid {what} {value!r}: {problem}")
         self.value = value
+        self.what = what
+        self.problem = problem
 
 
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); the host may be empty (every address).
+def _is_ipv6(s: str) -> bool:
+    try:
+        ipaddress.IPv6Address(s)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_hostport(value: str, *, what: str = "address", default_port: int | None = None,
+                   listen: bool = False) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` -> (host, port).
+
+    Args:
+        value: the text; surrounding whitespace is ignored.
+        what: names the value in the error message.
+        default_port: the port when the value has none (``host``, ``[v6]``, or a bare IPv6 address); None: a port
+            is required, and in an unbracketed value with several colons the last one separates the port
+            (``::1:53``).
+        listen: a listening address: an empty host means every interface (``0.0.0.0``) and port 0 is allowed.
 
     Raises:
-        InvalidHostPort: not of that form, or the port is not 0-65535.
+        InvalidHostPort: malformed, with the value.
     """
-    v = value.strip()
+    v = (value or "").strip()
+    expected = "expected HOST:PORT"
     if v.startswith("["):
         host, sep, rest = v[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise InvalidHostPort(f"expected [ipv6]:port, got {value!r}", value)
-        port_s = rest[1:]
+        if not sep or (rest and not rest.startswith(":")):
+            raise InvalidHostPort(value, what, expected)
+        port_s = rest[1:] if rest else None
+    elif v.count(":") > 1:
+        if default_port is not None and _is_ipv6(v):
+            host, port_s = v, None
+        else:
+            host, _, port_s = v.rpartition(":")
+            if not _is_ipv6(host):
+                raise InvalidHostPort(value, what, expected)
+    elif ":" in v:
+        host, _, port_s = v.partition(":")
     else:
-        host, sep, port_s = v.rpartition(":")
-        if not sep:
-            raise InvalidHostPort(f"expected host:port, got {value!r}", value)
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise InvalidHostPort(f"the port must be a number from 0 to 65535, got {value!r}", value)
+        host, port_s = v, None
+    if not host:
+        if not listen:
+            raise InvalidHostPort(value, what, expected)
+        host = "0.0.0.0"
+    if port_s is None:
+        if default_port is None:
+            raise InvalidHostPort(value, what, expected)
+        return host, default_port
+    lowest = 0 if listen else 1
+    if not (port_s.isascii() and port_s.isdigit()) or not lowest <= int(port_s) <= 65535:
+        raise InvalidHostPort(value, what, f"port must be {lowest}-65535")
     return host, int(port_s)
+
+
+def format_hostport(host: str, port: int) -> str:
+    """``host:port``, with IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

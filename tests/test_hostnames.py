@@ -1,4 +1,4 @@
-"""Property tests for hostname validation."""
+"""Property tests for hostname validation; the permissive form diagnostics uses; host:port values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import string
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edge.names import InvalidHostname, is_valid_sni, registered_domain, validate_hostname
+from edge.names import (InvalidHostname, InvalidHostPort, format_hostport, is_valid_sni, parse_hostport,
+                        registered_domain, validate_hostname)
 
 LDH = string.ascii_lowercase + string.digits
 label = st.text(alphabet=LDH, min_size=1, max_size=20).filter(lambda s: s[2:4] != "--") | \
@@ -82,3 +83,44 @@ def test_idna_and_wildcards():
     assert registered_domain("a.b.shop.co.uk") == "shop.co.uk"
     assert not is_valid_sni("") and not is_valid_sni(None) and not is_valid_sni("a_b.com")
     assert ipaddress.ip_address("127.0.0.1")
+
+
+@given(hostname)
+@settings(max_examples=100, deadline=None)
+def test_names_a_tenant_may_register_are_probeable_unchanged(name):
+    try:
+        h = validate_hostname(name)
+    except InvalidHostname:
+        return
+    assert validate_hostname(name, registrable=False).ascii == h.ascii
+
+
+@pytest.mark.parametrize("raw,ascii", [
+    ("localhost", "localhost"), ("co.uk", "co.uk"), ("_dmarc.Example.COM.", "_dmarc.example.com"),
+    ("foo.123", "foo.123"), ("[::1]", "::1"), ("127.0.0.1", "127.0.0.1"), ("Bücher.example", "xn--bcher-kva.example"),
+])
+def test_probeable_names(raw, ascii):
+    assert validate_hostname(raw, registrable=False).ascii == ascii
+
+
+@pytest.mark.parametrize("raw", ["", "https://x/", "a..b", "1.2.3.4.5", "x" * 64 + ".com", "a b", "h:443", "*.a.com"])
+def test_probeable_names_refused(raw):
+    with pytest.raises(InvalidHostname):
+        validate_hostname(raw, registrable=False)
+
+
+def test_hostport():
+    assert parse_hostport("shop.example.com:8443") == ("shop.example.com", 8443)
+    assert parse_hostport(" [2001:db8::1]:53 ") == ("2001:db8::1", 53)
+    assert parse_hostport("::1:53") == ("::1", 53)
+    assert parse_hostport("::1", default_port=53) == parse_hostport("[::1]", default_port=53) == ("::1", 53)
+    assert parse_hostport("ns.example", default_port=53) == ("ns.example", 53)
+    assert parse_hostport(":8080", listen=True) == ("0.0.0.0", 8080)
+    assert parse_hostport("127.0.0.1:0", listen=True) == ("127.0.0.1", 0)
+    for value, kw in (("no-port", {}), (":8080", {}), ("127.0.0.1:0", {}), ("h:99999", {}), ("h:x", {}),
+                      ("[::1]x", {}), ("fe80::1", {}), ("a:b:80", {})):
+        with pytest.raises(InvalidHostPort) as e:
+            parse_hostport(value, what="HTTPS_LISTEN", **kw)
+        assert e.value.value == value and e.value.what == "HTTPS_LISTEN" and "HTTPS_LISTEN" in str(e.value)
+    assert issubclass(InvalidHostPort, ValueError)
+    assert format_hostport("::1", 443) == "[::1]:443" and format_hostport("a.test", 80) == "a.test:80"

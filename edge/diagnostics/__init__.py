@@ -1,7 +1,9 @@
 """Diagnostics: name what is wrong with a TLS endpoint (``diagnose``) or a pasted error report (``triage``)."""
 
-from .diagnose import TargetNotAllowed, diagnose, diagnose_main
+from .cli import diagnose_main, triage_main
+from .diagnose import diagnose
 from .modes import FAILURE_MODES
-from .triage import triage, triage_main
+from .target import TargetNotAllowed
+from .triage import triage
 
 __all__ = ["diagnose", "triage", "diagnose_main", "triage_main", "TargetNotAllowed", "FAILURE_MODES"]

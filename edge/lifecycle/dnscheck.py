@@ -9,11 +9,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-import dns.asyncresolver
 import dns.exception
-import dns.name
-import dns.rdatatype
 import dns.resolver
+
+from edge.dns import lookup, make_resolver
 
 __all__ = ["PointingResult", "DnsChecker", "local_addresses"]
 
@@ -56,12 +55,7 @@ class DnsChecker:
     """Resolve names through one resolver (host, port) or the system's, with bounded time."""
 
     def __init__(self, *, resolver: tuple[str, int] | None, edge_target: str | None, timeout: float = 4.0) -> None:
-        self.resolver = dns.asyncresolver.Resolver(configure=resolver is None)
-        if resolver is not None:
-            self.resolver.nameservers = [resolver[0]]
-            self.resolver.port = resolver[1]
-        self.resolver.lifetime = timeout
-        self.resolver.timeout = timeout / 2
+        self.resolver = make_resolver(resolver, lifetime=timeout, timeout=timeout / 2)
         self.edge_target = edge_target.strip().rstrip(".").lower() if edge_target else None
         self._target_names: list[str] = []
         if self.edge_target:
@@ -95,25 +89,19 @@ class DnsChecker:
         chain: list[str] = []
         addrs: list[str] = []
         nx = False
-        for rtype in ("A", "AAAA"):
-            try:
-                ans = await self.resolver.resolve(name, rtype, raise_on_no_answer=False)
-            except dns.resolver.NXDOMAIN:
+        for ans in await lookup(self.resolver, name):
+            e = ans.error
+            if isinstance(e, dns.resolver.NXDOMAIN):
                 nx = True
                 continue
-            except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.NoAnswer) as e:
-                if rtype == "A":
+            if isinstance(e, (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.NoAnswer)):
+                if ans.rdtype == "A":
                     return chain, addrs, f"dns_error:{type(e).__name__}"
                 continue
-            if ans.chaining_result is not None:
-                for c in ans.chaining_result.cnames:
-                    for rr in c:
-                        t = rr.target.to_text().rstrip(".").lower()
-                        if t not in chain:
-                            chain.append(t)
-            if ans.rrset is not None:
-                for rr in ans.rrset:
-                    addrs.append(rr.address)
+            if e is not None:
+                raise e
+            chain += [c for c in ans.cnames if c not in chain]
+            addrs += ans.addresses
         if nx and not addrs:
             return chain, addrs, "nxdomain"
         return chain, addrs, None

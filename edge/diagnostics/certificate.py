@@ -1,0 +1,263 @@
+"""The certificate phase of a diagnosis: the served chain checked for what browsers refuse (default
+certificate, validity, trust with the AIA issuer fetched, weak keys and signatures, revocation by stapled OCSP
+or CRL, the name), each recorded as a check and a failure mode."""
+
+from __future__ import annotations
+
+import re
+
+from cryptography import x509
+
+from .chain import (build_chain, cert_info, common_name, display_name, ext_urls, iso_utc, key_desc, load_any_certs,
+                    load_store, name_coverage, name_text, san_names, self_signed, sha256_hex, signature_desc, to_der,
+                    utc_now)
+from .handshake import Handshake
+from .page import http_get
+from .state import State
+from .target import TargetNotAllowed
+
+__all__ = ["certificate_checks"]
+
+MAX_FETCH = 1 << 20  # CRLs, AIA issuers
+
+
+async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake], results: dict, *,
+                             cafile: str | None, expected: str | None, allow_private: bool, resolver: str | None,
+                             timeout: float, cmd_hint: dict) -> dict:
+    host = st.hostname
+    served: list[x509.Certificate] = []
+    for der in main.chain:
+        try:
+            served.append(x509.load_der_x509_certificate(der))
+        except Exception:
+            pass
+    if not served:
+        st.check("certificate", False, "the certificate sent by the server cannot be parsed")
+        st.fail("handshake_failure")
+        return {}
+    leaf = served[0]
+    now = utc_now()
+    store = load_store(cafile)
+    trust_label = f"CA file {cafile}" if cafile else "the system trust store"
+    report = build_chain(served, store)
+
+    # The missing issuer may be fetchable (AIA caIssuers): tells a missing intermediate from an unknown root.
+    if not report.trusted and report.status in ("incomplete_chain", "untrusted_root") and \
+            not self_signed(report.path[-1]):
+        fetched: list[x509.Certificate] = []
+        for url in ext_urls(report.path[-1], "aia")[:2]:
+            try:
+                status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH,
+                                                  allow_private=allow_private, resolver=resolver)
+                if status == 200:
+                    fetched += load_any_certs(body)
+            except Exception as e:
+                report.aia_detail = f"AIA fetch of {url} failed: {type(e).__name__}: {e}"
+        if fetched:
+            again = build_chain(served, store, fetched)
+            if again.trusted:
+                report.status = "incomplete_chain"
+                report.detail = ("the server does not send the intermediate "
+                                 f"({name_text(again.path[len(report.path)].subject)}); it is downloadable from the "
+                                 "AIA URL and chains to a trusted root")
+                report.path = again.path
+            elif self_signed(again.path[-1]):
+                report.status = "untrusted_root"
+                report.detail = f"the chain ends at the root {name_text(again.path[-1].subject)}, which is not trusted"
+
+    path = report.path
+    served_ders = [to_der(c) for c in served]
+    chain_desc = "; ".join(
+        f"{i}: {display_name(c)} (issuer {_cn_of_name(c.issuer)})" for i, c in enumerate(served))
+    st.check("chain_sent", report.served_order_ok and not report.unused,
+             f"{len(served)} certificate(s) sent: {chain_desc}"
+             + ("" if report.served_order_ok else "; not in issuing order")
+             + (f"; {len(report.unused)} unrelated certificate(s)" if report.unused else ""))
+
+    cov = name_coverage(leaf, host)
+    leaf_sha = sha256_hex(served_ders[0])
+    is_expected = expected is not None and leaf_sha == expected
+    bogus = hs.get("bogus_sni")
+    nosni = hs.get("no_sni")
+    same_for_unknown = bool(bogus and bogus.ok and bogus.chain and bogus.chain[0] == served_ders[0])
+    nosni_same = bool(nosni and nosni.ok and nosni.chain and nosni.chain[0] == served_ders[0])
+    if nosni is not None and nosni.ok and nosni.chain:
+        st.check("no_sni", True, "clients without SNI get " + (
+            "the same certificate" if nosni_same else
+            f"a different certificate ({common_name(x509.load_der_x509_certificate(nosni.chain[0])) or 'no CN'})"))
+    elif nosni is not None:
+        st.check("no_sni", True, f"a handshake without SNI fails ({nosni.text or nosni.kind})")
+
+    problems: list[str] = []
+
+    # default certificate
+    default_cert = False
+    if cov == "none":
+        if expected is not None and not is_expected:
+            default_cert = True
+        elif not report.trusted and same_for_unknown:
+            default_cert = True
+    if expected is not None:
+        if is_expected:
+            st.check("expected_certificate", True, f"the served leaf is the expected one (sha256 {leaf_sha[:16]}...)")
+        elif default_cert:
+            st.check("expected_certificate", False,
+                     f"the edge served its default/fallback certificate ({display_name(leaf)}, "
+                     f"sha256 {leaf_sha[:16]}...) instead of the one for {host} (sha256 {expected[:16]}...)")
+        else:
+            st.check("expected_certificate", False,
+                     f"the served leaf (sha256 {leaf_sha[:16]}...) is not the expected one ({expected[:16]}...)",
+                     fatal=False)
+    elif default_cert:
+        st.check("default_certificate", False,
+                 f"the server sends the same certificate ({display_name(leaf)}) for unknown names: "
+                 "its fallback, not one for this name")
+    if default_cert:
+        st.fail("default_certificate")
+        problems.append("default")
+
+    # validity window of every certificate on the path
+    expired_c, future_c = [], []
+    for i, c in enumerate(path):
+        label = "leaf" if i == 0 else ("root" if self_signed(c) else "intermediate")
+        if c.not_valid_after_utc < now:
+            expired_c.append(f"{label} {display_name(c)} expired {iso_utc(c.not_valid_after_utc)}")
+        if c.not_valid_before_utc > now:
+            future_c.append(f"{label} {display_name(c)} valid only from {iso_utc(c.not_valid_before_utc)}")
+    if expired_c or future_c:
+        st.check("validity", False, "; ".join(expired_c + future_c))
+        if expired_c:
+            st.fail("expired")
+            problems.append("expired")
+        if future_c:
+            st.fail("not_yet_valid")
+            problems.append("not_yet_valid")
+    else:
+        days = (leaf.not_valid_after_utc - now).days
+        st.check("validity", True, f"valid {iso_utc(leaf.not_valid_before_utc)} to {iso_utc(leaf.not_valid_after_utc)} "
+                                   f"({days} days left)" + ("" if len(path) == 1 else "; issuers valid"))
+
+    # trust
+    if report.trusted:
+        st.check("trust", True, f"{report.detail} ({trust_label})")
+    else:
+        st.check("trust", False, f"{report.detail} ({trust_label})" + (
+            f"; {report.aia_detail}" if report.aia_detail else ""))
+        if not default_cert:
+            st.fail(report.status)
+        problems.append(report.status)
+
+    # signatures and keys
+    weak_sigs, weak_keys = [], []
+    for i, c in enumerate(path):
+        sig, weak = signature_desc(c)
+        if weak and not (self_signed(c) and i == len(path) - 1 and i > 0):
+            weak_sigs.append(f"{display_name(c)}: {sig}")
+        kd, _bits, kweak = key_desc(c)
+        if kweak:
+            weak_keys.append(f"{display_name(c)}: {kd}")
+    st.check("signature", not weak_sigs, "; ".join(weak_sigs) + " (SHA-1/MD5 rejected by clients)" if weak_sigs
+             else "signature algorithms: " + ", ".join(sorted({signature_desc(c)[0] for c in path})))
+    st.check("key", not weak_keys, "; ".join(weak_keys) + " (under 2048 bits)" if weak_keys
+             else "keys: " + ", ".join(key_desc(c)[0] for c in path))
+    if weak_sigs:
+        st.fail("weak_signature")
+        problems.append("weak_signature")
+    if weak_keys:
+        st.fail("weak_key")
+        problems.append("weak_key")
+
+    # revocation: stapled OCSP, then CRLs
+    revoked_how = None
+    ossl = results.get("openssl")
+    staple_detail = "no OCSP response stapled"
+    if isinstance(ossl, str):
+        m = re.search(r"Cert Status: (\w+)", ossl)
+        if m:
+            staple_detail = f"stapled OCSP response: {m.group(1)}"
+            if m.group(1).lower() == "revoked":
+                revoked_how = "ocsp"
+                rr = re.search(r"Revocation Reason: ([^\n]+)", ossl)
+                staple_detail += f" ({rr.group(1).strip()})" if rr else ""
+    elif ossl is None:
+        staple_detail = "stapled OCSP not checked (openssl unavailable)"
+    crl_notes = []
+    for i, c in enumerate(path[:-1] if len(path) > 1 else path):
+        issuer = path[i + 1] if i + 1 < len(path) else None
+        for url in ext_urls(c, "crl")[:2]:
+            try:
+                status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH * 8,
+                                                  allow_private=allow_private, resolver=resolver)
+                if status != 200:
+                    crl_notes.append(f"CRL {url}: HTTP {status}")
+                    continue
+                crl = (x509.load_pem_x509_crl(body) if body.lstrip().startswith(b"-----")
+                       else x509.load_der_x509_crl(body))
+                if issuer is not None and not crl.is_signature_valid(issuer.public_key()):
+                    crl_notes.append(f"CRL {url}: bad signature, ignored")
+                    continue
+                entry = crl.get_revoked_certificate_by_serial_number(c.serial_number)
+                if entry is not None:
+                    reason = ""
+                    try:
+                        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+                    except Exception:
+                        pass
+                    crl_notes.append(f"{'leaf' if i == 0 else 'intermediate'} {common_name(c)} serial "
+                                     f"{format(c.serial_number, 'x')} is REVOKED in {url}"
+                                     f"{' (' + reason + ')' if reason else ''}")
+                    revoked_how = revoked_how or ("crl" if i == 0 else "crl_all")
+                else:
+                    crl_notes.append(f"{common_name(c) or 'certificate'} not in CRL {url}")
+                break
+            except TargetNotAllowed as e:
+                crl_notes.append(f"CRL {url} not fetched: {e}")
+            except Exception as e:
+                crl_notes.append(f"CRL {url} not fetched: {type(e).__name__}: {e}")
+    st.check("revocation", revoked_how is None, "; ".join([staple_detail] + (crl_notes or ["no CRL distribution "
+                                                                                             "point"])))
+    if revoked_how:
+        st.fail("revoked")
+        problems.append("revoked")
+        cmd_hint["revoked_via"] = revoked_how
+
+    # the name
+    names, ips, _ = san_names(leaf)
+    if cov == "san":
+        st.check("hostname", True, f"{host} is covered by the certificate ({', '.join((names + ips)[:6])})")
+    elif cov == "cn_only":
+        st.check("hostname", False, f"the certificate has no subjectAltName; only its CN {common_name(leaf)!r} matches "
+                                    f"{host}: browsers ignore the CN (OpenSSL still accepts it)")
+        if not default_cert:
+            st.fail("hostname_mismatch")
+        problems.append("hostname_cn_only")
+        cmd_hint["cn_only"] = True
+    else:
+        st.check("hostname", False, f"{host} is not covered by the certificate "
+                                    f"(SAN: {', '.join((names + ips)[:8]) or 'none'}; CN {common_name(leaf)!r})")
+        if not default_cert:
+            st.fail("hostname_mismatch")
+        problems.append("hostname")
+
+    cmd_hint["cert_problems"] = problems
+    info = cert_info(leaf)
+    info.update({
+        "chain": [cert_info(c) for c in path],
+        "served_chain_length": len(served),
+        "trusted": report.trusted,
+        "trust_store": cafile or "system",
+        "names_cover_hostname": cov == "san",
+        "expected": is_expected if expected is not None else None,
+        "same_without_sni": nosni_same if nosni is not None and nosni.ok else None,
+        "ocsp_staple": staple_detail,
+        "_certs": path,
+    })
+    return info
+
+
+def _cn_of_name(n: x509.Name) -> str:
+    try:
+        attrs = n.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return str(attrs[0].value) if attrs else name_text(n)
+    except Exception:
+        return name_text(n)
