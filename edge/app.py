@@ -232,7 +232,7 @@ class Server:
             bound = sock.getsockname()[:2] if sock else (host, port)
             self.addresses[name] = (bound[0], bound[1])
         # The index is loaded (manager.start): bound the context LRU by the memory target, if any, and build
-        # contexts in the background (edge/tls.py, SniIndex.start_prewarm).
+        # contexts in the background (edge/tls_edge/index.py, SniIndex.start_prewarm).
         from edge.tls_edge.worker import apply_memory_target
         apply_memory_target(services.index, s)
         if s.extra.get("prewarm", True):
