@@ -78,7 +78,7 @@ def import_certs(certs_dir: Path, store_url: str, state_dir: Path) -> int:
 
 def _store_has_domains(store_url: str) -> bool:
     """True when the store already holds domains (no ORM/alembic import on this path)."""
-    from edge.tls_edge.worker import EdgeStore
+    from store.readonly import EdgeStore
     st = EdgeStore(store_url)
     try:
         return st.has_domains()
@@ -189,10 +189,10 @@ def bench_serve_main(argv: list[str]) -> int:
     settings = _settings(args, store_url, state_dir)
     if not args.worker_child:
         # Created once here, not raced by the workers: the key box's key file and the default certificate.
-        from edge.tls_edge import index as tls
-        from edge.tls_edge.worker import load_keybox_lean
-        load_keybox_lean(None, state_dir)
-        tls.load_default_certificate(None, None, state_dir)
+        from edge.tls_edge.certificates import load_default_certificate
+        from store.crypto import load_keybox
+        load_keybox(secret_key=None, state_dir=state_dir)
+        load_default_certificate(None, None, state_dir)
     children: list[subprocess.Popen] = []
     if args.workers > 1 and not args.worker_child:
         if args.full:

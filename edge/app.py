@@ -29,12 +29,14 @@ from edge.api.http01 import make_http_app
 from edge.lifecycle.manager import DomainManager
 from edge.metrics import Metrics
 from edge.lifecycle.probes import Prober
-from edge.tls_edge.aiohttp_layer import fast_layer_available, make_edge_app, use_tls_engine
-from edge.tls_edge.index import SniIndex, load_default_certificate
-from edge.tls_edge.index import apply_settings as apply_tls_settings
+from edge.tls_edge.certificates import apply_settings as apply_tls_settings
+from edge.tls_edge.certificates import load_default_certificate
+from edge.tls_edge.engine import use_tls_engine
+from edge.tls_edge.http import EdgeHttpServer
+from edge.tls_edge.index import SniIndex
 from edge.lifecycle.webhooks import WebhookSender, parse_retry_schedule
 
-__all__ = ["Services", "SERVICES", "build_services", "run_server", "Server"]
+__all__ = ["Services", "build_services", "run_server", "Server"]
 
 log = logging.getLogger("edgecert")
 
@@ -66,7 +68,6 @@ class Services:
     manager: DomainManager
     metrics: Metrics
     prober: Prober | None = None
-    http_client: aiohttp.ClientSession | None = None
     webhooks: WebhookSender | None = None
     version: str = __version__
     https_bound: tuple[str, int] | None = None
@@ -105,9 +106,6 @@ class Services:
                 m.cert_expiry.labels(hostname=d.hostname).set(left)
         if soonest is not None:
             m.cert_expiry_min.set(soonest)
-
-
-SERVICES = web.AppKey("services", Services)
 
 
 async def build_services(settings: Settings) -> Services:
@@ -160,9 +158,6 @@ async def build_services(settings: Settings) -> Services:
 def services_ctx(services: Services):
     """cleanup_ctx: start the background machinery with the API app, stop it (in reverse) on shutdown."""
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        services.http_client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
-            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=60), auto_decompress=False)
         if services.webhooks is not None:
             await services.webhooks.start()
         await services.hook.start()
@@ -184,7 +179,6 @@ def services_ctx(services: Services):
         await services.hook.stop()
         if services.webhooks is not None:
             await services.webhooks.stop()
-        await services.http_client.close()
         services.issuer.close()
         await asyncio.to_thread(services.storage.close)
     return ctx
@@ -197,7 +191,7 @@ class Server:
         self.settings = settings
         self.services: Services | None = None
         self._runners: list[web.AppRunner] = []
-        self._edge = None  # edge.fasthttp.EdgeHttpServer, when the lean HTTP layer serves the TLS edge
+        self._edge: EdgeHttpServer | None = None  # the TLS edge
         self.addresses: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> Services:
@@ -209,40 +203,26 @@ class Server:
         api = make_api_app(services)
         api.cleanup_ctx.append(services_ctx(services))
         http = make_http_app(services)
-        edge = None
-        if fast_layer_available(s):  # the lean HTTP layer (edge/fasthttp.py); aiohttp's is the fallback
-            from edge.tls_edge.http import EdgeHttpServer
-            self._edge = EdgeHttpServer(services)
-            host, port = parse_hostport(s.https_listen, setting="https")
-            srv = await self._edge.start(host, port, services.index.default_context,
-                                         reuse_port=bool(s.extra.get("reuse_port")))
-            bound = srv.sockets[0].getsockname()[:2]
-            self.addresses["https"] = (bound[0], bound[1])
-            services.https_bound = (bound[0], bound[1])
-            services.manager.own_address = services.public_address()
-        else:
-            edge = make_edge_app(services)
-            edge[SERVICES] = services
-        for name, app, listen, ssl_ctx in (("https", edge, s.https_listen, services.index.default_context),
-                                           ("http", http, s.http_listen, None),
-                                           ("api", api, s.api_listen, None)):
-            if app is None:
-                continue
+        self._edge = EdgeHttpServer(services)
+        host, port = parse_hostport(s.https_listen, setting="https")
+        srv = await self._edge.start(host, port, services.index.default_context,
+                                     reuse_port=bool(s.extra.get("reuse_port")))
+        bound = srv.sockets[0].getsockname()[:2]
+        self.addresses["https"] = (bound[0], bound[1])
+        services.https_bound = (bound[0], bound[1])
+        services.manager.own_address = services.public_address()
+        for name, app, listen in (("http", http, s.http_listen), ("api", api, s.api_listen)):
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             host, port = parse_hostport(listen, setting=name)
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True,
-                               reuse_port=bool(s.extra.get("reuse_port")) if name == "https" else None)
+            site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
             await site.start()
             self._runners.append(runner)
             sock = site._server.sockets[0] if site._server and site._server.sockets else None  # type: ignore[union-attr]
             bound = sock.getsockname()[:2] if sock else (host, port)
             self.addresses[name] = (bound[0], bound[1])
-            if name == "https":
-                services.https_bound = (bound[0], bound[1])
-                services.manager.own_address = services.public_address()
         # The index is loaded (manager.start): bound the context LRU by the memory target, if any, and build
-        # contexts in the background (edge/tls.py, SniIndex.start_prewarm).
+        # contexts in the background (edge/tls_edge/index.py, SniIndex.start_prewarm).
         from edge.tls_edge.worker import apply_memory_target
         apply_memory_target(services.index, s)
         if s.extra.get("prewarm", True):

@@ -9,12 +9,11 @@ import stat
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge.lifecycle.files import LiveFiles
-from edge.tls_edge.index import CertEntry, SniIndex, generate_default_certificate, make_server_context, memory_handshake
+from edge.tls_edge.certificates import generate_default_certificate, make_server_context, memory_handshake
+from edge.tls_edge.index import CertEntry, SniIndex
 from store.crypto import DecryptionError, KeyBox, load_keybox
 from tests.certs import self_signed
 

@@ -26,7 +26,7 @@ import pytest
 
 from edge.demo.process import free_port
 from edge.lifecycle.files import LiveFiles
-from edge.tls_edge.index import generate_default_certificate, load_default_certificate
+from edge.tls_edge.certificates import generate_default_certificate, load_default_certificate
 from tests.helpers import REPO, EdgeProcess, require_binary, served_leaf
 
 DEPLOY = REPO / "deploy"

@@ -15,15 +15,12 @@ import types
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 pytest.importorskip("httptools")
 
-from edge.tls_edge import index as tls  # noqa: E402
-from edge.tls_edge import engine as tlsengine
+from edge.tls_edge import engine as tlsengine  # noqa: E402
+from edge.tls_edge.certificates import generate_default_certificate, make_server_context  # noqa: E402
+from edge.tls_edge.index import CertEntry, SniIndex, load_index_rows  # noqa: E402
 from edge.demo.process import free_port  # noqa: E402
 from edge.tls_edge.http import EdgeHttpServer  # noqa: E402
 from tests.certs import self_signed  # noqa: E402
@@ -59,11 +56,11 @@ def tls_driver(request):
 
 
 async def _edge(upstream: str | None, extra: dict | None = None) -> tuple[EdgeHttpServer, int, dict]:
-    dpem, dkey = tls.generate_default_certificate()
-    index = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=_ENGINE["on"])
+    dpem, dkey = generate_default_certificate()
+    index = SniIndex(default_fullchain=dpem, default_key=dkey, engine=_ENGINE["on"])
     assert (index.engine is not None) == _ENGINE["on"]
     pem, key = _cert(NAME)
-    index.put(tls.CertEntry(hostname=NAME, fullchain_pem=pem, key_pem=key, serial="1"))
+    index.put(CertEntry(hostname=NAME, fullchain_pem=pem, key_pem=key, serial="1"))
     stats = {"connections": 0, "resumed": 0}
     settings = types.SimpleNamespace(extra={"bench_stats": True, **(extra or {})}, upstream=upstream)
     srv = EdgeHttpServer(types.SimpleNamespace(settings=settings, index=index, bench_stats=stats))
@@ -208,7 +205,7 @@ async def test_bad_gateway_when_the_origin_is_down(tls_driver):
 
 async def test_edge_store_loads_and_follows_changes(tmp_path):
     """The edge worker's reader: the same rows as the store's ``served_rows``, and ``changed_since``."""
-    from edge.tls_edge.worker import EdgeStore, load_index_rows, load_keybox_lean
+    from store.readonly import EdgeStore
     from store import SQLStorage, load_keybox, make_engine, migrate
     from store.models import CertificateVersion, Domain, Tenant
     from sqlalchemy import insert, update
@@ -235,12 +232,12 @@ async def test_edge_store_loads_and_follows_changes(tmp_path):
     st = EdgeStore(url)
     rows = list(st.served_rows())
     assert sorted(r[0] for r in rows) == sorted(r[0] for r in storage_rows)
-    dpem, dkey = tls.generate_default_certificate()
-    index = tls.SniIndex(default_fullchain=dpem, default_key=dkey)
-    assert load_index_rows(index, rows, load_keybox_lean(None, tmp_path)) == 2
+    dpem, dkey = generate_default_certificate()
+    index = SniIndex(default_fullchain=dpem, default_key=dkey)
+    assert load_index_rows(index, rows, load_keybox(secret_key=None, state_dir=tmp_path)) == 2
     entry = index.get("a.load.test")
     assert entry.fullchain_pem.startswith(pems["a.load.test"])
-    tls.make_server_context(entry.fullchain_pem, entry.key_pem)  # the key decrypts and matches
+    make_server_context(entry.fullchain_pem, entry.key_pem)  # the key decrypts and matches
     assert st.changed_since(now - dt.timedelta(minutes=5)) == []
     with engine.begin() as conn:
         conn.execute(update(Domain.__table__).where(Domain.__table__.c.hostname == "b.load.test")

@@ -18,8 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from edge.tls_edge import index as tls
+from edge.tls_edge import certificates
 from edge.tls_edge import engine as tlsengine
+from edge.tls_edge.certificates import generate_default_certificate
+from edge.tls_edge.index import CertEntry, SniIndex
 from edge.demo.process import free_port
 from tests.certs import self_signed
 from tests.helpers import IN_CI, require_binary
@@ -65,7 +67,7 @@ def _handshake(engine, name, *, ctx=None, session=None, **ctx_options):
 
 
 def _engine(table: dict, *, tickets=False):
-    dpem, dkey = tls.generate_default_certificate(common_name="engine test default")
+    dpem, dkey = generate_default_certificate(common_name="engine test default")
     return tlsengine.make_engine(table.get, dpem, dkey, tickets=tickets), _der(dpem)
 
 
@@ -208,7 +210,7 @@ def test_garbage_and_truncated_records_fail_cleanly_and_change_nothing():
 def test_select_that_raises_serves_the_default_and_is_counted():
     def select(name):
         raise RuntimeError("boom")
-    dpem, dkey = tls.generate_default_certificate()
+    dpem, dkey = generate_default_certificate()
     engine = tlsengine.make_engine(select, dpem, dkey, tickets=False)
     client, conn, _, _ = _handshake(engine, "a.example")
     assert client.getpeercert(binary_form=True) == _der(dpem)
@@ -245,20 +247,20 @@ def test_tickets_resume_only_for_the_name_they_were_issued_to():
 # -- the SNI index in engine mode ----------------------------------------------------------------------------
 
 def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
-    dpem, dkey = tls.generate_default_certificate()
-    idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True, max_contexts=2)
+    dpem, dkey = generate_default_certificate()
+    idx = SniIndex(default_fullchain=dpem, default_key=dkey, engine=True, max_contexts=2)
     assert idx.engine is not None and idx.unit_bytes == tlsengine.CERTKEY_BYTES
     ders = {}
     for n in ("x1.example", "x2.example", "x3.example"):
         pem, key, serial = self_signed(n)
         ders[n] = _der(pem)
-        idx.put(tls.CertEntry(hostname=n, fullchain_pem=pem, key_pem=key, serial=serial), prebuild=False)
+        idx.put(CertEntry(hostname=n, fullchain_pem=pem, key_pem=key, serial=serial), prebuild=False)
     for n in ders:
         client, _, _, _ = _handshake(idx.engine, n.upper() + ".")  # case and trailing dot do not matter
         assert client.getpeercert(binary_form=True) == ders[n]
     assert idx.builds_on_handshake == 3 and idx.context_count() == 2
     pem, key, serial = self_signed("x1.example")
-    idx.put(tls.CertEntry(hostname="x1.example", fullchain_pem=pem, key_pem=key, serial=serial))
+    idx.put(CertEntry(hostname="x1.example", fullchain_pem=pem, key_pem=key, serial=serial))
     client, _, _, _ = _handshake(idx.engine, "x1.example")
     assert client.getpeercert(binary_form=True) == _der(pem)
     idx.remove("x2.example")
@@ -267,7 +269,7 @@ def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
     bad_pem, _, _ = self_signed("bad.example")
     _, other_key, _ = self_signed("other.example")
     with pytest.raises(ValueError):
-        idx.put(tls.CertEntry(hostname="bad.example", fullchain_pem=bad_pem, key_pem=other_key, serial="1"))
+        idx.put(CertEntry(hostname="bad.example", fullchain_pem=bad_pem, key_pem=other_key, serial="1"))
     assert "bad.example" not in idx
 
 
@@ -277,10 +279,10 @@ async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
     openssl = require_binary("openssl")
     curl = require_binary("curl")
     from edge.tls_edge.http import EdgeHttpServer
-    dpem, dkey = tls.generate_default_certificate()
-    idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
+    dpem, dkey = generate_default_certificate()
+    idx = SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
     pem, key, serial = self_signed("real.example")
-    idx.put(tls.CertEntry(hostname="real.example", fullchain_pem=pem, key_pem=key, serial=serial))
+    idx.put(CertEntry(hostname="real.example", fullchain_pem=pem, key_pem=key, serial=serial))
     settings = types.SimpleNamespace(extra={}, upstream=None)
     srv = EdgeHttpServer(types.SimpleNamespace(settings=settings, index=idx, bench_stats=None))
     assert srv.engine is idx.engine
@@ -310,12 +312,11 @@ async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
 
 
 def test_engine_is_used_by_default_and_can_be_turned_off():
-    from edge.tls_edge.aiohttp_layer import use_tls_engine
+    from edge.tls_edge.engine import use_tls_engine
     s = types.SimpleNamespace(extra={})
     assert use_tls_engine(s)
     assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": False}))
     assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": "off"}))
-    assert not use_tls_engine(types.SimpleNamespace(extra={"edge_http": "aiohttp"}))
     assert os.path.exists(_edgetls.__file__)
 
 
@@ -323,7 +324,7 @@ _MEMCHECK_SCRIPT = r"""
 import os, random, ssl
 from edge.tls_edge import engine as t
 from edge.tls_edge import _edgetls as e
-from edge.tls_edge.index import generate_default_certificate
+from edge.tls_edge.certificates import generate_default_certificate
 pems = [generate_default_certificate(common_name=f"n{i}") for i in range(3)]
 cks = {f"n{i}.test": t.certkey(ssl.PEM_cert_to_DER_cert(p.decode()), b"", k) for i, (p, k) in enumerate(pems)}
 dp, dk = generate_default_certificate()
@@ -382,15 +383,14 @@ def test_the_extension_is_memory_clean_under_valgrind_on_real_and_hostile_input(
     assert not ours, "\n---\n".join(ours[:3])
 
 
-def test_tls_settings_switch_tickets_and_the_fast_build_off(monkeypatch):
-    monkeypatch.setattr(tls, "TICKETS", True)
-    monkeypatch.setattr(tls, "FAST_BUILD", True)
-    tls.apply_settings(types.SimpleNamespace(extra={}))
-    assert tls.TICKETS and tls.FAST_BUILD
-    tls.apply_settings(types.SimpleNamespace(extra={"tls_tickets": False, "fast_context_build": False}))
-    assert not tls.TICKETS and not tls.FAST_BUILD
-    dpem, dkey = tls.generate_default_certificate()
-    idx = tls.SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
+def test_tls_settings_switch_tickets_off(monkeypatch):
+    monkeypatch.setattr(certificates, "TICKETS", True)
+    certificates.apply_settings(types.SimpleNamespace(extra={}))
+    assert certificates.TICKETS
+    certificates.apply_settings(types.SimpleNamespace(extra={"tls_tickets": False}))
+    assert not certificates.TICKETS
+    dpem, dkey = generate_default_certificate()
+    idx = SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
     client, conn, c2s, s2c = _handshake(idx.engine, "none.example")
     client.write(b"ping")
     conn.feed(c2s.read())

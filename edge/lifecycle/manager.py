@@ -116,9 +116,10 @@ class DomainManager:
             sync_files = hostnames is not None
         if hostnames is None and not sync_files and ":memory:" not in self.s.database_url \
                 and self.s.database_url not in ("sqlite://", "sqlite:///"):
-            # The full load at start: streamed, compact entries, GC off while loading (edge/edge_worker.py; 100k
-            # names in about a second).
-            from edge.tls_edge.worker import EdgeStore, load_index_rows
+            # The full load at start: streamed, compact entries, GC off while loading (the edge workers' loader,
+            # store/readonly.py; 100k names in about a second).
+            from store.readonly import EdgeStore
+            from edge.tls_edge.index import load_index_rows
             store = EdgeStore(self.s.database_url)
             try:
                 return await asyncio.to_thread(lambda: load_index_rows(self.index, store.served_rows(), self.keybox))

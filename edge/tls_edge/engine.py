@@ -3,8 +3,9 @@
 With the engine the edge has ONE ``SSL_CTX``; each handshake gets its tenant's certificate and key from the SNI index
 through the certificate callback (a reference-counted hand-over, no per-tenant context), and each connection's TLS is
 driven by one C call per chunk read from the socket. A tenant costs a decoded certificate + key (~9 KiB, ~0.2 ms to
-build) instead of an ``SSLContext`` (~25 KiB, ~700 us). Without the extension (no compiler at install time) or with
-``tls_engine = false`` the edge uses Python's ``ssl`` module as before.
+build) instead of an ``SSLContext`` (~25 KiB, ~1.2 ms). Without the extension (no compiler at install time), when it
+fails its self-test, or with ``tls_engine = false``, the edge uses Python's ``ssl`` module (``load_cert_chain``): the
+one fallback.
 
 The extension is self-tested at first use: a real in-memory handshake between Python's ``ssl`` client and the engine,
 with SNI, checking that the right certificate is served and ALPN agreed; any surprise turns it off for the process.
@@ -17,14 +18,16 @@ import logging
 import ssl
 import threading
 
-from edge.tls_edge.index import MOZILLA_INTERMEDIATE, generate_default_certificate, pem_chain_ders
+from edge.tls_edge.certificates import (MOZILLA_INTERMEDIATE, generate_default_certificate, pem_chain_ders,
+                                        split_fullchain)
 
 try:
     from edge.tls_edge import _edgetls
 except ImportError:  # built without a C compiler / OpenSSL headers
     _edgetls = None  # type: ignore[assignment]
 
-__all__ = ["available", "unavailable_reason", "key_der", "chain_for", "certkey", "make_engine", "Error"]
+__all__ = ["use_tls_engine", "available", "unavailable_reason", "key_der", "chain_for", "certkey", "make_engine",
+           "build_entry_certkey", "handshake_with", "Error", "CERTKEY_BYTES", "OPENSSL_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,12 @@ CERTKEY_BYTES = 9 * 1024
 
 _state: dict[str, object] = {}
 _lock = threading.Lock()
+
+
+def use_tls_engine(settings) -> bool:
+    """True unless the ``tls_engine`` extra setting is false: the TLS edge then drives TLS with this engine.
+    Whether the engine is built and passes its self-test is checked by the SNI index (:func:`available`)."""
+    return str(settings.extra.get("tls_engine", True)).lower() not in ("false", "0", "off", "no")
 
 
 def available() -> bool:
@@ -89,15 +98,13 @@ def certkey(leaf_der: bytes, chain_pem: bytes, key_pem: bytes):
 
 
 def build_entry_certkey(entry):
-    """The CertKey of an index entry (edge.tls.CertEntry); its key is decrypted only for this."""
-    return certkey(entry.leaf_der, entry._chain, entry.key_pem)
+    """The CertKey of an index entry (:class:`edge.tls_edge.index.CertEntry`); its key is decrypted only for this."""
+    return certkey(entry.leaf_der, entry.chain_pem, entry.key_pem)
 
 
 def make_engine(select, default_fullchain: bytes, default_key: bytes, *, tickets: bool = True):
     """An Engine with edgecert's TLS settings (TLS 1.2-1.3, Mozilla intermediate suites, ALPN http/1.1)."""
-    leaf, _, rest = default_fullchain.partition(b"-----END CERTIFICATE-----")
-    leaf_der = ssl.PEM_cert_to_DER_cert((leaf + b"-----END CERTIFICATE-----\n").decode())
-    default = certkey(leaf_der, rest.lstrip(b"\r\n"), default_key)
+    default = certkey(*split_fullchain(default_fullchain), default_key)
     return _edgetls.Engine(select, default, ciphers=MOZILLA_INTERMEDIATE, tickets=tickets)
 
 

@@ -4,11 +4,11 @@
 TLS edge) and workers 1..N-1 as this: the same port (SO_REUSEPORT), the same store. ``edgecert bench-serve`` runs
 its N workers as this. What it does, in order:
 
-1. opens the store with SQLAlchemy Core only (no ORM, no migrations: the full service owns the schema) and the key
-   box (``store/crypto.py``, loaded without the ``store`` package so that alembic/sqlmodel are never imported);
-2. loads the SNI index in one streamed query, compact entries (leaf DER, interned chain, key still encrypted);
-3. listens (TLS, SO_REUSEPORT) with :class:`edge.fasthttp.EdgeHttpServer`; ``gc.freeze()`` moves the index out of
-   the garbage collector's way;
+1. opens the store read-only (:mod:`store.readonly`: sqlite3 or SQLAlchemy Core, no ORM, no migrations: the full
+   service owns the schema) and the key box (:mod:`store.crypto`; neither pulls in alembic/sqlmodel);
+2. loads the SNI index in one streamed query, compact entries (leaf PEM, interned chain, key still encrypted);
+3. listens (TLS, SO_REUSEPORT) with :class:`edge.tls_edge.http.EdgeHttpServer`; ``gc.freeze()`` moves the index out
+   of the garbage collector's way;
 4. starts the prewarm thread (contexts built off the handshake path up to the memory budget);
 5. every ``sweep_interval`` seconds, follows the store: the domains whose ``updated_at`` moved (the same
    ``changed_domains`` sweep as the manager's) are reloaded or removed.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import importlib.util
 import json
 import logging
 import os
@@ -32,195 +31,42 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable, Iterator
 
-from edge.tls_edge import index as tls
+from store.crypto import load_keybox
+from store.readonly import EdgeStore
+
 from edge.tasks import cancel_and_wait
+from edge.tls_edge.certificates import apply_settings, load_default_certificate
+from edge.tls_edge.engine import use_tls_engine
+from edge.tls_edge.index import SniIndex, load_index_rows
 
-__all__ = ["EdgeStore", "load_keybox_lean", "load_index_rows", "run_edge_worker", "serve_edge", "spawn_edge_workers"]
+__all__ = ["run_edge_worker", "serve_edge", "spawn_edge_workers", "apply_memory_target", "limit_malloc_arenas",
+           "report_warm"]
 
 log = logging.getLogger("edgecert.edge")
 
 CHANGE_OVERLAP = dt.timedelta(seconds=2)
 
 
-def load_keybox_lean(secret_key: str | None, state_dir: Path):
-    """``store.crypto.load_keybox`` without importing the ``store`` package (whose __init__ pulls in the ORM and
-    alembic). Uses the already imported module when the full service runs in this process."""
-    mod = sys.modules.get("store.crypto")
-    if mod is None:
-        spec = importlib.util.find_spec("store")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("the store package is not installed")
-        path = Path(list(spec.submodule_search_locations)[0]) / "crypto.py"
-        cspec = importlib.util.spec_from_file_location("edgecert_store_crypto", path)
-        assert cspec is not None and cspec.loader is not None
-        mod = importlib.util.module_from_spec(cspec)
-        cspec.loader.exec_module(mod)
-    return mod.load_keybox(secret_key=secret_key, state_dir=state_dir)
-
-
-class EdgeStore:
-    """Read-only access to what the edge serves: the ``domains`` and ``certificates`` tables.
-
-    SQLite goes through the standard library's ``sqlite3`` (importing SQLAlchemy costs ~0.2 s and ~15 MB, a tenth
-    of the 2 s / 250 MB budget at 100k names); other databases through SQLAlchemy Core. Same two queries either way:
-    the served rows (the manager's ``served_rows`` join) and the hostnames whose ``updated_at`` moved (its
-    ``changed_domains``). SQLite stores SQLAlchemy DateTimes as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (naive UTC),
-    which compares as text."""
-
-    _ROWS = ("SELECT d.hostname, c.id, NULL, c.cert_pem, c.chain_pem, c.key_enc FROM domains d "
-             "JOIN certificates c ON c.id = d.current_cert_id")
-
-    def __init__(self, url: str) -> None:
-        self._sqlite: str | None = None
-        self.engine = None
-        if url.startswith("sqlite:///"):
-            self._sqlite = url[len("sqlite:///"):].split("?", 1)[0]
-            return
-        from sqlalchemy import Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text, create_engine
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        self.engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
-        md = MetaData()
-        self.domains = Table("domains", md, Column("id", Integer), Column("hostname", String),
-                             Column("current_cert_id", Integer), Column("updated_at", DateTime(timezone=True)))
-        self.certs = Table("certificates", md, Column("id", Integer), Column("serial", String),
-                           Column("cert_pem", Text), Column("chain_pem", Text), Column("key_enc", LargeBinary))
-
-    def _connect_sqlite(self):
-        import sqlite3
-        conn = sqlite3.connect(f"file:{self._sqlite}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
-
-    def has_domains(self) -> bool:
-        try:
-            if self._sqlite is not None:
-                conn = self._connect_sqlite()
-                try:
-                    return conn.execute("SELECT 1 FROM domains LIMIT 1").fetchone() is not None
-                finally:
-                    conn.close()
-            from sqlalchemy import select
-            with self.engine.connect() as conn:  # type: ignore[union-attr]
-                return conn.execute(select(self.domains.c.id).limit(1)).first() is not None
-        except Exception:  # noqa: BLE001 - no file, no table: not set up yet
-            return False
-
-    def served_rows(self, hostnames: Iterable[str] | None = None, *, batch: int = 5000) -> Iterator[tuple]:
-        """(hostname, cert_id, serial (None: not needed here), cert_pem, chain_pem, key_enc), streamed in batches."""
-        names = None if hostnames is None else list(hostnames)
-        if self._sqlite is not None:
-            conn = self._connect_sqlite()
-            try:
-                if names is None:
-                    cur = conn.execute(self._ROWS)
-                    while True:
-                        part = cur.fetchmany(batch)
-                        if not part:
-                            break
-                        yield from part
-                else:
-                    for i in range(0, len(names), 500):
-                        chunk = names[i:i + 500]
-                        yield from conn.execute(self._ROWS + " WHERE d.hostname IN (%s)" % ",".join("?" * len(chunk)),
-                                                chunk).fetchall()
-            finally:
-                conn.close()
-            return
-        from sqlalchemy import null, select
-        d, c = self.domains, self.certs
-        q = select(d.c.hostname, c.c.id, null(), c.c.cert_pem, c.c.chain_pem, c.c.key_enc).select_from(
-            d.join(c, c.c.id == d.c.current_cert_id))
-        if names is not None:
-            q = q.where(d.c.hostname.in_(names))
-        with self.engine.connect() as conn:  # type: ignore[union-attr]
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-            for part in result.partitions(batch):
-                yield from part
-
-    def changed_since(self, since: dt.datetime) -> list[str]:
-        if self._sqlite is not None:
-            naive = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
-            conn = self._connect_sqlite()
-            try:
-                return [r[0] for r in conn.execute("SELECT hostname FROM domains WHERE updated_at >= ?",
-                                                   (naive.strftime("%Y-%m-%d %H:%M:%S.%f"),))]
-            finally:
-                conn.close()
-        from sqlalchemy import select
-        d = self.domains
-        with self.engine.connect() as conn:  # type: ignore[union-attr]
-            return [r[0] for r in conn.execute(select(d.c.hostname).where(d.c.updated_at >= since))]
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
-
-
-def load_index_rows(index: tls.SniIndex, rows: Iterable[tuple], keybox, *,
-                    hostnames: Iterable[str] | None = None, batch: int = 5000) -> int:
-    """Put the rows into the index (unchanged ones skipped); with ``hostnames``, names without a row are removed."""
-    gc_was = gc.isenabled()
-    gc.disable()  # 100k long-lived objects: the collector would walk them again and again while they are created
-    try:
-        return _load_index_rows(index, rows, keybox, hostnames, batch)
-    finally:
-        if gc_was:
-            gc.enable()
-
-
-def _load_index_rows(index: tls.SniIndex, rows: Iterable[tuple], keybox, hostnames: Iterable[str] | None,
-                     batch: int) -> int:
-    n = 0
-    seen: set[str] | None = set() if hostnames is not None else None
-    get = index.get
-    make = tls.entry_from_row
-    pending: list[tls.CertEntry] = []
-    for h, cert_id, serial, cert_pem, chain_pem, key_enc in rows:
-        if seen is not None:
-            seen.add(h)
-        cur = get(h)
-        if cur is not None and cur.cert_id == cert_id:
-            continue
-        try:
-            pending.append(make(h, cert_id, serial, cert_pem, chain_pem, key_enc, keybox))
-        except ValueError:
-            log.error("the stored certificate of %s does not parse; not serving it", h)
-            continue
-        if len(pending) >= batch:
-            n += index.put_many(pending)
-            pending = []
-    if pending:
-        n += index.put_many(pending)
-    if seen is not None:
-        for h in hostnames:  # type: ignore[union-attr]
-            if h not in seen and h in index:
-                index.remove(h)
-    return n
-
-
 async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = None) -> dict:
     """Run one TLS edge worker until ``stop`` is set; returns its counters."""
     from edge.config import parse_hostport
     from edge.tls_edge.http import EdgeHttpServer
-    from edge.tls_edge.aiohttp_layer import use_tls_engine
     t0 = time.monotonic()
-    tls.apply_settings(settings)
+    apply_settings(settings)
     state = Path(settings.state_dir)
-    keybox = load_keybox_lean(settings.secret_key, state)
-    default_cert, default_key = tls.load_default_certificate(settings.default_cert, settings.default_key, state)
+    keybox = load_keybox(secret_key=settings.secret_key, state_dir=state)
+    default_cert, default_key = load_default_certificate(settings.default_cert, settings.default_key, state)
     outcomes: dict[str, int] = {}
 
     def on_outcome(o: str) -> None:
         outcomes[o] = outcomes.get(o, 0) + 1
 
     budget_mib = settings.extra.get("context_cache_mib")
-    index = tls.SniIndex(default_fullchain=default_cert, default_key=default_key,
-                         max_contexts=settings.context_cache_size,
-                         memory_budget=int(float(budget_mib) * 1024 * 1024) if budget_mib else None,
-                         on_outcome=on_outcome, engine=use_tls_engine(settings))
+    index = SniIndex(default_fullchain=default_cert, default_key=default_key,
+                     max_contexts=settings.context_cache_size,
+                     memory_budget=int(float(budget_mib) * 1024 * 1024) if budget_mib else None,
+                     on_outcome=on_outcome, engine=use_tls_engine(settings))
     store = EdgeStore(settings.database_url)
     synced_at = dt.datetime.now(dt.timezone.utc)
     n = await asyncio.to_thread(lambda: load_index_rows(index, store.served_rows(), keybox))
@@ -274,7 +120,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     return out
 
 
-async def report_warm(index: tls.SniIndex, t0: float, *, bench: bool = False) -> None:
+async def report_warm(index: SniIndex, t0: float, *, bench: bool = False) -> None:
     """Log once the prewarm thread has run out of work (or of room); bench/run.py waits for this line."""
     await asyncio.to_thread(index.warm_done.wait)
     msg = (f"edge worker {os.getpid()}: prewarm complete: {index.context_count()} TLS contexts "
@@ -310,7 +156,7 @@ def limit_malloc_arenas(settings) -> None:
         pass
 
 
-def apply_memory_target(index: tls.SniIndex, settings) -> None:
+def apply_memory_target(index: SniIndex, settings) -> None:
     """``edge_memory_mib`` (extra setting): the whole worker's RSS target. Once the index is loaded, what is left
     (minus headroom) becomes the context LRU's budget. ``context_cache_mib`` alone bounds the LRU directly."""
     target = settings.extra.get("edge_memory_mib")

@@ -1,0 +1,429 @@
+"""The TLS edge's upstream side: keep-alive connections to the origin (``EDGECERT_UPSTREAM``), the request head sent
+to it (hop-by-hop headers dropped, ``X-Forwarded-For`` appended, ``X-Forwarded-Proto``/``-Host`` set) and the
+response head passed back; a 101 turns the exchange into a byte tunnel (websockets and other upgrades).
+
+The downstream side (:mod:`edge.tls_edge.http`) is seen through the small :class:`Downstream` protocol. Responses
+from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
+resume_reading on the other side when a write buffer is full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import urllib.parse
+from typing import Any, Protocol
+
+import httptools
+
+from edge.tls_edge.routing import REASONS, http_date
+
+__all__ = ["UpstreamConn", "UpstreamPool", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
+           "request_head", "response_head", "set_nodelay"]
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+                        b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection", b"host",
+                        b"content-length"})
+_HOP = HOP_BY_HOP | {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for", b"expect"}  # request side
+_WS_KEEP = frozenset({b"upgrade", b"connection"})
+_UPSTREAM_IDLE = 30.0          # idle pooled upstream connection
+_CONNECT_TIMEOUT = 10.0
+_READ_TIMEOUT = 300.0
+
+
+class UpstreamRetry(Exception):
+    """The origin closed a reused keep-alive connection before answering: the request may be sent again."""
+
+
+class UpstreamFailed(Exception):
+    """The exchange with the origin failed; ``head_sent``: the response head already went downstream."""
+
+    def __init__(self, msg: str, head_sent: bool) -> None:
+        super().__init__(msg)
+        self.head_sent = head_sent
+
+
+class Downstream(Protocol):
+    """The client connection an exchange answers (:class:`edge.tls_edge.http.EdgeHttpProtocol`)."""
+    transport: Any
+    up: UpstreamConn | None
+    tunnel: UpstreamConn | None
+    tail: bytes
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self, last: bytes = b"") -> None: ...
+
+
+def set_nodelay(transport: Any) -> None:
+    """No Nagle delay: a response and the close go out at once."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: bytes) -> bytes:
+    """The head of request ``r`` (the HTTP layer's parsed request) as sent to the origin under ``prefix``.
+
+    Raises:
+        httptools.HttpParserError: the request target does not parse.
+    """
+    url = r.url
+    if not url.startswith(b"/"):
+        if url == b"*":
+            url = b"*"
+        else:  # absolute-form: keep path and query
+            u = httptools.parse_url(url)
+            url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
+    drop = _HOP if not ws else (_HOP - {b"upgrade"})
+    conn_tokens: set[bytes] = set()
+    prior: list[bytes] = []
+    for name, value in r.headers:
+        n = name.lower()
+        if n == b"connection":
+            conn_tokens.update(t.strip().lower() for t in value.split(b","))
+        elif n == b"x-forwarded-for":
+            prior.append(value.strip())
+    if ws:
+        conn_tokens.discard(b"upgrade")
+    parts = [r.method, b" ", prefix + url if url != b"*" else url, b" HTTP/1.1\r\n"]
+    for name, value in r.headers:
+        n = name.lower()
+        if n in drop or n in conn_tokens:
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    xff = b", ".join(prior + [peer_ip]) if prior else peer_ip
+    hb = host.encode("idna") if not host.isascii() else host.encode()
+    parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", hb,
+              b"\r\nHost: ", hb, b"\r\n")
+    if ws:
+        parts.append(b"Connection: Upgrade\r\n")
+    elif r.chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        for name, value in r.headers:
+            if name.lower() == b"content-length":
+                parts += (b"Content-Length: ", value.strip(), b"\r\n")
+                break
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_head(r: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
+                  tunnel: bool) -> tuple[bytes, str]:
+    """The head of the origin's response as sent downstream, and the downstream framing: "length", "chunked",
+    "close", "none" or "tunnel" (``r.keep_alive`` is cleared when the connection cannot go on after it)."""
+    parts = [b"HTTP/1.1 %d " % status, reason or REASONS.get(status, "Unknown").encode(), b"\r\n"]
+    keep = _WS_KEEP if tunnel else frozenset()
+    has_date = False
+    for name, value in headers:
+        n = name.lower()
+        if n in HOP_BY_HOP and n not in keep:
+            continue
+        if n == b"date":
+            has_date = True
+        parts += (name, b": ", value, b"\r\n")
+    if not has_date:
+        parts += (b"Date: ", http_date(), b"\r\n")
+    if tunnel:
+        down = "tunnel"
+    elif r.method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
+        down = "none"
+        if framing.startswith("length:"):
+            parts += (b"Content-Length: ", framing[7:].encode(), b"\r\n")
+    elif framing.startswith("length:"):
+        down = "length"
+        parts += (b"Content-Length: ", framing[7:].encode(), b"\r\n")
+    elif r.version == "1.1":
+        down = "chunked"
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        down = "close"
+        r.keep_alive = False
+    if not tunnel:
+        if r.upgrade:
+            r.keep_alive = False
+        if not r.keep_alive:
+            parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts), down
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One connection to the origin; carries one exchange at a time, then goes back to the pool."""
+
+    def __init__(self, pool: "UpstreamPool") -> None:
+        self.pool = pool
+        self.transport: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.down: Downstream | None = None
+        self.req: Any = None  # the HTTP layer's request being answered
+        self.done: asyncio.Future | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.head_sent = False
+        self.framing = ""
+        self.down_framing = ""
+        self.closed = False
+        self.tunnel_open = False
+        self.upgrading = False
+        self.write_paused = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_io = 0.0
+        self.read_timer: asyncio.TimerHandle | None = None
+
+    # exchange ---------------------------------------------------------------------------------------------
+    def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.down, self.req = down, r
+        self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        down.up = self
+        self.last_io = loop.time()
+        self.read_timer = loop.call_later(_READ_TIMEOUT, self._check_read)
+        self.transport.write(head)
+        return self.done
+
+    def send_body(self, chunk: bytes, chunked: bool) -> None:
+        if self.closed or not chunk:
+            return
+        if chunked:
+            self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+        else:
+            self.transport.write(chunk)
+
+    def end_body(self, chunked: bool) -> None:
+        if chunked and not self.closed:
+            self.transport.write(b"0\r\n\r\n")
+
+    def _check_read(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_io
+        if idle >= _READ_TIMEOUT:
+            self._fail("timeout reading from the origin")
+            self.abort()
+        else:
+            self.read_timer = loop.call_later(_READ_TIMEOUT - idle, self._check_read)
+
+    def _fail(self, msg: str) -> None:
+        d = self.done
+        if d is not None and not d.done():
+            d.set_exception(UpstreamFailed(msg, self.head_sent))
+        self._detach()
+
+    def _detach(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
+        if self.down is not None and self.down.up is self:
+            self.down.up = None
+            if self.write_paused:
+                self.down.transport.resume_reading()
+        self.down = None
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # protocol ---------------------------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        set_nodelay(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel_open:
+            self.down.send(data)
+            return
+        if self.down is None:  # idle in the pool: the origin should not talk now
+            self.abort()
+            return
+        self.last_io = self.pool.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._open_tunnel(data[e.args[0]:])
+        except httptools.HttpParserError as e:
+            self._fail(f"bad response from the origin: {e}")
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # the downstream side is TLS: no half-close; both close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        if self.tunnel_open:
+            if self.down is not None:
+                self.down.close()
+            return
+        d = self.done
+        if d is not None and not d.done():
+            if self.framing == "close" and self.head_sent:
+                self._complete(reuse=False)  # a close-delimited body ends here
+            elif not self.head_sent and not self.headers and not self.reason:
+                d.set_exception(UpstreamRetry())
+                self._detach()
+            else:
+                self._fail(f"the origin closed the connection mid-response ({exc or 'EOF'})")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.down is not None:
+            self.down.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.down is not None:
+            self.down.transport.resume_reading()
+
+    # parser callbacks --------------------------------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        status = p.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers, self.reason = [], b""  # interim response (100 Continue...): not forwarded
+            return
+        r = self.req
+        framing = "close"
+        for name, value in self.headers:
+            n = name.lower()
+            if n == b"transfer-encoding":
+                framing = "chunked"
+                break
+            if n == b"content-length":
+                framing = "length:" + value.strip().decode("latin-1")
+        tunnel = status == 101 and r is not None and r.upgrade
+        self.upgrading = tunnel
+        self.framing = framing
+        self.head_sent = True
+        head, self.down_framing = response_head(r, status, self.reason, self.headers, framing, tunnel)
+        self.down.send(head)
+        self.reusable = p.should_keep_alive() and framing != "close"
+        if r.method == b"HEAD":
+            # llhttp would wait for a body that a HEAD response does not have: the exchange ends here, and this
+            # connection's parser state is unknown, so it is not reused.
+            self.reusable = False
+            self._complete(reuse=False)
+
+    def on_body(self, body: bytes) -> None:
+        d = self.down
+        if d is None or self.down_framing == "none":
+            return
+        if self.down_framing == "chunked":
+            d.send(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            d.send(body)
+
+    def on_message_complete(self) -> None:
+        if not self.head_sent or self.upgrading:
+            return  # end of an interim 1xx response, or of a 101 (the tunnel opens next)
+        if self.down is not None and self.done is not None and not self.done.done():
+            self._complete(reuse=self.reusable)
+
+    def _complete(self, reuse: bool) -> None:
+        d = self.down
+        if d is not None and self.down_framing == "chunked":
+            d.send(b"0\r\n\r\n")
+        fut = self.done
+        r = self.req
+        self._detach()
+        self.req = None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if reuse and r is not None and r.done and not self.closed:
+            self.done = None
+            self.pool.release(self)
+        else:
+            self.abort()
+
+    def _open_tunnel(self, tail: bytes) -> None:
+        d = self.down
+        if d is None or self.req is None or not self.req.upgrade or not self.head_sent:
+            self._fail("unexpected upgrade from the origin")
+            self.abort()
+            return
+        self.tunnel_open = True
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
+        d.up = None
+        d.tunnel = self
+        if tail:
+            d.send(tail)
+        if d.tail:
+            self.transport.write(d.tail)
+            d.tail = b""
+        fut = self.done
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+
+class UpstreamPool:
+    """Keep-alive connections to the one origin (``EDGECERT_UPSTREAM``)."""
+
+    def __init__(self, upstream: str, *, max_idle: int = 256) -> None:
+        u = urllib.parse.urlsplit(upstream)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"upstream must be http(s)://host[:port][/prefix], not {upstream!r}")
+        self.host = u.hostname
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.prefix = u.path.rstrip("/").encode()
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "https" else None
+        self.idle: list[UpstreamConn] = []
+        self.max_idle = max_idle
+        self.loop = asyncio.get_event_loop()
+
+    async def acquire(self, *, fresh: bool = False) -> tuple[UpstreamConn, bool]:
+        idle = self.idle
+        while idle and not fresh:
+            c = idle.pop()
+            if not c.closed and not c.transport.is_closing():
+                return c, True
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        _, c = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, ssl=self.ssl,
+                                   server_hostname=self.host if self.ssl else None),
+            _CONNECT_TIMEOUT)
+        return c, False
+
+    def release(self, c: UpstreamConn) -> None:
+        if len(self.idle) >= self.max_idle or c.closed:
+            c.abort()
+            return
+        c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
+        c.transport.resume_reading()  # in case the last client was slow (flow control paused it)
+        self.idle.append(c)
+        c.idle_timer = self.loop.call_later(_UPSTREAM_IDLE, self._expire, c)
+
+    def _expire(self, c: UpstreamConn) -> None:
+        c.idle_timer = None
+        self.forget(c)
+        c.abort()
+
+    def forget(self, c: UpstreamConn) -> None:
+        try:
+            self.idle.remove(c)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        for c in self.idle:
+            c.abort()
+        self.idle.clear()
