@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from acme_client.issuer import AcmeIssuer
