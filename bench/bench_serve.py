@@ -88,30 +88,24 @@ def _store_has_domains(store_url: str) -> bool:
 
 def _settings(args, store_url: str, state_dir: Path):
     from edge.config import Settings
-    extra = {"placeholder_text": "ok\n", "probe_interval": 0, "reuse_port": args.workers > 1, "exports": False,
-             "bench_stats": True, "edge_http": args.http, "tls_tickets": False, "prewarm": not args.no_prewarm}
-    if args.context_mib:
-        extra["context_cache_mib"] = args.context_mib
-    if args.memory_mib:
-        extra["edge_memory_mib"] = args.memory_mib
-    if args.no_fast_build:
-        extra["fast_context_build"] = False
-    if args.no_engine:
-        extra["tls_engine"] = False
     return Settings.load(env={}, database_url=store_url, state_dir=str(state_dir), https_listen=args.listen,
                          api_listen="127.0.0.1:0", http_listen="127.0.0.1:0", sweep_interval=args.sweep_interval,
                          context_cache_size=args.context_cache, admin_token=None,
-                         acme_directory="https://127.0.0.1:1/dir", log_level="WARNING", extra=extra)
+                         acme_directory="https://127.0.0.1:1/dir", log_level="WARNING",
+                         placeholder_text="ok\n", probe_interval=0, reuse_port=args.workers > 1, exports=False,
+                         bench_stats=True, tls_tickets=False, prewarm=not args.no_prewarm,
+                         context_cache_mib=args.context_mib, edge_memory_mib=args.memory_mib,
+                         tls_engine=not args.no_engine)
 
 
 async def _serve_full(settings) -> dict:
     """The whole service in this process (API, HTTP, manager, TLS edge): ``--full``."""
     from edge.app import Server
-    server = Server(settings)  # build_services applies tls_tickets = false (set by _settings) and the build switch
+    server = Server(settings)  # build_services applies tls_tickets = false (set by _settings)
     t0 = time.monotonic()
     services = await server.start()
     waiter = None
-    if settings.extra.get("prewarm", True):
+    if settings.prewarm:
         from edge.tls_edge.worker import report_warm
         services.index.start_prewarm()
         waiter = asyncio.create_task(report_warm(services.index, t0, bench=True))
@@ -144,7 +138,7 @@ async def _serve_edge(settings) -> dict:
 
 
 def bench_serve_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgecert bench-serve", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="bench/bench_serve.py", description=__doc__.splitlines()[0])
     p.add_argument("--certs-dir", required=True, help="directory with live/<name>/fullchain.pem + privkey.pem")
     p.add_argument("--listen", default="127.0.0.1:8443", help="host:port of the TLS listener")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
@@ -154,8 +148,6 @@ def bench_serve_main(argv: list[str]) -> int:
                    help="memory budget of the SSLContext LRU, MiB (context_cache_mib; ~25 KiB per context)")
     p.add_argument("--memory-mib", type=float, default=None,
                    help="RSS target per edge worker, MiB (edge_memory_mib): the context LRU gets what the index leaves")
-    p.add_argument("--no-fast-build", action="store_true",
-                   help="build TLS contexts with load_cert_chain only (not the ctypes fast build, edge/tls.py)")
     p.add_argument("--no-engine", action="store_true",
                    help="drive TLS with Python's ssl module (an SSLContext per name) instead of the C engine")
     p.add_argument("--no-prewarm", action="store_true", help="build contexts only on the handshake path (on a miss)")
@@ -166,12 +158,8 @@ def bench_serve_main(argv: list[str]) -> int:
     p.add_argument("--import-if-missing", action="store_true",
                    help="import the certificates only if the store has none, then exit (bench/: untimed preparation)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    p.add_argument("--http", choices=("fast", "aiohttp"), default="fast",
-                   help="the TLS edge's HTTP layer: edge/fasthttp.py (default) or the aiohttp one (edge/proxy.py)")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.http == "aiohttp":
-        args.full = True  # the aiohttp layer exists in the full service only
     certs_dir = Path(args.certs_dir).resolve()
     store_dir = Path(str(certs_dir) + ".edgecert-store")
     store_dir.mkdir(parents=True, exist_ok=True)
@@ -198,11 +186,10 @@ def bench_serve_main(argv: list[str]) -> int:
         if args.full:
             cmd = [sys.executable, __file__, "--certs-dir", str(certs_dir), "--listen", args.listen,
                    "--workers", str(args.workers), "--context-cache", str(args.context_cache), "--loop", args.loop,
-                   "--http", args.http, "--full", "--sweep-interval", str(args.sweep_interval), "--worker-child"]
+                   "--full", "--sweep-interval", str(args.sweep_interval), "--worker-child"]
             cmd += (["--store", args.store] if args.store else []) + (["--no-prewarm"] if args.no_prewarm else [])
             cmd += ["--context-mib", str(args.context_mib)] if args.context_mib else []
             cmd += ["--memory-mib", str(args.memory_mib)] if args.memory_mib else []
-            cmd += ["--no-fast-build"] if args.no_fast_build else []
             cmd += ["--no-engine"] if args.no_engine else []
             children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
         else:

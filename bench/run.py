@@ -1,6 +1,6 @@
 """One command: edgecert's TLS edge vs nginx, full handshakes, side by side.
 
-    python bench/run.py --names 10000 --duration 10              # edge vs nginx (needs `edgecert bench-serve`)
+    python bench/run.py --names 10000 --duration 10              # edge vs nginx (needs `bench/bench_serve.py`)
     python bench/run.py --names 1000 --duration 5 --server nginx # nginx alone
     bash bench/run.sh ...                                        # same, installing gcc/libssl-dev/nginx first
 
@@ -484,9 +484,9 @@ def main(argv: list[str] | None = None) -> int:
                          "finish, so that the pass measures the steady state; 0 = do not wait (default 180)")
     ap.add_argument("--edge-variant", action="append", default=[], metavar="LABEL=ARGS",
                     help="also run the edge with extra bench-serve ARGS under LABEL, interleaved in the same rounds "
-                         "(repeatable), e.g. --edge-variant 'aiohttp=--http aiohttp' --edge-variant 'std-build=--no-fast-build'")
+                         "(repeatable), e.g. --edge-variant 'pyssl=--no-engine' --edge-variant 'full=--full'")
     ap.add_argument("--edge-args", default="", metavar="ARGS",
-                    help="extra arguments for `edgecert bench-serve`, e.g. \"--memory-mib 250\" or \"--no-prewarm\"")
+                    help="extra arguments for `bench/bench_serve.py`, e.g. \"--memory-mib 250\" or \"--no-prewarm\"")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     ap.add_argument("--ready-timeout", type=float, default=900.0)
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -518,7 +518,7 @@ def _main(args) -> int:
     if "edge" in labels:
         e = EdgeServer(run_root, args.edgecert, ready_timeout=args.ready_timeout,
                        extra_args=shlex.split(args.edge_args))
-        e.check_available()  # clear message if `edgecert bench-serve` does not exist yet
+        e.check_available()  # clear message if `bench/bench_serve.py` does not exist yet
         servers["edge"] = e
         for name, vargs in variants:
             ev = EdgeServer(run_root, args.edgecert, ready_timeout=args.ready_timeout,

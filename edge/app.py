@@ -131,8 +131,8 @@ async def build_services(settings: Settings) -> Services:
                                  retry_schedule=parse_retry_schedule(settings.webhook_retry_schedule))
         events.subscribe(webhooks.on_event)
     hook = ReloadHook(command=settings.reload_command, state_dir=settings.state_dir, timeout=settings.reload_timeout,
-                      batch_window=float(settings.extra.get("hook_batch_window", 1.0)),
-                      retry_delays=tuple(float(x) for x in settings.extra.get("hook_retry_delays", (5, 30, 120, 600))),
+                      batch_window=settings.hook_batch_window,
+                      retry_delays=settings.hook_retry_delays,
                       webhook_url=settings.reload_webhook, webhook_secret=settings.reload_webhook_secret)
     issuer = AcmeIssuer(storage=storage, keybox=keybox, publisher=StorePublisher(storage),
                         directory_url=settings.acme_directory, ca_bundle=settings.acme_ca_bundle,
@@ -140,14 +140,14 @@ async def build_services(settings: Settings) -> Services:
                         order_timeout=settings.order_timeout,
                         on_request=lambda kind, status: metrics.acme_requests.labels(kind=kind,
                                                                                      status=str(status)).inc())
-    retry = tuple(float(x) for x in settings.extra.get("retry_schedule", ())) or None
+    retry = settings.retry_schedule or None
     manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
                             files=files, dns=dns, events=events, hook=hook,
                             **({"retry_schedule": retry} if retry else {}))
     hook.on_result = manager.on_hook_result
     services = Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
                         events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)
-    probe_address = settings.extra.get("probe_address")
+    probe_address = settings.probe_address
     services.prober = Prober(settings=settings, storage=storage, events=events, metrics=metrics,
                              address_fn=lambda: probe_address or services.public_address())
     manager.prober = services.prober
@@ -205,7 +205,7 @@ class Server:
         self._edge = EdgeHttpServer(services)
         host, port = parse_hostport(s.https_listen, setting="https")
         srv = await self._edge.start(host, port, services.index.default_context,
-                                     reuse_port=bool(s.extra.get("reuse_port")))
+                                     reuse_port=s.reuse_port)
         bound = srv.sockets[0].getsockname()[:2]
         self.addresses["https"] = (bound[0], bound[1])
         services.https_bound = (bound[0], bound[1])
@@ -224,7 +224,7 @@ class Server:
         # contexts in the background (edge/tls_edge/index.py, SniIndex.start_prewarm).
         from edge.tls_edge.worker import apply_memory_target
         apply_memory_target(services.index, s)
-        if s.extra.get("prewarm", True):
+        if s.prewarm:
             services.index.start_prewarm()
         return services
 
@@ -250,12 +250,12 @@ def _log_slow_shutdown() -> None:
 
 
 async def run_server(settings: Settings) -> None:
-    # ``workers`` (extra setting) > 1: this process serves everything, and workers - 1 more processes serve the TLS
+    # ``workers`` (setting) > 1: this process serves everything, and workers - 1 more processes serve the TLS
     # edge only (edge/edge_worker.py) on the same port (SO_REUSEPORT), following the store for index changes.
-    workers = int(settings.extra.get("workers", 1) or 1)
+    workers = settings.workers
     if workers > 1:
         import dataclasses
-        settings = dataclasses.replace(settings, extra={**settings.extra, "reuse_port": True})
+        settings = settings.replace(reuse_port=True)
     server = Server(settings)
     await server.start()
     children: list = []

@@ -27,8 +27,8 @@ def make_api_app(services: ApiServices) -> web.Application:
     s = services.settings
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[SERVICES] = services
-    app[LIMITER] = RateLimiter(rate=float(s.extra.get("public_rate_per_s", 1.0)),
-                               burst=int(s.extra.get("public_burst", 30)))
+    app[LIMITER] = RateLimiter(rate=s.public_rate_per_s,
+                               burst=s.public_burst)
     r = app.router
     r.add_post("/v1/domains", domains.create_domain)
     r.add_get("/v1/domains", domains.list_domains)

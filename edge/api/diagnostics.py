@@ -33,7 +33,7 @@ async def diagnose(request: web.Request) -> web.Response:
         result = await asyncio.wait_for(run_diagnose(
             d.hostname, resolver=s.dns_resolver, allow_private=s.diagnose_allow_private,
             expected_sha256=cert.sha256 if cert else None, edge_targets=targets,
-            cafile=s.extra.get("diagnose_cafile"), port=s.https_public_port, timeout=5.0), 90)
+            cafile=s.diagnose_cafile, port=s.https_public_port, timeout=5.0), 90)
     except TargetNotAllowed as e:
         raise ApiError(422, "target_not_allowed", f"{d.hostname} resolves to an address the diagnostic endpoint "
                        f"may not connect to ({e}); run 'edgecert diagnose' from your own network instead") \

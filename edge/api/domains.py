@@ -149,7 +149,7 @@ async def renew_domain(request: web.Request) -> web.Response:
     if not c.admin and d.current_cert_id:
         # Tenants cannot burn the operator's CA limits: one forced renewal per certificate per day.
         cert = await storage.get_certificate(d.current_cert_id)
-        min_age = dt.timedelta(seconds=float(services.settings.extra.get("tenant_renew_min_age", 86400)))
+        min_age = dt.timedelta(seconds=services.settings.tenant_renew_min_age)
         if cert is not None and utcnow() - cert.created_at < min_age:
             retry = cert.created_at + min_age
             raise ApiError(429, "renew_throttled", f"this certificate was obtained at {iso(cert.created_at)}; "

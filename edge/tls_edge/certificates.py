@@ -32,10 +32,10 @@ TICKETS = True  # set False (bench, tests of full handshakes) to turn TLS sessio
 
 
 def apply_settings(settings) -> None:
-    """The process-wide TLS switch from the ``extra`` settings: ``tls_tickets = false`` (no session tickets: full
+    """The process-wide TLS switch from the settings: ``tls_tickets = false`` (no session tickets: full
     handshakes only, for benchmarks). Call before the SNI index is built: its engine and contexts read it."""
     global TICKETS
-    if settings.extra.get("tls_tickets") is False:
+    if not settings.tls_tickets:
         TICKETS = False
 
 

@@ -43,9 +43,9 @@ _lock = threading.Lock()
 
 
 def use_tls_engine(settings) -> bool:
-    """True unless the ``tls_engine`` extra setting is false: the TLS edge then drives TLS with this engine.
+    """True unless the ``tls_engine`` setting is false: the TLS edge then drives TLS with this engine.
     Whether the engine is built and passes its self-test is checked by the SNI index (:func:`available`)."""
-    return str(settings.extra.get("tls_engine", True)).lower() not in ("false", "0", "off", "no")
+    return settings.tls_engine
 
 
 def available() -> bool:

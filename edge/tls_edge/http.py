@@ -511,10 +511,10 @@ class EdgeHttpServer:
         settings = services.settings
         self.index = services.index
         self.placeholder: bytes | None = None
-        text = settings.extra.get("placeholder_text")
+        text = settings.placeholder_text
         if text is not None:
             self.placeholder = text.encode()
-        self.count = services.bench_stats if settings.extra.get("bench_stats") else None
+        self.count = services.bench_stats if settings.bench_stats else None
         self.nodelay = True
         self.upstream = settings.upstream
         self.pool: UpstreamPool | None = None

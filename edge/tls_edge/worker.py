@@ -1,6 +1,6 @@
 """A TLS-edge-only worker process: the SNI index loaded from the store, the lean HTTP layer, nothing else.
 
-``edgecert serve`` with ``workers`` > 1 (extra setting) runs worker 0 as the full service (API, plain HTTP, manager,
+``edgecert serve`` with ``workers`` > 1 (setting) runs worker 0 as the full service (API, plain HTTP, manager,
 TLS edge) and workers 1..N-1 as this: the same port (SO_REUSEPORT), the same store. ``edgecert bench-serve`` runs
 its N workers as this. What it does, in order:
 
@@ -62,7 +62,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     def on_outcome(o: str) -> None:
         outcomes[o] = outcomes.get(o, 0) + 1
 
-    budget_mib = settings.extra.get("context_cache_mib")
+    budget_mib = settings.context_cache_mib
     index = SniIndex(default_fullchain=default_cert, default_key=default_key,
                      max_contexts=settings.context_cache_size,
                      memory_budget=int(float(budget_mib) * 1024 * 1024) if budget_mib else None,
@@ -80,10 +80,10 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     log.info("edge worker %d: %d certificates loaded in %.2fs, listening on %s (ready %.2fs after start of serve_edge)",
              os.getpid(), n, t_loaded - t0, settings.https_listen, time.monotonic() - t0)
     warm_waiter = None
-    if settings.extra.get("prewarm", True):
+    if settings.prewarm:
         index.start_prewarm()
 
-        warm_waiter = asyncio.create_task(report_warm(index, t0, bench=bool(settings.extra.get("bench_stats"))))
+        warm_waiter = asyncio.create_task(report_warm(index, t0, bench=settings.bench_stats))
 
     async def follow() -> None:
         nonlocal synced_at
@@ -147,7 +147,7 @@ def limit_malloc_arenas(settings) -> None:
     otherwise stay in the prewarm thread's arena while the loop's cold builds fill its own: measured at 100k names
     with a 250 MiB target, peak RSS 264 MiB with per-thread arenas. The GIL already serialises these threads, so one
     arena costs no contention worth measuring. Call before any thread starts; a no-op off glibc."""
-    if not settings.extra.get("edge_memory_mib"):
+    if not settings.edge_memory_mib:
         return
     try:
         import ctypes
@@ -157,13 +157,13 @@ def limit_malloc_arenas(settings) -> None:
 
 
 def apply_memory_target(index: SniIndex, settings) -> None:
-    """``edge_memory_mib`` (extra setting): the whole worker's RSS target. Once the index is loaded, what is left
+    """``edge_memory_mib`` (setting): the whole worker's RSS target. Once the index is loaded, what is left
     (minus headroom) becomes the context LRU's budget. ``context_cache_mib`` alone bounds the LRU directly."""
-    target = settings.extra.get("edge_memory_mib")
+    target = settings.edge_memory_mib
     if not target:
         return
     left = int(float(target) * 1024 * 1024) - rss_bytes() - MEMORY_HEADROOM
-    explicit = settings.extra.get("context_cache_mib")
+    explicit = settings.context_cache_mib
     if explicit:
         left = min(left, int(float(explicit) * 1024 * 1024))
     cap = index.set_memory_budget(max(left, 64 * index.unit_bytes), max_contexts=settings.context_cache_size)
@@ -223,4 +223,4 @@ if __name__ == "__main__":
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _settings = settings_from_json(sys.stdin.read())
     logging.getLogger().setLevel(getattr(logging, str(_settings.log_level).upper(), logging.INFO))
-    sys.exit(run_edge_worker(_settings, print_stats=bool(_settings.extra.get("bench_stats"))))
+    sys.exit(run_edge_worker(_settings, print_stats=_settings.bench_stats))
