@@ -48,7 +48,7 @@ def main() -> int:
     edge = EdgeProcess(work_dir=work / "edge", pebble=pebble, dns=dns, env={
         "EDGECERT_MAX_CONCURRENT_ORDERS": str(args.concurrency), "EDGECERT_ORDERS_PER_10S": "100000",
         "EDGECERT_RATE_LIMITS": json.dumps(limits), "EDGECERT_LOG_LEVEL": "WARNING",
-        "EDGECERT_EXTRA": json.dumps({"probe_interval": 0})}).start()
+        "EDGECERT_PROBE_INTERVAL": "0"}).start()
     try:
         # 1. one issuance, counted request by request
         before = acme_requests(edge)

@@ -22,6 +22,7 @@ from edge.tls_edge import engine as tlsengine  # noqa: E402
 from edge.tls_edge.certificates import generate_default_certificate, make_server_context  # noqa: E402
 from edge.tls_edge.index import CertEntry, SniIndex, load_index_rows  # noqa: E402
 from edge.demo.process import free_port  # noqa: E402
+from edge.config import Settings
 from edge.tls_edge.http import EdgeHttpServer  # noqa: E402
 from tests.certs import self_signed  # noqa: E402
 from tests.origin import FixedResolver, check_websocket_and_misdirected, make_origin_app  # noqa: E402
@@ -62,7 +63,7 @@ async def _edge(upstream: str | None, extra: dict | None = None) -> tuple[EdgeHt
     pem, key = _cert(NAME)
     index.put(CertEntry(hostname=NAME, fullchain_pem=pem, key_pem=key, serial="1"))
     stats = {"connections": 0, "resumed": 0}
-    settings = types.SimpleNamespace(extra={"bench_stats": True, **(extra or {})}, upstream=upstream)
+    settings = Settings(bench_stats=True, upstream=upstream, **(extra or {}))
     srv = EdgeHttpServer(types.SimpleNamespace(settings=settings, index=index, bench_stats=stats))
     port = free_port()
     await srv.start("127.0.0.1", port, index.default_context)
@@ -265,7 +266,7 @@ def test_serve_with_two_workers_shares_the_port_and_follows_the_store(tmp_path, 
     import time as _time
     from tests.helpers import EdgeProcess, served_leaf
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
-                       env={"EDGECERT_EXTRA": json.dumps({"workers": 2})}).start()
+                       env={"EDGECERT_WORKERS": "2"}).start()
     try:
         children = [int(p) for p in open(f"/proc/{edge.proc.pid}/task/{edge.proc.pid}/children").read().split()]
         cmdlines = [open(f"/proc/{c}/cmdline", "rb").read() for c in children]

@@ -25,7 +25,7 @@ def test_probes_record_result_and_warn_before_expiry(tmp_path, pebble, dns):
     roots.write_text(_pem(ca.root))
     dns.add_a("expiring.probe.test", ["192.0.2.55"])
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns, env={
-        "EDGECERT_UPLOAD_TRUST_ROOTS": str(roots), "EDGECERT_EXTRA": json.dumps({"probe_interval": 1})}).start()
+        "EDGECERT_UPLOAD_TRUST_ROOTS": str(roots), "EDGECERT_PROBE_INTERVAL": "1"}).start()
     try:
         # An issued domain: the probe right after the swap records ok with days to expiry.
         edge.add_domain("fine.probe.test", tenant="p")
@@ -57,7 +57,7 @@ def test_probes_record_result_and_warn_before_expiry(tmp_path, pebble, dns):
 def test_probe_failure_names_the_failure_mode(tmp_path, pebble, dns):
     closed = free_port()
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns, env={
-        "EDGECERT_EXTRA": json.dumps({"probe_interval": 1, "probe_address": f"127.0.0.1:{closed}"})}).start()
+        "EDGECERT_PROBE_INTERVAL": "1", "EDGECERT_PROBE_ADDRESS": f"127.0.0.1:{closed}"}).start()
     try:
         edge.add_domain("down.probe.test", tenant="p")
         edge.wait_status("down.probe.test", "active", timeout=30)
@@ -73,7 +73,7 @@ def test_probe_failure_names_the_failure_mode(tmp_path, pebble, dns):
 
 
 def test_diagnose_endpoint_registered_only_and_no_private_targets_by_default(tmp_path, pebble, dns, edge_factory):
-    edge = edge_factory("strict", EDGECERT_EXTRA=json.dumps({"public_burst": 4, "public_rate_per_s": 0.01}))
+    edge = edge_factory("strict", EDGECERT_PUBLIC_BURST="4", EDGECERT_PUBLIC_RATE_PER_S="0.01")
     edge.add_domain("diag.api.test", tenant="d")
     edge.wait_status("diag.api.test", "active", timeout=30)
     st, body = edge.call("GET", "/v1/diagnose/diag.api.test", token=None)
@@ -92,7 +92,7 @@ def test_diagnose_endpoint_in_a_lab_setup_and_triage(tmp_path, pebble, dns):
     edge = EdgeProcess(work_dir=tmp_path / "lab", pebble=pebble, dns=dns, env={
         "EDGECERT_HTTPS_LISTEN": f"127.0.0.1:{https}", "EDGECERT_HTTPS_PUBLIC_PORT": str(https),
         "EDGECERT_DIAGNOSE_ALLOW_PRIVATE": "true",
-        "EDGECERT_EXTRA": json.dumps({"diagnose_cafile": pebble.roots_file})}).start()
+        "EDGECERT_DIAGNOSE_CAFILE": pebble.roots_file}).start()
     try:
         edge.add_domain("lab.diag.test", tenant="lab")
         d = edge.wait_status("lab.diag.test", "active", timeout=30)

@@ -199,7 +199,7 @@ def test_failing_hook_shows_on_the_domain_and_is_retried(tmp_path, pebble, dns):
     marker = tmp_path / "hook-runs.txt"
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns, env={
         "EDGECERT_RELOAD_COMMAND": f'echo "$EDGECERT_HOSTNAMES" >> {marker}; echo reload broke >&2; exit 1',
-        "EDGECERT_EXTRA": json.dumps({"hook_retry_delays": [1, 1, 2]})}).start()
+        "EDGECERT_HOOK_RETRY_DELAYS": "1,1,2"}).start()
     try:
         edge.add_domain("broken.hook.test", tenant="hook")
         edge.wait_status("broken.hook.test", "active", timeout=30)
@@ -365,7 +365,7 @@ def test_swaps_close_together_are_batched_and_hooks_never_overlap(tmp_path, pebb
     cmd = (f'echo "start $(date +%s.%N) $EDGECERT_HOSTNAMES" >> {log}; sleep 1; '
            f'echo "end $(date +%s.%N)" >> {log}')
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns, env={
-        "EDGECERT_RELOAD_COMMAND": cmd, "EDGECERT_EXTRA": json.dumps({"hook_batch_window": 3})}).start()
+        "EDGECERT_RELOAD_COMMAND": cmd, "EDGECERT_HOOK_BATCH_WINDOW": "3"}).start()
     try:
         names = [f"b{i}.batch.test" for i in range(4)]
         for n in names:

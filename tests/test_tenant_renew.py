@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 from tests.helpers import EdgeProcess
 
 
 def test_tenant_forced_renewals_are_throttled_operator_ones_are_not(tmp_path, pebble, dns):
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
-                       env={"EDGECERT_EXTRA": json.dumps({"tenant_renew_min_age": 3600})}).start()
+                       env={"EDGECERT_TENANT_RENEW_MIN_AGE": "3600"}).start()
     try:
         st, t = edge.call("POST", "/v1/tenants", {"name": "renewer"})
         assert st == 201

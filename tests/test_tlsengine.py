@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from edge.config import Settings
 from edge.tls_edge import certificates
 from edge.tls_edge import engine as tlsengine
 from edge.tls_edge.certificates import generate_default_certificate
@@ -283,7 +284,7 @@ async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
     idx = SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
     pem, key, serial = self_signed("real.example")
     idx.put(CertEntry(hostname="real.example", fullchain_pem=pem, key_pem=key, serial=serial))
-    settings = types.SimpleNamespace(extra={}, upstream=None)
+    settings = Settings()
     srv = EdgeHttpServer(types.SimpleNamespace(settings=settings, index=idx, bench_stats=None))
     assert srv.engine is idx.engine
     port = free_port()
@@ -313,10 +314,9 @@ async def test_openssl_and_curl_against_the_engine_driven_edge(tmp_path):
 
 def test_engine_is_used_by_default_and_can_be_turned_off():
     from edge.tls_edge.engine import use_tls_engine
-    s = types.SimpleNamespace(extra={})
-    assert use_tls_engine(s)
-    assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": False}))
-    assert not use_tls_engine(types.SimpleNamespace(extra={"tls_engine": "off"}))
+    assert use_tls_engine(Settings.load(env={}))
+    assert not use_tls_engine(Settings.load(env={"EDGECERT_TLS_ENGINE": "false"}))
+    assert not use_tls_engine(Settings.load(env={"EDGECERT_TLS_ENGINE": "off"}))
     assert os.path.exists(_edgetls.__file__)
 
 
@@ -385,9 +385,9 @@ def test_the_extension_is_memory_clean_under_valgrind_on_real_and_hostile_input(
 
 def test_tls_settings_switch_tickets_off(monkeypatch):
     monkeypatch.setattr(certificates, "TICKETS", True)
-    certificates.apply_settings(types.SimpleNamespace(extra={}))
+    certificates.apply_settings(Settings())
     assert certificates.TICKETS
-    certificates.apply_settings(types.SimpleNamespace(extra={"tls_tickets": False}))
+    certificates.apply_settings(Settings(tls_tickets=False))
     assert not certificates.TICKETS
     dpem, dkey = generate_default_certificate()
     idx = SniIndex(default_fullchain=dpem, default_key=dkey, engine=True)
