@@ -15,6 +15,8 @@ from functools import lru_cache
 import idna
 from publicsuffixlist import PublicSuffixList
 
+from acme_client.identifiers import registered_domain  # the one PSL-based eTLD+1 (re-exported)
+
 __all__ = ["InvalidHostname", "Hostname", "validate_hostname", "registered_domain", "is_valid_sni"]
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -40,11 +42,6 @@ class Hostname:
 @lru_cache(maxsize=1)
 def _psl() -> PublicSuffixList:
     return PublicSuffixList()
-
-
-def registered_domain(name: str) -> str | None:
-    """The registrable domain (eTLD+1) of an ASCII name, or None when the name is itself a public suffix."""
-    return _psl().privatesuffix(name.lower().rstrip("."))
 
 
 def _is_ip_literal(s: str) -> bool:

@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from acme_client import errors as acme_errors
 from acme_client.fairqueue import FairQueue
+from acme_client.identifiers import covers
 from acme_client.issuer import IssuedCertificate, Issuer
 from acme_client.ratelimit import Pacer, RateLedger, load_limits
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
@@ -39,7 +40,6 @@ from edge.lifecycle.exports import write_exports
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex
-from edge.lifecycle.upload import _covers
 from edge.lifecycle.verify import served_certificate
 
 __all__ = ["DomainManager", "RETRY_SCHEDULE", "LEASE_TTL"]
@@ -473,7 +473,7 @@ class DomainManager:
                           sha256=version.sha256, not_after=version.not_after, cert_id=version.id,
                           names=tuple(json.loads(version.names)))
         problem = None
-        if not _covers(h, entry.names):
+        if not covers(h, entry.names):
             problem = f"certificate {version.serial} does not cover {h} (it covers {', '.join(entry.names)})"
         else:
             try:
