@@ -3,7 +3,8 @@
 from .crypto import DecryptionError, KeyBox, load_keybox
 from .database import make_engine, migrate
 from .models import DomainStatus, utcnow
-from .sql import Conflict, LockTimeout, NotFound, SQLStorage, Storage
+from .protocol import Conflict, LockTimeout, NotFound, Storage
+from .sql import SQLStorage
 
 __all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "KeyBox", "DecryptionError",
            "load_keybox", "make_engine", "migrate", "DomainStatus", "utcnow", "open_storage"]

@@ -35,7 +35,6 @@ from edge.config import Settings
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles
-from edge.lifecycle.cluster import notify_change
 from edge.lifecycle.exports import write_exports
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.tasks import cancel_and_wait
@@ -499,7 +498,7 @@ class DomainManager:
                             next_renewal_at=first.at if first else None,
                             renewal_reason=first.reason if first else None, hook_pending=self.hook.enabled,
                             next_check_at=utcnow() if schedule_renewal else None)
-        await asyncio.to_thread(notify_change, self.storage, h)  # other nodes swap now (LISTEN)
+        await self.storage.notify_change(h)  # other nodes swap now (LISTEN)
         own = await served_certificate(self.own_address, h) if self.own_address else None
         delay_ms = (time.monotonic() - t_swap) * 1000
         await self.events.emit(h, "swapped", f"now serving certificate {version.serial}",
@@ -600,7 +599,7 @@ class DomainManager:
         self.index.remove(hostname)
         await asyncio.to_thread(self.files.remove, hostname)
         await self._write_exports()
-        await asyncio.to_thread(notify_change, self.storage, hostname)
+        await self.storage.notify_change(hostname)
 
     async def install_uploaded(self, domain: Domain, valid) -> CertificateVersion:
         """Swap in an operator-supplied certificate (already validated by :mod:`edge.upload`)."""

@@ -32,8 +32,6 @@ import uuid
 from typing import Any, Sequence
 
 import aiohttp
-from sqlalchemy import func, update
-from sqlmodel import Session, select
 
 from store.models import WebhookDelivery, utcnow
 
@@ -125,27 +123,15 @@ def delivery_json(row: WebhookDelivery) -> dict[str, Any]:
 async def list_deliveries(storage, *, status: str | None = None, hostname: str | None = None,
                           type_: str | None = None, limit: int = 100, after_id: int = 0) -> list[WebhookDelivery]:
     """Rows of the delivery log, newest first (``after_id`` > 0: only rows with a larger id, oldest first)."""
-    def fn(s: Session) -> list[WebhookDelivery]:
-        q = select(WebhookDelivery)
-        if status:
-            q = q.where(WebhookDelivery.status == status)
-        if hostname:
-            q = q.where(WebhookDelivery.hostname == hostname)
-        if type_:
-            q = q.where(WebhookDelivery.kind == type_)
-        if after_id:
-            q = q.where(WebhookDelivery.id > after_id).order_by(WebhookDelivery.id)
-        else:
-            q = q.order_by(WebhookDelivery.id.desc())
-        return list(s.exec(q.limit(limit)))
-    return await asyncio.to_thread(storage.run_sync, fn)
+    return await storage.list_webhook_deliveries(status=status, hostname=hostname, kind=type_, limit=limit,
+                                                 after_id=after_id)
 
 
 class WebhookSender:
     """Delivers events to one URL. Build it with the settings' values; subscribe :meth:`on_event` to the bus.
 
     Args:
-        storage: the :class:`store.SQLStorage` holding the delivery log.
+        storage: the :class:`store.Storage` holding the delivery log.
         url: where to POST (``EDGECERT_WEBHOOK_URL``).
         secret: the HMAC key (``EDGECERT_WEBHOOK_SECRET``).
         events: ``"*"`` or comma-separated event kinds / shell-style patterns (``EDGECERT_WEBHOOK_EVENTS``).
@@ -227,60 +213,36 @@ class WebhookSender:
                     pass
 
     # -- the log ------------------------------------------------------------------------------------------------
-    async def _db(self, fn):
-        return await asyncio.to_thread(self.storage.run_sync, fn)
-
     async def _persist_queued(self) -> int:
         if not self._queue:
             return 0
         batch, self._queue = self._queue, []
         now = utcnow()
-
-        def fn(s: Session) -> int:
-            for p in batch:
-                s.add(WebhookDelivery(url=self.url, hostname=p["hostname"], kind=p["type"],
-                                      payload=json.dumps(p, default=str, separators=(",", ":")),
-                                      status="pending", attempts=0, next_attempt_at=now))
-            return len(batch)
+        rows = [WebhookDelivery(url=self.url, hostname=p["hostname"], kind=p["type"],
+                                payload=json.dumps(p, default=str, separators=(",", ":")),
+                                status="pending", attempts=0, next_attempt_at=now) for p in batch]
         try:
-            return await self._db(fn)
+            return await self.storage.add_webhook_deliveries(rows)
         except BaseException:
             self._queue[:0] = batch  # keep them for the next round
             raise
 
     async def _seconds_to_next_due(self) -> float:
-        def fn(s: Session):
-            return s.exec(select(func.min(WebhookDelivery.next_attempt_at))
-                          .where(WebhookDelivery.status == "pending")).first()
-        nxt = await self._db(fn)
+        nxt = await self.storage.next_webhook_attempt_at()
         if self._queue:
             return 0.0
         if nxt is None:
             return POLL_SECONDS
-        if nxt.tzinfo is None:
-            nxt = nxt.replace(tzinfo=dt.timezone.utc)
         return min(max((nxt - utcnow()).total_seconds(), 0.05), POLL_SECONDS)
 
     async def _claim(self, row: WebhookDelivery) -> bool:
-        claim_until = utcnow() + dt.timedelta(seconds=CLAIM_SECONDS)
-
-        def fn(s: Session) -> bool:
-            r = s.exec(update(WebhookDelivery)
-                       .where(WebhookDelivery.id == row.id, WebhookDelivery.status == "pending",
-                              WebhookDelivery.attempts == row.attempts)
-                       .values(attempts=row.attempts + 1, next_attempt_at=claim_until))
-            return (r.rowcount or 0) == 1
-        return await self._db(fn)
+        assert row.id is not None
+        return await self.storage.claim_webhook_delivery(row.id, attempts=row.attempts,
+                                                         until=utcnow() + dt.timedelta(seconds=CLAIM_SECONDS))
 
     async def deliver_due(self, *, limit: int = 100) -> int:
         """Send every due row once (claimed first). Returns how many attempts were made."""
-        now = utcnow()
-
-        def fn(s: Session) -> list[WebhookDelivery]:
-            return list(s.exec(select(WebhookDelivery)
-                               .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                               .order_by(WebhookDelivery.id).limit(limit)))
-        rows = await self._db(fn)
+        rows = await self.storage.due_webhook_deliveries(utcnow(), limit=limit)
         claimed = [r for r in rows if await self._claim(r)]
         if claimed:
             await asyncio.gather(*(self._attempt(r) for r in claimed))
@@ -307,10 +269,8 @@ class WebhookSender:
             self._count("retry")
             log.info("webhook %s for %s: attempt %d failed (%s); next in %gs", row.kind, row.hostname, attempt,
                      error, delay)
-
-        def fn(s: Session) -> None:
-            s.exec(update(WebhookDelivery).where(WebhookDelivery.id == row.id).values(**values))
-        await self._db(fn)
+        assert row.id is not None
+        await self.storage.update_webhook_delivery(row.id, **values)
 
     async def _send(self, url: str, body: bytes, kind: str, event_id: str) -> tuple[int | None, str | None]:
         """POST once. Returns (HTTP status or None, error text or None when delivered)."""
