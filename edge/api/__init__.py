@@ -309,7 +309,7 @@ def make_api_app(services) -> web.Application:
         c = await caller(request)
         d = await _visible_domain(request, c)
         body = await _json_body(request)
-        from edge.lifecycle.manager import SwapRejected  # noqa: PLC0415
+        from edge.lifecycle.swap import SwapRejected  # noqa: PLC0415
         from edge.lifecycle.upload import UploadError, load_trust_roots, validate_certificate  # noqa: PLC0415
         extra = [p.strip() for p in (s.upload_trust_roots or "").split(",") if p.strip()]
         roots = await asyncio.to_thread(load_trust_roots, extra)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from acme_client.retry import RetrySchedule
 from store.notify import listening
 
 from edge.tasks import cancel_and_wait
@@ -15,6 +16,8 @@ from edge.tasks import cancel_and_wait
 __all__ = ["ChangeListener"]
 
 log = logging.getLogger(__name__)
+#: A lost LISTEN connection is opened again after 1 s, 2 s, 4 s, ... at most 30 s.
+RECONNECT_SCHEDULE = RetrySchedule("listen-reconnect", (1.0,), factor=2.0, cap=30.0)
 
 
 class ChangeListener:
@@ -33,11 +36,11 @@ class ChangeListener:
         self._task = None
 
     async def _run(self) -> None:
-        delay = 1.0
+        failures = 0
         while True:
             try:
                 async with listening(self.url) as changes:
-                    delay = 1.0
+                    failures = 0
                     async for hostname in changes:
                         try:
                             await self.on_change([hostname])
@@ -46,6 +49,7 @@ class ChangeListener:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                failures += 1
+                delay = RECONNECT_SCHEDULE.base(failures)
                 log.warning("LISTEN connection lost (%s); retrying in %.0fs (the sweep keeps nodes in step)", e, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import aiohttp
 
+from acme_client.retry import RetrySchedule
 from store.models import WebhookDelivery, utcnow
 
 from edge import __version__
@@ -44,7 +45,7 @@ __all__ = ["WebhookSender", "sign", "verify_signature", "parse_retry_schedule", 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Edgecert-Signature"
-DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (10.0, 60.0, 600.0, 3600.0, 21600.0)
+DEFAULT_RETRY_SCHEDULE = RetrySchedule("webhook", (10.0, 60.0, 600.0, 3600.0, 21600.0), give_up=True)
 #: Seconds one attempt may take (connect + answer).
 ATTEMPT_TIMEOUT = 10.0
 #: A claimed row whose attempt did not finish (the process died) is retried after this many seconds.
@@ -90,13 +91,11 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance: float 
     return any(hmac.compare_digest(expected, v) for v in parts.get("v1", []))
 
 
-def parse_retry_schedule(value: str | Sequence[float] | None) -> tuple[float, ...]:
-    """``"10,60,600"`` -> ``(10.0, 60.0, 600.0)``; empty means "no retry"."""
+def parse_retry_schedule(value: RetrySchedule | str | Sequence[float] | None) -> RetrySchedule:
+    """``"10,60,600"`` -> retries after 10 s, 60 s and 600 s, then the delivery has failed; empty means "no retry"."""
     if value is None:
         return DEFAULT_RETRY_SCHEDULE
-    if isinstance(value, str):
-        return tuple(float(x) for x in value.split(",") if x.strip())
-    return tuple(float(x) for x in value)
+    return RetrySchedule.parse("webhook", value, give_up=True)
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -140,13 +139,13 @@ class WebhookSender:
     """
 
     def __init__(self, *, storage, url: str, secret: str, events: str = "*",
-                 retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE, metrics=None,
+                 retry_schedule: RetrySchedule | Sequence[float] = DEFAULT_RETRY_SCHEDULE, metrics=None,
                  timeout: float = ATTEMPT_TIMEOUT) -> None:
         self.storage = storage
         self.url = url
         self.secret = secret
         self.patterns = [p.strip() for p in (events or "*").split(",") if p.strip()] or ["*"]
-        self.retry_schedule = tuple(retry_schedule)
+        self.retry_schedule = parse_retry_schedule(retry_schedule)
         self.metrics = metrics
         self.timeout = timeout
         self._queue: list[dict[str, Any]] = []
@@ -255,16 +254,16 @@ class WebhookSender:
             code, error = await self._send(row.url, body, row.kind, json.loads(row.payload).get("id", ""))
         now = utcnow()
         values: dict[str, Any] = {"last_status_code": code}
+        delay = self.retry_schedule.base(attempt)
         if error is None:
             values.update(status="delivered", delivered_at=now, next_attempt_at=None, last_error=None)
             self._count("delivered")
-        elif attempt > len(self.retry_schedule):
+        elif delay is None:
             values.update(status="failed", next_attempt_at=None, last_error=error)
             self._count("failed")
             log.warning("webhook %s for %s failed for good after %d attempts: %s", row.kind, row.hostname,
                         attempt, error)
         else:
-            delay = self.retry_schedule[attempt - 1]
             values.update(next_attempt_at=now + dt.timedelta(seconds=delay), last_error=error)
             self._count("retry")
             log.info("webhook %s for %s: attempt %d failed (%s); next in %gs", row.kind, row.hostname, attempt,
