@@ -153,6 +153,12 @@ class Storage(Protocol):
         """Announce that ``hostname``'s served certificate changed (a no-op where the store cannot)."""
         ...
 
+    @property
+    def notifies(self) -> bool:
+        """True when :meth:`notify_change` reaches the other processes (listen with
+        :func:`store.notify.listening`); False when they only learn of changes at their next sweep."""
+        ...
+
     def close(self) -> None:
         """Release connections (blocking)."""
         ...
