@@ -24,11 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import errors
+from .retry import RetrySchedule
 
 __all__ = ["AcmeSession", "parse_retry_after", "jwk_from_pem"]
 
 log = logging.getLogger(__name__)
 USER_AGENT = "edgecert/0.1 (+acme-python)"
+#: Polling an authorization or an order that is still being decided: 0.25 s, then 1.6 times longer, at most 3 s.
+POLL_SCHEDULE = RetrySchedule("acme-poll", (0.25,), factor=1.6, cap=3.0)
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -217,7 +220,7 @@ class AcmeSession:
         done = []
         for authzr in orderr.authorizations:
             url = authzr.uri
-            delay = 0.25
+            polls = 0
             while True:
                 if authzr.body.status != messages.STATUS_PENDING:
                     done.append(authzr)
@@ -225,8 +228,8 @@ class AcmeSession:
                 if time.monotonic() >= deadline:
                     raise errors.OrderTimeout(
                         f"authorization for {authzr.body.identifier.value} still pending at the deadline")
-                time.sleep(delay)
-                delay = min(delay * 1.6, 3.0)
+                polls += 1
+                time.sleep(POLL_SCHEDULE.base(polls))
                 authzr = self._call("authz", lambda: self.client._authzr_from_response(
                     self.client._post_as_get(url), uri=url))
         failed = [a for a in done if a.body.status != messages.STATUS_VALID]
@@ -238,7 +241,7 @@ class AcmeSession:
         """Finalize (if not yet) and wait for the certificate; returns the order with ``fullchain_pem``."""
         url = orderr.uri
         body = orderr.body
-        delay = 0.25
+        polls = 0
         while True:
             if body.status == messages.STATUS_INVALID:
                 err = body.error
@@ -252,14 +255,14 @@ class AcmeSession:
                 return orderr.update(body=body, fullchain_pem=cert.text)
             if time.monotonic() >= deadline:
                 raise errors.OrderTimeout(f"order {url} not valid at the deadline (status {body.status})")
-            time.sleep(delay)
-            delay = min(delay * 1.6, 3.0)
+            polls += 1
+            time.sleep(POLL_SCHEDULE.base(polls))
             response = self._call("order", lambda: self.client._post_as_get(url))
             body = messages.Order.from_json(response.json())
             ra = parse_retry_after(response.headers.get("Retry-After"))
             if ra is not None:
                 wait = (ra - dt.datetime.now(dt.timezone.utc)).total_seconds()
-                if wait > delay:
+                if wait > POLL_SCHEDULE.base(polls + 1):
                     time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
 
 

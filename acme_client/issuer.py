@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from acme import messages
 
 from store.crypto import KeyBox
-from store.models import AcmeAccount, AcmeOrder, utcnow
+from store.models import AcmeAccount, AcmeOrder
 
 from . import errors
 from .challenges import ChallengePublisher, pick_challenge
@@ -176,7 +176,6 @@ class AcmeIssuer:
         on_event = on_event or _noop
         acct = await self.account()
         account_key_pem = self.keybox.decrypt(acct.key_enc, purpose=b"acme-account")
-        hostname = names[0]
         purpose = f"order-key:{domain_id}".encode()
 
         order = await self.storage.open_order(domain_id)
@@ -198,7 +197,6 @@ class AcmeIssuer:
                 replaces=replaces, csr_pem=csr_pem.decode(), key_enc=self.keybox.encrypt(key_pem, purpose=purpose),
                 is_renewal=is_renewal))
 
-        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.order_timeout
         published: list[tuple[str, str]] = []
         box: dict[str, Any] = {}

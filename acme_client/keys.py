@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -12,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 __all__ = ["generate_private_key", "private_key_pem", "make_csr", "CertInfo", "read_certificate",
-           "split_pem_chain", "public_key_fingerprint", "KEY_TYPES", "ari_cert_id"]
+           "split_pem_chain", "public_key_fingerprint", "KEY_TYPES", "ari_cert_id",
+           "parse_ari_cert_id"]
 
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
 
@@ -63,9 +66,13 @@ def public_key_fingerprint(public_key) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
 def ari_cert_id(cert: x509.Certificate) -> str | None:
-    """RFC 9773 certID: base64url(AKI keyIdentifier) "." base64url(serial DER bytes)."""
-    import base64
+    """RFC 9773 certID: base64url(AKI keyIdentifier) "." base64url(serial DER INTEGER content octets); None when the
+    certificate has no Authority Key Identifier."""
     try:
         aki = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value.key_identifier
     except x509.ExtensionNotFound:
@@ -73,9 +80,26 @@ def ari_cert_id(cert: x509.Certificate) -> str | None:
     if aki is None:
         return None
     serial = cert.serial_number
-    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # DER INTEGER content (sign bit safe)
-    b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
-    return f"{b64(aki)}.{b64(serial_bytes)}"
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)  # sign bit safe
+    return f"{_b64url(aki)}.{_b64url(serial_bytes)}"
+
+
+def parse_ari_cert_id(text: str) -> tuple[bytes, int]:
+    """Split an RFC 9773 certID into (AKI keyIdentifier bytes, serial number).
+
+    Raises:
+        ValueError: ``text`` is not ``<base64url AKI>.<base64url serial>``.
+    """
+    parts = text.split(".")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"certID {text!r} is not <base64url AKI>.<base64url serial>")
+    try:
+        aki, serial_bytes = (base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)) for p in parts)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"certID {text!r} is not base64url: {exc}") from exc
+    if not serial_bytes:
+        raise ValueError(f"certID {text!r} has an empty serial")
+    return aki, int.from_bytes(serial_bytes, "big", signed=True)
 
 
 @dataclass(frozen=True)

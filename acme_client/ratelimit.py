@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from edge.names import registered_domain
+from .identifiers import registered_domain
 
 __all__ = ["Limit", "DEFAULT_LIMITS", "Hold", "RateLedger", "Pacer", "bucket_retry_at", "load_limits"]
 
@@ -127,7 +127,7 @@ class RateLedger:
             hold = await self.check(names, account_id, now=now)
             if hold is not None:
                 return hold, []
-            ids = [await self.storage.ledger_add("order", f"account:{account_id}", account_id=account_id, at=now)]
+            await self.storage.ledger_add("order", f"account:{account_id}", account_id=account_id, at=now)
             cert_ids = [await self.storage.ledger_add("certificate", f"regdom:{r}", account_id=account_id, at=now)
                         for r in regs]
             cert_ids.append(await self.storage.ledger_add("certificate", "names:" + ",".join(sorted(names)),

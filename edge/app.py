@@ -33,7 +33,7 @@ from edge.tls_edge.certificates import load_default_certificate
 from edge.tls_edge.engine import use_tls_engine
 from edge.tls_edge.http import EdgeHttpServer
 from edge.tls_edge.index import SniIndex
-from edge.lifecycle.webhooks import WebhookSender, parse_retry_schedule
+from edge.lifecycle.webhooks import WebhookSender
 
 __all__ = ["Services", "build_services", "run_server", "Server"]
 
@@ -128,7 +128,7 @@ async def build_services(settings: Settings) -> Services:
     if settings.webhook_url and settings.webhook_secret:
         webhooks = WebhookSender(storage=storage, url=settings.webhook_url, secret=settings.webhook_secret,
                                  events=settings.webhook_events, metrics=metrics,
-                                 retry_schedule=parse_retry_schedule(settings.webhook_retry_schedule))
+                                 retry_schedule=settings.webhook_retry_schedule)
         events.subscribe(webhooks.on_event)
     hook = ReloadHook(command=settings.reload_command, state_dir=settings.state_dir, timeout=settings.reload_timeout,
                       batch_window=settings.hook_batch_window,
@@ -140,10 +140,9 @@ async def build_services(settings: Settings) -> Services:
                         order_timeout=settings.order_timeout,
                         on_request=lambda kind, status: metrics.acme_requests.labels(kind=kind,
                                                                                      status=str(status)).inc())
-    retry = settings.retry_schedule or None
     manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
                             files=files, dns=dns, events=events, hook=hook,
-                            **({"retry_schedule": retry} if retry else {}))
+                            **({"retry_schedule": settings.retry_schedule} if settings.retry_schedule else {}))
     hook.on_result = manager.on_hook_result
     services = Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
                         events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)
@@ -162,7 +161,7 @@ def services_ctx(services: Services):
         await services.hook.start()
         await services.manager.start()
         listener = None
-        if services.storage.engine.dialect.name == "postgresql":
+        if services.storage.notifies:
             from edge.lifecycle.cluster import ChangeListener
             listener = ChangeListener(database_url=services.settings.database_url,
                                       on_change=services.manager.load_index)

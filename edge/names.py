@@ -13,10 +13,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import idna
-from publicsuffixlist import PublicSuffixList
+
+from acme_client.identifiers import public_suffix_list, registered_domain  # the one PSL (registered_domain re-exported)
 
 __all__ = ["InvalidHostname", "Hostname", "validate_hostname", "registered_domain", "is_valid_sni",
            "InvalidHostPort", "parse_hostport", "format_hostport"]
@@ -40,16 +40,6 @@ class Hostname:
     unicode: str
     registered_domain: str
     wildcard: bool = False
-
-
-@lru_cache(maxsize=1)
-def _psl() -> PublicSuffixList:
-    return PublicSuffixList()
-
-
-def registered_domain(name: str) -> str | None:
-    """The registrable domain (eTLD+1) of an ASCII name, or None when the name is itself a public suffix."""
-    return _psl().privatesuffix(name.lower().rstrip("."))
 
 
 def _is_ip_literal(s: str) -> bool:
@@ -162,7 +152,7 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False, registrable:
                 raise InvalidHostname("invalid_idna", f"label {label!r} is not valid punycode: {e}") from None
     if labels[-1].isdigit() and (registrable or all(label.isdigit() for label in labels)):
         raise InvalidHostname("invalid_label", "the top-level label cannot be all digits")
-    if registrable and _psl().is_public(ascii_name):
+    if registrable and public_suffix_list().is_public(ascii_name):
         raise InvalidHostname("public_suffix",
                               f"{ascii_name} is a public suffix (like co.uk); register a name under it")
     reg = registered_domain(ascii_name) or ascii_name

@@ -12,14 +12,15 @@ if TYPE_CHECKING:
     from .crypto import DecryptionError, KeyBox, load_keybox
     from .database import make_engine, migrate
     from .models import DomainStatus, utcnow
-    from .sql import Conflict, LockTimeout, NotFound, SQLStorage, Storage
+    from .protocol import Conflict, LockTimeout, NotFound, Storage
+    from .sql import SQLStorage
 
 __all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "KeyBox", "DecryptionError",
            "load_keybox", "make_engine", "migrate", "DomainStatus", "utcnow", "open_storage"]
 
 _WHERE = {"KeyBox": "crypto", "DecryptionError": "crypto", "load_keybox": "crypto", "make_engine": "database",
-          "migrate": "database", "DomainStatus": "models", "utcnow": "models", "Storage": "sql",
-          "SQLStorage": "sql", "NotFound": "sql", "Conflict": "sql", "LockTimeout": "sql"}
+          "migrate": "database", "DomainStatus": "models", "utcnow": "models", "Storage": "protocol",
+          "SQLStorage": "sql", "NotFound": "protocol", "Conflict": "protocol", "LockTimeout": "protocol"}
 
 
 def __getattr__(name: str):

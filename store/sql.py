@@ -1,15 +1,6 @@
-"""The storage seam: everything edgecert keeps, behind one Protocol.
+"""SQLStorage: the :class:`~store.protocol.Storage` contract over SQLAlchemy/SQLModel, SQLite or PostgreSQL.
 
-Contract (read before writing another implementation):
-
-* Every method is safe to call concurrently from many tasks of one process and from several processes or nodes
-  sharing the same database.
-* "Not found" is ``None`` from ``get_*`` methods and :class:`NotFound` from methods that change a named thing.
-* :meth:`Storage.lock` is a lease: held by one owner at a time across processes and nodes, expiring after ``ttl``
-  seconds unless renewed, so a crashed holder never blocks others for long. Callers follow "lock, re-check, then
-  work": after taking the lock they read the state again before acting.
-* Private keys are passed in and out already encrypted (``bytes`` blobs from :class:`store.crypto.KeyBox`).
-* Times are timezone-aware UTC.
+Every query of the service lives here (and in :mod:`store.notify` for LISTEN); callers above see only the methods.
 """
 
 from __future__ import annotations
@@ -23,15 +14,17 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import delete, func, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
-                     DomainStatus, Lease, RateLedgerEntry, Tenant, utcnow)
+                     Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
+from .notify import CHANNEL
+from .protocol import Conflict, LockTimeout, NotFound, Storage
 
 __all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "token_hash"]
 
@@ -39,79 +32,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(Exception):
-    pass
-
-
-class LockTimeout(TimeoutError):
-    pass
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-@runtime_checkable
-class Storage(Protocol):
-    """What the service needs from a store. See the module docstring for the contract."""
-
-    # tenants and tokens
-    async def ensure_tenant(self, name: str) -> Tenant: ...
-    async def get_tenant(self, name: str) -> Tenant | None: ...
-    async def get_tenant_by_id(self, tenant_id: int) -> Tenant | None: ...
-    async def list_tenants(self) -> list[Tenant]: ...
-    async def add_token(self, tenant_id: int, token: str) -> ApiToken: ...
-    async def revoke_tokens(self, tenant_id: int) -> int: ...
-    async def tenant_for_token(self, token: str) -> Tenant | None: ...
-
-    # domains
-    async def add_domain(self, hostname: str, tenant_id: int, **fields: Any) -> Domain: ...
-    async def get_domain(self, hostname: str) -> Domain | None: ...
-    async def list_domains(self, *, status: str | None = None, tenant_id: int | None = None,
-                           limit: int = 1000, offset: int = 0) -> list[Domain]: ...
-    async def update_domain(self, hostname: str, **fields: Any) -> Domain: ...
-    async def delete_domain(self, hostname: str) -> None: ...
-    async def due_domains(self, now: dt.datetime, *, limit: int = 500) -> list[Domain]: ...
-    async def count_domains_by_status(self) -> dict[str, int]: ...
-    async def changed_domains(self, since: dt.datetime) -> list[Domain]: ...
-
-    # events
-    async def add_event(self, hostname: str, kind: str, message: str, data: dict | None = None) -> DomainEvent: ...
-    async def list_events(self, hostname: str, *, limit: int = 100, after_id: int = 0) -> list[DomainEvent]: ...
-
-    # challenges
-    async def put_challenge(self, token: str, key_authorization: str, hostname: str, *, kind: str = "http-01",
-                            ttl: float = 3600) -> None: ...
-    async def get_challenge(self, token: str) -> ChallengeToken | None: ...
-    async def delete_challenge(self, token: str) -> None: ...
-
-    # ACME accounts and orders
-    async def get_account(self, directory_url: str, name: str = "default") -> AcmeAccount | None: ...
-    async def save_account(self, account: AcmeAccount) -> AcmeAccount: ...
-    async def save_order(self, order: AcmeOrder) -> AcmeOrder: ...
-    async def open_order(self, domain_id: int) -> AcmeOrder | None: ...
-
-    # certificates
-    async def add_certificate(self, cert: CertificateVersion, *, make_current: bool = True) -> CertificateVersion: ...
-    async def get_certificate(self, cert_id: int) -> CertificateVersion | None: ...
-    async def current_certificates(self, hostnames: Sequence[str] | None = None
-                                   ) -> list[tuple[Domain, CertificateVersion]]: ...
-
-    # rate-limit ledger
-    async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
-                         at: dt.datetime | None = None) -> int: ...
-    async def ledger_delete(self, entry_id: int) -> None: ...
-    async def ledger_prune(self, before: dt.datetime) -> int: ...
-    async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]: ...
-
-    # locks
-    def lock(self, name: str, *, ttl: float = 600, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[None]: ...
-    async def try_lock(self, name: str, *, ttl: float = 600) -> bool: ...
-    async def unlock(self, name: str) -> None: ...
 
 
 class SQLStorage:
@@ -139,10 +61,6 @@ class SQLStorage:
 
     async def _run(self, fn: Callable[[Session], T]) -> T:
         return await asyncio.to_thread(self._tx, fn)
-
-    def run_sync(self, fn: Callable[[Session], T]) -> T:
-        """Run one unit of work in the calling thread (for code already off the event loop, e.g. webhooks)."""
-        return self._tx(fn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -393,6 +311,71 @@ class SQLStorage:
                  .order_by(RateLedgerEntry.created_at))
             return list(s.exec(q))
         return await self._run(fn)
+
+    # -- webhook delivery log --------------------------------------------------------------------------------
+    async def add_webhook_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        def fn(s: Session) -> int:
+            s.add_all(deliveries)
+            return len(deliveries)
+        return await self._run(fn)
+
+    async def due_webhook_deliveries(self, now: dt.datetime, *, limit: int = 100) -> list[WebhookDelivery]:
+        return await self._run(lambda s: list(s.exec(
+            select(WebhookDelivery).where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.id).limit(limit))))
+
+    async def next_webhook_attempt_at(self) -> dt.datetime | None:
+        nxt = await self._run(lambda s: s.exec(select(func.min(WebhookDelivery.next_attempt_at))
+                                               .where(WebhookDelivery.status == "pending")).first())
+        if nxt is not None and nxt.tzinfo is None:
+            nxt = nxt.replace(tzinfo=dt.timezone.utc)  # SQLite returns an aggregate's time naive
+        return nxt
+
+    async def claim_webhook_delivery(self, delivery_id: int, *, attempts: int, until: dt.datetime) -> bool:
+        def fn(s: Session) -> bool:
+            r = s.exec(update(WebhookDelivery)
+                       .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+                              WebhookDelivery.attempts == attempts)
+                       .values(attempts=attempts + 1, next_attempt_at=until))
+            return (r.rowcount or 0) == 1
+        return await self._run(fn)
+
+    async def update_webhook_delivery(self, delivery_id: int, **fields: Any) -> None:
+        await self._run(lambda s: s.exec(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                                         .values(**fields)))
+
+    async def list_webhook_deliveries(self, *, status: str | None = None, hostname: str | None = None,
+                                      kind: str | None = None, limit: int = 100,
+                                      after_id: int = 0) -> list[WebhookDelivery]:
+        def fn(s: Session) -> list[WebhookDelivery]:
+            q = select(WebhookDelivery)
+            if status:
+                q = q.where(WebhookDelivery.status == status)
+            if hostname:
+                q = q.where(WebhookDelivery.hostname == hostname)
+            if kind:
+                q = q.where(WebhookDelivery.kind == kind)
+            if after_id:
+                q = q.where(WebhookDelivery.id > after_id).order_by(WebhookDelivery.id)
+            else:
+                q = q.order_by(WebhookDelivery.id.desc())
+            return list(s.exec(q.limit(limit)))
+        return await self._run(fn)
+
+    # -- change announcements ----------------------------------------------------------------------------------
+    @property
+    def notifies(self) -> bool:
+        """True when :meth:`notify_change` reaches other processes (PostgreSQL); False on SQLite."""
+        return self.engine.dialect.name == "postgresql"
+
+    async def notify_change(self, hostname: str) -> None:
+        if not self.notifies:
+            return
+
+        def fn() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(text("SELECT pg_notify(:c, :h)"), {"c": CHANNEL, "h": hostname})
+        await asyncio.to_thread(fn)
 
     # -- leases (locks) ----------------------------------------------------------------------------------------
     def _try_lease(self, name: str, ttl: float) -> bool:

@@ -11,8 +11,10 @@ import pytest
 from acme_client import errors
 from acme_client.client import parse_retry_after
 from acme_client.fairqueue import FairQueue
+from acme_client.identifiers import covers, name_matches, registered_domain
 from acme_client.ratelimit import DEFAULT_LIMITS, Limit, Pacer, bucket_retry_at, load_limits
 from acme_client.renewal import ARI_MAX_RECHECK, next_ari_check, plan_renewal
+from acme_client.retry import RetrySchedule
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 DAY = dt.timedelta(days=1)
@@ -130,3 +132,47 @@ def test_retry_after_and_error_types():
         assert isinstance(err, cls) and not err.retryable
     assert isinstance(errors.from_problem(None, "x", status=503), errors.ServerUnavailable)
     assert isinstance(errors.from_problem(errors.PROBLEM_PREFIX + "incorrectResponse", "x"), errors.ChallengeFailed)
+
+
+def test_retry_schedules_short_then_long_capped_and_finite():
+    issuance = RetrySchedule("issuance", (60, 600, 6000, 21600), jitter=0.1)
+    assert [issuance.base(n) for n in (1, 2, 3, 4, 5, 50)] == [60, 600, 6000, 21600, 21600, 21600]
+    assert issuance.retries is None
+    for n in (1, 4, 9):
+        assert 0.9 * issuance.base(n) <= issuance.delay(n) <= 1.1 * issuance.base(n)
+    dns = RetrySchedule("dns", (30,), factor=2, cap=3600)
+    assert [dns.base(n) for n in (1, 2, 3, 7, 8, 10_000)] == [30, 60, 120, 1920, 3600, 3600]
+    webhook = RetrySchedule.parse("webhook", "10, 60,,600", give_up=True)
+    assert webhook.delays == (10, 60, 600) and webhook.retries == 3
+    assert [webhook.base(n) for n in (1, 3, 4)] == [10, 600, None]
+    assert RetrySchedule.parse("webhook", "", give_up=True).base(1) is None  # empty: no retry
+    assert RetrySchedule.parse("x", webhook) is webhook
+    with pytest.raises(ValueError):
+        RetrySchedule("hook", ())
+
+
+def test_name_cover_and_registered_domain():
+    assert name_matches("*.Example.com.", "shop.example.com")
+    assert not name_matches("*.example.com", "example.com")
+    assert not name_matches("*.example.com", "a.shop.example.com")
+    assert covers("shop.example.com", ("www.example.com", "shop.example.com"))
+    assert not covers("shop.example.com", ())
+    assert registered_domain("a.b.shop.co.uk") == "shop.co.uk"
+    assert registered_domain("co.uk") is None
+
+
+def test_ari_cert_id_round_trip():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from acme_client.keys import ari_cert_id, generate_private_key, parse_ari_cert_id
+    key = generate_private_key()
+    name = x509.Name([])
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x80FF).not_valid_before(T0).not_valid_after(T0 + DAY)
+            .add_extension(aki, critical=False).sign(key, hashes.SHA256()))
+    cid = ari_cert_id(cert)
+    assert cid.endswith(".AID_")  # DER INTEGER content: a leading zero keeps 0x80FF positive
+    assert parse_ari_cert_id(cid) == (aki.key_identifier, 0x80FF)
+    with pytest.raises(ValueError):
+        parse_ari_cert_id("no-dot")

@@ -136,6 +136,37 @@ async def test_rate_ledger_rows_are_counted_released_and_pruned(database_url):
         st.close()
 
 
+async def test_webhook_delivery_log_claims_once_and_notify_is_safe(database_url):
+    from store import Storage
+    from store.models import WebhookDelivery
+    st = open_storage(database_url)
+    try:
+        assert isinstance(st, Storage)
+        now = utcnow()
+        assert await st.next_webhook_attempt_at() is None
+        assert await st.add_webhook_deliveries([WebhookDelivery(url="http://x", hostname=f"h{i}.example.com",
+                                                                kind="swapped", payload="{}", next_attempt_at=now)
+                                                for i in range(2)]) == 2
+        nxt = await st.next_webhook_attempt_at()
+        assert nxt.tzinfo is not None and abs((nxt - now).total_seconds()) < 1
+        due = await st.due_webhook_deliveries(now + dt.timedelta(seconds=1))
+        assert [d.hostname for d in due] == ["h0.example.com", "h1.example.com"]
+        first = due[0]
+        until = now + dt.timedelta(seconds=60)
+        claims = await asyncio.gather(*(st.claim_webhook_delivery(first.id, attempts=0, until=until)
+                                        for _ in range(3)))
+        assert sorted(claims) == [False, False, True]
+        await st.update_webhook_delivery(first.id, status="delivered", next_attempt_at=None)
+        assert [d.id for d in await st.list_webhook_deliveries(status="delivered")] == [first.id]
+        assert [d.hostname for d in await st.list_webhook_deliveries(after_id=first.id)] == ["h1.example.com"]
+        assert [d.hostname for d in await st.list_webhook_deliveries(hostname="h1.example.com", kind="swapped")] \
+            == ["h1.example.com"]
+        await st.notify_change("h0.example.com")  # NOTIFY on PostgreSQL, nothing on SQLite
+        assert st.notifies == database_url.startswith("postgresql")
+    finally:
+        st.close()
+
+
 def test_a_new_sqlite_database_is_owner_only_with_its_wal(tmp_path, caplog):
     """Created 0600 whatever the umask, and SQLite's -wal/-shm files follow the database file's mode."""
     import os

@@ -20,7 +20,7 @@ from edge.api.errors import ApiError, json_body
 from edge.api.serialize import domain_json, iso
 from edge.api.state import SERVICES, ApiServices
 from edge.api.tenants import valid_tenant_name
-from edge.lifecycle.manager import SwapRejected
+from edge.lifecycle.swap import SwapRejected
 from edge.lifecycle.upload import UploadError, load_trust_roots, validate_certificate
 from edge.names import InvalidHostname, validate_hostname
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
+
+from acme_client.retry import RetrySchedule
 
 from edge.tasks import cancel_and_wait
 
@@ -27,7 +29,7 @@ class ReloadHook:
     """Batches hostnames and runs the command in one managed task (started/stopped by the app's cleanup_ctx)."""
 
     def __init__(self, *, command: str | None, state_dir: str, timeout: float = 60.0, batch_window: float = 1.0,
-                 retry_delays: tuple[float, ...] = (5, 30, 120, 600),
+                 retry_delays: RetrySchedule | Sequence[float] = (5, 30, 120, 600),
                  on_result: Callable[[HookResult], Awaitable[None]] | None = None,
                  webhook_url: str | None = None, webhook_secret: str | None = None) -> None:
         self.command = command
@@ -36,7 +38,7 @@ class ReloadHook:
         self.state_dir = state_dir
         self.timeout = timeout
         self.batch_window = batch_window
-        self.retry_delays = retry_delays
+        self.retry_schedule = RetrySchedule.parse("reload-hook", retry_delays)  # the last delay repeats
         self.on_result = on_result
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
@@ -75,8 +77,8 @@ class ReloadHook:
             if self.on_result is not None:
                 await self.on_result(result)
             if not result.ok:
-                delay = self.retry_delays[min(self._failures, len(self.retry_delays) - 1)]
                 self._failures += 1
+                delay = self.retry_schedule.base(self._failures)
                 self._pending.update(batch)
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)

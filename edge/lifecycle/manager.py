@@ -3,7 +3,8 @@
 Work is found by a periodic sweep (``next_check_at`` in the store) and by explicit wake-ups (a new domain, a renew
 request), queued, and done by a bounded pool of workers. Every unit of work follows "lock, re-check, then work": take
 the domain's lease in the store (so several processes/nodes never work on one name at once), read the domain again,
-and only then act. Nothing here runs in the TLS handshake.
+and only then act. Nothing here runs in the TLS handshake. Putting a certificate live (checks, files, SNI index,
+reload hook, verification) is :mod:`edge.lifecycle.swap`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import datetime as dt
 import functools
 import json
 import logging
-import random
 import ssl
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import time
 
@@ -26,6 +25,7 @@ from acme_client import errors as acme_errors
 from acme_client.fairqueue import FairQueue
 from acme_client.issuer import IssuedCertificate, Issuer
 from acme_client.ratelimit import Pacer, RateLedger, load_limits
+from acme_client.retry import RetrySchedule
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
 from store.crypto import KeyBox
 from store.models import CertificateVersion, Domain, DomainStatus, utcnow
@@ -34,13 +34,10 @@ from edge.config import Settings
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles
-from edge.lifecycle.cluster import notify_change
-from edge.lifecycle.exports import write_exports
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex
-from edge.lifecycle.upload import _covers
-from edge.lifecycle.verify import served_certificate
+from edge.lifecycle.swap import Swapper
 
 __all__ = ["DomainManager", "RETRY_SCHEDULE", "LEASE_TTL"]
 
@@ -49,17 +46,8 @@ SCHEDULE_HORIZON = dt.timedelta(hours=6)  # APScheduler holds jobs this far ahea
 
 log = logging.getLogger(__name__)
 
-# Named retry schedule after a failed issuance attempt, in multiples of ``Settings.sweep_interval``-independent
-# seconds: short then long (about 1 min, 10 min, 100 min, then every 6 hours), jittered +-10%.
-RETRY_SCHEDULE = (60.0, 600.0, 6000.0, 21600.0)
-
-
-def _jitter(seconds: float, frac: float = 0.1) -> float:
-    return seconds * (1 + random.uniform(-frac, frac))
-
-
-class SwapRejected(Exception):
-    """A certificate failed the pre-swap checks and did not go live."""
+#: After a failed issuance attempt: short then long (about 1 min, 10 min, 100 min, then every 6 hours), +-10%.
+RETRY_SCHEDULE = RetrySchedule("issuance", (60.0, 600.0, 6000.0, 21600.0), jitter=0.1)
 
 
 class DomainManager:
@@ -68,7 +56,7 @@ class DomainManager:
 
     def __init__(self, *, settings: Settings, storage, keybox: KeyBox, issuer: Issuer, index: SniIndex,
                  files: LiveFiles, dns: DnsChecker, events: EventBus, hook: ReloadHook,
-                 retry_schedule: tuple[float, ...] = RETRY_SCHEDULE) -> None:
+                 retry_schedule: RetrySchedule | Sequence[float] = RETRY_SCHEDULE) -> None:
         self.s = settings
         self.storage = storage
         self.keybox = keybox
@@ -78,7 +66,10 @@ class DomainManager:
         self.dns = dns
         self.events = events
         self.hook = hook
-        self.retry_schedule = retry_schedule
+        self.retry_schedule = RetrySchedule.parse("issuance", retry_schedule, jitter=0.1)
+        # Names that do not point at the edge yet: re-checked after dns_recheck_initial, doubling up to dns_recheck_max.
+        self.dns_schedule = RetrySchedule("dns-recheck", (settings.dns_recheck_initial,), factor=2.0,
+                                          cap=settings.dns_recheck_max, jitter=0.1)
         self.queue: FairQueue[str] = FairQueue()
         self.ledger = RateLedger(storage, load_limits(settings.rate_limits))
         self.pacer = Pacer(burst=settings.orders_per_10s, window=10.0)
@@ -88,8 +79,26 @@ class DomainManager:
         self._last_sync = utcnow()
         self._ledger_pruned_at = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         self._in_flight: set[str] = set()
-        self.own_address: str | None = None  # set by the server once the TLS listener is bound
-        self.prober = None  # edge.probes.Prober, set by the app
+        self.swap = Swapper(settings=settings, storage=storage, index=index, files=files, events=events, hook=hook,
+                            update=self._set)
+
+    @property
+    def own_address(self) -> str | None:
+        """The TLS listener's address (set by the server once bound): swaps are checked against it."""
+        return self.swap.own_address
+
+    @own_address.setter
+    def own_address(self, value: str | None) -> None:
+        self.swap.own_address = value
+
+    @property
+    def prober(self):
+        """The :class:`edge.lifecycle.probes.Prober` (set by the app): a self-probe after every swap."""
+        return self.swap.prober
+
+    @prober.setter
+    def prober(self, value) -> None:
+        self.swap.prober = value
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -97,7 +106,7 @@ class DomainManager:
         if freed:
             log.info("released %d lease(s) left by a previous process of this host", freed)
         await self.load_index()
-        await self._write_exports()
+        await self.swap.write_exports()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         for i in range(self.s.max_concurrent_orders):
@@ -143,7 +152,7 @@ class DomainManager:
                               serial=serial, sha256=sha256, not_after=not_after, cert_id=cert_id)
             self.index.put(entry, prebuild=False)
             n += 1
-            if sync_files and self.s.extra.get("exports") is not False:
+            if sync_files and self.s.exports:
                 # Another node obtained it: this node's files (and its local nginx/HAProxy) follow too.
                 version = await asyncio.to_thread(self.files.current_version, h)
                 if version is None or not version.endswith("-" + serial[:16]):
@@ -158,7 +167,7 @@ class DomainManager:
                     await asyncio.to_thread(self.files.remove, h)
                     synced.append(h)
         if synced:
-            await self._write_exports()
+            await self.swap.write_exports()
             if self.hook.enabled:
                 self.hook.notify(synced)
         return n
@@ -332,10 +341,10 @@ class DomainManager:
         observed = json.dumps(result.to_dict())
         if not result.ok:
             attempts = domain.dns_attempts + 1
-            delay = min(self.s.dns_recheck_initial * (2 ** min(attempts - 1, 20)), self.s.dns_recheck_max)
+            delay = self.dns_schedule.base(attempts)
+            recheck_at = utcnow() + dt.timedelta(seconds=self.dns_schedule.spread(delay))
             fields: dict[str, Any] = dict(last_error=result.message, last_error_code=f"dns_{result.reason}",
-                                          dns_attempts=attempts, dns_observed=observed,
-                                          next_check_at=utcnow() + dt.timedelta(seconds=_jitter(delay)))
+                                          dns_attempts=attempts, dns_observed=observed, next_check_at=recheck_at)
             if not has_valid:
                 fields["status"] = DomainStatus.PENDING_DNS
             await self._set(domain, **fields)
@@ -407,14 +416,14 @@ class DomainManager:
         fields: dict[str, Any] = dict(attempts=attempts, last_error=str(e), last_error_code=e.code,
                                       renew_requested=False)
         if isinstance(e, acme_errors.RateLimited) or (e.retry_after is not None and e.retry_after > now):
-            retry_at = e.retry_after or (now + dt.timedelta(seconds=_jitter(self.retry_schedule[0])))
+            retry_at = e.retry_after or (now + dt.timedelta(seconds=self.retry_schedule.delay(1)))
             detail = (e.detail or "").lower()
             if e.retry_after is not None and (isinstance(e, acme_errors.ServerUnavailable) or "new orders" in detail
                                               or "account" in detail):
                 # Account-wide limit or an overloaded CA: every order waits, not just this name.
                 self.pacer.pause_until(time.monotonic() + (e.retry_after - now).total_seconds())
             # Never earlier than the CA said; never earlier than our own schedule either.
-            own = now + dt.timedelta(seconds=_jitter(self._retry_delay(attempts)))
+            own = now + dt.timedelta(seconds=self.retry_schedule.delay(attempts))
             if not isinstance(e, (acme_errors.RateLimited, acme_errors.ServerUnavailable)):
                 retry_at = max(retry_at, own)  # the CA's 429/503 Retry-After is exact; otherwise our schedule too
             fields.update(retry_at=retry_at, next_check_at=retry_at)
@@ -434,7 +443,7 @@ class DomainManager:
             await self.events.emit(h, "issuance_failed", f"{e} (final: an operator must act)",
                                    {"error": e.to_dict(), "final": True})
             return
-        delay = _jitter(self._retry_delay(attempts))
+        delay = self.retry_schedule.delay(attempts)
         retry_at = now + dt.timedelta(seconds=delay)
         fields.update(retry_at=retry_at, next_check_at=retry_at)
         if not has_valid:
@@ -442,9 +451,6 @@ class DomainManager:
         await self._set(domain, **fields)
         await self.events.emit(h, "issuance_failed", f"{e} (retry in {delay:.0f}s)",
                                {"error": e.to_dict(), "retry_at": retry_at.isoformat(), "attempt": attempts})
-
-    def _retry_delay(self, attempts: int) -> float:
-        return self.retry_schedule[min(attempts - 1, len(self.retry_schedule) - 1)]
 
     async def _install(self, domain: Domain, issued: IssuedCertificate) -> None:
         """Store, write files, swap into the SNI index, then mark active and schedule the renewal."""
@@ -466,130 +472,25 @@ class DomainManager:
     async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes, *,
                       schedule_renewal: bool = True) -> None:
         """Make ``version`` the served certificate: check it, write the files, flip the SNI index, check what is
-        served, then hand over to the reload hook. A certificate that does not load, does not match its key or does
-        not cover the name never goes live (the previous one keeps being served)."""
-        h = domain.hostname
-        fullchain = (version.cert_pem + version.chain_pem).encode()
-        entry = CertEntry(hostname=h, fullchain_pem=fullchain, key_pem=key_pem, serial=version.serial,
-                          sha256=version.sha256, not_after=version.not_after, cert_id=version.id,
-                          names=tuple(json.loads(version.names)))
-        problem = None
-        if not _covers(h, entry.names):
-            problem = f"certificate {version.serial} does not cover {h} (it covers {', '.join(entry.names)})"
-        else:
-            try:
-                # Build the context first, off the handshake path: this also proves the key matches.
-                await asyncio.to_thread(self.index._context_for, entry)
-            except Exception as e:  # ssl.SSLError, OSError
-                problem = f"certificate {version.serial} does not load with its key: {e}"
-        if problem is not None:
-            await self.events.emit(h, "swap_rejected", problem + "; the previous certificate stays live",
-                                   {"serial": version.serial})
-            await self._set(domain, last_error=problem, last_error_code="swap_rejected")
-            raise SwapRejected(problem)
-        await asyncio.to_thread(self.files.install, h, cert_pem=version.cert_pem.encode(),
-                                chain_pem=version.chain_pem.encode(), key_pem=key_pem, serial=version.serial)
-        t_swap = time.monotonic()
-        self.index.put(entry, prebuild=False)
-        await self._write_exports()
+        served, then plan the renewal and hand over to the reload hook (:mod:`edge.lifecycle.swap`). A certificate
+        that does not load, does not match its key or does not cover the name never goes live
+        (:class:`~edge.lifecycle.swap.SwapRejected`; the previous one keeps being served)."""
         first = plan_renewal(version.not_before, version.not_after, now=utcnow(), ratio=self.s.renew_ratio) \
             if schedule_renewal else None
-        d = await self._set(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
-                            last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
-                            ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
-                            next_renewal_at=first.at if first else None,
-                            renewal_reason=first.reason if first else None, hook_pending=self.hook.enabled,
-                            next_check_at=utcnow() if schedule_renewal else None)
-        await asyncio.to_thread(notify_change, self.storage, h)  # other nodes swap now (LISTEN)
-        own = await served_certificate(self.own_address, h) if self.own_address else None
-        delay_ms = (time.monotonic() - t_swap) * 1000
-        await self.events.emit(h, "swapped", f"now serving certificate {version.serial}",
-                               {"serial": version.serial, "sha256": version.sha256, "source": version.source,
-                                "served_after_ms": round(delay_ms, 2),
-                                "served_serial": own.serial if own else None})
-        if schedule_renewal:
-            assert first is not None
-            await self.events.emit(h, "renewal_scheduled", f"renewal scheduled for {first.at.isoformat()} "
+        d = await self.swap.go_live(domain, version, key_pem, next_renewal_at=first.at if first else None,
+                                    renewal_reason=first.reason if first else None,
+                                    next_check_at=utcnow() if schedule_renewal else None)
+        if first is not None:
+            await self.events.emit(d.hostname, "renewal_scheduled", f"renewal scheduled for {first.at.isoformat()} "
                                    f"({first.reason.replace('_', ' ')})", first.to_dict())
             # Then ask the CA's ARI window, when it has one (the plan moves into the window).
             plan, d = await self._plan(d, version, utcnow())
             await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
-        if self.prober is not None and self.prober.interval > 0:
-            await self.prober.probe(h)  # a self-probe right after every swap
-        if self.hook.enabled:
-            self.hook.notify([h])
-        else:
-            await self._verify([h])
-
-    async def _write_exports(self) -> None:
-        if self.s.extra.get("exports") is False:
-            return
-        try:
-            await asyncio.to_thread(write_exports, self.files.root, self.index.names(),
-                                    listen=self.s.nginx_listen, site_include=self.s.nginx_site_include)
-        except OSError:
-            log.exception("could not write the nginx/HAProxy exports")
-
-    async def _verify(self, hostnames: list[str]) -> dict[str, bool]:
-        """Real handshakes against every verification address: is the current certificate what is served?"""
-        out: dict[str, bool] = {}
-        addrs = list(self.s.verify_addresses) or ([self.own_address] if self.own_address else [])
-        for h in hostnames:
-            d = await self.storage.get_domain(h)
-            if d is None or d.current_cert_id is None:
-                continue
-            cert = await self.storage.get_certificate(d.current_cert_id)
-            if cert is None:
-                continue
-            stale = []
-            for a in addrs:
-                got = await served_certificate(a, h)
-                if got.serial != cert.serial:
-                    stale.append(f"{a} serves {got.serial or got.error}")
-            if stale:
-                msg = (f"served_certificate_stale: certificate {cert.serial} is current but "
-                       + "; ".join(stale))
-                await self._set(d, last_error=msg, last_error_code="served_certificate_stale", hook_pending=True)
-                await self.events.emit(h, "served_certificate_stale", msg, {"expected": cert.serial,
-                                                                             "addresses": addrs})
-                out[h] = False
-            else:
-                fields: dict[str, Any] = dict(hook_pending=False, served_serial=cert.serial)
-                if d.last_error_code in ("served_certificate_stale", "hook_failed"):
-                    fields.update(last_error=None, last_error_code=None)
-                was_pending = d.hook_pending
-                await self._set(d, **fields)
-                await self.events.emit(h, "verified", f"certificate {cert.serial} is what "
-                                       f"{', '.join(addrs) or 'the edge'} serve(s)", {"addresses": addrs})
-                if was_pending and cert.source == "acme" and d.renewal_reason is not None:
-                    await self.events.emit(h, "renewal_completed", f"certificate {cert.serial} issued, swapped, "
-                                           "reloaded and verified", {"serial": cert.serial})
-                out[h] = True
-        return out
+        await self.swap.hand_over(d.hostname)
 
     async def on_hook_result(self, result: HookResult) -> None:
-        for h in result.hostnames:
-            if result.ok:
-                await self.events.emit(h, "hook_succeeded", "reload hook succeeded",
-                                       {"output": result.output[-1000:]})
-            else:
-                await self.events.emit(h, "hook_failed", (result.error or "reload hook failed") + "; will retry",
-                                       {"exit_code": result.exit_code, "output": result.output[-1000:]})
-                try:
-                    await self.storage.update_domain(h, last_error=result.error, last_error_code="hook_failed",
-                                                     hook_pending=True)
-                except LookupError:
-                    pass
-        if result.ok:
-            verdict = await self._verify(result.hostnames)
-            stale = [h for h, ok in verdict.items() if not ok]
-            if stale:
-                # The other server still serves the old certificate: run the hook again, with backoff.
-                n = self._stale_retries = getattr(self, "_stale_retries", 0) + 1
-                delay = min(5.0 * (3 ** (n - 1)), 600.0)
-                asyncio.get_running_loop().call_later(delay, self.hook.notify, stale)
-            else:
-                self._stale_retries = 0
+        """The reload hook's outcome (the app wires it): :meth:`Swapper.on_hook_result`."""
+        await self.swap.on_hook_result(result)
 
     # -- operator actions ------------------------------------------------------------------------------------
     async def request_renewal(self, hostname: str) -> None:
@@ -600,8 +501,8 @@ class DomainManager:
         self.schedule(hostname, None)
         self.index.remove(hostname)
         await asyncio.to_thread(self.files.remove, hostname)
-        await self._write_exports()
-        await asyncio.to_thread(notify_change, self.storage, hostname)
+        await self.swap.write_exports()
+        await self.storage.notify_change(hostname)
 
     async def install_uploaded(self, domain: Domain, valid) -> CertificateVersion:
         """Swap in an operator-supplied certificate (already validated by :mod:`edge.upload`)."""

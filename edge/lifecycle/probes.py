@@ -73,8 +73,8 @@ class Prober:
         self.events = events
         self.metrics = metrics
         self.address_fn = address_fn
-        self.interval = float(settings.extra.get("probe_interval", 600))
-        self.rate = max(0.1, float(settings.extra.get("probe_rate", 20)))
+        self.interval = settings.probe_interval
+        self.rate = settings.probe_rate
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task | None = None
         self.rounds = 0

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from acme_client.identifiers import covers
 from acme_client.keys import CertInfo, public_key_fingerprint, read_certificate, split_pem_chain
 
 __all__ = ["UploadError", "ValidCertificate", "validate_certificate", "load_trust_roots"]
@@ -80,7 +81,7 @@ def validate_certificate(hostname: str, cert_pem: str, key_pem: str | bytes, *, 
         raise UploadError("not_yet_valid", f"the certificate is not valid before "
                                            f"{leaf.not_valid_before_utc.isoformat()}")
     info = read_certificate(pems[0])
-    if not _covers(hostname, info.names):
+    if not covers(hostname, info.names):
         raise UploadError("name_not_covered", f"the certificate covers {', '.join(info.names) or 'no DNS name'}, "
                                               f"not {hostname}")
     intermediates = [c for c in certs[1:] if c.subject != c.issuer]
@@ -105,13 +106,3 @@ def validate_certificate(hostname: str, cert_pem: str, key_pem: str | bytes, *, 
         raise UploadError("untrusted_chain", f"the chain does not verify to a trusted root: {text}") from None
     chain_out = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in intermediates)
     return ValidCertificate(cert_pem=pems[0], chain_pem=chain_out, key_pem=kb, info=info)
-
-
-def _covers(hostname: str, names: tuple[str, ...]) -> bool:
-    for n in names:
-        n = n.lower().rstrip(".")
-        if n == hostname:
-            return True
-        if n.startswith("*.") and hostname.count(".") == n.count(".") and hostname.split(".", 1)[1] == n[2:]:
-            return True
-    return False

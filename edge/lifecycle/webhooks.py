@@ -32,9 +32,8 @@ import uuid
 from typing import Any, Sequence
 
 import aiohttp
-from sqlalchemy import func, update
-from sqlmodel import Session, select
 
+from acme_client.retry import RetrySchedule
 from store.models import WebhookDelivery, utcnow
 
 from edge import __version__
@@ -46,7 +45,7 @@ __all__ = ["WebhookSender", "sign", "verify_signature", "parse_retry_schedule", 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Edgecert-Signature"
-DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (10.0, 60.0, 600.0, 3600.0, 21600.0)
+DEFAULT_RETRY_SCHEDULE = RetrySchedule("webhook", (10.0, 60.0, 600.0, 3600.0, 21600.0), give_up=True)
 #: Seconds one attempt may take (connect + answer).
 ATTEMPT_TIMEOUT = 10.0
 #: A claimed row whose attempt did not finish (the process died) is retried after this many seconds.
@@ -92,13 +91,11 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance: float 
     return any(hmac.compare_digest(expected, v) for v in parts.get("v1", []))
 
 
-def parse_retry_schedule(value: str | Sequence[float] | None) -> tuple[float, ...]:
-    """``"10,60,600"`` -> ``(10.0, 60.0, 600.0)``; empty means "no retry"."""
+def parse_retry_schedule(value: RetrySchedule | str | Sequence[float] | None) -> RetrySchedule:
+    """``"10,60,600"`` -> retries after 10 s, 60 s and 600 s, then the delivery has failed; empty means "no retry"."""
     if value is None:
         return DEFAULT_RETRY_SCHEDULE
-    if isinstance(value, str):
-        return tuple(float(x) for x in value.split(",") if x.strip())
-    return tuple(float(x) for x in value)
+    return RetrySchedule.parse("webhook", value, give_up=True)
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -125,27 +122,15 @@ def delivery_json(row: WebhookDelivery) -> dict[str, Any]:
 async def list_deliveries(storage, *, status: str | None = None, hostname: str | None = None,
                           type_: str | None = None, limit: int = 100, after_id: int = 0) -> list[WebhookDelivery]:
     """Rows of the delivery log, newest first (``after_id`` > 0: only rows with a larger id, oldest first)."""
-    def fn(s: Session) -> list[WebhookDelivery]:
-        q = select(WebhookDelivery)
-        if status:
-            q = q.where(WebhookDelivery.status == status)
-        if hostname:
-            q = q.where(WebhookDelivery.hostname == hostname)
-        if type_:
-            q = q.where(WebhookDelivery.kind == type_)
-        if after_id:
-            q = q.where(WebhookDelivery.id > after_id).order_by(WebhookDelivery.id)
-        else:
-            q = q.order_by(WebhookDelivery.id.desc())
-        return list(s.exec(q.limit(limit)))
-    return await asyncio.to_thread(storage.run_sync, fn)
+    return await storage.list_webhook_deliveries(status=status, hostname=hostname, kind=type_, limit=limit,
+                                                 after_id=after_id)
 
 
 class WebhookSender:
     """Delivers events to one URL. Build it with the settings' values; subscribe :meth:`on_event` to the bus.
 
     Args:
-        storage: the :class:`store.SQLStorage` holding the delivery log.
+        storage: the :class:`store.Storage` holding the delivery log.
         url: where to POST (``EDGECERT_WEBHOOK_URL``).
         secret: the HMAC key (``EDGECERT_WEBHOOK_SECRET``).
         events: ``"*"`` or comma-separated event kinds / shell-style patterns (``EDGECERT_WEBHOOK_EVENTS``).
@@ -154,13 +139,13 @@ class WebhookSender:
     """
 
     def __init__(self, *, storage, url: str, secret: str, events: str = "*",
-                 retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE, metrics=None,
+                 retry_schedule: RetrySchedule | Sequence[float] = DEFAULT_RETRY_SCHEDULE, metrics=None,
                  timeout: float = ATTEMPT_TIMEOUT) -> None:
         self.storage = storage
         self.url = url
         self.secret = secret
         self.patterns = [p.strip() for p in (events or "*").split(",") if p.strip()] or ["*"]
-        self.retry_schedule = tuple(retry_schedule)
+        self.retry_schedule = parse_retry_schedule(retry_schedule)
         self.metrics = metrics
         self.timeout = timeout
         self._queue: list[dict[str, Any]] = []
@@ -227,60 +212,36 @@ class WebhookSender:
                     pass
 
     # -- the log ------------------------------------------------------------------------------------------------
-    async def _db(self, fn):
-        return await asyncio.to_thread(self.storage.run_sync, fn)
-
     async def _persist_queued(self) -> int:
         if not self._queue:
             return 0
         batch, self._queue = self._queue, []
         now = utcnow()
-
-        def fn(s: Session) -> int:
-            for p in batch:
-                s.add(WebhookDelivery(url=self.url, hostname=p["hostname"], kind=p["type"],
-                                      payload=json.dumps(p, default=str, separators=(",", ":")),
-                                      status="pending", attempts=0, next_attempt_at=now))
-            return len(batch)
+        rows = [WebhookDelivery(url=self.url, hostname=p["hostname"], kind=p["type"],
+                                payload=json.dumps(p, default=str, separators=(",", ":")),
+                                status="pending", attempts=0, next_attempt_at=now) for p in batch]
         try:
-            return await self._db(fn)
+            return await self.storage.add_webhook_deliveries(rows)
         except BaseException:
             self._queue[:0] = batch  # keep them for the next round
             raise
 
     async def _seconds_to_next_due(self) -> float:
-        def fn(s: Session):
-            return s.exec(select(func.min(WebhookDelivery.next_attempt_at))
-                          .where(WebhookDelivery.status == "pending")).first()
-        nxt = await self._db(fn)
+        nxt = await self.storage.next_webhook_attempt_at()
         if self._queue:
             return 0.0
         if nxt is None:
             return POLL_SECONDS
-        if nxt.tzinfo is None:
-            nxt = nxt.replace(tzinfo=dt.timezone.utc)
         return min(max((nxt - utcnow()).total_seconds(), 0.05), POLL_SECONDS)
 
     async def _claim(self, row: WebhookDelivery) -> bool:
-        claim_until = utcnow() + dt.timedelta(seconds=CLAIM_SECONDS)
-
-        def fn(s: Session) -> bool:
-            r = s.exec(update(WebhookDelivery)
-                       .where(WebhookDelivery.id == row.id, WebhookDelivery.status == "pending",
-                              WebhookDelivery.attempts == row.attempts)
-                       .values(attempts=row.attempts + 1, next_attempt_at=claim_until))
-            return (r.rowcount or 0) == 1
-        return await self._db(fn)
+        assert row.id is not None
+        return await self.storage.claim_webhook_delivery(row.id, attempts=row.attempts,
+                                                         until=utcnow() + dt.timedelta(seconds=CLAIM_SECONDS))
 
     async def deliver_due(self, *, limit: int = 100) -> int:
         """Send every due row once (claimed first). Returns how many attempts were made."""
-        now = utcnow()
-
-        def fn(s: Session) -> list[WebhookDelivery]:
-            return list(s.exec(select(WebhookDelivery)
-                               .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                               .order_by(WebhookDelivery.id).limit(limit)))
-        rows = await self._db(fn)
+        rows = await self.storage.due_webhook_deliveries(utcnow(), limit=limit)
         claimed = [r for r in rows if await self._claim(r)]
         if claimed:
             await asyncio.gather(*(self._attempt(r) for r in claimed))
@@ -293,24 +254,22 @@ class WebhookSender:
             code, error = await self._send(row.url, body, row.kind, json.loads(row.payload).get("id", ""))
         now = utcnow()
         values: dict[str, Any] = {"last_status_code": code}
+        delay = self.retry_schedule.base(attempt)
         if error is None:
             values.update(status="delivered", delivered_at=now, next_attempt_at=None, last_error=None)
             self._count("delivered")
-        elif attempt > len(self.retry_schedule):
+        elif delay is None:
             values.update(status="failed", next_attempt_at=None, last_error=error)
             self._count("failed")
             log.warning("webhook %s for %s failed for good after %d attempts: %s", row.kind, row.hostname,
                         attempt, error)
         else:
-            delay = self.retry_schedule[attempt - 1]
             values.update(next_attempt_at=now + dt.timedelta(seconds=delay), last_error=error)
             self._count("retry")
             log.info("webhook %s for %s: attempt %d failed (%s); next in %gs", row.kind, row.hostname, attempt,
                      error, delay)
-
-        def fn(s: Session) -> None:
-            s.exec(update(WebhookDelivery).where(WebhookDelivery.id == row.id).values(**values))
-        await self._db(fn)
+        assert row.id is not None
+        await self.storage.update_webhook_delivery(row.id, **values)
 
     async def _send(self, url: str, body: bytes, kind: str, event_id: str) -> tuple[int | None, str | None]:
         """POST once. Returns (HTTP status or None, error text or None when delivered)."""

@@ -66,6 +66,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from acme_client.keys import ari_cert_id, parse_ari_cert_id
+
 __all__ = [
     "KINDS",
     "AcmeProxy",
@@ -135,10 +137,6 @@ def classify(method: str, path: str, extra: Mapping[str, str] | None = None) -> 
 # --------------------------------------------------------------------------- certificates
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
 def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -159,29 +157,15 @@ def _load_cert(cert: Any):
 
 def cert_id(cert: Any) -> str:
     """RFC 9773 certID of a certificate (PEM str/bytes, DER bytes or ``x509.Certificate``;
-    for a chain, the first certificate)."""
-    from cryptography import x509
-
-    c = _load_cert(cert)
-    aki = c.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    serial = c.serial_number
-    serial_der = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)
-    return f"{_b64url(aki)}.{_b64url(serial_der)}"
+    for a chain, the first certificate): :func:`acme_client.keys.ari_cert_id`, the one the client sends."""
+    cid = ari_cert_id(_load_cert(cert))
+    if cid is None:
+        raise ValueError("the certificate has no Authority Key Identifier; it has no certID")
+    return cid
 
 
-def parse_cert_id(text: str) -> tuple[bytes, int]:
-    """Split a certID into (AKI keyIdentifier bytes, serial number); ValueError if bad."""
-    parts = text.split(".")
-    if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise ValueError(f"certID {text!r} is not <base64url AKI>.<base64url serial>")
-    try:
-        aki = _unb64url(parts[0])
-        serial_bytes = _unb64url(parts[1])
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"certID {text!r} is not base64url: {exc}") from exc
-    if not serial_bytes:
-        raise ValueError(f"certID {text!r} has an empty serial")
-    return aki, int.from_bytes(serial_bytes, "big", signed=True)
+#: Split a certID into (AKI keyIdentifier bytes, serial number); ValueError if bad.
+parse_cert_id = parse_ari_cert_id
 
 
 @dataclass(frozen=True)
