@@ -20,6 +20,7 @@ from store.models import utcnow
 from edge import __version__
 from edge.api import make_api_app
 from edge.config import Settings, parse_hostport
+from edge.names import format_hostport
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles
@@ -250,19 +251,17 @@ def _log_slow_shutdown() -> None:
 
 async def run_server(settings: Settings) -> None:
     # ``workers`` (setting) > 1: this process serves everything, and workers - 1 more processes serve the TLS
-    # edge only (edge/edge_worker.py) on the same port (SO_REUSEPORT), following the store for index changes.
+    # edge only (edge/tls_edge/worker.py) on the same port (SO_REUSEPORT), following the store for index changes.
     workers = settings.workers
     if workers > 1:
-        import dataclasses
         settings = settings.replace(reuse_port=True)
     server = Server(settings)
     await server.start()
     children: list = []
     if workers > 1:
-        import dataclasses
         from edge.tls_edge.worker import spawn_edge_workers
         h, p = server.addresses["https"]
-        children = spawn_edge_workers(dataclasses.replace(settings, https_listen=f"{h}:{p}"), workers - 1)
+        children = spawn_edge_workers(settings.replace(https_listen=format_hostport(h, p)), workers - 1)
         log.info("started %d TLS edge worker process(es): %s", len(children), ", ".join(str(c.pid) for c in children))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

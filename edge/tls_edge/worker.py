@@ -171,20 +171,10 @@ def apply_memory_target(index: SniIndex, settings) -> None:
              "TLS contexts", os.getpid(), rss_bytes() / 2**20, len(index), target, cap)
 
 
-def settings_to_json(settings) -> str:
-    import dataclasses
-    return json.dumps(dataclasses.asdict(settings), default=list)
-
-
-def settings_from_json(text: str):
-    from edge.config import Settings
-    return Settings._coerce(json.loads(text))
-
-
 def spawn_edge_workers(settings, count: int, *, stdout=None) -> list:
     """Start ``count`` edge worker processes (children of this one), settings passed on their stdin."""
     import subprocess
-    data = settings_to_json(settings).encode()
+    data = settings.to_json().encode()
     procs = []
     for _ in range(count):
         p = subprocess.Popen([sys.executable, "-m", "edge.tls_edge.worker"], stdin=subprocess.PIPE, stdout=stdout)
@@ -221,6 +211,7 @@ def run_edge_worker(settings, *, print_stats: bool = False) -> int:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _settings = settings_from_json(sys.stdin.read())
+    from edge.config import Settings
+    _settings = Settings.from_json(sys.stdin.read())
     logging.getLogger().setLevel(getattr(logging, str(_settings.log_level).upper(), logging.INFO))
     sys.exit(run_edge_worker(_settings, print_stats=_settings.bench_stats))
