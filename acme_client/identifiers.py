@@ -18,13 +18,17 @@ def name_matches(pattern: str, hostname: str) -> bool:
     """Does the certificate name ``pattern`` (a SAN, possibly ``*.example.com``) cover ``hostname``?
 
     Case-insensitive, trailing dots ignored; a wildcard stands for exactly one whole left-most label (RFC 6125
-    6.4.3), so ``*.example.com`` covers ``a.example.com`` but neither ``example.com`` nor ``a.b.example.com``."""
+    6.4.3), so ``*.example.com`` covers ``a.example.com`` but neither ``example.com`` nor ``a.b.example.com``; a
+    wildcard over a single label (``*.com``) covers nothing, as in browsers."""
     pattern, hostname = pattern.lower().rstrip("."), hostname.lower().rstrip(".")
     if pattern == hostname:
         return True
     if pattern.startswith("*."):
+        suffix = pattern[2:]
+        if "." not in suffix:
+            return False
         head, _, rest = hostname.partition(".")
-        return bool(head) and rest == pattern[2:]
+        return bool(head) and rest == suffix
     return False
 
 

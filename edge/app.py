@@ -143,7 +143,7 @@ async def build_services(settings: Settings) -> Services:
                                                                                      status=str(status)).inc())
     manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
                             files=files, dns=dns, events=events, hook=hook,
-                            **({"retry_schedule": settings.retry_schedule} if settings.retry_schedule else {}))
+                            retry_schedule=settings.retry_schedule)
     hook.on_result = manager.on_hook_result
     services = Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
                         events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)

@@ -115,6 +115,10 @@ def _delays(v: tuple) -> str | None:
     return None if all(x >= 0 for x in v) else "must be seconds >= 0, e.g. 10,60,600"
 
 
+def _nonempty_delays(v: tuple) -> str | None:
+    return "must list at least one delay" if not v else _delays(v)
+
+
 def _hostport_check(v: str | None, default_port: int | None = None) -> str | None:
     if not v:
         return None
@@ -190,8 +194,8 @@ class Settings:
     # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
     renew_ratio: float = _s(1 / 3, _renew_ratio)
     rate_limits: dict = _s({})
-    # Issuance retry delays after a failure, seconds (empty: 1 min, 10 min, 100 min, then every 6 h).
-    retry_schedule: tuple[float, ...] = _s((), _delays)
+    # Issuance retry delays after a failure, seconds (1 min, 10 min, 100 min, then every 6 h; the last repeats).
+    retry_schedule: tuple[float, ...] = _s((60.0, 600.0, 6000.0, 21600.0), _nonempty_delays)
     # -- listeners and the edge ------------------------------------------------------------------------------
     api_listen: str = _s("127.0.0.1:8080", _hostport_check)
     http_listen: str = _s("0.0.0.0:80", _hostport_check)
@@ -238,7 +242,7 @@ class Settings:
     reload_webhook_secret: str | None = None
     reload_timeout: float = _s(60.0, _positive)
     hook_batch_window: float = _s(1.0, _at_least(0))
-    hook_retry_delays: tuple[float, ...] = _s((5.0, 30.0, 120.0, 600.0), _delays)
+    hook_retry_delays: tuple[float, ...] = _s((5.0, 30.0, 120.0, 600.0), _nonempty_delays)
     # -- API, status page, diagnostics -----------------------------------------------------------------------
     admin_token: str | None = None
     public_rate_per_s: float = _s(1.0, _positive)
@@ -262,7 +266,7 @@ class Settings:
     webhook_secret: str | None = None
     webhook_events: str = "*"
     # Delays between delivery attempts, seconds; after the last one the delivery is "failed".
-    webhook_retry_schedule: tuple[float, ...] = _s((10.0, 60.0, 600.0, 3600.0, 21600.0), _delays)
+    webhook_retry_schedule: tuple[float, ...] = _s((10.0, 60.0, 600.0, 3600.0, 21600.0), _nonempty_delays)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,

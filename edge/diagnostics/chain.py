@@ -17,6 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from acme_client.identifiers import name_matches
+
+
 __all__ = ["load_store", "validate_cafile", "to_der", "name_text", "self_signed", "key_desc", "signature_desc",
            "san_names", "common_name", "display_name", "name_coverage", "cert_info", "ext_urls", "load_any_certs",
            "ChainReport", "build_chain", "sha256_hex", "normalize_fingerprint", "utc_now", "iso_utc"]
@@ -175,19 +178,6 @@ def display_name(c: x509.Certificate) -> str:
     return common_name(c) or name_text(c.subject)
 
 
-def _dns_match(pattern: str, host: str) -> bool:
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern == host:
-        return True
-    if pattern.startswith("*."):
-        suffix = pattern[2:]
-        if "." not in suffix:  # "*.com": never
-            return False
-        head, _, rest = host.partition(".")
-        return bool(head) and rest == suffix
-    return False
-
-
 def name_coverage(c: x509.Certificate, host: str) -> str:
     """``san`` (a SAN covers the name), ``cn_only`` (no SAN; only the legacy CN matches: OpenSSL accepts,
     browsers refuse) or ``none``."""
@@ -199,11 +189,11 @@ def name_coverage(c: x509.Certificate, host: str) -> str:
     if ip is not None:
         if any(ipaddress.ip_address(i) == ip for i in ips):
             return "san"
-    elif any(_dns_match(n, host) for n in names):
+    elif any(name_matches(n, host) for n in names):
         return "san"
     if not names and not ips:
         cn = common_name(c)
-        if cn and (_dns_match(cn, host) if ip is None else cn == str(ip)):
+        if cn and (name_matches(cn, host) if ip is None else cn == str(ip)):
             return "cn_only"
     return "none"
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from acme_client.identifiers import name_matches
+
 from .command import report_command
 from .modes import get_mode
 from .rules import CURL_EXIT, INTERCEPTORS, RULES
@@ -89,16 +91,6 @@ def _leaf_subject_cn(text: str) -> str | None:
     m = re.search(r"^\s*0 s:.*?CN ?= ?([^,/\n]+)", text, re.M) or re.search(r"^subject=.*?CN ?= ?([^,/\n]+)", text,
                                                                             re.M)
     return m.group(1).strip() if m else None
-
-
-def _name_matches(pattern: str, host: str) -> bool:
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern == host:
-        return True
-    if pattern.startswith("*."):
-        head, _, rest = host.partition(".")
-        return bool(head) and rest == pattern[2:]
-    return False
 
 
 def _extract_host(text: str) -> str | None:
@@ -228,7 +220,7 @@ def triage(
                 "verify errors " + ",".join(map(str, codes)) + ": an unchained certificate for another name",
                 ("hostname_mismatch", "self_signed" if 18 in codeset else "incomplete_chain"))
         cn = _leaf_subject_cn(text)
-        if host and cn and not _name_matches(cn, host) and 62 not in codeset and codeset & {18, 20, 21}:
+        if host and cn and not name_matches(cn, host) and 62 not in codeset and codeset & {18, 20, 21}:
             add("default_certificate", 0.75, "openssl", f"leaf CN {cn} is not {host} (verify error hides it)",
                 ("hostname_mismatch",))
     if is_transcript and re.search(r"no peer certificate available", text) and not codes:
@@ -261,7 +253,7 @@ def triage(
         m = re.search(r"(?:valid for|altnames:?)\s*(?:DNS:)?([A-Za-z0-9*.,: -]+?)(?:, not|\.|$)", text)
         if m:
             names = [n.strip().removeprefix("DNS:") for n in re.split(r"[, ]+", m.group(1)) if n.strip()]
-            if names and any(_name_matches(n, host) for n in names):
+            if names and any(name_matches(n, host) for n in names):
                 scores["hostname_mismatch"] *= 0.8
 
     # a clean openssl transcript: the handshake and verification succeeded

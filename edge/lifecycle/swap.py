@@ -76,7 +76,7 @@ class Swapper:
         else:
             try:
                 # Build the context first, off the handshake path: this also proves the key matches.
-                await asyncio.to_thread(self.index._context_for, entry)
+                await asyncio.to_thread(self.index.context_for, entry)
             except Exception as e:  # ssl.SSLError, OSError
                 problem = f"certificate {version.serial} does not load with its key: {e}"
         if problem is not None:

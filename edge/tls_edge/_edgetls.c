@@ -1,5 +1,5 @@
 /*
- * edge._edgetls: the TLS edge's server side of TLS, driven in C over memory BIOs.
+ * edge.tls_edge._edgetls: the TLS edge's server side of TLS, driven in C over memory BIOs.
  *
  * Why: with Python's ssl module every tenant needs its own SSLContext (an SSL_CTX: ~25 KiB and ~0.7 ms of CPU to
  * build with OpenSSL 3.0), the handshake switches the connection to it from Python (sni_callback), and every
@@ -8,7 +8,7 @@
  * (SSL_use_cert_and_key: reference counts, no copy), picked by a Python callable from the in-memory SNI index, and a
  * connection's handshake and records are driven by one C call per chunk of bytes from the socket.
  *
- * Public surface (see edge/tlsengine.py for the Python side):
+ * Public surface (see edge/tls_edge/engine.py for the Python side):
  *   Chain(ders)                      an intermediate chain, decoded once and shared by every certificate it signs
  *   CertKey(leaf_der, key_der, chain=None)
  *                                    a leaf and its private key (PKCS#8, SEC1 or PKCS#1 DER), proven to match;
@@ -254,7 +254,7 @@ static PySequenceMethods Chain_as_sequence = {.sq_length = (lenfunc)Chain_len};
 
 static PyTypeObject ChainType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edge._edgetls.Chain",
+    .tp_name = "edge.tls_edge._edgetls.Chain",
     .tp_basicsize = sizeof(ChainObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Chain(ders): intermediate certificates (DER), decoded once and shared.",
@@ -329,7 +329,7 @@ static void CertKey_dealloc(CertKeyObject *self)
 
 static PyTypeObject CertKeyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edge._edgetls.CertKey",
+    .tp_name = "edge.tls_edge._edgetls.CertKey",
     .tp_basicsize = sizeof(CertKeyObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "CertKey(leaf_der, key_der, chain=None): a certificate and its private key, proven to match.",
@@ -540,7 +540,7 @@ static PyGetSetDef Engine_getset[] = {
 
 static PyTypeObject EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edge._edgetls.Engine",
+    .tp_name = "edge.tls_edge._edgetls.Engine",
     .tp_basicsize = sizeof(EngineObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Engine(select, default, *, ciphers=None, tickets=True, release_buffers=True): one SSL_CTX for "
@@ -909,7 +909,7 @@ static PyGetSetDef Conn_getset[] = {
 
 static PyTypeObject ConnType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edge._edgetls.Conn",
+    .tp_name = "edge.tls_edge._edgetls.Conn",
     .tp_basicsize = sizeof(ConnObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "One server-side TLS connection over memory BIOs (Engine.conn()).",
@@ -922,7 +922,7 @@ static PyTypeObject ConnType = {
 
 static struct PyModuleDef edgetls_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "edge._edgetls",
+    .m_name = "edge.tls_edge._edgetls",
     .m_doc = "The TLS edge's server-side TLS in C: one SSL_CTX, per-connection certificates by SNI.",
     .m_size = -1,
 };
@@ -932,7 +932,7 @@ PyMODINIT_FUNC PyInit__edgetls(void)
     PyObject *m = PyModule_Create(&edgetls_module);
     if (m == NULL)
         return NULL;
-    EdgeTlsError = PyErr_NewExceptionWithDoc("edge._edgetls.Error",
+    EdgeTlsError = PyErr_NewExceptionWithDoc("edge.tls_edge._edgetls.Error",
                                              "A TLS failure: args = (reason, bytes to send to the peer or None).",
                                              NULL, NULL);
     if (EdgeTlsError == NULL || PyModule_AddObjectRef(m, "Error", EdgeTlsError) < 0)

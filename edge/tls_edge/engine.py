@@ -1,4 +1,4 @@
-"""The TLS edge's C engine (``edge._edgetls``), from Python: availability, self-test, and certificates as CertKeys.
+"""The TLS edge's C engine (``edge.tls_edge._edgetls``), from Python: availability, self-test, and certificates as CertKeys.
 
 With the engine the edge has ONE ``SSL_CTX``; each handshake gets its tenant's certificate and key from the SNI index
 through the certificate callback (a reference-counted hand-over, no per-tenant context), and each connection's TLS is
@@ -139,7 +139,7 @@ def handshake_with(engine, server_hostname: str | None, *, alpn: list[str] | Non
 
 def _selftest() -> tuple[bool, str | None]:
     if _edgetls is None:
-        return False, "edge._edgetls is not built (no C compiler or OpenSSL headers at install time)"
+        return False, "edge.tls_edge._edgetls is not built (no C compiler or OpenSSL headers at install time)"
     if _edgetls.OPENSSL_VERSION != ssl.OPENSSL_VERSION:
         # Two OpenSSL builds in one process work, but the engine was built for the one Python's ssl uses.
         return False, f"built against {_edgetls.OPENSSL_VERSION}, Python's ssl uses {ssl.OPENSSL_VERSION}"

@@ -3,7 +3,7 @@ its TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.t
 ``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback).
 
 - no SNI -> 421 page; Host (port stripped, lower-cased) != SNI name -> 421 page; unknown name -> 404 page;
-- no upstream -> the placeholder page (or ``placeholder_text``, used by ``edgecert bench-serve``); the decision and
+- no upstream -> the placeholder page (or ``placeholder_text``, used by ``bench/bench_serve.py``); the decision and
   the pages are :mod:`edge.tls_edge.routing`'s;
 - otherwise a streaming reverse proxy to ``EDGECERT_UPSTREAM`` (:mod:`edge.tls_edge.upstream`): request bodies
   streamed (Content-Length kept, chunked re-chunked), responses streamed, keep-alive both sides, websockets and

@@ -176,7 +176,7 @@ class SniIndex:
                                                 tickets=certificates.TICKETS)
             self._builder = tlsengine.build_entry_certkey
             self.unit_bytes = tlsengine.CERTKEY_BYTES
-            log.info("TLS edge: C engine (edge._edgetls, %s); one SSL_CTX, certificates by SNI",
+            log.info("TLS edge: C engine (edge.tls_edge._edgetls, %s); one SSL_CTX, certificates by SNI",
                      tlsengine.OPENSSL_VERSION)
         cap = max_contexts
         if memory_budget is not None and memory_budget > 0:
@@ -206,7 +206,7 @@ class SniIndex:
     def put(self, entry: CertEntry, *, prebuild: bool = True) -> None:
         """Install or replace the entry for ``entry.hostname`` (and build its context first, off the handshake)."""
         if prebuild:
-            self._context_for(entry)
+            self.context_for(entry)
         with self._wlock:
             old = self._exact.get(entry.hostname)
             self._exact[entry.hostname] = entry
@@ -279,7 +279,7 @@ class SniIndex:
     def get(self, hostname: str) -> CertEntry | None:
         return self._exact.get(hostname)
 
-    def _context_for(self, entry: CertEntry, *, warm: bool = False):
+    def context_for(self, entry: CertEntry, *, warm: bool = False):
         """The built TLS object of ``entry`` (an SSLContext, or a CertKey with the engine), from the LRU or built
         now (which also proves that the key matches the certificate)."""
         ctx = entry._ctx
@@ -383,14 +383,14 @@ class SniIndex:
                 if e._ctx is not None or self._exact.get(h) is not e:
                     continue
             try:
-                self._context_for(e, warm=True)
+                self.context_for(e, warm=True)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 log.warning("cannot build the TLS context of %s: %s", h, exc)
             except Exception:  # noqa: BLE001 - never let the thread die (e.g. a key that does not decrypt)
                 log.exception("cannot build the TLS context of %s", h)
 
     def select(self, server_name: str | None):
-        """The engine's certificate callback (edge/_edgetls.c, in the handshake, GIL held): the CertKey for
+        """The engine's certificate callback (edge/tls_edge/_edgetls.c, in the handshake, GIL held): the CertKey for
         ``server_name`` or None for the default certificate. Memory only, like :meth:`_sni_callback`."""
         self.handshakes += 1
         if server_name is None:
@@ -421,7 +421,7 @@ class SniIndex:
         built = entry._ctx
         if built is None:
             try:
-                built = self._context_for(entry)
+                built = self.context_for(entry)
                 self.builds_on_handshake += 1
             except Exception:  # noqa: BLE001 - ssl.SSLError, a key that does not decrypt or match...
                 log.exception("cannot load the certificate of %s; serving the default certificate", name)

@@ -1,7 +1,7 @@
 """A TLS-edge-only worker process: the SNI index loaded from the store, the lean HTTP layer, nothing else.
 
 ``edgecert serve`` with ``workers`` > 1 (setting) runs worker 0 as the full service (API, plain HTTP, manager,
-TLS edge) and workers 1..N-1 as this: the same port (SO_REUSEPORT), the same store. ``edgecert bench-serve`` runs
+TLS edge) and workers 1..N-1 as this: the same port (SO_REUSEPORT), the same store. ``bench/bench_serve.py`` runs
 its N workers as this. What it does, in order:
 
 1. opens the store read-only (:mod:`store.readonly`: sqlite3 or SQLAlchemy Core, no ORM, no migrations: the full
