@@ -35,3 +35,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E "^WARNING: Location|is ignored" || true
 .venv/bin/python -c "import edge, acme_client, store" >/dev/null
+if ! command -v edgecert >/dev/null 2>&1 || [ "$(command -v edgecert)" != "$PWD/.venv/bin/edgecert" ]; then
+  echo "setup: done. To run 'edgecert' by name in this shell:  export PATH=\"$PWD/.venv/bin:\$PATH\"" >&2
+fi

@@ -121,3 +121,14 @@ def test_tenants_commands_and_a_tenant_token_on_the_cli(edge, dns):
     r = cli(edge, "tenants", "token", "t1", "--revoke")
     assert r.returncode == 0 and r.stdout.strip() == "revoked 1 token(s)"
     assert cli(edge, "domains", "list", token=new).returncode == 1
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``edgecert triage ... | head``: the reader went away before the output was written; no BrokenPipeError
+    traceback or "Exception ignored" on stderr."""
+    import subprocess
+    import sys
+    report = "curl: (60) SSL certificate problem: certificate has expired"
+    p = subprocess.run(f"{sys.executable} -m edge triage - | true", shell=True, input=report, capture_output=True,
+                       text=True, timeout=60)
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr

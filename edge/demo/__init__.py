@@ -64,6 +64,8 @@ async def _run(args) -> int:
         api = f"http://127.0.0.1:{api_port}"
         say(f"  edgecert is serving: API {api}  HTTP :{http_port}  HTTPS (TLS edge) :{https_port}")
         say(f"  operator token for this demo: {token}")
+        say("  to use the CLI against it from another shell:")
+        say(f"    export EDGECERT_API_URL={api} EDGECERT_ADMIN_TOKEN={token}")
         hostname = args.hostname
         headers = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession(headers=headers) as http:
