@@ -147,7 +147,22 @@ def _client(args) -> ApiClient:
 def _fail(status: int, body: Any) -> int:
     err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
     print(f"error ({status} {err.get('code', '')}): {err.get('message', body)}", file=sys.stderr)
+    if isinstance(err.get("dns_records"), list) and err["dns_records"]:
+        print(_records_text(err["dns_records"]), file=sys.stderr)
     return 1
+
+
+def _records_text(records: list) -> str:
+    """``dns_records`` as zone-file lines, one per record, with what each is for."""
+    lines = ["  DNS records to create:"]
+    for r in records:
+        if not isinstance(r, dict):
+            continue
+        value = f'"{r.get("value")}"' if r.get("type") == "TXT" else f"{r.get('value')}."
+        if r.get("type") in ("A", "AAAA"):
+            value = str(r.get("value"))
+        lines.append(f"    {r.get('name')}. {r.get('type')} {value}    ({r.get('purpose')})")
+    return "\n".join(lines)
 
 
 def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
@@ -166,6 +181,8 @@ def _show_domain(d: dict) -> str:
     rec = (d.get("dns") or {}).get("expected_record") or {}
     if rec.get("text") and d["status"] in ("pending_dns",):
         lines.append(f"  DNS record to create: {rec['text']}")
+    if d.get("dns_records"):
+        lines.append(_records_text(d["dns_records"]))
     if c:
         lines.append(f"  certificate: serial {c['serial']}, valid until {c['not_after']} ({c.get('days_left')} days)")
         lines.append(f"  issuer: {c['issuer']}")
