@@ -152,16 +152,16 @@ def _fail(status: int, body: Any) -> int:
     return 1
 
 
-def _records_text(records: list) -> str:
+def _records_text(records: list, label: str = "DNS record to create") -> str:
     """``dns_records`` as zone-file lines, one per record, with what each is for."""
-    lines = ["  DNS records to create:"]
+    lines = []
     for r in records:
         if not isinstance(r, dict):
             continue
-        value = f'"{r.get("value")}"' if r.get("type") == "TXT" else f"{r.get('value')}."
-        if r.get("type") in ("A", "AAAA"):
-            value = str(r.get("value"))
-        lines.append(f"    {r.get('name')}. {r.get('type')} {value}    ({r.get('purpose')})")
+        rtype = r.get("type")
+        value = f'"{r.get("value")}"' if rtype == "TXT" else (str(r.get("value")) if rtype in ("A", "AAAA")
+                                                               else f"{r.get('value')}.")
+        lines.append(f"  {label}: {r.get('name')}. {rtype} {value}  ({r.get('purpose')})")
     return "\n".join(lines)
 
 
@@ -179,10 +179,11 @@ def _show_domain(d: dict) -> str:
     if d.get("last_error"):
         lines.append(f"  problem: {d['last_error']}")
     rec = (d.get("dns") or {}).get("expected_record") or {}
-    if rec.get("text") and d["status"] in ("pending_dns",):
-        lines.append(f"  DNS record to create: {rec['text']}")
     if d.get("dns_records"):
-        lines.append(_records_text(d["dns_records"]))
+        lines.append(_records_text(d["dns_records"], "DNS record (keep it)" if d["status"] == "active"
+                                   else "DNS record to create"))
+    elif rec.get("text") and d["status"] in ("pending_dns",):
+        lines.append(f"  DNS record to create: {rec['text']}")
     if c:
         lines.append(f"  certificate: serial {c['serial']}, valid until {c['not_after']} ({c.get('days_left')} days)")
         lines.append(f"  issuer: {c['issuer']}")

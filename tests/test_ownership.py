@@ -152,8 +152,8 @@ def test_owner_proves_later_picked_up_by_the_recheck_shown_on_status_page_and_cl
     r = subprocess.run([sys.executable, "-m", "edge", "domains", "show", host], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert f'{rec["name"]}. TXT "{rec["value"]}"    (ownership)' in r.stdout, r.stdout
-    assert f"{host}. CNAME edge.test.    (pointing)" in r.stdout, r.stdout
+    assert f'DNS record to create: {rec["name"]}. TXT "{rec["value"]}"  (ownership)' in r.stdout, r.stdout
+    assert f"DNS record to create: {host}. CNAME edge.test.  (pointing)" in r.stdout, r.stdout
 
     # The value is stable: the same after a restart (derived, not random per process).
     _wait_checks(edge, host, 1)
@@ -171,6 +171,25 @@ def test_owner_proves_later_picked_up_by_the_recheck_shown_on_status_page_and_cl
     assert [r["purpose"] for r in d["dns_records"]] == ["pointing"]
     kinds = _kinds(edge, host)
     assert kinds.index("ownership_verified") < kinds.index("order_placed")
+
+
+def test_when_both_tenants_publish_their_record_the_earlier_claim_keeps_the_name(edge, dns):
+    host = "both.own.test"
+    a, b = _tenant(edge, "own-early"), _tenant(edge, "own-late")
+    st, d = _claim(edge, host, a)
+    assert st == 201 and d["status"] == "pending_ownership"
+    rec_a = _ownership(d["dns_records"])
+    st, body = _claim(edge, host, b)
+    rec_b = _ownership(body["error"]["dns_records"])
+    dns.set_txt(rec_a["name"], [rec_a["value"], rec_b["value"]])
+    try:
+        st, body = _claim(edge, host, b)
+        assert st == 409 and body["error"]["code"] == "already_exists", body
+        d = edge.wait_for(lambda: (lambda x: x if x["ownership"]["verified"] else None)(edge.domain(host)),
+                          timeout=30, what="the earlier claim verified")
+        assert d["tenant"] == "own-early"
+    finally:
+        dns.clear_txt(rec_a["name"])
 
 
 @pytest.mark.slow
@@ -215,3 +234,30 @@ def test_the_setting_turns_it_off(edge_factory, dns):
     st, d = _claim(edge, "x.trusted.own.test", t)
     assert st == 201 and d["status"] == "pending_dns" and d["ownership"]["required"] is False
     assert [r["purpose"] for r in d["dns_records"]] == ["pointing"]
+
+
+async def test_store_supersedes_only_an_unproven_claim_of_another_tenant(database_url):
+    """The storage seam on SQLite and PostgreSQL: the takeover is one transaction, and only of an unproven claim."""
+    from store import Conflict, NotFound, open_storage
+    from store.models import DomainStatus, utcnow
+    st = open_storage(database_url)
+    try:
+        a, b = await st.ensure_tenant("a"), await st.ensure_tenant("b")
+        await st.add_domain("u.own.test", a.id, ownership_required=True, status=DomainStatus.PENDING_OWNERSHIP)
+        await st.add_domain("p.own.test", a.id, ownership_required=True, ownership_verified_at=utcnow())
+        await st.add_domain("o.own.test", a.id)  # operator-added
+        with pytest.raises(Conflict):  # the same tenant does not "supersede" itself
+            await st.supersede_unproven_claim("u.own.test", a.id)
+        for host in ("p.own.test", "o.own.test"):
+            with pytest.raises(Conflict):
+                await st.supersede_unproven_claim(host, b.id, ownership_required=True)
+            assert (await st.get_domain(host)).tenant_id == a.id
+        with pytest.raises(NotFound):
+            await st.supersede_unproven_claim("none.own.test", b.id)
+        d, dropped = await st.supersede_unproven_claim("u.own.test", b.id, ownership_required=True,
+                                                       ownership_verified_at=utcnow(), status=DomainStatus.PENDING_DNS)
+        assert dropped == a.id and d.tenant_id == b.id and not d.ownership_pending
+        got = await st.get_domain("u.own.test")
+        assert got.tenant_id == b.id and got.status == DomainStatus.PENDING_DNS and got.ownership_verified_at
+    finally:
+        st.close()

@@ -130,6 +130,14 @@ async def _take_unproven_claim(services: ApiServices, hostname: str, tenant, pro
                        dns_records=records)
     try:
         async with storage.lock(f"domain:{hostname}", ttl=60, timeout=30):
+            holder = await storage.get_domain(hostname)
+            if holder is not None and holder.ownership_pending:
+                # Both records published (the zone's owner allowed both): the earlier claim is proven and stays.
+                held_by = await storage.get_tenant_by_id(holder.tenant_id)
+                if held_by is not None and (await services.dns.check_ownership(hostname, held_by.name)).ok:
+                    await storage.update_domain(hostname, next_check_at=utcnow())
+                    services.manager.wake(hostname, tenant_id=holder.tenant_id)
+                    raise Conflict(hostname)
             try:
                 d, dropped = await storage.supersede_unproven_claim(hostname, tenant.id, **fields)
             except NotFound:  # released meanwhile
