@@ -224,6 +224,15 @@ def test_released_name_with_a_live_cname_goes_to_another_tenant_only_with_proof(
         except x509.ExtensionNotFound:
             names = []
         assert host not in names, names
+        # With its own proof, the next tenant gets the name.
+        rec_b = _ownership(d["dns_records"])
+        assert rec_b["value"] != rec_a["value"]
+        dns.set_txt(rec_b["name"], rec_b["value"])
+        try:
+            d = edge.wait_status(host, "active", timeout=60)
+        finally:
+            dns.clear_txt(rec_b["name"])
+        assert d["tenant"] == "own-next" and d["ownership"]["verified"] is True
     finally:
         dns.clear_cname(host)
 
