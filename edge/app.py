@@ -122,7 +122,8 @@ async def build_services(settings: Settings) -> Services:
                      max_contexts=settings.context_cache_size, on_outcome=metrics.on_handshake,
                      engine=use_tls_engine(settings))
     files = LiveFiles(state)
-    dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target)
+    dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target,
+                     ownership_key=keybox.derive_key(b"edgecert ownership txt v1"))
     events = EventBus(storage)
     events.subscribe(metrics.on_event)
     webhooks = None

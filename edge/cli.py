@@ -147,7 +147,22 @@ def _client(args) -> ApiClient:
 def _fail(status: int, body: Any) -> int:
     err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
     print(f"error ({status} {err.get('code', '')}): {err.get('message', body)}", file=sys.stderr)
+    if isinstance(err.get("dns_records"), list) and err["dns_records"]:
+        print(_records_text(err["dns_records"]), file=sys.stderr)
     return 1
+
+
+def _records_text(records: list, label: str = "DNS record to create") -> str:
+    """``dns_records`` as zone-file lines, one per record, with what each is for."""
+    lines = []
+    for r in records:
+        if not isinstance(r, dict):
+            continue
+        rtype = r.get("type")
+        value = f'"{r.get("value")}"' if rtype == "TXT" else (str(r.get("value")) if rtype in ("A", "AAAA")
+                                                               else f"{r.get('value')}.")
+        lines.append(f"  {label}: {r.get('name')}. {rtype} {value}  ({r.get('purpose')})")
+    return "\n".join(lines)
 
 
 def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
@@ -164,7 +179,10 @@ def _show_domain(d: dict) -> str:
     if d.get("last_error"):
         lines.append(f"  problem: {d['last_error']}")
     rec = (d.get("dns") or {}).get("expected_record") or {}
-    if rec.get("text") and d["status"] in ("pending_dns",):
+    if d.get("dns_records"):
+        lines.append(_records_text(d["dns_records"], "DNS record (keep it)" if d["status"] == "active"
+                                   else "DNS record to create"))
+    elif rec.get("text") and d["status"] in ("pending_dns",):
         lines.append(f"  DNS record to create: {rec['text']}")
     if c:
         lines.append(f"  certificate: serial {c['serial']}, valid until {c['not_after']} ({c.get('days_left')} days)")

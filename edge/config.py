@@ -247,6 +247,9 @@ class Settings:
     admin_token: str | None = None
     public_rate_per_s: float = _s(1.0, _positive)
     public_burst: int = _s(30, _at_least(1))
+    # Ownership before binding: a name claimed with a tenant token is ordered and served only after the tenant
+    # proves control with its TXT record _edgecert-verify.<name> (the operator token may add names as before).
+    tenant_claims_require_proof: bool = True
     tenant_renew_min_age: float = _s(86400.0, _at_least(0))
     # Allow diagnostics to connect to loopback / private addresses (lab setups, tests).
     diagnose_allow_private: bool = False

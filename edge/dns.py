@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import dns.asyncresolver
 import dns.resolver
 
-__all__ = ["make_resolver", "lookup", "Answer", "nxdomain_name"]
+__all__ = ["make_resolver", "lookup", "lookup_txt", "Answer", "nxdomain_name"]
 
 
 def make_resolver(server: tuple[str, int] | None, *, lifetime: float, timeout: float) -> dns.asyncresolver.Resolver:
@@ -74,6 +74,20 @@ async def lookup(resolver: dns.asyncresolver.Resolver, name: str) -> tuple[Answe
     """The A and the AAAA answers for ``name`` (asked at the same time; the resolver's lifetime bounds each)."""
     a, aaaa = await asyncio.gather(_one(resolver, name, "A"), _one(resolver, name, "AAAA"))
     return a, aaaa
+
+
+async def lookup_txt(resolver: dns.asyncresolver.Resolver, name: str) -> tuple[list[str], BaseException | None]:
+    """The TXT strings of ``name`` (each record's strings joined, as RFC 7208 does) and the exception dnspython
+    raised, if any (``NXDOMAIN`` and ``NoAnswer`` come back as an empty list with the exception)."""
+    try:
+        ans = await resolver.resolve(name.rstrip(".") + ".", "TXT", raise_on_no_answer=False, search=False)
+    except Exception as e:
+        return [], e
+    out: list[str] = []
+    if ans.rrset is not None:
+        for rr in ans.rrset:
+            out.append(b"".join(rr.strings).decode("utf-8", "replace"))
+    return out, None
 
 
 def nxdomain_name(exc: BaseException) -> str | None:

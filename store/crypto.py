@@ -34,6 +34,13 @@ class KeyBox:
             raise ValueError("KeyBox needs a 32-byte key")
         self._aead = AESGCM(key)
         self.key_id = HKDF(algorithm=hashes.SHA256(), length=4, salt=None, info=b"edgecert key id").derive(key).hex()
+        self._derive_root = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                                 info=b"edgecert derived keys").derive(key)
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A 32-byte key for ``purpose`` (e.g. HMAC of ownership records), derived from the secret key: the same on
+        every node sharing the secret, independent of the encryption key."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(self._derive_root)
 
     def __repr__(self) -> str:  # never show the key
         return f"KeyBox(key_id={self.key_id})"

@@ -19,6 +19,7 @@ def utcnow() -> dt.datetime:
 class DomainStatus:
     """The lifecycle of a tenant domain (public values of ``status``)."""
 
+    PENDING_OWNERSHIP = "pending_ownership"  # claimed with a tenant token; waiting for the ownership TXT record
     PENDING_DNS = "pending_dns"            # waiting for the tenant's DNS record to point at the edge
     PENDING_ISSUANCE = "pending_issuance"  # DNS is right; waiting for (or retrying) the CA
     ISSUING = "issuing"                    # an order is in flight with the CA
@@ -27,7 +28,7 @@ class DomainStatus:
     FAILED = "failed"                      # a final error (e.g. rejectedIdentifier, CAA): an operator must act
     EXPIRED = "expired"                    # the last certificate expired and no new one could be obtained
 
-    ALL = (PENDING_DNS, PENDING_ISSUANCE, ISSUING, RATE_LIMITED, ACTIVE, FAILED, EXPIRED)
+    ALL = (PENDING_OWNERSHIP, PENDING_DNS, PENDING_ISSUANCE, ISSUING, RATE_LIMITED, ACTIVE, FAILED, EXPIRED)
 
 
 class Tenant(SQLModel, table=True):
@@ -80,8 +81,17 @@ class Domain(SQLModel, table=True):
     # Reload hook / post-swap verification state of the current certificate.
     hook_pending: bool = False
     served_serial: Optional[str] = Field(default=None, max_length=80)
+    # Ownership before binding: a name claimed with a tenant token is bound (ordered, served) only once the
+    # tenant's _edgecert-verify TXT record was seen (``ownership_verified_at``). Operator-added names: not required.
+    ownership_required: bool = False
+    ownership_verified_at: Optional[dt.datetime] = None
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
+
+    @property
+    def ownership_pending(self) -> bool:
+        """Claimed with a tenant token and not proven yet: nothing may be ordered or served for it."""
+        return bool(self.ownership_required) and self.ownership_verified_at is None
 
 
 class AcmeAccount(SQLModel, table=True):

@@ -127,6 +127,32 @@ class SQLStorage:
             return d
         return await self._run(fn)
 
+    async def supersede_unproven_claim(self, hostname: str, tenant_id: int, **fields: Any) -> tuple[Domain, int]:
+        """Replace another tenant's unproven claim on ``hostname`` (``ownership_pending``) by a new domain row of
+        ``tenant_id``, in one transaction; returns (the new row, the tenant id whose claim was dropped).
+        Raises :class:`Conflict` when the name is held otherwise (proven, operator-added, or the same tenant), and
+        :class:`NotFound` when nobody holds it (the caller then adds it)."""
+        def fn(s: Session) -> tuple[Domain, int]:
+            old = s.exec(select(Domain).where(Domain.hostname == hostname)).first()
+            if old is None:
+                raise NotFound(hostname)
+            if not old.ownership_pending or old.tenant_id == tenant_id:
+                raise Conflict(hostname)
+            dropped = old.tenant_id
+            s.exec(delete(CertificateVersion).where(CertificateVersion.domain_id == old.id))
+            s.exec(delete(AcmeOrder).where(AcmeOrder.domain_id == old.id))
+            s.exec(delete(ChallengeToken).where(ChallengeToken.hostname == hostname))
+            s.delete(old)
+            s.flush()
+            d = Domain(hostname=hostname, tenant_id=tenant_id, **fields)
+            s.add(d)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise Conflict(hostname) from None
+            return d, dropped
+        return await self._run(fn)
+
     async def get_domain(self, hostname: str) -> Domain | None:
         return await self._run(lambda s: s.exec(select(Domain).where(Domain.hostname == hostname)).first())
 

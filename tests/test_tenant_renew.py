@@ -12,7 +12,9 @@ def test_tenant_forced_renewals_are_throttled_operator_ones_are_not(tmp_path, pe
     try:
         st, t = edge.call("POST", "/v1/tenants", {"name": "renewer"})
         assert st == 201
-        edge.add_domain("r.renew.test", tenant="renewer", token=t["token"])
+        d = edge.add_domain("r.renew.test", tenant="renewer", token=t["token"])
+        proof = [r for r in d["dns_records"] if r["purpose"] == "ownership"][0]
+        dns.set_txt(proof["name"], proof["value"])  # ownership before binding: the tenant proves control
         d = edge.wait_status("r.renew.test", "active", timeout=30)
         st, body = edge.call("POST", "/v1/domains/r.renew.test/renew", token=t["token"])
         assert st == 429 and body["error"]["code"] == "renew_throttled" and body["error"]["retry_at"]

@@ -36,6 +36,12 @@ def _raw(edge, method: str, path: str, token: str | None, body=None) -> tuple[in
 
 
 @pytest.fixture
+def edge(edge_factory):
+    # Isolation, not ownership proofs (tests/test_ownership.py): a tenant's claim is bound at once here.
+    return edge_factory(EDGECERT_TENANT_CLAIMS_REQUIRE_PROOF="false")
+
+
+@pytest.fixture
 def two_tenants(edge, dns):
     # Both stay pending_dns: isolation does not need certificates, and no CA order is placed.
     for h in (MINE, THEIRS):

@@ -27,6 +27,10 @@ async def diagnose(request: web.Request) -> web.Response:
     s = services.settings
     c = await optional_caller(request)
     d = await visible_domain(request, c)
+    if d.ownership_pending:
+        # An unproven tenant claim is not a licence to probe someone else's name (ownership before binding).
+        raise ApiError(409, "ownership_unproven", f"{d.hostname} is not diagnosed until its owner proves control "
+                       f"of it (the ownership record in the domain's dns_records)")
     cert = await services.storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
     targets = [t.strip() for t in (s.edge_target or "").split(",") if t.strip()] or None
     try:

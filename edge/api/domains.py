@@ -2,6 +2,11 @@
 ``events`` and ``certificate`` (upload) sub-resources.
 
 With a tenant token, another tenant's domain answers 404 exactly like a missing one (``visible_domain``).
+
+Ownership before binding (``tenant_claims_require_proof``): a name added with a tenant token stays
+``pending_ownership`` (nothing ordered, nothing served) until the tenant's TXT record ``_edgecert-verify.<name>``
+is seen (at once here, or by the periodic re-check in the manager). Such an unproven claim never locks the name: a
+tenant whose own record is in place takes it over (``claim_superseded``); a proven or operator-added name answers 409.
 """
 
 from __future__ import annotations
@@ -9,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 
 from aiohttp import web
 
-from store import Conflict, NotFound
-from store.models import Domain, utcnow
+from store import Conflict, LockTimeout, NotFound
+from store.models import Domain, DomainStatus, utcnow
 
 from edge.api.auth import Caller, caller
 from edge.api.errors import ApiError, json_body
@@ -26,6 +32,8 @@ from edge.names import InvalidHostname, validate_hostname
 
 __all__ = ["visible_domain", "render_domain", "create_domain", "list_domains", "get_domain", "delete_domain",
            "renew_domain", "upload_certificate", "domain_events"]
+
+log = logging.getLogger(__name__)
 
 _KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
 
@@ -49,8 +57,9 @@ async def render_domain(services: ApiServices, d: Domain) -> dict:
     storage = services.storage
     tenant = await storage.get_tenant_by_id(d.tenant_id)
     cert = await storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
-    return domain_json(d, tenant.name if tenant else "?", cert,
-                       expected_record=services.dns.expected_record(d.hostname))
+    name = tenant.name if tenant else "?"
+    return domain_json(d, name, cert, expected_record=services.dns.expected_record(d.hostname),
+                       dns_records=services.dns.dns_records(d.hostname, name, ownership=d.ownership_pending))
 
 
 async def create_domain(request: web.Request) -> web.Response:
@@ -75,19 +84,76 @@ async def create_domain(request: web.Request) -> web.Response:
     if key_type is not None and key_type not in _KEY_TYPES:
         raise ApiError(422, "invalid_key_type", "key_type must be ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or "
                        "rsa4096", field="key_type")
+    fields: dict = dict(next_check_at=utcnow(), key_type=key_type)
+    proof = None
+    if not c.admin and services.settings.tenant_claims_require_proof:
+        # Ownership before binding: look for the tenant's TXT proof now (one bounded lookup); else pending.
+        proof = await services.dns.check_ownership(hn.ascii, tenant.name)
+        fields.update(ownership_required=True, ownership_verified_at=utcnow() if proof.ok else None,
+                      status=DomainStatus.PENDING_DNS if proof.ok else DomainStatus.PENDING_OWNERSHIP)
+        if not proof.ok:
+            fields.update(last_error=proof.message, last_error_code=f"ownership_{proof.reason}")
+    superseded = False
     try:
-        d = await storage.add_domain(hn.ascii, tenant.id, next_check_at=utcnow(), key_type=key_type)
+        d = await storage.add_domain(hn.ascii, tenant.id, **fields)
     except Conflict:
         existing = await storage.get_domain(hn.ascii)
         if existing is not None and c.can_see(existing):
             raise ApiError(409, "already_exists", f"{hn.ascii} is already registered",
                            domain=await render_domain(services, existing)) from None
-        raise ApiError(409, "already_exists", f"{hn.ascii} is already registered") from None
+        if proof is None or existing is None or not existing.ownership_pending:
+            raise ApiError(409, "already_exists", f"{hn.ascii} is already registered") from None
+        d = await _take_unproven_claim(services, hn.ascii, tenant, proof, fields)
+        superseded = True
     await services.events.emit(d.hostname, "domain_added", f"{d.hostname} added for tenant {tenant.name}",
-                               {"tenant": tenant.name})
+                               {"tenant": tenant.name, "ownership": "verified" if proof is not None and proof.ok
+                                else ("pending" if proof is not None else "not required"),
+                                **({"superseded_unproven_claim": True} if superseded else {})})
+    if proof is not None and proof.ok:
+        await services.events.emit(d.hostname, "ownership_verified", proof.message,
+                                   {"record": proof.record["name"]})
     services.manager.wake(d.hostname, tenant_id=d.tenant_id)
     return web.json_response(await render_domain(services, d), status=201,
                              headers={"Location": f"/v1/domains/{d.hostname}"})
+
+
+async def _take_unproven_claim(services: ApiServices, hostname: str, tenant, proof, fields: dict) -> Domain:
+    """Another tenant holds ``hostname`` with an unproven claim: the caller takes it if its own proof is in
+    place (the prover wins; the unproven claim is dropped, with an event), else 409 with the record to create."""
+    storage = services.storage
+    if not proof.ok:
+        records = services.dns.dns_records(hostname, tenant.name, ownership=True)
+        rec = records[0]
+        raise ApiError(409, "ownership_proof_required",
+                       f"{hostname} is claimed by another account that has not proven control of it. To take it, "
+                       f"create this DNS record and send this request again: {rec['name']} TXT \"{rec['value']}\"",
+                       dns_records=records)
+    try:
+        async with storage.lock(f"domain:{hostname}", ttl=60, timeout=30):
+            holder = await storage.get_domain(hostname)
+            if holder is not None and holder.ownership_pending:
+                # Both records published (the zone's owner allowed both): the earlier claim is proven and stays.
+                held_by = await storage.get_tenant_by_id(holder.tenant_id)
+                if held_by is not None and (await services.dns.check_ownership(hostname, held_by.name)).ok:
+                    await storage.update_domain(hostname, next_check_at=utcnow())
+                    services.manager.wake(hostname, tenant_id=holder.tenant_id)
+                    raise Conflict(hostname)
+            try:
+                d, dropped = await storage.supersede_unproven_claim(hostname, tenant.id, **fields)
+            except NotFound:  # released meanwhile
+                d, dropped = await storage.add_domain(hostname, tenant.id, **fields), None
+    except Conflict:  # proven meanwhile by its holder: it keeps it
+        raise ApiError(409, "already_exists", f"{hostname} is already registered") from None
+    except LockTimeout:
+        raise ApiError(503, "busy", f"{hostname} is being worked on; try again in a minute") from None
+    if dropped is not None:
+        old = await storage.get_tenant_by_id(dropped)
+        log.info("%s: unproven claim of tenant %s dropped; tenant %s proved control", hostname,
+                 old.name if old else dropped, tenant.name)
+        await services.events.emit(hostname, "claim_superseded", f"an unproven claim on {hostname} by another "
+                                   f"account was dropped: this account proved control with {proof.record['name']}",
+                                   {"record": proof.record["name"]})
+    return d
 
 
 async def list_domains(request: web.Request) -> web.Response:
@@ -117,7 +183,9 @@ async def list_domains(request: web.Request) -> web.Response:
     certs = {d.hostname: c2 for d, c2 in await storage.current_certificates([d.hostname for d in domains])} \
         if domains else {}
     out = [domain_json(d, names.get(d.tenant_id, "?"), certs.get(d.hostname),
-                       expected_record=services.dns.expected_record(d.hostname)) for d in domains]
+                       expected_record=services.dns.expected_record(d.hostname),
+                       dns_records=services.dns.dns_records(d.hostname, names.get(d.tenant_id, "?"),
+                                                            ownership=d.ownership_pending)) for d in domains]
     return web.json_response({"domains": out, "count": len(out)})
 
 
@@ -164,6 +232,9 @@ async def upload_certificate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     c = await caller(request)
     d = await visible_domain(request, c)
+    if d.ownership_pending:
+        raise ApiError(409, "ownership_unproven", f"prove control of {d.hostname} first: create the ownership "
+                       f"record listed in dns_records; nothing is served for it until then")
     body = await json_body(request)
     extra = [p.strip() for p in (services.settings.upload_trust_roots or "").split(",") if p.strip()]
     roots = await asyncio.to_thread(load_trust_roots, extra)
@@ -190,6 +261,11 @@ async def domain_events(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError(400, "invalid_query", "after and limit must be integers") from None
     evs = await request.app[SERVICES].storage.list_events(d.hostname, limit=limit, after_id=after)
+    if not c.admin:
+        # A name can change hands (released, or an unproven claim superseded): a tenant sees only its own history.
+        since = d.created_at if d.created_at.tzinfo else d.created_at.replace(tzinfo=dt.timezone.utc)
+        evs = [e for e in evs if (e.created_at if e.created_at.tzinfo
+                                  else e.created_at.replace(tzinfo=dt.timezone.utc)) >= since]
     return web.json_response({"hostname": d.hostname, "events": [
         {"id": e.id, "at": iso(e.created_at), "kind": e.kind, "message": e.message,
          "data": json.loads(e.data) if e.data else {}} for e in evs]})

@@ -71,7 +71,7 @@ def _schemas() -> dict[str, Any]:
                    "required": ["hostname", "tenant", "status", "last_error", "next_renewal_at", "certificate"],
                    "properties": {
                        "hostname": {"type": "string"}, "tenant": {"type": "string"},
-                       "status": {"type": "string", "enum": ["pending_dns", "issuing", "pending_issuance",
+                       "status": {"type": "string", "enum": ["pending_ownership", "pending_dns", "issuing", "pending_issuance",
                                                              "rate_limited", "active", "failed", "expired"]},
                        "last_error": {**nstr, "description": "what is wrong now, in one actionable sentence"},
                        "last_error_code": nstr,
@@ -82,6 +82,16 @@ def _schemas() -> dict[str, Any]:
                            "expected_record": {"oneOf": [_ref("DnsRecord"), {"type": "null"}]},
                            "observed": {"type": ["object", "null"],
                                         "description": "what the last DNS check saw (cname_chain, addresses)"}}},
+                       "dns_records": {"type": "array", "description": "every record the tenant must create",
+                                       "items": {"type": "object", "required": ["name", "type", "value", "purpose"],
+                                                 "properties": {
+                                                     "name": {"type": "string"}, "type": {"type": "string"},
+                                                     "value": {"type": "string"},
+                                                     "purpose": {"type": "string", "enum": [
+                                                         "pointing", "acme-challenge", "ownership"]}}}},
+                       "ownership": {"type": "object", "properties": {
+                           "required": {"type": "boolean", "description": "claimed with a tenant token"},
+                           "verified": {"type": "boolean"}, "verified_at": _dt()}},
                        "created_at": _dt(), "updated_at": _dt(),
                        "last_probe": {"type": ["object", "null"], "description": "the last self-probe of the "
                                       "live edge: ok, at, served_serial, days_to_expiry, failure_mode, detail, "

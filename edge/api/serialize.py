@@ -27,8 +27,10 @@ def cert_json(c: CertificateVersion | None) -> dict | None:
             "days_left": round((c.not_after - utcnow()).total_seconds() / 86400, 2)}
 
 
-def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expected_record: dict | None = None
-                ) -> dict:
+def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expected_record: dict | None = None,
+                dns_records: list[dict] | None = None) -> dict:
+    """The domain object. ``dns_records``: every record the tenant must create (``{"name", "type", "value",
+    "purpose"}``, no trailing dots; ``purpose`` is ``pointing``, ``acme-challenge`` or ``ownership``)."""
     observed = json.loads(d.dns_observed) if d.dns_observed else None
     return {
         "hostname": d.hostname,
@@ -47,6 +49,9 @@ def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expe
                                                                "end": iso(d.ari_window_end)}
                     if d.ari_window_start else None},
         "dns": {"expected_record": expected_record, "observed": observed},
+        "dns_records": list(dns_records or []),
+        "ownership": {"required": bool(d.ownership_required), "verified": not d.ownership_pending,
+                      "verified_at": iso(d.ownership_verified_at)},
         "created_at": iso(d.created_at),
         "updated_at": iso(d.updated_at),
         "links": {"self": f"/v1/domains/{d.hostname}", "events": f"/v1/domains/{d.hostname}/events",

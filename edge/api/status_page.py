@@ -2,7 +2,8 @@
 
 What it shows, for the person who owns the domain (and the support staff they talk to):
 
-1. the DNS record to create, exactly as it must look, and what DNS showed at the last check;
+1. the DNS record(s) to create, exactly as they must look (the ownership TXT record first while a tenant's claim is
+   unproven), and what DNS showed at the last check;
 2. the certificate: being obtained, refused, or issued (issuer, dates, days to expiry);
 3. serving: whether the edge serves it, and the last self-check (probe) of the live endpoint;
 
@@ -39,6 +40,7 @@ REFRESH_SECONDS = 15
 
 # (dns, certificate, serving) step states per status: done | current | todo | failed
 _STEP_STATE = {
+    DomainStatus.PENDING_OWNERSHIP: ("current", "todo", "todo"),
     DomainStatus.PENDING_DNS: ("current", "todo", "todo"),
     DomainStatus.PENDING_ISSUANCE: ("done", "current", "todo"),
     DomainStatus.ISSUING: ("done", "current", "todo"),
@@ -52,6 +54,9 @@ _STEP_LABEL = {"done": "Done", "current": "In progress", "todo": "Not started ye
 
 # status -> (headline, who acts, what to do)
 _HEADLINE = {
+    DomainStatus.PENDING_OWNERSHIP: ("Waiting for proof that you control this domain", "tenant",
+                                     "Create the TXT record shown in step 1 at your DNS provider. We check again "
+                                     "automatically; nothing is ordered or served for this name until it is seen."),
     DomainStatus.PENDING_DNS: ("Waiting for your DNS record", "tenant",
                                "Create the DNS record shown in step 1 at your DNS provider (or correct the one that "
                                "is there). We check again automatically; there is nothing else to do."),
@@ -76,6 +81,8 @@ _HEADLINE = {
 # Events shown under "Recent activity", in plain words (others, e.g. reload-hook output, stay internal).
 _EVENT_TEXT = {
     "domain_added": "Domain added.",
+    "ownership_checked": None,  # the check's own message (it names the TXT record to create)
+    "ownership_verified": "Control of the domain confirmed (ownership record found).",
     "dns_checked": None,  # the check's own message (it names the record to create)
     "order_placed": "Asked the certificate authority for a certificate.",
     "challenge_answered": "Answered the certificate authority's validation request.",
@@ -197,6 +204,14 @@ async def status_page(request: web.Request) -> web.Response:
                             text=tpl.render(hostname=raw[:253], brand=_brand(s), now=utcnow()))
     cert = await services.storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
     events = await services.storage.list_events(d.hostname, limit=40)
+    # A name can change hands (released, or an unproven claim superseded): only this claim's history.
+    since = d.created_at if d.created_at.tzinfo else d.created_at.replace(tzinfo=dt.timezone.utc)
+    events = [e for e in events if (e.created_at if e.created_at.tzinfo
+                                    else e.created_at.replace(tzinfo=dt.timezone.utc)) >= since]
+    ownership = None
+    if d.ownership_pending:
+        tenant = await services.storage.get_tenant_by_id(d.tenant_id)
+        ownership = services.dns.ownership_record(d.hostname, tenant.name if tenant else "?")
     expected = services.dns.expected_record(d.hostname)
     observed = json.loads(d.dns_observed) if d.dns_observed else None
     headline, who, what = _HEADLINE.get(d.status, (d.status.replace("_", " "), "operator", ""))
@@ -220,7 +235,7 @@ async def status_page(request: web.Request) -> web.Response:
     days_left = None
     if cert is not None:
         days_left = round((cert.not_after - utcnow()).total_seconds() / 86400, 1)
-    pending = d.status in (DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
+    pending = d.status in (DomainStatus.PENDING_OWNERSHIP, DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
                            DomainStatus.RATE_LIMITED)
     step_names = ("Point your domain at us", "Certificate", "Served over HTTPS")
     current_step = next((i for i, st in enumerate(steps) if st in ("current", "failed")), None)
@@ -229,7 +244,8 @@ async def status_page(request: web.Request) -> web.Response:
                       expected=expected, observed=observed, headline=headline, who=who, who_text=_who_text(who),
                       what=what, steps=steps, step_labels=_STEP_LABEL, step_names=step_names,
                       current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,
-                      dig=_dig_command(expected), days_left=days_left, probe=probe,
+                      dig=_dig_command(expected), days_left=days_left, ownership=ownership,
+                      ownership_dig=f"dig +short TXT {shlex.quote(ownership['name'])}" if ownership else None, probe=probe,
                       refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
     return web.Response(text=html, content_type="text/html", headers=_HEADERS)
 

@@ -2,19 +2,31 @@
 
 The name points at the edge when its CNAME chain reaches ``EDGECERT_EDGE_TARGET``, or when its A/AAAA addresses
 are among the edge's addresses (the target's own addresses, or the target itself when it is a list of IPs).
+
+Ownership before binding (``tenant_claims_require_proof``): a tenant proves control of a name with the TXT record
+``_edgecert-verify.<name>`` = ``edgecert-verify=<HMAC(key, tenant:name)>``; the value is stable, differs per tenant
+and cannot be computed by another tenant (the key derives from the service's secret key). :meth:`DnsChecker.dns_records`
+lists every record a tenant must create (``pointing`` and, while unproven, ``ownership``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 from dataclasses import dataclass, field
 
 import dns.exception
 import dns.resolver
 
-from edge.dns import lookup, make_resolver
+from edge.dns import lookup, lookup_txt, make_resolver
 
-__all__ = ["PointingResult", "DnsChecker", "local_addresses"]
+__all__ = ["PointingResult", "OwnershipResult", "DnsChecker", "local_addresses", "OWNERSHIP_LABEL"]
+
+#: The label under the claimed name that carries the ownership TXT record.
+OWNERSHIP_LABEL = "_edgecert-verify"
+_OWNERSHIP_PREFIX = "edgecert-verify="
 
 
 def local_addresses() -> set[str]:
@@ -51,10 +63,24 @@ class PointingResult:
                 "addresses": self.addresses, "expected": self.expected}
 
 
+@dataclass
+class OwnershipResult:
+    ok: bool
+    hostname: str
+    reason: str                       # ok | missing | wrong_value | dns_error
+    message: str                      # one sentence a tenant can act on
+    record: dict = field(default_factory=dict)   # the record expected ({"name", "type", "value", "purpose"})
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "message": self.message, "record": self.record}
+
+
 class DnsChecker:
     """Resolve names through one resolver (host, port) or the system's, with bounded time."""
 
-    def __init__(self, *, resolver: tuple[str, int] | None, edge_target: str | None, timeout: float = 4.0) -> None:
+    def __init__(self, *, resolver: tuple[str, int] | None, edge_target: str | None, timeout: float = 4.0,
+                 ownership_key: bytes | None = None) -> None:
+        self._ownership_key = ownership_key
         self.resolver = make_resolver(resolver, lifetime=timeout, timeout=timeout / 2)
         self.edge_target = edge_target.strip().rstrip(".").lower() if edge_target else None
         self._target_names: list[str] = []
@@ -83,6 +109,48 @@ class DnsChecker:
                     "text": "; ".join(f"{hostname}. {'AAAA' if ':' in ip else 'A'} {ip}" for ip in ips)}
         return {"type": "any", "name": hostname + ".", "value": None,
                 "text": f"{hostname} must resolve to this edge (EDGECERT_EDGE_TARGET is not configured)"}
+
+    def pointing_records(self, hostname: str) -> list[dict]:
+        """The pointing record(s) of ``hostname`` as ``{"name", "type", "value", "purpose"}`` (no trailing dots);
+        none when the edge's target is not configured (nothing exact to tell)."""
+        if self._target_names:
+            return [{"name": hostname, "type": "CNAME", "value": self._target_names[0], "purpose": "pointing"}]
+        return [{"name": hostname, "type": "AAAA" if ":" in ip else "A", "value": ip, "purpose": "pointing"}
+                for ip in sorted(self._static_ips)]
+
+    def ownership_record(self, hostname: str, tenant: str) -> dict:
+        """The TXT record by which ``tenant`` proves control of ``hostname`` (stable; another tenant's differs)."""
+        if self._ownership_key is None:
+            raise RuntimeError("DnsChecker was built without an ownership key")
+        mac = hmac.new(self._ownership_key, f"{tenant}:{hostname}".encode(), hashlib.sha256).digest()[:20]
+        value = _OWNERSHIP_PREFIX + base64.b32encode(mac).decode().lower()
+        return {"name": f"{OWNERSHIP_LABEL}.{hostname}", "type": "TXT", "value": value, "purpose": "ownership"}
+
+    def dns_records(self, hostname: str, tenant: str, *, ownership: bool) -> list[dict]:
+        """Every record the tenant must create for ``hostname``: the ownership TXT first when it is still needed,
+        then the pointing record(s)."""
+        out = [self.ownership_record(hostname, tenant)] if ownership else []
+        return out + self.pointing_records(hostname)
+
+    async def check_ownership(self, hostname: str, tenant: str) -> OwnershipResult:
+        """Is ``tenant``'s ownership TXT record published for ``hostname``? (one bounded lookup)"""
+        rec = self.ownership_record(hostname, tenant)
+        text = f'{rec["name"]}. TXT "{rec["value"]}"'
+        values, err = await lookup_txt(self.resolver, rec["name"])
+        if rec["value"] in values:
+            return OwnershipResult(True, hostname, "ok", f"the ownership record {rec['name']} is in place", rec)
+        if err is not None and not isinstance(err, (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)):
+            return OwnershipResult(False, hostname, "dns_error",
+                                   f"DNS lookup of {rec['name']} failed ({type(err).__name__}); will retry. "
+                                   f"The record it needs: {text}", rec)
+        if any(v.startswith(_OWNERSHIP_PREFIX) for v in values):
+            return OwnershipResult(False, hostname, "wrong_value",
+                                   f"{rec['name']} has a TXT record, but not the one for your account. Add this "
+                                   f"record to prove you control {hostname}: {text}", rec)
+        return OwnershipResult(False, hostname, "missing",
+                               f"Prove you control {hostname}: create this DNS record at your DNS provider: {text}. "
+                               f"Nothing is ordered or served for {hostname} until it is seen; we check again "
+                               f"automatically.", rec)
 
     async def _addresses(self, name: str) -> tuple[list[str], list[str], str | None]:
         """(cname chain, addresses, error reason) for ``name``."""

@@ -336,6 +336,24 @@ class DomainManager:
                 return
             in_window = plan.in_ari_window
 
+        # 0. Ownership before binding: a tenant's claim waits for its TXT proof (edge/lifecycle/dnscheck.py).
+        if domain.ownership_pending:
+            tenant = await self.storage.get_tenant_by_id(domain.tenant_id)
+            proof = await self.dns.check_ownership(h, tenant.name if tenant else "")
+            if not proof.ok:
+                attempts = domain.dns_attempts + 1
+                delay = self.dns_schedule.base(attempts)
+                await self._set(domain, status=DomainStatus.PENDING_OWNERSHIP, last_error=proof.message,
+                                last_error_code=f"ownership_{proof.reason}", dns_attempts=attempts,
+                                renew_requested=False,
+                                next_check_at=utcnow() + dt.timedelta(seconds=self.dns_schedule.spread(delay)))
+                await self.events.emit(h, "ownership_checked", proof.message,
+                                       {"ok": False, "reason": proof.reason, "retry_in_s": round(delay, 1)})
+                return
+            domain = await self._set(domain, ownership_verified_at=utcnow(), status=DomainStatus.PENDING_DNS,
+                                     dns_attempts=0, last_error=None, last_error_code=None)
+            await self.events.emit(h, "ownership_verified", proof.message, {"record": proof.record["name"]})
+
         # 1. Does the name point at the edge? Never ask the CA otherwise.
         result = await self.dns.check(h)
         observed = json.dumps(result.to_dict())
