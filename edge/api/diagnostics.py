@@ -11,6 +11,7 @@ from store.models import utcnow
 
 from edge.api.auth import limit_public, optional_caller
 from edge.api.domains import visible_domain
+from edge.api.analysis import analyse
 from edge.api.errors import ApiError, json_body
 from edge.api.state import SERVICES
 from edge.diagnostics import TargetNotAllowed
@@ -67,8 +68,8 @@ async def triage(request: web.Request) -> web.Response:
             cert = await services.storage.get_certificate(d.current_cert_id)
             served_valid = bool(cert and cert.not_before <= utcnow() < cert.not_after)
     try:
-        result = run_triage(report, hostname=hostname, edge_issuers=issuers or None,
-                            served_certificate_valid=served_valid)
+        result = await analyse(request, run_triage, report, hostname=hostname, edge_issuers=issuers or None,
+                               served_certificate_valid=served_valid)
     except ValueError as e:
         raise ApiError(422, "invalid_report", str(e), field="report") from None
     return web.json_response(result)
