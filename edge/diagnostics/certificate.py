@@ -45,7 +45,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     if not report.trusted and report.status in ("incomplete_chain", "untrusted_root") and \
             not self_signed(report.path[-1]):
         fetched: list[x509.Certificate] = []
-        for url in ext_urls(report.path[-1], "aia")[:2]:
+        for url in ext_urls(report.path[-1], "aia", any_port=allow_private)[:2]:
             try:
                 status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH,
                                                   allow_private=allow_private, resolver=resolver)
@@ -184,7 +184,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     crl_notes = []
     for i, c in enumerate(path[:-1] if len(path) > 1 else path):
         issuer = path[i + 1] if i + 1 < len(path) else None
-        for url in ext_urls(c, "crl")[:2]:
+        for url in ext_urls(c, "crl", any_port=allow_private)[:2]:
             try:
                 status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH * 8,
                                                   allow_private=allow_private, resolver=resolver)
