@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import math
 import multiprocessing
 import pickle
+import resource
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
@@ -49,9 +51,14 @@ def _worker_main(conn: Connection, warm: tuple[str, ...]) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            fn, args, kwargs = conn.recv()
+            fn, args, kwargs, budget = conn.recv()
         except (EOFError, OSError):
             return
+        # The kernel enforces the budget too: past it (in CPU seconds, rounded up) SIGXCPU ends this worker.
+        with contextlib.suppress(ValueError, OSError):
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            soft = int(usage.ru_utime + usage.ru_stime) + math.ceil(budget) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.getrlimit(resource.RLIMIT_CPU)[1]))
         try:
             out: tuple[bool, Any] = (True, fn(*args, **kwargs))
         except Exception as e:  # noqa: BLE001 - returned to the caller, which decides
@@ -133,12 +140,12 @@ class AnalysisPool:
         try:
             w = self._idle.pop() if self._idle else await self._start()
             try:
-                w.conn.send((fn, args, kwargs))
+                w.conn.send((fn, args, kwargs, budget))
             except (OSError, ValueError):
                 w.kill()
                 w = None
                 w = await self._start()
-                w.conn.send((fn, args, kwargs))
+                w.conn.send((fn, args, kwargs, budget))
             if not await self._readable(w, budget):
                 log.warning("analysis %s ran out of its %g s budget; worker killed", fn.__name__, budget)
                 w.kill()

@@ -22,7 +22,8 @@ from acme_client.identifiers import name_matches
 
 
 __all__ = ["load_store", "validate_cafile", "to_der", "name_text", "self_signed", "key_desc", "signature_desc",
-           "san_names", "common_name", "display_name", "name_coverage", "cert_info", "ext_urls", "fetchable_url", "load_any_certs",
+           "san_names", "common_name", "display_name", "name_coverage", "cert_info", "ext_urls",
+           "fetchable_url", "load_any_certs",
            "ChainReport", "build_chain", "sha256_hex", "normalize_fingerprint", "utc_now", "iso_utc"]
 
 

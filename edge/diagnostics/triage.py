@@ -43,11 +43,13 @@ def _parse_openssl_date(text: str) -> dt.datetime | None:
 def _clock_evidence(text: str, now: dt.datetime) -> list[str]:
     """Date errors whose dates show the certificate is valid today: the client's clock is off."""
     found = []
-    for m in re.finditer(r"verify error:num=10:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}notAfter=([^\n]{1,100})", text):
+    for m in re.finditer(r"verify error:num=10:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
+                         r"notAfter=([^\n]{1,100})", text):
         d = _parse_openssl_date(m.group(1))
         if d and d > now:
             found.append(f"openssl says expired, but notAfter {m.group(1).strip()} is still in the future")
-    for m in re.finditer(r"verify error:num=9:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}notBefore=([^\n]{1,100})", text):
+    for m in re.finditer(r"verify error:num=9:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
+                         r"notBefore=([^\n]{1,100})", text):
         d = _parse_openssl_date(m.group(1))
         if d and d < now:
             found.append(f"openssl says not yet valid, but notBefore {m.group(1).strip()} has passed")
@@ -88,15 +90,18 @@ def _issuer_matches(issuer: str, edge_issuers: list[str]) -> bool:
 
 
 def _leaf_subject_cn(text: str) -> str | None:
-    m = re.search(r"^[ \t]{0,16}0 s:[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M) or re.search(r"^subject=[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text,
-                                                                            re.M)
+    m = (re.search(r"^[ \t]{0,16}0 s:[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M)
+         or re.search(r"^subject=[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M))
     return m.group(1).strip() if m else None
 
 
 def _extract_host(text: str) -> str | None:
-    for pat in (r"https://([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?::\d{1,5})?", r"Could not resolve host: ([A-Za-z0-9.-]{1,253})",
-                r"Failed to connect to ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}) port", r"-servername ([A-Za-z0-9.-]{1,253})",
-                r"lookup ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?: on |: )", r"getaddrinfo ENOTFOUND ([A-Za-z0-9.-]{1,253})"):
+    for pat in (r"https://([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?::\d{1,5})?",
+                r"Could not resolve host: ([A-Za-z0-9.-]{1,253})",
+                r"Failed to connect to ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}) port",
+                r"-servername ([A-Za-z0-9.-]{1,253})",
+                r"lookup ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?: on |: )",
+                r"getaddrinfo ENOTFOUND ([A-Za-z0-9.-]{1,253})"):
         m = re.search(pat, text)
         if m:
             try:
