@@ -297,3 +297,28 @@ def test_diagnose_refuses_a_6to4_loopback_target(edge, dns):
 ])
 def test_aia_and_crl_urls_only_on_default_ports(url, ok):
     assert fetchable_url(url) is ok
+
+
+# ---- fuzzed JSON: every field of every body, every JSON type ---------------------------------------------------
+ODD_VALUES = [None, 7, -1, 2 ** 64, 1.5e308, True, [], ["x"], {}, {"a": [1]}, "", " ", "\ud800", "\x00",
+              "a" * 5000, "é" * 300, "*.example.com", "../../etc/passwd", "hostile.example.com\r\nX: y"]
+
+
+@pytest.mark.parametrize("method,path,fields,token", [
+    ("POST", "/v1/domains", ["hostname", "tenant", "key_type"], ADMIN_TOKEN),
+    ("POST", "/v1/tenants", ["name"], ADMIN_TOKEN),
+    ("POST", "/v1/triage", ["report", "hostname"], None),
+    ("PUT", f"/v1/domains/{HOST}/certificate", ["certificate", "private_key", "chain"], ADMIN_TOKEN),
+])
+def test_fuzzed_json_fields_never_answer_500(edge, method, path, fields, token):
+    base = {"hostname": "fuzz.hostile.test", "tenant": "fuzz", "name": "fuzz", "report": "ERR_CERT_DATE_INVALID",
+            "certificate": "x", "private_key": "y"}
+    for field in fields:
+        for value in ODD_VALUES:
+            body = {k: base[k] for k in fields if k in base}
+            body[field] = value
+            st, doc = edge.call(method, path, body, token=token)
+            assert st < 500, (field, value, st, doc)
+            if st >= 400:
+                assert set(doc) == {"error"} and doc["error"]["code"], (field, value, doc)
+    assert_clean_log(edge)

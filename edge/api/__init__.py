@@ -31,7 +31,7 @@ def make_api_app(services: ApiServices) -> web.Application:
     app[LIMITER] = RateLimiter(rate=s.public_rate_per_s,
                                burst=s.public_burst)
     pool = AnalysisPool(workers=s.analysis_workers, budget=s.analysis_budget,
-                        warm=("edge.diagnostics.triage", "edge.lifecycle.upload"))
+                        warm=("edge.diagnostics.triage", "edge.diagnostics.certificate", "edge.lifecycle.upload"))
     app[ANALYSIS] = pool
 
     async def close_pool(_app: web.Application) -> None:

@@ -13,7 +13,7 @@ from edge.api.auth import limit_public, optional_caller
 from edge.api.domains import visible_domain
 from edge.api.analysis import analyse
 from edge.api.errors import ApiError, json_body
-from edge.api.state import SERVICES
+from edge.api.state import ANALYSIS, SERVICES
 from edge.diagnostics import TargetNotAllowed
 from edge.diagnostics import diagnose as run_diagnose
 from edge.diagnostics import triage as run_triage
@@ -34,7 +34,8 @@ async def diagnose(request: web.Request) -> web.Response:
         result = await asyncio.wait_for(run_diagnose(
             d.hostname, resolver=s.dns_resolver, allow_private=s.diagnose_allow_private,
             expected_sha256=cert.sha256 if cert else None, edge_targets=targets,
-            cafile=s.diagnose_cafile, port=s.https_public_port, timeout=5.0), 90)
+            cafile=s.diagnose_cafile, port=s.https_public_port, timeout=5.0,
+            offload=request.app[ANALYSIS].run), 90)
     except TargetNotAllowed as e:
         raise ApiError(422, "target_not_allowed", f"{d.hostname} resolves to an address the diagnostic endpoint "
                        f"may not connect to ({e}); run 'edgecert diagnose' from your own network instead") \
