@@ -322,3 +322,23 @@ def test_fuzzed_json_fields_never_answer_500(edge, method, path, fields, token):
             if st >= 400:
                 assert set(doc) == {"error"} and doc["error"]["code"], (field, value, doc)
     assert_clean_log(edge)
+
+
+def test_chain_longer_than_the_cap_is_refused():
+    from cryptography import x509
+
+    from edge.lifecycle.upload import UploadError, validate_certificate
+    ca = LocalCA("cap")
+    cert, key = ca.leaf("cap.hostile.test")
+    roots = [x509.load_pem_x509_certificate(_pem(ca.root).encode())]
+    ok = validate_certificate("cap.hostile.test", _pem(cert) + _pem(LocalCA("other").inter) + _pem(ca.inter),
+                              _key_pem(key), roots=roots, max_chain=1)
+    assert ok.chain_pem == _pem(ca.inter)  # the unrelated intermediate is dropped, the issuer kept
+    with pytest.raises(UploadError) as e:
+        validate_certificate("cap.hostile.test", _pem(cert) + _pem(ca.inter), _key_pem(key), roots=roots,
+                             max_chain=0)
+    assert e.value.code == "chain_too_long"
+    with pytest.raises(UploadError) as e:
+        validate_certificate("cap.hostile.test", _pem(cert), _key_pem(key), chain_pem=_pem(ca.inter) * 11,
+                             roots=roots)
+    assert e.value.code == "too_many_certificates"

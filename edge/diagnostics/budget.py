@@ -80,7 +80,7 @@ class _Worker:
     def kill(self) -> None:
         with contextlib.suppress(Exception):
             self.proc.kill()
-            self.proc.join(1)
+            self.proc.join(0.5)  # SIGKILL: reaped at once
         with contextlib.suppress(Exception):
             self.conn.close()
 
