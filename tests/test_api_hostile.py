@@ -261,6 +261,12 @@ def test_upload_drops_unrelated_certificates_and_refuses_floods(edge):
     # nothing changed: the first upload is still what is served
     assert edge.domain("byo.hostile.test")["certificate"]["serial"] == format(cert.serial_number, "x")
     assert served_leaf(edge.https_port, "byo.hostile.test").serial_number == cert.serial_number
+    # a tenant's forced renewal of a fresh certificate is throttled, and the 429 says when in Retry-After too
+    st, t = edge.call("POST", "/v1/tenants", {"name": "byo"})
+    assert st in (200, 201), t
+    st, headers, body = post(edge, "/v1/domains/byo.hostile.test/renew", b"", token=t["token"])
+    assert_error(st, body, 429, "renew_throttled")
+    assert int(headers["retry-after"]) > 3600  # a day after the certificate was obtained
     assert_clean_log(edge)
 
 

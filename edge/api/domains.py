@@ -152,9 +152,10 @@ async def renew_domain(request: web.Request) -> web.Response:
         min_age = dt.timedelta(seconds=services.settings.tenant_renew_min_age)
         if cert is not None and utcnow() - cert.created_at < min_age:
             retry = cert.created_at + min_age
+            wait = max(1, int((retry - utcnow()).total_seconds()) + 1)
             raise ApiError(429, "renew_throttled", f"this certificate was obtained at {iso(cert.created_at)}; "
                            f"a tenant may force a renewal from {iso(retry)} on (the operator can at any time)",
-                           retry_at=iso(retry))
+                           retry_at=iso(retry), headers={"Retry-After": str(wait)})
     try:
         await services.manager.request_renewal(d.hostname)
     except NotFound:
