@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -43,13 +44,53 @@ class _JsonFormatter(logging.Formatter):
                .replace("+00:00", "Z"), "level": record.levelname, "logger": record.name,
                "message": record.getMessage()}
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+_SECRET = re.compile(r"(?i)(bearer\s{1,16})[^\s'\"\\]{1,4096}|\bect_[A-Za-z0-9_-]{1,512}")
+
+
+def _redact(text: str) -> str:
+    return _SECRET.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+
+class _SafeRecords(logging.Filter):
+    """No token reaches the log, and a malformed request is one line, not a traceback.
+
+    aiohttp logs a request its parser refuses at ERROR with the exception, whose text quotes the raw header line
+    (``Authorization: Bearer ...``): such a record becomes one WARNING line naming the client and the problem. Any
+    other record has bearer tokens and tenant tokens (``ect_...``) in its message and traceback replaced."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name.startswith("aiohttp") and isinstance(exc, HttpProcessingError):
+            what = (str(exc.message or "").strip().splitlines() or ["malformed request"])[0].rstrip(": ")
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "bad HTTP request from %s: %s %s", (remote, exc.code, _redact(what))
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that does not format is left to the handler
+            return True
+        if _SECRET.search(message):
+            record.msg, record.args = _redact(message), ()
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            if _SECRET.search(text):
+                record.exc_text = _redact(text)
+        return True
 
 
 def _setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _SafeRecords) for f in handler.filters):
+            handler.addFilter(_SafeRecords())
     if json_logs:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(_JsonFormatter())

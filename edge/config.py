@@ -254,6 +254,13 @@ class Settings:
     # Allow diagnostics to connect to loopback / private addresses (lab setups, tests).
     diagnose_allow_private: bool = False
     diagnose_cafile: str | None = None
+    # CPU-heavy analysis (triage, certificate parsing of uploads) runs in this many worker processes, off the loop;
+    # a call gets analysis_budget seconds of work before its worker is killed and it answers 503.
+    analysis_workers: int = _s(2, _at_least(1))
+    analysis_budget: float = _s(5.0, _positive)
+    # The most certificates an upload may carry (leaf + chain, before unrelated ones are dropped) and their size.
+    upload_max_certificates: int = _s(10, _at_least(1))
+    upload_max_chain: int = _s(5, _at_least(1))
     # Extra PEM roots (comma-separated files) trusted when validating uploaded certificates.
     upload_trust_roots: str | None = None
     status_page_brand: str = "edgecert"

@@ -16,7 +16,8 @@ from edge.api import diagnostics, domains, ops, tenants
 from edge.api.auth import Caller
 from edge.api.errors import MAX_BODY, api_error, error_middleware
 from edge.api.serialize import domain_json
-from edge.api.state import LIMITER, SERVICES, ApiServices, RateLimiter
+from edge.api.state import ANALYSIS, LIMITER, SERVICES, ApiServices, RateLimiter
+from edge.diagnostics.budget import AnalysisPool
 from edge.api.status_page import status_page
 
 __all__ = ["make_api_app", "api_error", "domain_json", "Caller"]
@@ -29,6 +30,13 @@ def make_api_app(services: ApiServices) -> web.Application:
     app[SERVICES] = services
     app[LIMITER] = RateLimiter(rate=s.public_rate_per_s,
                                burst=s.public_burst)
+    pool = AnalysisPool(workers=s.analysis_workers, budget=s.analysis_budget,
+                        warm=("edge.diagnostics.triage", "edge.diagnostics.certificate", "edge.lifecycle.upload"))
+    app[ANALYSIS] = pool
+
+    async def close_pool(_app: web.Application) -> None:
+        pool.close()
+    app.on_cleanup.append(close_pool)
     r = app.router
     r.add_post("/v1/domains", domains.create_domain)
     r.add_get("/v1/domains", domains.list_domains)

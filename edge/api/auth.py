@@ -36,7 +36,7 @@ async def caller(request: web.Request, *, admin_only: bool = False) -> Caller:
         raise ApiError(401, "missing_token", "send Authorization: Bearer <token>")
     scheme, _, token = auth.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token or not token.isascii() or not token.isprintable():
         raise ApiError(401, "invalid_token", "the Authorization header must be 'Bearer <token>'")
     if hmac.compare_digest(token.encode(), admin_token.encode()):
         return Caller(admin=True, tenant=None)
@@ -57,5 +57,8 @@ async def optional_caller(request: web.Request) -> Caller | None:
 
 def limit_public(request: web.Request) -> None:
     """Spend one of the client's tokens for a public endpoint; ``ApiError`` 429 when it has none left."""
-    if not request.app[LIMITER].allow(request.remote or "?"):
-        raise ApiError(429, "rate_limited", "too many requests from this client; try again in a minute")
+    limiter, key = request.app[LIMITER], request.remote or "?"
+    if not limiter.allow(key):
+        wait = limiter.retry_after(key)
+        raise ApiError(429, "rate_limited", f"too many requests from this client; try again in {wait} "
+                       f"second{'s' if wait != 1 else ''}", retry_after=wait, headers={"Retry-After": str(wait)})

@@ -11,8 +11,9 @@ from store.models import utcnow
 
 from edge.api.auth import limit_public, optional_caller
 from edge.api.domains import visible_domain
+from edge.api.analysis import analyse
 from edge.api.errors import ApiError, json_body
-from edge.api.state import SERVICES
+from edge.api.state import ANALYSIS, SERVICES
 from edge.diagnostics import TargetNotAllowed
 from edge.diagnostics import diagnose as run_diagnose
 from edge.diagnostics import triage as run_triage
@@ -37,7 +38,8 @@ async def diagnose(request: web.Request) -> web.Response:
         result = await asyncio.wait_for(run_diagnose(
             d.hostname, resolver=s.dns_resolver, allow_private=s.diagnose_allow_private,
             expected_sha256=cert.sha256 if cert else None, edge_targets=targets,
-            cafile=s.diagnose_cafile, port=s.https_public_port, timeout=5.0), 90)
+            cafile=s.diagnose_cafile, port=s.https_public_port, timeout=5.0,
+            offload=request.app[ANALYSIS].run), 90)
     except TargetNotAllowed as e:
         raise ApiError(422, "target_not_allowed", f"{d.hostname} resolves to an address the diagnostic endpoint "
                        f"may not connect to ({e}); run 'edgecert diagnose' from your own network instead") \
@@ -71,8 +73,8 @@ async def triage(request: web.Request) -> web.Response:
             cert = await services.storage.get_certificate(d.current_cert_id)
             served_valid = bool(cert and cert.not_before <= utcnow() < cert.not_after)
     try:
-        result = run_triage(report, hostname=hostname, edge_issuers=issuers or None,
-                            served_certificate_valid=served_valid)
+        result = await analyse(request, run_triage, report, hostname=hostname, edge_issuers=issuers or None,
+                               served_certificate_valid=served_valid)
     except ValueError as e:
         raise ApiError(422, "invalid_report", str(e), field="report") from None
     return web.json_response(result)

@@ -11,7 +11,6 @@ tenant whose own record is in place takes it over (``claim_superseded``); a prov
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -21,19 +20,20 @@ from aiohttp import web
 from store import Conflict, LockTimeout, NotFound
 from store.models import Domain, DomainStatus, utcnow
 
+from edge.api.analysis import analyse
 from edge.api.auth import Caller, caller
-from edge.api.errors import ApiError, json_body
+from edge.api.errors import ApiError, json_body, query_int
 from edge.api.serialize import domain_json, iso
 from edge.api.state import SERVICES, ApiServices
 from edge.api.tenants import valid_tenant_name
 from edge.lifecycle.swap import SwapRejected
-from edge.lifecycle.upload import UploadError, load_trust_roots, validate_certificate
+from edge.lifecycle.upload import UploadError, validate_upload
 from edge.names import InvalidHostname, validate_hostname
 
 __all__ = ["visible_domain", "render_domain", "create_domain", "list_domains", "get_domain", "delete_domain",
            "renew_domain", "upload_certificate", "domain_events"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.api")
 
 _KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096")
 
@@ -170,11 +170,8 @@ async def list_domains(request: web.Request) -> web.Response:
     if not c.admin:
         assert c.tenant is not None
         tenant_id = c.tenant.id
-    try:
-        limit = min(max(int(request.query.get("limit", "1000")), 1), 10000)
-        offset = max(int(request.query.get("offset", "0")), 0)
-    except ValueError:
-        raise ApiError(400, "invalid_query", "limit and offset must be integers") from None
+    limit = min(query_int(request, "limit", 1000, minimum=1), 10000)
+    offset = query_int(request, "offset", 0)
     domains = await storage.list_domains(status=status, tenant_id=tenant_id, limit=limit, offset=offset)
     names = {}
     for i in {d.tenant_id for d in domains}:
@@ -220,12 +217,25 @@ async def renew_domain(request: web.Request) -> web.Response:
         min_age = dt.timedelta(seconds=services.settings.tenant_renew_min_age)
         if cert is not None and utcnow() - cert.created_at < min_age:
             retry = cert.created_at + min_age
+            wait = max(1, int((retry - utcnow()).total_seconds()) + 1)
             raise ApiError(429, "renew_throttled", f"this certificate was obtained at {iso(cert.created_at)}; "
                            f"a tenant may force a renewal from {iso(retry)} on (the operator can at any time)",
-                           retry_at=iso(retry))
-    await services.manager.request_renewal(d.hostname)
+                           retry_at=iso(retry), headers={"Retry-After": str(wait)})
+    try:
+        await services.manager.request_renewal(d.hostname)
+    except NotFound:
+        raise ApiError(404, "not_found", f"no domain {d.hostname!r}") from None
+    except Exception:
+        # A delete that commits between the read and the write of the renewal (the store's stale-row error): the
+        # domain is gone, which is a 404, not a 500.
+        if await storage.get_domain(d.hostname) is None:
+            log.info("renew of %s raced its deletion; answered 404", d.hostname)
+            raise ApiError(404, "not_found", f"no domain {d.hostname!r}") from None
+        raise
     d2 = await storage.get_domain(d.hostname)
-    return web.json_response(await render_domain(services, d2 or d), status=202)
+    if d2 is None:
+        raise ApiError(404, "not_found", f"no domain {d.hostname!r}")
+    return web.json_response(await render_domain(services, d2), status=202)
 
 
 async def upload_certificate(request: web.Request) -> web.Response:
@@ -236,11 +246,12 @@ async def upload_certificate(request: web.Request) -> web.Response:
         raise ApiError(409, "ownership_unproven", f"prove control of {d.hostname} first: create the ownership "
                        f"record listed in dns_records; nothing is served for it until then")
     body = await json_body(request)
-    extra = [p.strip() for p in (services.settings.upload_trust_roots or "").split(",") if p.strip()]
-    roots = await asyncio.to_thread(load_trust_roots, extra)
+    s = services.settings
+    extra = tuple(p.strip() for p in (s.upload_trust_roots or "").split(",") if p.strip())
     try:
-        valid = validate_certificate(d.hostname, body.get("certificate"), body.get("private_key"),
-                                     chain_pem=body.get("chain") or "", roots=roots)
+        valid = await analyse(request, validate_upload, d.hostname, body.get("certificate"), body.get("private_key"),
+                              body.get("chain"), extra, max_certificates=s.upload_max_certificates,
+                              max_chain=s.upload_max_chain)
     except UploadError as e:
         raise ApiError(422, e.code, e.message) from None
     async with services.storage.lock(f"domain:{d.hostname}", ttl=60, timeout=30):
@@ -255,11 +266,8 @@ async def upload_certificate(request: web.Request) -> web.Response:
 async def domain_events(request: web.Request) -> web.Response:
     c = await caller(request)
     d = await visible_domain(request, c)
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = min(int(request.query.get("limit", "200")), 1000)
-    except ValueError:
-        raise ApiError(400, "invalid_query", "after and limit must be integers") from None
+    after = query_int(request, "after", 0)
+    limit = min(query_int(request, "limit", 200, minimum=1), 1000)
     evs = await request.app[SERVICES].storage.list_events(d.hostname, limit=limit, after_id=after)
     if not c.admin:
         # A name can change hands (released, or an unproven claim superseded): a tenant sees only its own history.

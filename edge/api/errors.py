@@ -14,26 +14,32 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body"]
+__all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body", "query_int",
+           "MAX_QUERY_INT"]
 
 log = logging.getLogger("edge.api")
 #: The largest request body the API reads (also the app's ``client_max_size``).
 MAX_BODY = 256 * 1024
 
 
-def api_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    """The error answer: ``{"error": {"code", "message", **extra}}``; a 401 also names the bearer realm."""
+def api_error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+              **extra: Any) -> web.Response:
+    """The error answer: ``{"error": {"code", "message", **extra}}`` with ``headers``; a 401 also names the bearer
+    realm."""
     body = {"error": {"code": code, "message": message, **extra}}
-    headers = {"WWW-Authenticate": 'Bearer realm="edgecert"'} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="edgecert"'
     return web.json_response(body, status=status, headers=headers)
 
 
 class ApiError(Exception):
     """Raised by handlers; ``error_middleware`` answers it with ``api_error(status, code, message, **extra)``."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.status, self.code, self.message, self.extra, self.headers = status, code, message, extra, headers
 
 
 @web.middleware
@@ -41,7 +47,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as e:
-        return api_error(e.status, e.code, e.message, **e.extra)
+        return api_error(e.status, e.code, e.message, headers=e.headers, **e.extra)
     except web.HTTPException as e:
         if e.status >= 400 and e.content_type != "application/json":
             code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status, "http_error")
@@ -63,8 +69,31 @@ async def json_body(request: web.Request) -> dict:
         raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "request body is nested too deeply") from None
+    except ValueError:  # not UTF-8, or an integer of more than 4,300 digits
+        raise ApiError(400, "invalid_json", "request body is not valid JSON: it must be UTF-8 text with "
+                       "numbers of at most 4,300 digits") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     return data
+
+
+#: The largest integer a query parameter may carry (a signed 64-bit column).
+MAX_QUERY_INT = 2 ** 63 - 1
+
+
+def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0,
+              maximum: int = MAX_QUERY_INT) -> int:
+    """The integer query parameter ``name`` (``default`` when absent); ``ApiError`` 422 ``invalid_query`` when it is
+    not an integer from ``minimum`` to ``maximum``."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    text = raw.strip()
+    value = int(text) if len(text) <= 20 and text.lstrip("+-").isascii() and text.lstrip("+-").isdigit() else None
+    if value is None or not minimum <= value <= maximum:
+        raise ApiError(422, "invalid_query", f"{name} must be an integer from {minimum} to {maximum}", field=name)
+    return value

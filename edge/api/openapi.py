@@ -196,7 +196,8 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                    q("limit", "at most this many (1-10000, default 1000)", "integer"),
                                    q("offset", "skip this many", "integer")],
                     "responses": {"200": _json("DomainList", "the domains, by hostname"), **_AUTH,
-                                  "400": _err("limit / offset are not integers")}}},
+                                  "422": _err("invalid_query: limit / offset are not integers in range "
+                                              "(limit >= 1, offset 0 to 2^63-1)")}}},
         "/v1/domains/{hostname}": {
             "parameters": [_HOST],
             "get": {"operationId": "getDomain", "tags": ["domains"], "summary": "One domain", "security": _OP,
@@ -215,14 +216,18 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     "summary": "Serve a certificate you bring (instead of one from the CA)",
                     "description": "The certificate goes live only if the PEM parses, the key matches, it covers "
                                    "the name, it is valid now and its chain verifies to a trusted root (system "
-                                   "store plus upload_trust_roots).", "security": _OP,
+                                   "store plus upload_trust_roots). Only the chain that climbs from the leaf is "
+                                   "kept and served; unrelated certificates are dropped.", "security": _OP,
                     "requestBody": {"required": True, "content": {
                         "application/json": {"schema": _ref("CertificateUpload")}}},
                     "responses": {"200": _json("Domain", "now served"), **_AUTH, "404": _NOT_FOUND,
                                   "400": _err("the body is not a JSON object"),
                                   "422": _err("refused: invalid_pem, invalid_key, key_mismatch, expired, "
                                               "not_yet_valid, name_not_covered, incomplete_chain, untrusted_chain, "
-                                              "swap_rejected")}}},
+                                              "too_many_certificates, chain_too_long, chain_too_large, "
+                                              "swap_rejected"),
+                                  "503": _err("analysis_timeout / analysis_busy: decoding took too long or no "
+                                              "worker was free (Retry-After)")}}},
         "/v1/domains/{hostname}/events": {
             "parameters": [_HOST],
             "get": {"operationId": "domainEvents", "tags": ["domains"], "summary": "The domain's timeline",
@@ -230,7 +235,8 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [q("after", "only events with a larger id (for polling)", "integer"),
                                    q("limit", "the newest N (default 200, at most 1000)", "integer")],
                     "responses": {"200": _json("EventList", "events, oldest first"), **_AUTH,
-                                  "400": _err("after / limit are not integers"), "404": _NOT_FOUND}}},
+                                  "422": _err("invalid_query: after / limit are not integers in range "
+                                              "(limit >= 1, after 0 to 2^63-1)"), "404": _NOT_FOUND}}},
         "/v1/tenants": {
             "post": {"operationId": "createTenant", "tags": ["tenants"],
                      "summary": "Create a tenant and an API token for it (operator token)", "security": _OP,
@@ -260,7 +266,8 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                    q("limit", "at most this many (default 100, at most 1000)", "integer"),
                                    q("after", "only rows with a larger id, oldest first", "integer")],
                     "responses": {"200": _json("WebhookDeliveryList", "deliveries"), **_AUTH,
-                                  "400": _err("limit / after are not integers")}}},
+                                  "422": _err("invalid_query: limit / after are not integers in range "
+                                              "(limit >= 1, after 0 to 2^63-1)")}}},
         "/v1/diagnose/{hostname}": {
             "parameters": [_HOST],
             "get": {"operationId": "diagnose", "tags": ["diagnostics"],
@@ -280,7 +287,9 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                      "responses": {"200": _json("Triage", "the classification"),
                                    "400": _err("the body is not a JSON object"),
                                    "422": _err("report missing or empty, or invalid hostname"),
-                                   "429": _err("too many requests from this client")}}},
+                                   "429": _err("too many requests from this client (Retry-After)"),
+                                   "503": _err("analysis_timeout / analysis_busy: the report took too long to "
+                                               "classify or no worker was free (Retry-After)")}}},
         "/status/{hostname}": {
             "parameters": [_HOST],
             "get": {"operationId": "statusPage", "tags": ["status"], "summary": "The tenant's status page (HTML)",

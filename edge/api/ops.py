@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from edge.api.auth import caller
-from edge.api.errors import ApiError
+from edge.api.errors import query_int
 from edge.api.openapi import openapi_document
 from edge.api.state import SERVICES
 from edge.lifecycle.webhooks import delivery_json, list_deliveries
@@ -38,11 +38,8 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def webhook_deliveries(request: web.Request) -> web.Response:
     await caller(request, admin_only=True)
-    try:
-        limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
-        after = max(int(request.query.get("after", "0")), 0)
-    except ValueError:
-        raise ApiError(400, "invalid_query", "limit and after must be integers") from None
+    limit = min(query_int(request, "limit", 100, minimum=1), 1000)
+    after = query_int(request, "after", 0)
     rows = await list_deliveries(request.app[SERVICES].storage, status=request.query.get("status") or None,
                                  hostname=request.query.get("hostname") or None,
                                  type_=request.query.get("type") or None, limit=limit, after_id=after)

@@ -3,10 +3,13 @@ typed ``web.AppKey``s under which both are stored. Handlers read state only thro
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
+
+from edge.diagnostics.budget import AnalysisPool
 
 if TYPE_CHECKING:
     from store import Storage
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from edge.metrics import Metrics
     from edge.tls_edge.index import SniIndex
 
-__all__ = ["ApiServices", "RateLimiter", "SERVICES", "LIMITER"]
+__all__ = ["ApiServices", "RateLimiter", "SERVICES", "LIMITER", "ANALYSIS"]
 
 
 class ApiServices(Protocol):
@@ -46,6 +49,7 @@ class RateLimiter:
         self._b: dict[str, tuple[float, float]] = {}
 
     def allow(self, key: str) -> bool:
+        """Spend one token of ``key``'s bucket; ``False`` when it has none (see ``retry_after``)."""
         now = time.monotonic()
         tokens, last = self._b.get(key, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
@@ -57,8 +61,16 @@ class RateLimiter:
             self._b.clear()
         return True
 
+    def retry_after(self, key: str) -> int:
+        """Whole seconds until ``key``'s bucket holds a token again (at least 1): the bucket's real refill time."""
+        tokens, last = self._b.get(key, (float(self.burst), time.monotonic()))
+        tokens = min(self.burst, tokens + (time.monotonic() - last) * self.rate)
+        return max(1, math.ceil((1 - tokens) / self.rate)) if self.rate > 0 else 3600
+
 
 #: The services, on the API app and on the plain-HTTP app.
 SERVICES: web.AppKey[ApiServices] = web.AppKey("services", ApiServices)
 #: The API app's limiter for the public endpoints (one bucket per client address, shared by all of them).
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("public_limiter", RateLimiter)
+#: The API app's worker processes for CPU-heavy analysis (triage, decoding uploaded certificates), off the loop.
+ANALYSIS: web.AppKey[AnalysisPool] = web.AppKey("analysis_pool", AnalysisPool)

@@ -190,8 +190,11 @@ async def status_page(request: web.Request) -> web.Response:
     """``GET /status/{hostname}``: the page (404 page for an unknown name; 429 text past the public rate limit)."""
     services = request.app[SERVICES]
     s = services.settings
-    if not request.app[LIMITER].allow(request.remote or "?"):
-        return web.Response(status=429, text="Too many requests; try again in a minute.\n")
+    limiter, key = request.app[LIMITER], request.remote or "?"
+    if not limiter.allow(key):
+        wait = limiter.retry_after(key)
+        return web.Response(status=429, text=f"Too many requests; try again in {wait} second"
+                                             f"{'s' if wait != 1 else ''}.\n", headers={"Retry-After": str(wait)})
     raw = request.match_info["hostname"]
     try:
         name = validate_hostname(raw).ascii

@@ -1,10 +1,15 @@
 """The certificate phase of a diagnosis: the served chain checked for what browsers refuse (default
 certificate, validity, trust with the AIA issuer fetched, weak keys and signatures, revocation by stapled OCSP
-or CRL, the name), each recorded as a check and a failure mode."""
+or CRL, the name), each recorded as a check and a failure mode.
+
+Decoding what a remote server hands over (an AIA issuer, a CRL of up to 8 MiB) is CPU work on input chosen by whoever
+runs that server: ``parse_issuers`` and ``crl_lookup`` go through ``offload`` (the API passes its analysis workers;
+the command line runs them in place)."""
 
 from __future__ import annotations
 
 import re
+from typing import Any, Awaitable, Callable
 
 from cryptography import x509
 
@@ -16,14 +21,42 @@ from .page import http_get
 from .state import State
 from .target import TargetNotAllowed
 
-__all__ = ["certificate_checks"]
+__all__ = ["certificate_checks", "parse_issuers", "crl_lookup", "Offload", "run_in_place"]
 
 MAX_FETCH = 1 << 20  # CRLs, AIA issuers
+
+#: ``await offload(fn, *args)`` runs the pure function ``fn`` (e.g. in worker processes) and returns its result.
+Offload = Callable[..., Awaitable[Any]]
+
+
+async def run_in_place(fn: Callable[..., Any], *args: Any) -> Any:
+    """The default ``Offload``: call ``fn`` here (the command line has no loop to protect)."""
+    return fn(*args)
+
+
+def parse_issuers(body: bytes) -> list[bytes]:
+    """The certificates (DER, at most 10) of an AIA ``caIssuers`` answer (PEM, DER or PKCS#7)."""
+    return [to_der(c) for c in load_any_certs(body)[:10]]
+
+
+def crl_lookup(body: bytes, issuer_der: bytes | None, serial: int) -> tuple[str, str]:
+    """Look ``serial`` up in the CRL ``body`` (PEM or DER) signed by ``issuer_der``: ``("bad_signature", "")``,
+    ``("revoked", reason)`` or ``("absent", "")``. Raises ``ValueError`` when the CRL does not parse."""
+    crl = (x509.load_pem_x509_crl(body) if body.lstrip().startswith(b"-----") else x509.load_der_x509_crl(body))
+    if issuer_der is not None and not crl.is_signature_valid(x509.load_der_x509_certificate(issuer_der).public_key()):
+        return "bad_signature", ""
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        return "absent", ""
+    try:
+        return "revoked", entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+    except Exception:
+        return "revoked", ""
 
 
 async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake], results: dict, *,
                              cafile: str | None, expected: str | None, allow_private: bool, resolver: str | None,
-                             timeout: float, cmd_hint: dict) -> dict:
+                             timeout: float, cmd_hint: dict, offload: Offload = run_in_place) -> dict:
     host = st.hostname
     served: list[x509.Certificate] = []
     for der in main.chain:
@@ -45,12 +78,12 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     if not report.trusted and report.status in ("incomplete_chain", "untrusted_root") and \
             not self_signed(report.path[-1]):
         fetched: list[x509.Certificate] = []
-        for url in ext_urls(report.path[-1], "aia")[:2]:
+        for url in ext_urls(report.path[-1], "aia", any_port=allow_private)[:2]:
             try:
                 status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH,
                                                   allow_private=allow_private, resolver=resolver)
                 if status == 200:
-                    fetched += load_any_certs(body)
+                    fetched += [x509.load_der_x509_certificate(d) for d in await offload(parse_issuers, body)]
             except Exception as e:
                 report.aia_detail = f"AIA fetch of {url} failed: {type(e).__name__}: {e}"
         if fetched:
@@ -184,25 +217,19 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     crl_notes = []
     for i, c in enumerate(path[:-1] if len(path) > 1 else path):
         issuer = path[i + 1] if i + 1 < len(path) else None
-        for url in ext_urls(c, "crl")[:2]:
+        for url in ext_urls(c, "crl", any_port=allow_private)[:2]:
             try:
                 status, _h, body = await http_get(url, timeout=timeout, limit=MAX_FETCH * 8,
                                                   allow_private=allow_private, resolver=resolver)
                 if status != 200:
                     crl_notes.append(f"CRL {url}: HTTP {status}")
                     continue
-                crl = (x509.load_pem_x509_crl(body) if body.lstrip().startswith(b"-----")
-                       else x509.load_der_x509_crl(body))
-                if issuer is not None and not crl.is_signature_valid(issuer.public_key()):
+                found, reason = await offload(crl_lookup, body, to_der(issuer) if issuer is not None else None,
+                                              c.serial_number)
+                if found == "bad_signature":
                     crl_notes.append(f"CRL {url}: bad signature, ignored")
                     continue
-                entry = crl.get_revoked_certificate_by_serial_number(c.serial_number)
-                if entry is not None:
-                    reason = ""
-                    try:
-                        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
-                    except Exception:
-                        pass
+                if found == "revoked":
                     crl_notes.append(f"{'leaf' if i == 0 else 'intermediate'} {common_name(c)} serial "
                                      f"{format(c.serial_number, 'x')} is REVOKED in {url}"
                                      f"{' (' + reason + ')' if reason else ''}")

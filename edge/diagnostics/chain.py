@@ -12,6 +12,7 @@ import ssl
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +22,8 @@ from acme_client.identifiers import name_matches
 
 
 __all__ = ["load_store", "validate_cafile", "to_der", "name_text", "self_signed", "key_desc", "signature_desc",
-           "san_names", "common_name", "display_name", "name_coverage", "cert_info", "ext_urls", "load_any_certs",
+           "san_names", "common_name", "display_name", "name_coverage", "cert_info", "ext_urls",
+           "fetchable_url", "load_any_certs",
            "ChainReport", "build_chain", "sha256_hex", "normalize_fingerprint", "utc_now", "iso_utc"]
 
 
@@ -216,7 +218,9 @@ def cert_info(c: x509.Certificate) -> dict:
     }
 
 
-def ext_urls(c: x509.Certificate, kind: str) -> list[str]:
+def ext_urls(c: x509.Certificate, kind: str, *, any_port: bool = False) -> list[str]:
+    """The certificate's AIA issuer (``kind="aia"``) or CRL (``"crl"``) URLs that diagnose may fetch
+    (``fetchable_url``; ``any_port``: any port, for the operator's own runs that may probe private targets)."""
     urls: list[str] = []
     try:
         if kind == "crl":
@@ -233,7 +237,20 @@ def ext_urls(c: x509.Certificate, kind: str) -> list[str]:
         pass
     except Exception:
         pass
-    return [u for u in urls if u.lower().startswith(("http://", "https://"))]
+    return [u for u in urls if fetchable_url(u, any_port=any_port)]
+
+
+def fetchable_url(url: str, *, any_port: bool = False) -> bool:
+    """Whether diagnose may fetch ``url`` (an AIA issuer or a CRL named by a certificate, i.e. by whoever made it):
+    only ``http://`` on port 80 and ``https://`` on port 443, with a host and no user name, so that a certificate
+    cannot aim the service at another port of a host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return bool(default and parts.hostname and parts.username is None and (any_port or port in (None, default)))
 
 
 def load_any_certs(data: bytes) -> list[x509.Certificate]:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from edge.names import format_hostport, parse_hostport
 
-from .certificate import certificate_checks
+from .certificate import Offload, certificate_checks, run_in_place
 from .chain import iso_utc, normalize_fingerprint, utc_now, validate_cafile
 from .command import openssl_command
 from .connect import plain_http_probe, tcp_connect
@@ -46,6 +46,7 @@ async def diagnose(
     edge_targets: list[str] | None = None,
     timeout: float = 5.0,
     port: int = 443,
+    offload: Offload = run_in_place,
 ) -> dict:
     """Probe ``hostname`` over TLS and name what is wrong.
 
@@ -58,6 +59,8 @@ async def diagnose(
         expected_sha256: SHA-256 of the leaf the edge should serve for the name.
         edge_targets: names or addresses of the edge: a name resolving elsewhere is ``wrong_endpoint``.
         timeout: bound of each network step, in seconds.
+        offload: runs the decoding of what remote servers send (AIA issuers, CRLs); the API passes its analysis
+            workers, so that no hostile CRL parses on its loop.
         port: TLS port when ``connect`` is not given.
 
     Returns:
@@ -224,7 +227,7 @@ async def diagnose(
         if hs_main.ok and hs_main.chain:
             cert_obj = await certificate_checks(
                 st, hs_main, handshakes, results, cafile=cafile, expected=expected, allow_private=allow_private,
-                resolver=resolver, timeout=timeout, cmd_hint=cmd_hint)
+                resolver=resolver, timeout=timeout, cmd_hint=cmd_hint, offload=offload)
             cert_obj.pop("_certs", None)  # internal: the parsed chain, not part of the answer
         elif hs_main.ok:
             st.check("certificate", False, "the server sent no certificate")

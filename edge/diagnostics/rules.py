@@ -38,7 +38,7 @@ _r("dns_not_configured", r"DNS_PROBE_FINISHED_(?:BAD_CONFIG|NO_INTERNET)|DNS_PRO
 _r("dns_not_configured", r"having trouble finding that site|NS_ERROR_UNKNOWN_HOST", 0.9, "Firefox")
 _r("dns_not_configured", r"server (?:with the specified hostname )?(?:cannot|could not|can.t) be found"
                          r"|can.t find the server|NSURLErrorCannotFindHost|kCFURLErrorCannotFindHost"
-                         r"|(?:NSURLErrorDomain|Code=|error )\s*-1003\b", 0.9, "Safari/macOS")
+                         r"|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1003\b", 0.9, "Safari/macOS")
 _r("dns_not_configured", r"curl: \(6\)|Could not resolve host|Could not resolve: ", 0.95, "curl")
 _r("dns_not_configured", r"Name or service not known|nodename nor servname provided|No address associated with "
                          r"hostname|Temporary failure in name resolution|getaddrinfo (?:ENOTFOUND|EAI_AGAIN)"
@@ -53,7 +53,7 @@ _r("connection_refused", r"PR_CONNECT_REFUSED_ERROR|Firefox can.t establish a co
    "Firefox")
 _r("connection_refused", r"Connection refused|ECONNREFUSED|errno=111\b|\[Errno 111\]|connect: connection refused"
                          r"|actively refused|WSAECONNREFUSED|10061", 0.9, "socket")
-_r("connection_refused", r"NSURLErrorCannotConnectToHost|(?:NSURLErrorDomain|Code=|error )\s*-1004\b"
+_r("connection_refused", r"NSURLErrorCannotConnectToHost|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1004\b"
                          r"|Could not connect to the server|can.t connect to the server|could not connect"
                          r"|Couldn.t connect to server", 0.8,
    "Safari/macOS")
@@ -66,7 +66,7 @@ _r("connection_timeout", r"curl: \(28\)|Connection timed out after|Operation tim
 _r("connection_timeout", r"\bETIMEDOUT\b|errno=110\b|\[Errno 110\]|i/o timeout|connect timed out|ConnectTimeout"
                          r"|SocketTimeoutException|Connection timed out|timed out|WSAETIMEDOUT|10060", 0.75,
    "socket")
-_r("connection_timeout", r"NSURLErrorTimedOut|(?:NSURLErrorDomain|Code=|error )\s*-1001\b|The request timed out",
+_r("connection_timeout", r"NSURLErrorTimedOut|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1001\b|The request timed out",
    0.9, "Safari/macOS")
 
 # ---- handshake
@@ -76,7 +76,7 @@ _r("plain_http_on_tls_port", r"wrong version number|WRONG_VERSION_NUMBER|first r
                              r"handshake|Unsupported or unrecognized SSL message|record too long"
                              r"|packet length too long|ERR_SSL_WRONG_VERSION_NUMBER", 0.9, "TLS library")
 _r("plain_http_on_tls_port", r"plain HTTP request was sent to HTTPS port|SSL routines::http request|\bhttp request\b"
-                             r".*SSL|HTTP_REQUEST", 0.55, "server log")
+                             r"[^\n]{0,200}SSL|HTTP_REQUEST", 0.55, "server log")
 _r("handshake_failure", r"\bERR_SSL_PROTOCOL_ERROR\b", 0.5, "Chrome/Edge",
    ("plain_http_on_tls_port", "protocol_version_mismatch"))
 _r("protocol_version_mismatch", r"\bERR_SSL_VERSION_OR_CIPHER_MISMATCH\b", 0.6, "Chrome/Edge", ("cipher_mismatch",))
@@ -118,8 +118,8 @@ _r("handshake_failure", r"unexpected eof while reading|UNEXPECTED_EOF_WHILE_READ
                         r"protocol|Remote host terminated the handshake|Remote host closed connection during "
                         r"handshake|socket hang up|Client network socket disconnected before secure TLS connection"
                         r"|peer closed connection in SSL handshake|Connection closed during SSL handshake"
-                        r"|SSL_ERROR_SYSCALL|errSSLClosedAbort|-9806\b|TLS handshake error from \S+: EOF"
-                        r"|handshake: EOF|tls: .*\bEOF\b|SSL_connect: Connection reset", 0.85, "TLS library")
+                        r"|SSL_ERROR_SYSCALL|errSSLClosedAbort|-9806\b|TLS handshake error from \S{1,256}: EOF"
+                        r"|handshake: EOF|tls: [^\n]{0,200}\bEOF\b|SSL_connect: Connection reset", 0.85, "TLS library")
 _r("handshake_failure", r"Connection reset by peer|ECONNRESET|errno=104\b|\[Errno 104\]|connection reset"
                         r"|WSAECONNRESET|10054|forcibly closed by the remote host|NetworkConnectionLost|-1005\b",
    0.7, "socket")
@@ -132,7 +132,7 @@ _r("handshake_failure", r"alert internal error|alert number 80\b|TLSV1_ALERT_INT
                         r"|SSL_ERROR_INAPPROPRIATE_FALLBACK_ALERT|no \"ssl_certificate\" is defined", 0.6,
    "TLS library", ("sni_unrecognized",))
 _r("handshake_failure", r"NSURLErrorSecureConnectionFailed|kCFURLErrorSecureConnectionFailed"
-                        r"|(?:NSURLErrorDomain|Code=|error )\s*-1200\b|An SSL error has occurred and a secure "
+                        r"|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1200\b|An SSL error has occurred and a secure "
                         r"connection to the server cannot be made|can.t establish a secure connection"
                         r"|Secure Connection Failed|INET_E_SECURITY_PROBLEM", 0.45, "Safari/macOS", _HS)
 
@@ -152,7 +152,7 @@ _r("hostname_mismatch", r"hostname mismatch|certificate is not valid for|no alte
                         r"|subjectAltName does not match|does not match target host name|x509: certificate is "
                         r"valid for|x509: certificate is not valid for any names|doesn't contain any IP SANs"
                         r"|relies on legacy Common Name field|No subject alternative (?:DNS )?names? (?:matching|"
-                        r"present)|No name matching \S+ found|ERR_TLS_CERT_ALTNAME_INVALID|does not match "
+                        r"present)|No name matching \S{1,256} found|ERR_TLS_CERT_ALTNAME_INVALID|does not match "
                         r"certificate's altnames|errSSLHostNameMismatch|-9843\b|CERT_E_CN_NO_MATCH|0x800B010F"
                         r"|SEC_E_WRONG_PRINCIPAL|0x80090322|RemoteCertificateNameMismatch"
                         r"|DLG_FLAGS_SEC_CERT_CN_INVALID|name does not match input|IP address mismatch"
@@ -165,16 +165,16 @@ _r("expired", r"SEC_ERROR_EXPIRED_CERTIFICATE|SEC_ERROR_EXPIRED_ISSUER_CERTIFICA
 _r("expired", r"certificate has expired|CERT_HAS_EXPIRED|CertificateExpiredException|certificate expired"
               r"|alert number 45\b|errSSLCertExpired|-9814\b|errSSLPeerCertExpired|-9828\b|CERT_E_EXPIRED"
               r"|0x800B0101|SEC_E_CERT_EXPIRED|0x80090328|verify error:num=10\b|Verify return code: 10\b"
-              r"|certificate_expired|certificate .*has expired|expired certificate", 0.9, "TLS library",
+              r"|certificate_expired|certificate [^\n]{0,200}has expired|expired certificate", 0.9, "TLS library",
    ("client_clock_skew",))
-_r("expired", r"NSURLErrorServerCertificateHasBadDate|(?:NSURLErrorDomain|Code=|error )\s*-1201\b"
+_r("expired", r"NSURLErrorServerCertificateHasBadDate|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1201\b"
               r"|certificate for this server (?:is|has) (?:expired|invalid date)", 0.75, "Safari/macOS", _DATE)
 _r("expired", r"x509: certificate has expired or is not yet valid", 0.55, "Go", _DATE)
 _r("not_yet_valid", r"MOZILLA_PKIX_ERROR_NOT_YET_VALID_(?:ISSUER_)?CERTIFICATE", 0.95, "Firefox",
    ("client_clock_skew",))
 _r("not_yet_valid", r"certificate is not yet valid|CERT_NOT_YET_VALID|CertificateNotYetValidException"
                     r"|errSSLCertNotYetValid|-9815\b|NSURLErrorServerCertificateNotYetValid"
-                    r"|(?:NSURLErrorDomain|Code=|error )\s*-1204\b|verify error:num=9\b|Verify return code: 9\b"
+                    r"|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1204\b|verify error:num=9\b|Verify return code: 9\b"
                     r"|not yet valid", 0.9, "TLS library", ("client_clock_skew",))
 _r("client_clock_skew", r"clock is (?:ahead|behind)|computer.s (?:clock|date and time)|date and time (?:are|is) "
                         r"(?:incorrect|wrong)|clock appears to be|computer thinks it is|system clock is"
@@ -193,12 +193,12 @@ _r("incomplete_chain", r"SEC_ERROR_UNKNOWN_ISSUER", 0.6, "Firefox", ("untrusted_
 _r("self_signed", r"MOZILLA_PKIX_ERROR_SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT", 0.95, "Firefox/Node")
 _r("self_signed", r"self[- ]signed certificate(?! in (?:the )?certificate chain)|verify error:num=18\b"
                   r"|Verify return code: 18\b", 0.9, "TLS library", ("default_certificate",))
-_r("self_signed", r"NSURLErrorServerCertificateUntrusted|(?:NSURLErrorDomain|Code=|error )\s*-1202\b"
+_r("self_signed", r"NSURLErrorServerCertificateUntrusted|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1202\b"
                   r"|SEC_ERROR_UNTRUSTED_CERT|certificate for this server is invalid", 0.6, "Safari/macOS",
    ("untrusted_root", "hostname_mismatch", "incomplete_chain"))
 _r("untrusted_root", r"self[- ]signed certificate in (?:the )?certificate chain|SELF_SIGNED_CERT_IN_CHAIN"
                      r"|verify error:num=19\b|Verify return code: 19\b", 0.9, "TLS library", ("tls_interception",))
-_r("untrusted_root", r"NSURLErrorServerCertificateHasUnknownRoot|(?:NSURLErrorDomain|Code=|error )\s*-1203\b"
+_r("untrusted_root", r"NSURLErrorServerCertificateHasUnknownRoot|(?:NSURLErrorDomain|Code=|error )\s{0,16}-1203\b"
                      r"|errSSLUnknownRootCert|-9812\b|errSSLNoRootCert|-9813\b|SEC_ERROR_UNTRUSTED_ISSUER"
                      r"|SEC_ERROR_CA_CERT_INVALID|invalid CA certificate|verify error:num=24\b", 0.85,
    "TLS library", ("tls_interception",))

@@ -1,7 +1,9 @@
 """What diagnostics may probe: the target name (the one hostname parser, permissive) and the SSRF guard.
 
 ``allow_private=False`` refuses loopback, private, link-local, multicast, reserved, unspecified and cloud metadata
-addresses (:class:`TargetNotAllowed`) before anything connects to them.
+addresses (:class:`TargetNotAllowed`) before anything connects to them. An IPv6 address that carries an IPv4 one
+(IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002:AABB:CCDD::/48``, NAT64 ``64:ff9b::a.b.c.d``) is judged by the IPv4
+address it reaches; the local-use NAT64 prefix ``64:ff9b:1::/48`` is refused outright.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from edge.names import InvalidHostname, validate_hostname
 __all__ = ["TargetNotAllowed", "normalize_hostname", "check_allowed"]
 
 _METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 class TargetNotAllowed(ValueError):
@@ -52,8 +56,21 @@ def _forbidden_reason(addr: str) -> str | None:
         ip = ipaddress.ip_address(addr.split("%")[0])
     except ValueError:
         return "unparseable"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    via = ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return "local-use NAT64"
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour:
+            ip, via = ip.sixtofour, "6to4 of a "
+        elif ip in _NAT64:
+            ip, via = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "NAT64 of a "
+    reason = _reason_of(ip)
+    return via + reason if reason else None
+
+
+def _reason_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if ip in _METADATA_ADDRESSES:
         return "cloud metadata"
     for attr, reason in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),

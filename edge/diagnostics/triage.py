@@ -43,22 +43,24 @@ def _parse_openssl_date(text: str) -> dt.datetime | None:
 def _clock_evidence(text: str, now: dt.datetime) -> list[str]:
     """Date errors whose dates show the certificate is valid today: the client's clock is off."""
     found = []
-    for m in re.finditer(r"verify error:num=10:[^\n]*\n(?:[^\n]*\n)?\s*notAfter=([^\n]+)", text):
+    for m in re.finditer(r"verify error:num=10:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
+                         r"notAfter=([^\n]{1,100})", text):
         d = _parse_openssl_date(m.group(1))
         if d and d > now:
             found.append(f"openssl says expired, but notAfter {m.group(1).strip()} is still in the future")
-    for m in re.finditer(r"verify error:num=9:[^\n]*\n(?:[^\n]*\n)?\s*notBefore=([^\n]+)", text):
+    for m in re.finditer(r"verify error:num=9:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
+                         r"notBefore=([^\n]{1,100})", text):
         d = _parse_openssl_date(m.group(1))
         if d and d < now:
             found.append(f"openssl says not yet valid, but notBefore {m.group(1).strip()} has passed")
-    m = re.search(r"current time (\S+) is (after|before) (\S+)", text)
+    m = re.search(r"current time (\S{1,64}) is (after|before) (\S{1,64})", text)
     if m:
         client, how, bound = (_parse_openssl_date(m.group(1).rstrip(":,")), m.group(2),
                               _parse_openssl_date(m.group(3).rstrip(":,")))
         if client and bound and abs((client - now).total_seconds()) > 86400 and (
                 (how == "after" and bound > now) or (how == "before" and bound < now)):
             found.append(f"the client's clock said {m.group(1)}, the certificate is valid today")
-    for m in re.finditer(r"(NotAfter|NotBefore): (\w{3} \w{3} \d{1,2} [\d:]{8} \w+ \d{4})", text):
+    for m in re.finditer(r"(NotAfter|NotBefore): (\w{3} \w{3} \d{1,2} [\d:]{8} \w{1,8} \d{4})", text):
         d = _parse_openssl_date(m.group(2))
         if d and ((m.group(1) == "NotAfter" and d > now) or (m.group(1) == "NotBefore" and d < now)):
             found.append(f"the report's {m.group(1)} {m.group(2)} is fine today")
@@ -67,9 +69,9 @@ def _clock_evidence(text: str, now: dt.datetime) -> list[str]:
 
 def _issuers(text: str) -> list[str]:
     out = []
-    for m in re.finditer(r"^\s*(?:issuer=|i:)\s*(.+)$", text, re.M):
+    for m in re.finditer(r"^[ \t]{0,16}(?:issuer=|i:)[ \t]{0,16}([^\n]{1,300})", text, re.M):
         out.append(m.group(1).strip())
-    for m in re.finditer(r"Issuer: (.+)$", text, re.M):
+    for m in re.finditer(r"Issuer: ([^\n]{1,300})", text, re.M):
         out.append(m.group(1).strip())
     return out
 
@@ -80,23 +82,26 @@ def _issuer_matches(issuer: str, edge_issuers: list[str]) -> bool:
         en = re.sub(r"\s+", " ", e.lower().replace(" = ", "=").replace(", ", ","))
         if en and (en in norm or norm in en):
             return True
-        cn = re.search(r"cn=([^,/]+)", en)
-        o = re.search(r"\bo=([^,/]+)", en)
+        cn = re.search(r"cn=([^,/]{1,200})", en)
+        o = re.search(r"\bo=([^,/]{1,200})", en)
         if (cn and cn.group(1).strip() in norm) or (o and o.group(1).strip() in norm):
             return True
     return False
 
 
 def _leaf_subject_cn(text: str) -> str | None:
-    m = re.search(r"^\s*0 s:.*?CN ?= ?([^,/\n]+)", text, re.M) or re.search(r"^subject=.*?CN ?= ?([^,/\n]+)", text,
-                                                                            re.M)
+    m = (re.search(r"^[ \t]{0,16}0 s:[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M)
+         or re.search(r"^subject=[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M))
     return m.group(1).strip() if m else None
 
 
 def _extract_host(text: str) -> str | None:
-    for pat in (r"https://([A-Za-z0-9.-]+\.[A-Za-z]{2,})(?::\d+)?", r"Could not resolve host: ([A-Za-z0-9.-]+)",
-                r"Failed to connect to ([A-Za-z0-9.-]+\.[A-Za-z]{2,}) port", r"-servername ([A-Za-z0-9.-]+)",
-                r"lookup ([A-Za-z0-9.-]+\.[A-Za-z]{2,})(?: on |: )", r"getaddrinfo ENOTFOUND ([A-Za-z0-9.-]+)"):
+    for pat in (r"https://([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?::\d{1,5})?",
+                r"Could not resolve host: ([A-Za-z0-9.-]{1,253})",
+                r"Failed to connect to ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}) port",
+                r"-servername ([A-Za-z0-9.-]{1,253})",
+                r"lookup ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?: on |: )",
+                r"getaddrinfo ENOTFOUND ([A-Za-z0-9.-]{1,253})"):
         m = re.search(pat, text)
         if m:
             try:
@@ -196,7 +201,7 @@ def triage(
 
     # curl exit codes back up messages too generic to place
     if max(scores.values(), default=0.0) < 0.5:
-        for m in re.finditer(r"curl: \((\d+)\)", text):
+        for m in re.finditer(r"curl: \((\d{1,3})\)", text):
             mode = CURL_EXIT.get(int(m.group(1)))
             if mode:
                 add(mode, 0.45, "curl exit code", m.group(0), ())
@@ -205,14 +210,14 @@ def triage(
             del scores[k]
 
     # Go's combined date message: "current time X is after/before Y"
-    gm = re.search(r"current time \S+ is (after|before) \S+", text)
+    gm = re.search(r"current time \S{1,64} is (after|before) \S{1,64}", text)
     if gm:
         add("expired" if gm.group(1) == "after" else "not_yet_valid", 0.92, "Go", gm.group(0))
 
     # openssl s_client transcript
     is_transcript = bool(re.search(r"CONNECTED\(|verify error:num=|Verify return code:|SSL handshake has read|"
                                    r"no peer certificate available|s_client", text))
-    codes = [int(c) for c in re.findall(r"verify error:num=(\d+)", text)]
+    codes = [int(c) for c in re.findall(r"verify error:num=(\d{1,3})", text)]
     if is_transcript and codes:
         codeset = set(codes)
         if 62 in codeset and codeset & {18, 20, 21}:
@@ -250,7 +255,7 @@ def triage(
 
     # hostname given: is the name in the report the same?
     if host and "hostname_mismatch" in scores:
-        m = re.search(r"(?:valid for|altnames:?)\s*(?:DNS:)?([A-Za-z0-9*.,: -]+?)(?:, not|\.|$)", text)
+        m = re.search(r"(?:valid for|altnames:?)[ \t]{0,16}(?:DNS:)?([A-Za-z0-9*.,: -]{1,300}?)(?:, not|\.|$)", text)
         if m:
             names = [n.strip().removeprefix("DNS:") for n in re.split(r"[, ]+", m.group(1)) if n.strip()]
             if names and any(name_matches(n, host) for n in names):
