@@ -121,7 +121,7 @@ async def build_services(settings: Settings) -> Services:
     index = SniIndex(default_fullchain=default_cert, default_key=default_key,
                      max_contexts=settings.context_cache_size, on_outcome=metrics.on_handshake,
                      engine=use_tls_engine(settings))
-    files = LiveFiles(state)
+    files = LiveFiles(state, on_error=metrics.on_write_error)
     dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target)
     events = EventBus(storage)
     events.subscribe(metrics.on_event)
