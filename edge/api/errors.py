@@ -2,7 +2,8 @@
 
 Errors are always ``{"error": {"code": ..., "message": ...}}``: handlers raise ``ApiError`` (status, code, message and
 extra fields), ``error_middleware`` turns it, aiohttp's own 4xx and any unexpected exception into that shape (a 500
-never leaks internals). ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes.
+never leaks internals). An unreachable database (:class:`store.protocol.StoreUnavailable`) is a ``503
+store_unavailable`` with ``Retry-After`` (setting ``store_retry_after``): transient, nobody's input was wrong. ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes.
 """
 
 from __future__ import annotations
@@ -13,19 +14,39 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from store.protocol import StoreUnavailable
 
-__all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body"]
+from edge.api.state import SERVICES
+
+__all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body", "store_unavailable"]
 
 log = logging.getLogger("edge.api")
 #: The largest request body the API reads (also the app's ``client_max_size``).
 MAX_BODY = 256 * 1024
 
 
-def api_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+def api_error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+              **extra: Any) -> web.Response:
     """The error answer: ``{"error": {"code", "message", **extra}}``; a 401 also names the bearer realm."""
     body = {"error": {"code": code, "message": message, **extra}}
-    headers = {"WWW-Authenticate": 'Bearer realm="edgecert"'} if status == 401 else None
-    return web.json_response(body, status=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="edgecert"'
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+#: Retry-After of a 503 when the app has no settings (seconds).
+DEFAULT_STORE_RETRY_AFTER = 5
+
+
+def store_unavailable(request: web.Request, e: StoreUnavailable) -> web.Response:
+    """503 while the database is away: one warning line in the log (no traceback), ``Retry-After`` for clients."""
+    services = request.app.get(SERVICES)
+    retry = int(getattr(getattr(services, "settings", None), "store_retry_after", DEFAULT_STORE_RETRY_AFTER))
+    log.warning("%s %s: 503, %s", request.method, request.path, e)
+    return api_error(503, "store_unavailable", "edgecert cannot reach its database right now (its operator must "
+                     f"restore it); nothing was changed. Try again in {retry} seconds.",
+                     headers={"Retry-After": str(retry)}, retry_after=retry)
 
 
 class ApiError(Exception):
@@ -47,6 +68,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status, "http_error")
             return api_error(e.status, code, e.reason)
         raise
+    except StoreUnavailable as e:
+        return store_unavailable(request, e)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return api_error(500, "internal_error", "internal error; see the server log")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -61,6 +62,8 @@ class Swapper:
         self.own_address: str | None = None
         self.prober = None
         self._stale_retries = 0
+        self._export_lock = threading.Lock()
+        self._going_live: set[str] = set()  # staged, exported, not yet in the index
 
     async def go_live(self, domain: Domain, version: CertificateVersion, key_pem: bytes, **fields: Any) -> Domain:
         """Check ``version``, write the files, flip the SNI index and store it as current (with ``fields``);
@@ -90,17 +93,20 @@ class Swapper:
         version_dir = await self._write_step(h, version.serial, lambda: self.files.stage(
             h, cert_pem=version.cert_pem.encode(), chain_pem=version.chain_pem.encode(), key_pem=key_pem,
             serial=version.serial))
+        self._going_live.add(h)  # every exports rewrite from now on names it (concurrent swaps included)
         try:
             if self.s.exports:
-                await self._write_step(h, version.serial, lambda: self._export([*self.index.names(), h], include=[h]))
+                await self._write_step(h, version.serial, self._export)
             await self._write_step(h, version.serial, lambda: self.files.activate(h, version_dir))
         except OSError:
+            self._going_live.discard(h)
             await asyncio.to_thread(self.files.discard, h, version_dir)
             if self.s.exports and h not in self.index:
                 await self.write_exports()  # take the name out of the exports again (best effort)
             raise
         t_swap = time.monotonic()
         self.index.put(entry, prebuild=False)
+        self._going_live.discard(h)
         d = await self.update(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
                               last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
                               ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
@@ -143,9 +149,13 @@ class Swapper:
                                    {"serial": serial, "errno": err.errno_name, "path": err.filename})
             raise
 
-    def _export(self, names: list[str], *, include: list[str] = ()) -> None:
-        write_exports(self.files.root, names, listen=self.s.nginx_listen, site_include=self.s.nginx_site_include,
-                      include=include, write=self.files.write)
+    def _export(self) -> None:
+        """Write the exports for the SNI index plus the names going live (blocking). One writer at a time, each
+        reading the names under the lock: the last write always has the newest set."""
+        with self._export_lock:
+            going = list(self._going_live)
+            write_exports(self.files.root, [*self.index.names(), *going], listen=self.s.nginx_listen,
+                          site_include=self.s.nginx_site_include, include=going, write=self.files.write)
 
     async def write_exports(self) -> None:
         """Rewrite the nginx/HAProxy exports for the names in the SNI index (unless exports are off). A failure is
@@ -153,7 +163,7 @@ class Swapper:
         if not self.s.exports:
             return
         try:
-            await asyncio.to_thread(self._export, self.index.names())
+            await asyncio.to_thread(self._export)
         except OSError as e:
             log.error("could not write the nginx/HAProxy exports (the previous ones stay in place): %s", e)
 
