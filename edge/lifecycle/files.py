@@ -55,7 +55,7 @@ class StateWriteError(OSError):
         return errno_mod.errorcode.get(self.errno or 0, "unknown")
 
     def reason(self) -> str:
-        """Plain words for the operator (no internals beyond the path)."""
+        """Plain words (no path: it goes to the log and the event data, not to tenants)."""
         what = {errno_mod.ENOSPC: "the disk of the state dir is full",
                 errno_mod.EDQUOT: "the disk quota of the state dir is exhausted",
                 errno_mod.EIO: "the disk of the state dir reported an I/O error",
@@ -63,7 +63,7 @@ class StateWriteError(OSError):
                 errno_mod.EROFS: "the state dir is read-only",
                 errno_mod.EACCES: "no permission to write in the state dir"}.get(self.errno or 0,
                                                                                  self.strerror or "write failed")
-        return f"{what} ({self.errno_name}) writing {self.filename}"
+        return f"{what} ({self.errno_name})"
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

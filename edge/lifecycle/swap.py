@@ -140,13 +140,13 @@ class Swapper:
             msg = (f"certificate {serial} is obtained but could not be written: {err.reason()}; the previous "
                    "certificate stays served and the install is retried (the operator must free space or fix "
                    "the disk)")
-            log.error("%s: %s", hostname, msg)
+            log.error("%s: %s (%s)", hostname, msg, err)
             try:
                 await self.storage.update_domain(hostname, last_error=msg, last_error_code="state_write_failed")
             except Exception:  # noqa: BLE001 - the store may be away too; the OSError is what the caller needs
                 log.warning("could not record the write failure on %s", hostname)
             await self.events.emit(hostname, "state_write_failed", msg,
-                                   {"serial": serial, "errno": err.errno_name, "path": err.filename})
+                                   {"serial": serial, "errno": err.errno_name})
             raise
 
     def _export(self) -> None:
