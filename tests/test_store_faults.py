@@ -188,3 +188,78 @@ def test_service_recovers_after_postgres_restart(cluster, tmp_path, pebble, dns)
         assert "internal error on GET /v1/domains" not in edge.log_text()
     finally:
         edge.stop()
+
+
+class ValidationTap:
+    """Listens where Pebble's VA connects for HTTP-01 (``pebble.http_port``) and forwards to the edge's plain-HTTP
+    listener; ``on_first`` runs (once) when the first validation request arrives, before it is forwarded."""
+
+    def __init__(self, listen_port: int, target_port: int, on_first) -> None:
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+        tap = self
+        self.seen: list[tuple[str, int, bytes]] = []
+        self._first = threading.Lock()
+        self._done = False
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                with tap._first:
+                    if not tap._done:
+                        tap._done = True
+                        on_first()
+                req = urllib.request.Request(f"http://127.0.0.1:{target_port}{self.path}",
+                                             headers={"Host": self.headers.get("Host", "")})
+                try:
+                    with urllib.request.urlopen(req, timeout=20) as r:
+                        status, body = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, body = e.code, e.read()
+                tap.seen.append((self.path, status, body))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", listen_port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_the_ca_validates_http01_while_postgres_is_down(cluster, tmp_path, pebble, dns):
+    """Pebble's validation request reaches the node only once PostgreSQL is stopped: the node answers it from
+    memory (200 with the key authorization), not 500; once the database is back the name becomes active."""
+    url = cluster.server.create_database()
+    edge_http = free_port()
+    edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
+                       env={"EDGECERT_DATABASE_URL": url, "EDGECERT_HTTP_LISTEN": f"127.0.0.1:{edge_http}"})
+    tap = None
+    try:
+        edge.start()
+        tap = ValidationTap(pebble.http_port, edge_http, on_first=cluster.down)
+        h = "validate.pgdown.test"
+        st, body = edge.call("POST", "/v1/domains", {"hostname": h, "tenant": "pgdown"})
+        assert st == 201, body
+        edge.wait_for(lambda: tap.seen, timeout=60, what="Pebble's validation request")
+        path, status, answer = tap.seen[0]
+        token = path.rsplit("/", 1)[-1]
+        assert status == 200 and answer.decode().startswith(token + "."), tap.seen[0]
+        st, body = edge.call("GET", "/v1/domains")
+        assert st == 503 and body["error"]["code"] == "store_unavailable"
+        cluster.up()
+        edge.wait_status(h, "active", timeout=120)
+        assert all(s == 200 for _, s, _ in tap.seen), tap.seen
+    finally:
+        if tap is not None:
+            tap.close()
+        edge.stop()
