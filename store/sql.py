@@ -48,8 +48,9 @@ def _connection_level(e: DBAPIError) -> bool:
     if state is not None:
         return state.startswith("08") or state in _UNAVAILABLE_STATES  # class 08: connection exception
     if type(orig).__module__.startswith("psycopg"):
-        # psycopg raises OperationalError without a SQLSTATE when it cannot connect (refused, reset, timeout).
-        return type(orig).__name__ == "OperationalError"
+        # psycopg raises OperationalError (or a subclass such as ConnectionTimeout) without a SQLSTATE when it
+        # cannot connect or the connection broke (refused, reset, timeout).
+        return any(k.__name__ == "OperationalError" for k in type(orig).__mro__)
     return getattr(orig, "sqlite_errorcode", None) in _SQLITE_UNAVAILABLE
 
 

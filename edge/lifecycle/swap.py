@@ -95,18 +95,20 @@ class Swapper:
             serial=version.serial))
         self._going_live.add(h)  # every exports rewrite from now on names it (concurrent swaps included)
         try:
-            if self.s.exports:
-                await self._write_step(h, version.serial, self._export)
-            await self._write_step(h, version.serial, lambda: self.files.activate(h, version_dir))
-        except OSError:
+            try:
+                if self.s.exports:
+                    await self._write_step(h, version.serial, self._export)
+                await self._write_step(h, version.serial, lambda: self.files.activate(h, version_dir))
+            except OSError:
+                self._going_live.discard(h)
+                await asyncio.to_thread(self.files.discard, h, version_dir)
+                if self.s.exports and h not in self.index:
+                    await self.write_exports()  # take the name out of the exports again (best effort)
+                raise
+            t_swap = time.monotonic()
+            self.index.put(entry, prebuild=False)
+        finally:
             self._going_live.discard(h)
-            await asyncio.to_thread(self.files.discard, h, version_dir)
-            if self.s.exports and h not in self.index:
-                await self.write_exports()  # take the name out of the exports again (best effort)
-            raise
-        t_swap = time.monotonic()
-        self.index.put(entry, prebuild=False)
-        self._going_live.discard(h)
         d = await self.update(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
                               last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
                               ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
