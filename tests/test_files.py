@@ -90,6 +90,31 @@ def test_a_write_that_fits_is_complete_even_on_a_nearly_full_disk(small_fs):
     assert oct((small_fs / "fits.bin").stat().st_mode & 0o777) == "0o600"
 
 
+def test_file_size_limit_efbig_is_reported_and_changes_nothing(tmp_path):
+    """The kernel's other refusal: RLIMIT_FSIZE (a real limit, in a child process) gives a short write, then EFBIG."""
+    import sys
+    import textwrap
+    target = tmp_path / "big.txt"
+    target.write_bytes(b"old\n")
+    code = textwrap.dedent(f"""
+        import errno, resource, sys
+        from edge.lifecycle.files import atomic_write
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10000, 10000))
+        try:
+            atomic_write({str(target)!r}, b"y" * 50000)
+        except OSError as e:
+            print(errno.errorcode[e.errno], e.written, e.expected, e.filename)
+            sys.exit(0)
+        sys.exit(1)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["EFBIG", "10000", "50000", str(target)]
+    assert target.read_bytes() == b"old\n"
+    assert leftovers(tmp_path) == []
+
+
 def _leaf(ca: LocalCA, name: str) -> tuple[bytes, bytes, str]:
     cert, key = ca.leaf(name)
     return _pem(cert).encode(), _key_pem(key).encode(), format(cert.serial_number, "x")
@@ -172,6 +197,97 @@ def test_default_certificate_on_a_full_disk_is_never_half_written(small_fs):
     cert, key = load_default_certificate(None, None, small_fs)
     assert (small_fs / "default" / "cert.pem").read_bytes() == cert
     assert oct((small_fs / "default" / "key.pem").stat().st_mode & 0o777) == "0o600"
+
+
+# -- the swap ---------------------------------------------------------------------------------------------------------
+class _Store:
+    def __init__(self) -> None:
+        self.fields: dict[str, dict] = {}
+
+    async def update_domain(self, hostname, **fields):
+        self.fields.setdefault(hostname, {}).update(fields)
+
+    async def notify_change(self, hostname):
+        pass
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict]] = []
+
+    async def emit(self, hostname, kind, message, data=None):
+        self.seen.append((hostname, kind, data or {}))
+
+
+def _swapper(state: Path, files: LiveFiles):
+    import types
+    from edge.config import Settings
+    from edge.lifecycle.swap import Swapper
+    from edge.tls_edge.certificates import generate_default_certificate
+    from edge.tls_edge.index import SniIndex
+    dc, dk = generate_default_certificate()
+    store, events = _Store(), _Events()
+
+    async def update(domain, **fields):
+        await store.update_domain(domain.hostname, **fields)
+        return domain
+    sw = Swapper(settings=Settings(state_dir=str(state), exports=True, nginx_site_include=""), storage=store,
+                 index=SniIndex(default_fullchain=dc, default_key=dk), files=files, events=events,
+                 hook=types.SimpleNamespace(enabled=False), update=update)
+    return sw, store, events
+
+
+def _version(ca: LocalCA, name: str, i: int):
+    import datetime as dt
+    import hashlib
+    import json as _json
+    from store.models import CertificateVersion, Domain
+    cert, key = ca.leaf(name)
+    pem = _pem(cert)
+    now = dt.datetime.now(dt.timezone.utc)
+    v = CertificateVersion(id=i, domain_id=i, names=_json.dumps([name]), serial=format(cert.serial_number, "x"),
+                           not_before=now, not_after=cert.not_valid_after_utc, issuer="test",
+                           sha256=hashlib.sha256(pem.encode()).hexdigest(), cert_pem=pem, chain_pem=_pem(ca.inter),
+                           key_enc=b"", key_type="ecdsa-p256", source="upload")
+    return Domain(id=i, hostname=name, tenant_id=1), v, _key_pem(key).encode()
+
+
+async def test_concurrent_swaps_never_drop_a_name_from_the_exports(tmp_path):
+    import asyncio
+    files = LiveFiles(tmp_path)
+    sw, _, _ = _swapper(tmp_path, files)
+    ca = LocalCA()
+    items = [_version(ca, f"c{i}.example.com", i) for i in range(1, 13)]
+    await asyncio.gather(*(sw.go_live(d, v, k) for d, v, k in items))
+    text = (tmp_path / "exports" / "nginx-servers.conf").read_text()
+    assert [h for h in (d.hostname for d, _, _ in items) if f"server_name {h};" not in text] == []
+    crt = (tmp_path / "exports" / "haproxy.crt-list").read_text()
+    assert all(f" {d.hostname}\n" in crt for d, _, _ in items)
+
+
+async def test_swap_on_a_full_disk_changes_nothing_served_and_says_why(small_fs):
+    errors: list[OSError] = []
+    files = LiveFiles(small_fs, on_error=errors.append)
+    sw, store, events = _swapper(small_fs, files)
+    ca = LocalCA()
+    d, v1, k1 = _version(ca, "swap.example.com", 1)
+    await sw.go_live(d, v1, k1)
+    exports_before = (small_fs / "exports" / "nginx-servers.conf").read_bytes()
+    live_before = os.path.realpath(small_fs / "live" / d.hostname)
+    store.fields.clear()
+    _, v2, k2 = _version(ca, "swap.example.com", 2)
+    fill(small_fs, leave=0)
+    with pytest.raises(OSError) as ei:
+        await sw.go_live(d, v2, k2)
+    assert ei.value.errno == errno.ENOSPC
+    assert sw.index.get(d.hostname).serial == v1.serial  # memory: unchanged
+    assert os.path.realpath(small_fs / "live" / d.hostname) == live_before  # disk: unchanged
+    assert (small_fs / "exports" / "nginx-servers.conf").read_bytes() == exports_before
+    assert "current_cert_id" not in store.fields.get(d.hostname, {})  # store: only the reason
+    assert store.fields[d.hostname]["last_error_code"] == "state_write_failed"
+    assert [k for _, k, _ in events.seen][-1] == "state_write_failed"
+    assert events.seen[-1][2]["errno"] == "ENOSPC" and errors and errors[-1].errno == errno.ENOSPC
+    assert leftovers(small_fs) == []
 
 
 # -- the service on a full state dir ---------------------------------------------------------------------------------
