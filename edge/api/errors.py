@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -37,13 +38,24 @@ def api_error(status: int, code: str, message: str, *, headers: dict[str, str] |
 
 #: Retry-After of a 503 when the app has no settings (seconds).
 DEFAULT_STORE_RETRY_AFTER = 5
+#: At most one log line per this many seconds about 503s while the database is away.
+OUTAGE_LOG_EVERY = 10.0
+_last_outage_log = -OUTAGE_LOG_EVERY
+_outage_suppressed = 0
 
 
 def store_unavailable(request: web.Request, e: StoreUnavailable) -> web.Response:
     """503 while the database is away: one warning line in the log (no traceback), ``Retry-After`` for clients."""
     services = request.app.get(SERVICES)
     retry = int(getattr(getattr(services, "settings", None), "store_retry_after", DEFAULT_STORE_RETRY_AFTER))
-    log.warning("%s %s: 503, %s", request.method, request.path, e)
+    global _last_outage_log, _outage_suppressed
+    now = time.monotonic()
+    if now - _last_outage_log >= OUTAGE_LOG_EVERY:  # one line per 10 s during an outage, not one per request
+        more = f" ({_outage_suppressed} more 503s since the last line)" if _outage_suppressed else ""
+        log.warning("%s %s: 503, %s%s", request.method, request.path, e, more)
+        _last_outage_log, _outage_suppressed = now, 0
+    else:
+        _outage_suppressed += 1
     return api_error(503, "store_unavailable", "edgecert cannot reach its database right now (its operator must "
                      f"restore it); nothing was changed. Try again in {retry} seconds.",
                      headers={"Retry-After": str(retry)}, retry_after=retry)
