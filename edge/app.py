@@ -24,7 +24,7 @@ from edge.config import Settings, parse_hostport
 from edge.names import format_hostport
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
-from edge.lifecycle.files import LiveFiles
+from edge.lifecycle.files import LiveFiles, atomic_write
 from edge.lifecycle.hooks import ReloadHook
 from edge.api.http01 import make_http_app
 from edge.lifecycle.manager import DomainManager
@@ -146,7 +146,8 @@ async def build_services(settings: Settings) -> Services:
     state = settings.state_path
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     storage = await asyncio.to_thread(open_storage, settings.database_url)
-    keybox = await asyncio.to_thread(load_keybox, secret_key=settings.secret_key, state_dir=state)
+    keybox = await asyncio.to_thread(load_keybox, secret_key=settings.secret_key, state_dir=state,
+                                     create=lambda p, data: atomic_write(p, data, mode=0o600, exclusive=True))
     default_cert, default_key = await asyncio.to_thread(load_default_certificate, settings.default_cert,
                                                         settings.default_key, state)
     metrics = Metrics(per_domain_labels=settings.expose_domain_metrics)

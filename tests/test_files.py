@@ -199,6 +199,29 @@ def test_default_certificate_on_a_full_disk_is_never_half_written(small_fs):
     assert oct((small_fs / "default" / "key.pem").stat().st_mode & 0o777) == "0o600"
 
 
+def test_secret_key_on_a_full_disk_is_never_left_cut(small_fs):
+    from store.crypto import load_keybox
+
+    def create(p, data):
+        atomic_write(p, data, mode=0o600, exclusive=True)
+    fill(small_fs, leave=0)
+    with pytest.raises(OSError) as ei:
+        load_keybox(secret_key=None, state_dir=small_fs, create=create)
+    assert ei.value.errno == errno.ENOSPC
+    assert not (small_fs / "secret.key").exists() and leftovers(small_fs) == []
+    (small_fs / "filler").unlink()
+    kb = load_keybox(secret_key=None, state_dir=small_fs, create=create)
+    first = (small_fs / "secret.key").read_bytes()
+    assert oct((small_fs / "secret.key").stat().st_mode & 0o777) == "0o600"
+    again = load_keybox(secret_key=None, state_dir=small_fs, create=create)  # exists: kept, never replaced
+    assert (small_fs / "secret.key").read_bytes() == first
+    blob = kb.encrypt(b"k", purpose=b"p")
+    assert again.decrypt(blob, purpose=b"p") == b"k"
+    with pytest.raises(FileExistsError):
+        create(small_fs / "secret.key", b"other\n")
+    assert (small_fs / "secret.key").read_bytes() == first and leftovers(small_fs) == []
+
+
 # -- the swap ---------------------------------------------------------------------------------------------------------
 class _Store:
     def __init__(self) -> None:

@@ -75,10 +75,13 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (see the module docstring).
+def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, exclusive: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (see the module docstring). ``exclusive``: only
+    create it (``link(2)`` instead of ``rename(2)``), for files that must never be replaced once written (the
+    secret key: two processes starting at once must not each keep a different one).
 
     Raises:
+        FileExistsError: ``exclusive`` and ``path`` exists (it is untouched).
         StateWriteError: the target is unchanged and no temporary file is left.
     """
     path = Path(path)
@@ -98,13 +101,19 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> 
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)  # FileExistsError when someone else created it first
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
         created = False
         fsync_dir(path.parent)
     except OSError as e:
         if created:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if isinstance(e, FileExistsError) and exclusive:
+            raise
         raise StateWriteError(e.errno, f"{e.strerror or e} ({written} of {len(data)} bytes written)", str(path),
                               written=written, expected=len(data)) from e
 
