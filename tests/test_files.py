@@ -115,6 +115,44 @@ def test_file_size_limit_efbig_is_reported_and_changes_nothing(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_a_failing_fsync_puts_nothing_in_place(tmp_path):
+    """Every byte is accepted into the page cache, then the disk cannot store it: ext4 on a loop device whose
+    backing file sits on a full tmpfs (a real device failing at writeback). The fsync error (ENOSPC from the loop
+    driver here; EIO on other devices) is reported and the file never replaces the old one."""
+    import shutil
+    for tool in ("losetup", "mkfs.ext4"):
+        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}") and not os.path.exists(f"/sbin/{tool}"):
+            (pytest.fail if IN_CI else pytest.skip)(f"{tool} is needed for the loop-device test")
+    back, mnt = tmp_path / "back", tmp_path / "ext4"
+    _mount_tmpfs(back, "4m")
+    loop = None
+    try:
+        subprocess.run(["truncate", "-s", "16M", str(back / "img")], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(back / "img")], check=True, capture_output=True)
+        r = subprocess.run(["losetup", "-f", "--show", str(back / "img")], capture_output=True, text=True)
+        if r.returncode != 0:
+            (pytest.fail if IN_CI else pytest.skip)(f"no loop device: {r.stderr.strip()}")
+        loop = r.stdout.strip()
+        mnt.mkdir()
+        subprocess.run(["mount", loop, str(mnt)], check=True, capture_output=True)
+        target = mnt / "exports.conf"
+        atomic_write(target, b"old whole file\n")
+        fill(back, leave=0)  # the device's backing store is full: writeback will fail
+        data = os.urandom(3 * 1024 * 1024)
+        with pytest.raises(OSError) as ei:
+            atomic_write(target, data)
+        e = ei.value
+        assert isinstance(e, StateWriteError) and e.errno in (errno.EIO, errno.ENOSPC)
+        assert e.written == len(data)  # write(2) took every byte: only fsync could tell
+        assert target.read_bytes() == b"old whole file\n"
+        assert [p.name for p in mnt.iterdir() if p.name != "lost+found"] == ["exports.conf"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        if loop:
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+        subprocess.run(["umount", "-l", str(back)], capture_output=True)
+
+
 def _leaf(ca: LocalCA, name: str) -> tuple[bytes, bytes, str]:
     cert, key = ca.leaf(name)
     return _pem(cert).encode(), _key_pem(key).encode(), format(cert.serial_number, "x")
