@@ -7,6 +7,7 @@ import concurrent.futures
 import logging
 import signal
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -23,7 +24,7 @@ from edge.config import Settings, parse_hostport
 from edge.names import format_hostport
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
-from edge.lifecycle.files import LiveFiles
+from edge.lifecycle.files import LiveFiles, atomic_write
 from edge.lifecycle.hooks import ReloadHook
 from edge.api.http01 import make_http_app
 from edge.lifecycle.manager import DomainManager
@@ -42,15 +43,45 @@ log = logging.getLogger("edgecert")
 
 
 class StorePublisher:
-    """HTTP-01 answers go into the store, where every node's plain-HTTP listener finds them."""
+    """HTTP-01 answers go into the store, where every node's plain-HTTP listener finds them, and into this node's
+    memory (bounded: at most ``max_entries``, each until withdrawn or ``ttl`` seconds), so that this node keeps
+    answering the validations it started while the database is unreachable (``edge/api/http01.py`` asks
+    :meth:`answer` first, then the store). TLS-ALPN-01, once added, answers from the same memory copy (in the SNI
+    path of ``edge/tls_edge/index.py``, memory only)."""
 
-    def __init__(self, storage: SQLStorage) -> None:
+    def __init__(self, storage: SQLStorage, *, max_entries: int = 10000, ttl: float = 3600.0) -> None:
         self.storage = storage
+        self.max_entries = max(1, max_entries)
+        self.ttl = ttl
+        # token -> (hostname, kind, key_authorization, expires at (monotonic)); oldest first.
+        self._mem: OrderedDict[str, tuple[str, str, str, float]] = OrderedDict()
+
+    def answer(self, token: str) -> tuple[str, str, str] | None:
+        """(hostname, kind, key_authorization) of a token this node published and has not withdrawn."""
+        got = self._mem.get(token)
+        if got is None:
+            return None
+        if got[3] < time.monotonic():
+            self._mem.pop(token, None)
+            return None
+        return got[0], got[1], got[2]
+
+    def __len__(self) -> int:
+        return len(self._mem)
 
     async def publish(self, *, hostname: str, kind: str, token: str, key_authorization: str) -> None:
-        await self.storage.put_challenge(token, key_authorization, hostname, kind=kind)
+        self._mem.pop(token, None)
+        self._mem[token] = (hostname, kind, key_authorization, time.monotonic() + self.ttl)
+        while len(self._mem) > self.max_entries:
+            self._mem.popitem(last=False)  # the oldest: its order is the likeliest to be over
+        try:
+            await self.storage.put_challenge(token, key_authorization, hostname, kind=kind, ttl=self.ttl)
+        except BaseException:
+            self._mem.pop(token, None)  # not published: the other nodes could not answer it
+            raise
 
     async def withdraw(self, *, hostname: str, kind: str, token: str) -> None:
+        self._mem.pop(token, None)
         await self.storage.delete_challenge(token)
 
 
@@ -69,6 +100,7 @@ class Services:
     metrics: Metrics
     prober: Prober | None = None
     webhooks: WebhookSender | None = None
+    publisher: StorePublisher | None = None
     version: str = __version__
     https_bound: tuple[str, int] | None = None
     bench_stats: dict = field(default_factory=lambda: {"connections": 0, "resumed": 0})
@@ -114,14 +146,15 @@ async def build_services(settings: Settings) -> Services:
     state = settings.state_path
     await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
     storage = await asyncio.to_thread(open_storage, settings.database_url)
-    keybox = await asyncio.to_thread(load_keybox, secret_key=settings.secret_key, state_dir=state)
+    keybox = await asyncio.to_thread(load_keybox, secret_key=settings.secret_key, state_dir=state,
+                                     create=lambda p, data: atomic_write(p, data, mode=0o600, exclusive=True))
     default_cert, default_key = await asyncio.to_thread(load_default_certificate, settings.default_cert,
                                                         settings.default_key, state)
     metrics = Metrics(per_domain_labels=settings.expose_domain_metrics)
     index = SniIndex(default_fullchain=default_cert, default_key=default_key,
                      max_contexts=settings.context_cache_size, on_outcome=metrics.on_handshake,
                      engine=use_tls_engine(settings))
-    files = LiveFiles(state)
+    files = LiveFiles(state, on_error=metrics.on_write_error)
     dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target,
                      ownership_key=keybox.derive_key(b"edgecert ownership txt v1"))
     events = EventBus(storage)
@@ -136,7 +169,8 @@ async def build_services(settings: Settings) -> Services:
                       batch_window=settings.hook_batch_window,
                       retry_delays=settings.hook_retry_delays,
                       webhook_url=settings.reload_webhook, webhook_secret=settings.reload_webhook_secret)
-    issuer = AcmeIssuer(storage=storage, keybox=keybox, publisher=StorePublisher(storage),
+    publisher = StorePublisher(storage, max_entries=settings.challenge_memory_max)
+    issuer = AcmeIssuer(storage=storage, keybox=keybox, publisher=publisher,
                         directory_url=settings.acme_directory, ca_bundle=settings.acme_ca_bundle,
                         email=settings.acme_email, max_workers=settings.max_concurrent_orders,
                         order_timeout=settings.order_timeout,
@@ -147,7 +181,8 @@ async def build_services(settings: Settings) -> Services:
                             retry_schedule=settings.retry_schedule)
     hook.on_result = manager.on_hook_result
     services = Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
-                        events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks)
+                        events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks,
+                        publisher=publisher)
     probe_address = settings.probe_address
     services.prober = Prober(settings=settings, storage=storage, events=events, metrics=metrics,
                              address_fn=lambda: probe_address or services.public_address())

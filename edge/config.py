@@ -235,6 +235,10 @@ class Settings:
     probe_address: str | None = _s(None, _hostport_check)
     # -- other servers: files, exports, the reload hook ------------------------------------------------------
     exports: bool = True
+    # While the database is unreachable: the API's 503 answers carry this Retry-After (seconds), and each node
+    # keeps the HTTP-01 answers it published in memory (at most challenge_memory_max) to answer without it.
+    store_retry_after: int = _s(5, _at_least(1))
+    challenge_memory_max: int = _s(10000, _at_least(1))
     nginx_site_include: str | None = "/etc/nginx/edgecert-site.conf"
     nginx_listen: str = "443 ssl"
     reload_command: str | None = None

@@ -22,6 +22,8 @@ Exposed families (``_total`` is added to counters in the text format):
 ``edgecert_webhook_deliveries{result}``    webhook attempts: ``delivered``, ``retry``, ``failed``, ``dropped``
 ``edgecert_events{kind}``                  domain events by kind
 ``edgecert_served_certificate_stale``      post-swap checks that found the old certificate still served
+``edgecert_state_write_errors{errno}``     failed writes into the state dir (``ENOSPC``, ``EIO``, ...; nothing
+                                           was changed in place, see edge/lifecycle/files.py)
 ========================================== ================================================================
 """
 
@@ -86,6 +88,13 @@ class Metrics:
         self.events = Counter("edgecert_events", "Domain events by kind", ["kind"], registry=r)
         self.stale = Counter("edgecert_served_certificate_stale", "Post-swap checks that found an old certificate",
                              registry=r)
+        self.state_write_errors = Counter("edgecert_state_write_errors", "Failed writes into the state dir by errno",
+                                          ["errno"], registry=r)
+
+    def on_write_error(self, err: OSError) -> None:
+        """:class:`edge.lifecycle.files.LiveFiles` ``on_error``: count a failed write by its errno name."""
+        import errno as errno_mod
+        self.state_write_errors.labels(errno=errno_mod.errorcode.get(err.errno or 0, "unknown")).inc()
 
     def on_handshake(self, outcome: str) -> None:
         self.handshakes[outcome] = self.handshakes.get(outcome, 0) + 1

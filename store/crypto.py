@@ -11,6 +11,7 @@ import binascii
 import os
 import secrets
 from pathlib import Path
+from typing import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -76,23 +77,35 @@ def _key_from_string(value: str) -> bytes:
                 info=b"aes-256-gcm").derive(value.encode())
 
 
-def load_keybox(*, secret_key: str | None, state_dir: Path) -> KeyBox:
+def load_keybox(*, secret_key: str | None, state_dir: Path,
+                create: Callable[[Path, bytes], None] | None = None) -> KeyBox:
     """The process's KeyBox: from the configured secret, else from ``state_dir/secret.key`` (created 0600).
+
+    ``create(path, data)`` writes a new key file whole or not at all and only if none exists (``FileExistsError``
+    otherwise): the service passes its atomic writer (``edge.lifecycle.files.atomic_write(exclusive=True)``), so a
+    full disk at first start never leaves a cut key file. Without it, the file is created with ``O_EXCL``.
 
     Raises:
         ValueError: a configured secret is unusable, or the key file is readable by others.
+        OSError: the key file could not be written (nothing is left of it).
     """
     if secret_key:
         return KeyBox(_key_from_string(secret_key))
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "secret.key"
+    new = (base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n").encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if create is not None:
+            create(path, new)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(new)
     except FileExistsError:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             raise ValueError(f"{path} is readable by others (mode {mode:o}); chmod 600 it") from None
-        return KeyBox(_key_from_string(path.read_text()))
+    return KeyBox(_key_from_string(path.read_text()))
     with os.fdopen(fd, "w") as f:
         f.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")
     return KeyBox(_key_from_string(path.read_text()))

@@ -18,6 +18,9 @@ Contract (read before writing another implementation, or a fake for tests):
 * Private keys are passed in and out already encrypted (``bytes`` blobs from :class:`store.crypto.KeyBox`); tokens
   are stored as hashes only.
 * Times are timezone-aware UTC, in and out.
+* An unreachable database (refused or dropped connection, server shutting down or starting up) raises
+  :class:`StoreUnavailable` from any method, whatever the driver; every other database error keeps its own type.
+  It is transient: the caller retries later (the API answers 503 with ``Retry-After``).
 * Change announcements: :meth:`Storage.notify_change` tells the other processes sharing the store that a hostname's
   served certificate changed, when the store can (PostgreSQL NOTIFY, see :mod:`store.notify`); otherwise it does
   nothing and the others notice at their next sweep (:meth:`Storage.changed_domains`).
@@ -32,7 +35,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
                      Tenant, WebhookDelivery)
 
-__all__ = ["Storage", "NotFound", "Conflict", "LockTimeout"]
+__all__ = ["Storage", "NotFound", "Conflict", "LockTimeout", "StoreUnavailable"]
 
 
 class NotFound(LookupError):
@@ -45,6 +48,15 @@ class Conflict(Exception):
 
 class LockTimeout(TimeoutError):
     """:meth:`Storage.lock` could not take the lease within ``timeout`` (``args[0]`` is the lease's name)."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now (connection refused or lost, server shutting down or starting up);
+    nothing was changed by the failed call. ``reason`` says what the driver saw (for logs, not for tenants)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database is unreachable: {reason}")
+        self.reason = reason
 
 
 @runtime_checkable

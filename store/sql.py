@@ -18,18 +18,53 @@ from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 from sqlalchemy import delete, func, or_, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, select
 
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
                      Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
 from .notify import CHANNEL
-from .protocol import Conflict, LockTimeout, NotFound, Storage
+from .protocol import Conflict, LockTimeout, NotFound, Storage, StoreUnavailable
 
-__all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "token_hash"]
+__all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "StoreUnavailable", "token_hash"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+#: SQLSTATEs of a server that is going away or not there yet: admin_shutdown, crash_shutdown, cannot_connect_now.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
+#: SQLite result codes of a database file that cannot be opened or read at all.
+_SQLITE_UNAVAILABLE = frozenset({14})  # SQLITE_CANTOPEN
+
+
+def _connection_level(e: DBAPIError) -> bool:
+    """True when ``e`` says the database cannot be reached (not that a statement failed)."""
+    if e.connection_invalidated:
+        return True
+    orig = e.orig
+    state = getattr(orig, "sqlstate", None)
+    if state is not None:
+        return state.startswith("08") or state in _UNAVAILABLE_STATES  # class 08: connection exception
+    if type(orig).__module__.startswith("psycopg"):
+        # psycopg raises OperationalError (or a subclass such as ConnectionTimeout) without a SQLSTATE when it
+        # cannot connect or the connection broke (refused, reset, timeout).
+        return any(k.__name__ == "OperationalError" for k in type(orig).__mro__)
+    return getattr(orig, "sqlite_errorcode", None) in _SQLITE_UNAVAILABLE
+
+
+@contextlib.contextmanager
+def _typed_outage() -> Any:
+    """Turn connection-level driver errors into :class:`StoreUnavailable`; everything else passes unchanged."""
+    try:
+        yield
+    except DBAPIError as e:
+        if _connection_level(e):
+            raise StoreUnavailable(str(e.orig).strip().splitlines()[0] if e.orig else type(e).__name__) from e
+        raise
+    except PoolTimeout as e:  # every pooled connection is stuck on a dead server
+        raise StoreUnavailable(f"no database connection available: {e}") from e
 
 
 def token_hash(token: str) -> str:
@@ -50,7 +85,7 @@ class SQLStorage:
 
     # -- plumbing --------------------------------------------------------------------------------------------
     def _tx(self, fn: Callable[[Session], T]) -> T:
-        with Session(self.engine, expire_on_commit=False) as s:
+        with _typed_outage(), Session(self.engine, expire_on_commit=False) as s:
             try:
                 out = fn(s)
                 s.commit()
@@ -298,7 +333,7 @@ class SQLStorage:
                        c.c.chain_pem, c.c.key_enc).select_from(d.join(c, c.c.id == d.c.current_cert_id)))
         if hostnames is not None:
             q = q.where(d.c.hostname.in_(list(hostnames)))
-        with self.engine.connect() as conn:
+        with _typed_outage(), self.engine.connect() as conn:
             return conn.execute(q).all()
 
     async def current_certificates(self, hostnames: Sequence[str] | None = None
@@ -399,7 +434,7 @@ class SQLStorage:
             return
 
         def fn() -> None:
-            with self.engine.begin() as conn:
+            with _typed_outage(), self.engine.begin() as conn:
                 conn.execute(text("SELECT pg_notify(:c, :h)"), {"c": CHANNEL, "h": hostname})
         await asyncio.to_thread(fn)
 

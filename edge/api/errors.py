@@ -2,20 +2,25 @@
 
 Errors are always ``{"error": {"code": ..., "message": ...}}``: handlers raise ``ApiError`` (status, code, message and
 extra fields), ``error_middleware`` turns it, aiohttp's own 4xx and any unexpected exception into that shape (a 500
-never leaks internals). ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes.
+never leaks internals). An unreachable database (:class:`store.protocol.StoreUnavailable`) is a ``503
+store_unavailable`` with ``Retry-After`` (setting ``store_retry_after``): transient, nobody's input was wrong. ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from store.protocol import StoreUnavailable
+
+from edge.api.state import SERVICES
 
 __all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body", "query_int",
-           "MAX_QUERY_INT"]
+           "MAX_QUERY_INT", "store_unavailable"]
 
 log = logging.getLogger("edge.api")
 #: The largest request body the API reads (also the app's ``client_max_size``).
@@ -31,6 +36,31 @@ def api_error(status: int, code: str, message: str, *, headers: dict[str, str] |
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="edgecert"'
     return web.json_response(body, status=status, headers=headers)
+
+
+#: Retry-After of a 503 when the app has no settings (seconds).
+DEFAULT_STORE_RETRY_AFTER = 5
+#: At most one log line per this many seconds about 503s while the database is away.
+OUTAGE_LOG_EVERY = 10.0
+_last_outage_log = -OUTAGE_LOG_EVERY
+_outage_suppressed = 0
+
+
+def store_unavailable(request: web.Request, e: StoreUnavailable) -> web.Response:
+    """503 while the database is away: one warning line in the log (no traceback), ``Retry-After`` for clients."""
+    services = request.app.get(SERVICES)
+    retry = int(getattr(getattr(services, "settings", None), "store_retry_after", DEFAULT_STORE_RETRY_AFTER))
+    global _last_outage_log, _outage_suppressed
+    now = time.monotonic()
+    if now - _last_outage_log >= OUTAGE_LOG_EVERY:  # one line per 10 s during an outage, not one per request
+        more = f" ({_outage_suppressed} more 503s since the last line)" if _outage_suppressed else ""
+        log.warning("%s %s: 503, %s%s", request.method, request.path, e, more)
+        _last_outage_log, _outage_suppressed = now, 0
+    else:
+        _outage_suppressed += 1
+    return api_error(503, "store_unavailable", "edgecert cannot reach its database right now (its operator must "
+                     f"restore it); nothing was changed. Try again in {retry} seconds.",
+                     headers={"Retry-After": str(retry)}, retry_after=retry)
 
 
 class ApiError(Exception):
@@ -53,6 +83,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.status, "http_error")
             return api_error(e.status, code, e.reason)
         raise
+    except StoreUnavailable as e:
+        return store_unavailable(request, e)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
         return api_error(500, "internal_error", "internal error; see the server log")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -21,7 +22,7 @@ from store.models import CertificateVersion, Domain, DomainStatus
 from edge.config import Settings
 from edge.events import EventBus
 from edge.lifecycle.exports import write_exports
-from edge.lifecycle.files import LiveFiles
+from edge.lifecycle.files import LiveFiles, StateWriteError
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.lifecycle.verify import served_certificate
 from edge.tls_edge.index import CertEntry, SniIndex
@@ -61,6 +62,8 @@ class Swapper:
         self.own_address: str | None = None
         self.prober = None
         self._stale_retries = 0
+        self._export_lock = threading.Lock()
+        self._going_live: set[str] = set()  # staged, exported, not yet in the index
 
     async def go_live(self, domain: Domain, version: CertificateVersion, key_pem: bytes, **fields: Any) -> Domain:
         """Check ``version``, write the files, flip the SNI index and store it as current (with ``fields``);
@@ -84,11 +87,28 @@ class Swapper:
                                    {"serial": version.serial})
             await self.storage.update_domain(h, last_error=problem, last_error_code="swap_rejected")
             raise SwapRejected(problem, hostname=h, serial=version.serial)
-        await asyncio.to_thread(self.files.install, h, cert_pem=version.cert_pem.encode(),
-                                chain_pem=version.chain_pem.encode(), key_pem=key_pem, serial=version.serial)
-        t_swap = time.monotonic()
-        self.index.put(entry, prebuild=False)
-        await self.write_exports()
+        # Files first, completely (the new version and the exports naming it), then the flips (live link, index,
+        # store). A write that fails (full disk, I/O error) changes nothing that is served: the previous version
+        # stays live, the staged one is removed, and the OSError (errno kept) goes to the caller, who retries.
+        version_dir = await self._write_step(h, version.serial, lambda: self.files.stage(
+            h, cert_pem=version.cert_pem.encode(), chain_pem=version.chain_pem.encode(), key_pem=key_pem,
+            serial=version.serial))
+        self._going_live.add(h)  # every exports rewrite from now on names it (concurrent swaps included)
+        try:
+            try:
+                if self.s.exports:
+                    await self._write_step(h, version.serial, self._export)
+                await self._write_step(h, version.serial, lambda: self.files.activate(h, version_dir))
+            except OSError:
+                self._going_live.discard(h)
+                await asyncio.to_thread(self.files.discard, h, version_dir)
+                if self.s.exports and h not in self.index:
+                    await self.write_exports()  # take the name out of the exports again (best effort)
+                raise
+            t_swap = time.monotonic()
+            self.index.put(entry, prebuild=False)
+        finally:
+            self._going_live.discard(h)
         d = await self.update(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
                               last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
                               ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
@@ -111,15 +131,43 @@ class Swapper:
         else:
             await self.verify([hostname])
 
+    async def _write_step(self, hostname: str, serial: str, fn: Callable[[], Any]) -> Any:
+        """Run one file step in a thread; when it fails, say so on the domain (reason, event, metric) and re-raise
+        the OSError (the caller retries the install of the same certificate; never a new order)."""
+        try:
+            return await asyncio.to_thread(fn)
+        except OSError as e:
+            err = e if isinstance(e, StateWriteError) else StateWriteError(e.errno, e.strerror or str(e),
+                                                                          str(e.filename or self.files.root))
+            msg = (f"certificate {serial} is obtained but could not be written: {err.reason()}; the previous "
+                   "certificate stays served and the install is retried (the operator must free space or fix "
+                   "the disk)")
+            log.error("%s: %s (%s)", hostname, msg, err)
+            try:
+                await self.storage.update_domain(hostname, last_error=msg, last_error_code="state_write_failed")
+            except Exception:  # noqa: BLE001 - the store may be away too; the OSError is what the caller needs
+                log.warning("could not record the write failure on %s", hostname)
+            await self.events.emit(hostname, "state_write_failed", msg,
+                                   {"serial": serial, "errno": err.errno_name})
+            raise
+
+    def _export(self) -> None:
+        """Write the exports for the SNI index plus the names going live (blocking). One writer at a time, each
+        reading the names under the lock: the last write always has the newest set."""
+        with self._export_lock:
+            going = list(self._going_live)
+            write_exports(self.files.root, [*self.index.names(), *going], listen=self.s.nginx_listen,
+                          site_include=self.s.nginx_site_include, include=going, write=self.files.write)
+
     async def write_exports(self) -> None:
-        """Rewrite the nginx/HAProxy exports for the names in the SNI index (unless exports are off)."""
+        """Rewrite the nginx/HAProxy exports for the names in the SNI index (unless exports are off). A failure is
+        logged and counted (``edgecert_state_write_errors``); the previous exports stay in place, whole."""
         if not self.s.exports:
             return
         try:
-            await asyncio.to_thread(write_exports, self.files.root, self.index.names(),
-                                    listen=self.s.nginx_listen, site_include=self.s.nginx_site_include)
-        except OSError:
-            log.exception("could not write the nginx/HAProxy exports")
+            await asyncio.to_thread(self._export)
+        except OSError as e:
+            log.error("could not write the nginx/HAProxy exports (the previous ones stay in place): %s", e)
 
     async def verify(self, hostnames: list[str]) -> dict[str, bool]:
         """Real handshakes against every verification address: is the current certificate what is served?"""

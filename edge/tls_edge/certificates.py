@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edge.lifecycle.files import atomic_write  # the one writer of the state dir (whole, fsynced, renamed)
+
 __all__ = ["MOZILLA_INTERMEDIATE", "TICKETS", "apply_settings", "make_server_context", "memory_handshake",
            "pem_cert_to_der", "pem_chain_ders", "split_fullchain", "generate_default_certificate",
            "load_default_certificate"]
@@ -144,8 +146,6 @@ def load_default_certificate(cert_path: str | None, key_path: str | None, state_
         return cert_f.read_bytes(), key_f.read_bytes()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert, key = generate_default_certificate()
-    fd = os.open(key_f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    cert_f.write_bytes(cert)
+    atomic_write(key_f, key, mode=0o600)
+    atomic_write(cert_f, cert, mode=0o644)
     return cert, key
