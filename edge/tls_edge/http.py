@@ -1,5 +1,7 @@
-"""The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp),
-its TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
+"""One concern: the TLS edge's client connection, from the first TCP byte to the close.
+
+The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp), its
+TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
 ``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback).
 
 - no SNI -> 421 page; Host (port stripped, lower-cased) != SNI name -> 421 page; unknown name -> 404 page;
