@@ -26,6 +26,8 @@ from edge.demo.process import free_port  # noqa: E402
 from tests.helpers import EdgeProcess  # noqa: E402
 from tests.test_fasthttp import NAME, _client_ctx, _edge, origin, tls_driver  # noqa: E402,F401
 
+__all__ = ["origin", "tls_driver"]  # fixtures shared with test_fasthttp (the in-process edge, both TLS drivers)
+
 WAIT = 10  # seconds we wait for the edge to act on a deadline of at most 1 s (an upper bound, not a timing assert)
 FAST = {"edge_handshake_timeout": 1.0, "edge_request_head_timeout": 1.0, "edge_keepalive_timeout": 1.0,
         "edge_body_timeout": 1.0}
@@ -114,7 +116,7 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver):
     once edge_max_pipeline requests wait, and keeps at most about one read of unparsed bytes; the client not reading
     for edge_body_timeout gets the connection cut."""
     srv, port, _ = await _edge(None, {"edge_body_timeout": 3.0})
-    req = f"GET / HTTP/1.1\r\nHost: other.fast.test\r\n\r\n".encode()  # answered 421 (~500 bytes) by the edge
+    req = b"GET / HTTP/1.1\r\nHost: other.fast.test\r\n\r\n"  # answered 421 (~500 bytes) by the edge
     chunk = req * (65536 // len(req))
     r, w = await _open(port)
     sent = 0
