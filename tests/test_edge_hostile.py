@@ -46,10 +46,10 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float = WAIT) ->
         assert left > 0, f"the edge kept the connection open (got {out[:200]!r})"
         try:
             chunk = await asyncio.wait_for(reader.read(65536), left)
+        except asyncio.TimeoutError:  # (before OSError: it is one)
+            raise AssertionError(f"the edge kept the connection open for {seconds}s (got {out[:200]!r})") from None
         except (ConnectionResetError, ssl.SSLError, OSError):
             return out
-        except asyncio.TimeoutError:
-            raise AssertionError(f"the edge kept the connection open for {seconds}s (got {out[:200]!r})") from None
         if not chunk:
             return out
         out += chunk
@@ -116,6 +116,18 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver):
     once edge_max_pipeline requests wait, and keeps at most about one read of unparsed bytes; the client not reading
     for edge_body_timeout gets the connection cut."""
     srv, port, _ = await _edge(None, {"edge_body_timeout": 3.0})
+    try:  # the bounds change nothing for a client that reads: 2,000 pipelined requests in one go, all answered
+        n = 2000
+        req = b"".join(f"GET /{i} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode() for i in range(n - 1))
+        req += f"GET /last HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode()
+        r, w = await _open(port)
+        w.write(req)
+        out = await _closed_within(r, 60)
+        assert out.count(b"HTTP/1.1 200 OK") == n
+        w.close()
+    except BaseException:
+        await srv.stop()
+        raise
     req = b"GET / HTTP/1.1\r\nHost: other.fast.test\r\n\r\n"  # answered 421 (~500 bytes) by the edge
     chunk = req * (65536 // len(req))
     r, w = await _open(port)
@@ -136,27 +148,14 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver):
         assert c.transport.get_write_buffer_size() < 1 << 20
         assert len(c.queue or ()) <= srv.max_pipeline + 1000  # at most one slice past the bound
         assert len(c.pending) <= 512 * 1024
-        # the client still reads nothing: cut after edge_body_timeout
-        out = await _closed_within(r, 30)
-        assert out.startswith(b"HTTP/1.1 421")
+        # the client still reads nothing (its stream stops at its buffer limit): cut after edge_body_timeout
+        for _ in range(300):
+            if not srv.conns:
+                break
+            await asyncio.sleep(0.1)
+        assert not srv.conns, "a client that reads none of its answers is still connected"
     finally:
         w.close()
-        await srv.stop()
-
-
-async def test_pipelined_requests_are_all_answered_in_order_when_the_client_reads(tls_driver):
-    """The bounds change nothing for a client that reads: 2,000 pipelined requests in one go, all answered."""
-    srv, port, _ = await _edge(None, {"placeholder_text": "ok\n"})
-    try:
-        n = 2000
-        req = b"".join(f"GET /{i} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode() for i in range(n - 1))
-        req += f"GET /last HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode()
-        r, w = await _open(port)
-        w.write(req)
-        out = await _closed_within(r, 60)
-        assert out.count(b"HTTP/1.1 200 OK") == n
-        w.close()
-    finally:
         await srv.stop()
 
 
