@@ -763,6 +763,8 @@ class EdgeHttpServer:
                                                      self.body_timeout) / 4))
         self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
+        self._peak = 0          # most connections open since memory was last handed back (see _sweep)
+        self._next_trim = 0.0
 
     async def start(self, host: str, port: int, ssl_ctx: ssl.SSLContext, *, reuse_port: bool = False,
                     backlog: int = 1024) -> asyncio.AbstractServer:
@@ -788,6 +790,14 @@ class EdgeHttpServer:
         while True:
             await asyncio.sleep(self.sweep_interval)
             now = loop.time()
+            n = len(self.conns)
+            if n > self._peak:
+                self._peak = n
+            elif self._peak - n >= _TRIM_DROP and now >= self._next_trim:
+                # Many connections (a flood?) have ended: hand their freed memory back to the system, at most
+                # every _TRIM_EVERY seconds (glibc keeps it in its arenas otherwise).
+                self._peak, self._next_trim = n, now + _TRIM_EVERY
+                _malloc_trim()
             for c in list(self.conns):
                 d = c.deadline
                 if d and now >= d and not c.holds and not c.closed:
@@ -812,6 +822,23 @@ class EdgeHttpServer:
             self._sweeper.cancel()
         if self.pool is not None:
             self.pool.close()
+
+
+_TRIM_DROP = 128
+_TRIM_EVERY = 30.0
+_libc: list = []
+
+
+def _malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)`` (a no-op elsewhere): free pages of every arena go back to the system."""
+    if not _libc:
+        try:
+            import ctypes
+            _libc.append(ctypes.CDLL(None).malloc_trim)
+        except (OSError, AttributeError):
+            _libc.append(None)
+    if _libc[0] is not None:
+        _libc[0](0)
 
 
 def _loop_sets_nodelay(loop: asyncio.AbstractEventLoop) -> bool:
