@@ -84,7 +84,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
 
     __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
                  "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
-                 "phase", "deadline", "wdeadline", "in_head", "began", "hsize", "line", "advancing")
+                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing")
 
     def __init__(self, srv: "EdgeHttpServer") -> None:
         self.srv = srv
@@ -108,7 +108,6 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.deadline = 0.0                     # loop time the current phase must end by (0: none)
         self.wdeadline = 0.0                    # loop time the client must have read our answers by (0: none)
         self.in_head = False                    # a request head is being received
-        self.began = False                      # a request began in the slice being parsed
         self.hsize = 0                          # bytes of the current head so far
         self.line = 0                           # bytes of its current line so far
         self.advancing = False
@@ -292,7 +291,6 @@ class EdgeHttpProtocol(asyncio.Protocol):
             piece = data if n <= _SLICE else data[pos:pos + _SLICE]
             size = len(piece)
             pos += size
-            self.began = False
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserUpgrade as e:
@@ -371,7 +369,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
 
     # -- parser callbacks ------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.in_head = self.began = True
+        self.in_head = True
         self.hsize = self.line = 0
         if self.phase != PH_HEAD:  # a keep-alive request (the first one's deadline runs from the handshake)
             self.phase = PH_HEAD
