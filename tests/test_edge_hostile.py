@@ -111,11 +111,14 @@ async def test_endless_request_line_and_headers_are_cut_as_they_arrive(tls_drive
 
 # -- unread pipelines ------------------------------------------------------------------------------------------
 
-async def test_unread_pipeline_is_held_not_buffered(tls_driver):
-    """A client pipelines requests and never reads: the edge stops answering once its writes back up, stops reading
-    once edge_max_pipeline requests wait, and keeps at most about one read of unparsed bytes; the client not reading
-    for edge_body_timeout gets the connection cut."""
-    srv, port, _ = await _edge(None, {"edge_body_timeout": 3.0})
+@pytest.mark.parametrize("answer", ["local", "proxied"])
+async def test_unread_pipeline_is_held_not_buffered(tls_driver, answer, origin):
+    """A client pipelines requests and never reads: the edge stops answering once its writes back up (a page of its
+    own, or the origin's answer: the origin is then not read either), stops reading once edge_max_pipeline requests
+    wait, and keeps at most about one read of unparsed bytes; the client not reading for edge_body_timeout gets the
+    connection cut."""
+    srv, port, _ = await _edge(origin[0] if answer == "proxied" else None,
+                               {"edge_body_timeout": 3.0, "placeholder_text": "ok\n"})
     try:  # the bounds change nothing for a client that reads: 2,000 pipelined requests in one go, all answered
         n = 2000
         req = b"".join(f"GET /{i} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode() for i in range(n - 1))
@@ -124,11 +127,15 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver):
         w.write(req)
         out = await _closed_within(r, 60)
         assert out.count(b"HTTP/1.1 200 OK") == n
+        if answer == "proxied":
+            assert out.index(b'"/1998"') < out.index(b'"/last"')
         w.close()
     except BaseException:
         await srv.stop()
         raise
-    req = b"GET / HTTP/1.1\r\nHost: other.fast.test\r\n\r\n"  # answered 421 (~500 bytes) by the edge
+    # answered 421 (~500 bytes) by the edge, or proxied to the origin (~700 bytes of JSON)
+    req = (b"GET / HTTP/1.1\r\nHost: other.fast.test\r\n\r\n" if answer == "local" else
+           f"GET /p HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
     chunk = req * (65536 // len(req))
     r, w = await _open(port)
     sent = 0
@@ -148,6 +155,8 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver):
         assert c.transport.get_write_buffer_size() < 1 << 20
         assert len(c.queue or ()) <= srv.max_pipeline + 1000  # at most one slice past the bound
         assert len(c.pending) <= 512 * 1024
+        if answer == "proxied":
+            assert c.up is None or c.up.transport.get_write_buffer_size() < 1 << 20
         # the client still reads nothing (its stream stops at its buffer limit): cut after edge_body_timeout
         for _ in range(300):
             if not srv.conns:
