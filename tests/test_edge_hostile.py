@@ -111,6 +111,7 @@ async def test_endless_request_line_and_headers_are_cut_as_they_arrive(tls_drive
 
 # -- unread pipelines ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer", ["local", "proxied"])
 async def test_unread_pipeline_is_held_not_buffered(tls_driver, answer, origin):
     """A client pipelines requests and never reads: the edge stops answering once its writes back up (a page of its
@@ -170,6 +171,7 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver, answer, origin):
 
 # -- deadlines -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 async def test_every_phase_has_a_deadline(tls_driver):
     srv, port, _ = await _edge(None, FAST)
     try:
