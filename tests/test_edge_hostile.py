@@ -440,11 +440,13 @@ def test_edge_memory_stays_bounded_and_returns(tmp_path, pebble, dns):
         peaks.append(_flood(port, "nope.hostile.test", b"GET / HTTP/1.1\r\nHost: nope.hostile.test\r\nX-A: ",
                             b"a" * 65536, 64 << 20, pid, cap))
         peaks.append(_flood(port, "nope.hostile.test", b"GET /", b"a" * 65536, 64 << 20, pid, cap))
+        print(f"edge RSS {base:.0f} MiB at rest, peaks {[round(p) for p in peaks]} MiB under attack")
         assert max(peaks) < cap, f"RSS {base:.0f} MiB at rest, peaks {[round(p) for p in peaks]} MiB under attack"
         deadline = time.monotonic() + 15
         while _rss_mib(pid) > base + 32 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _rss_mib(pid) <= base + 32, f"RSS {_rss_mib(pid):.0f} MiB after the attacks, {base:.0f} before"
+        print(f"edge RSS {_rss_mib(pid):.0f} MiB after the attacks")
         # and the edge still answers
         s = _tls(port, "nope.hostile.test")
         s.sendall(b"GET / HTTP/1.1\r\nHost: nope.hostile.test\r\nConnection: close\r\n\r\n")
