@@ -27,6 +27,7 @@ import argparse
 import multiprocessing as mp
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -271,6 +272,8 @@ def main() -> int:
             edge.wait(15)
         except subprocess.TimeoutExpired:
             edge.kill()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(str(certs) + ".edgecert-store", ignore_errors=True)
     print(f"edge: {args.repo.resolve()} (bench_serve.py --full, C TLS engine), visitor {args.seconds:g} s per phase, "
           f"attacks from {ATTACKER}, --mib {args.mib}")
     print(f"| {'attack':<16} | visitor p50 ms | visitor p99 ms | answered | failed | edge RSS peak MiB | "
