@@ -221,6 +221,26 @@ class Settings:
     placeholder_text: str | None = None
     # Count connections/requests for the benchmark harness (bench/bench_serve.py).
     bench_stats: bool = False
+    # -- the TLS edge's bounds (edge/tls_edge/http.py, upstream.py): every phase timed, every buffer capped ----
+    # Seconds for a client to finish its TLS handshake.
+    edge_handshake_timeout: float = _s(10.0, _positive)
+    # Seconds for a request head (request line + headers) to arrive in full: the first one counted from the end
+    # of the handshake, a keep-alive one from its first byte.
+    edge_request_head_timeout: float = _s(10.0, _positive)
+    # Seconds a keep-alive connection may wait, idle, for its next request.
+    edge_keepalive_timeout: float = _s(75.0, _positive)
+    # Seconds without progress on a request body being uploaded, or on a response the client does not read.
+    edge_body_timeout: float = _s(60.0, _positive)
+    # Seconds to connect to the origin, and to wait for each read from it (its first byte included).
+    edge_upstream_connect_timeout: float = _s(10.0, _positive)
+    edge_upstream_read_timeout: float = _s(60.0, _positive)
+    # Bytes of a request line or of one header line, and of the whole request head (431/414 beyond).
+    edge_max_line_bytes: int = _s(16384, _at_least(256))
+    edge_max_head_bytes: int = _s(65536, _at_least(1024))
+    # Requests a client may pipeline ahead of the answers; beyond, the edge stops reading from it.
+    edge_max_pipeline: int = _s(16, _at_least(1))
+    # Open TLS connections per client address (0: no cap); more are closed at once.
+    edge_max_conns_per_ip: int = _s(256, _at_least(0))
     # -- maintenance -----------------------------------------------------------------------------------------
     # How often the maintenance sweep looks for due work, seconds.
     sweep_interval: float = _s(30.0, _positive)

@@ -1,5 +1,7 @@
-"""The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp),
-its TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
+"""One concern: the TLS edge's client connection, from the first TCP byte to the close.
+
+The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp), its
+TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
 ``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback).
 
 - no SNI -> 421 page; Host (port stripped, lower-cased) != SNI name -> 421 page; unknown name -> 404 page;
@@ -10,6 +12,14 @@ its TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.t
   other upgrades passed through as a byte tunnel after the upstream's 101;
 - keep-alive and pipelining downstream, ``bench_stats`` counting, ``TCP_NODELAY``.
 
+Bounds (settings ``edge_*``, docs/configuration.md): every phase of a connection has a deadline (handshake, request
+head, keep-alive idle, body progress, a client that does not read its answers), checked by one sweeper instead of a
+timer per connection; the request line, each header line and the whole head are limited as the bytes arrive (data is
+fed to the parser in slices, so a limit is never overrun by more than one slice); at most ``edge_max_pipeline``
+requests wait per connection and no answer is written while the transport asks us to pause (``pause_writing``):
+the edge then stops reading from the client (:meth:`EdgeHttpProtocol.hold_reading`) and keeps at most one slice
+of unparsed bytes. Upgrades are tunnelled only for a valid websocket handshake, after the Host/SNI check.
+
 Why not aiohttp here: on the handshake-bound hot path (one request per connection), aiohttp's per-connection machinery
 (RequestHandler task, Request/Response objects, multidicts, the router) is most of the Python time per connection.
 This layer answers the 421/404/placeholder cases synchronously from the parser callbacks, without a task; only a
@@ -19,6 +29,7 @@ proxied request gets one coroutine.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import collections
 import logging
 import ssl
@@ -30,22 +41,28 @@ import httptools
 from edge.tls_edge import routing
 from edge.tls_edge.engine import Error as TLSError
 from edge.tls_edge.routing import response
-from edge.tls_edge.upstream import UpstreamFailed, UpstreamPool, UpstreamRetry, request_head, set_nodelay
+from edge.tls_edge.upstream import (HOLD_UPGRADE, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head,
+                                    set_nodelay)
 
 __all__ = ["EdgeHttpServer", "EdgeHttpProtocol", "EngineHttpProtocol"]
 
 log = logging.getLogger("edge.proxy")
 
-_MAX_HEAD = 64 * 1024          # request line + headers
-_BUF_HIGH = 1 << 20            # buffered request body before reading pauses
-_KEEPALIVE_TIMEOUT = 75.0      # idle downstream keep-alive (aiohttp's default)
-HANDSHAKE_TIMEOUT = 60.0       # as uvloop's/asyncio's ssl_handshake_timeout
-SWEEP_INTERVAL = 10.0
+_BUF_HIGH = 1 << 20            # buffered request body (all requests of a connection) before reading pauses
+_SLICE = 16 * 1024             # bytes fed to the parser at a time: the most any limit is overrun by
+_TAIL_MAX = 256 * 1024         # bytes kept after an upgrade request's head until the tunnel opens
+
+# Why the edge stops reading from a client (bits of EdgeHttpProtocol.holds): it reads again once none is left.
+HOLD_PIPELINE = 4              # edge_max_pipeline requests wait for their answers
+HOLD_BODY = 8                  # request bodies buffered before an upstream took them
+
+# What a connection's deadline is for (EdgeHttpProtocol.phase).
+PH_NONE, PH_HANDSHAKE, PH_HEAD, PH_IDLE, PH_BODY = range(5)
 
 
 class _Request:
     __slots__ = ("method", "url", "headers", "keep_alive", "upgrade", "version", "has_body", "chunked", "done",
-                 "body", "body_size", "sink", "sync", "task", "expect_continue")
+                 "body", "body_size", "sink", "sync", "task", "expect_continue", "last", "bad_upgrade", "ws_key")
 
     def __init__(self) -> None:
         self.url = b""
@@ -56,13 +73,18 @@ class _Request:
         self.sink: Any = None         # the upstream connection the body streams to, once attached
         self.sync: bytes | None = None
         self.task: asyncio.Task | None = None
+        self.upgrade = False          # a valid websocket handshake: tunnelled after the origin's 101
+        self.last = False             # the parser stopped after this request (an Upgrade of any kind, CONNECT)
+        self.bad_upgrade = 0          # 400/426: an invalid websocket handshake
+        self.ws_key = b""
 
 
 class EdgeHttpProtocol(asyncio.Protocol):
     """One downstream (client) connection of the TLS edge."""
 
-    __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "head_size", "paused", "closing",
-                 "ka_timer", "tunnel", "tail", "up", "write_paused", "inc", "out", "obj", "hs_done", "born", "closed")
+    __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
+                 "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
+                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing")
 
     def __init__(self, srv: "EdgeHttpServer") -> None:
         self.srv = srv
@@ -70,10 +92,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.req: _Request | None = None        # the request being parsed
         self.active: _Request | None = None     # the request being answered
         self.queue: collections.deque[_Request] | None = None  # pipelined requests waiting
-        self.head_size = 0
-        self.paused = False
         self.closing = False
-        self.ka_timer: asyncio.TimerHandle | None = None
         self.tunnel: Any = None                 # upstream connection once upgraded (websocket)
         self.tail = b""                         # bytes after an upgrade request's head
         self.up: Any = None                     # upstream connection streaming a response to us
@@ -81,6 +100,39 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.hs_done = False
         self.closed = False
         self.sni = None
+        self.ip: str | None = None              # counted in srv.per_ip
+        self.holds = 0                          # HOLD_* bits: why reading is paused
+        self.pending = b""                      # bytes read but not parsed yet (reading is held)
+        self.buffered = 0                       # request body bytes waiting for an upstream
+        self.phase = PH_HANDSHAKE
+        self.deadline = 0.0                     # loop time the current phase must end by (0: none)
+        self.wdeadline = 0.0                    # loop time the client must have read our answers by (0: none)
+        self.in_head = False                    # a request head is being received
+        self.hsize = 0                          # bytes of the current head so far
+        self.line = 0                           # bytes of its current line so far
+        self.advancing = False
+
+    def _admit(self, transport: Any) -> bool:
+        """Common part of connection_made: the per-address cap, the handshake deadline."""
+        self.transport = transport
+        srv = self.srv
+        cap = srv.max_per_ip
+        if cap:
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if peer else ""
+            n = srv.per_ip.get(ip, 0)
+            if n >= cap:
+                self.closed = self.closing = True
+                srv.refused += 1
+                transport.abort()
+                return False
+            srv.per_ip[ip] = n + 1
+            self.ip = ip
+        srv.conns.add(self)
+        self.deadline = srv.loop.time() + srv.hs_timeout
+        if srv.nodelay:
+            set_nodelay(transport)
+        return True
 
     # -- TLS, driven here over memory BIOs -------------------------------------------------------------------
     # The listener is plain TCP; this protocol runs the TLS state machine itself (ssl.SSLObject + MemoryBIO).
@@ -88,17 +140,15 @@ class EdgeHttpProtocol(asyncio.Protocol):
     # server CPU per full handshake, mostly because the close is one-way (close_notify sent, then the TCP close, as
     # nginx does) instead of waiting for the client's close_notify, and there is one layer less per read/write.
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        srv = self.srv
-        srv.conns.add(self)
-        self.born = srv.tick
+        if not self._admit(transport):
+            return
         self.inc = inc = ssl.MemoryBIO()
         self.out = out = ssl.MemoryBIO()
-        self.obj = srv.ctx.wrap_bio(inc, out, server_side=True)
-        if srv.nodelay:
-            set_nodelay(transport)
+        self.obj = self.srv.ctx.wrap_bio(inc, out, server_side=True)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.inc.write(data)
         obj = self.obj
         if not self.hs_done:
@@ -134,10 +184,14 @@ class EdgeHttpProtocol(asyncio.Protocol):
             self._flush()  # e.g. a TLS 1.3 KeyUpdate answer
 
     def _established(self, sni: str | None, reused: bool) -> None:
-        """The handshake is complete: remember the SNI (for the Host == SNI check) and count it (bench)."""
+        """The handshake is complete: remember the SNI (for the Host == SNI check) and count it (bench); the first
+        request head is due within ``edge_request_head_timeout``."""
         self.hs_done = True
         self.sni = sni
-        count = self.srv.count
+        srv = self.srv
+        self.phase = PH_HEAD
+        self.deadline = srv.loop.time() + srv.head_timeout
+        count = srv.count
         if count is not None:
             count["connections"] += 1
             if reused:
@@ -186,32 +240,93 @@ class EdgeHttpProtocol(asyncio.Protocol):
             return self.obj
         return self.transport.get_extra_info(name, default)
 
+    # -- reading, bounded ------------------------------------------------------------------------------------
+    def hold_reading(self, why: int) -> None:
+        """Stop reading from the client for reason ``why`` (a HOLD_* bit) until :meth:`release_reading`."""
+        if not self.holds and not self.closed:
+            self.transport.pause_reading()
+        self.holds |= why
+
+    def release_reading(self, why: int) -> None:
+        if not self.holds & why:
+            return
+        self.holds &= ~why
+        if self.holds or self.closed:
+            return
+        self.transport.resume_reading()
+        if self.phase in (PH_HEAD, PH_BODY):  # the client was not at fault while held
+            self.deadline = self.srv.loop.time() + (
+                self.srv.head_timeout if self.phase == PH_HEAD else self.srv.body_timeout)
+        if self.pending:
+            asyncio.get_running_loop().call_soon(self._feed_pending)  # never from inside a parser callback
+
+    def _feed_pending(self) -> None:
+        if self.holds or self.closing or not self.pending:
+            return
+        data, self.pending = self.pending, b""
+        self._app_data(data)
+
     def _app_data(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
             return
-        if self.parser is None:  # upgraded, tunnel not open yet
+        if self.parser is None:  # upgraded, tunnel not open yet (reading is held meanwhile)
+            if len(self.tail) + len(data) > _TAIL_MAX:
+                self.abort()
+                return
             self.tail += data
             return
-        if self.ka_timer is not None:
-            self.ka_timer.cancel()
-            self.ka_timer = None
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self.parser = None
-            self.tail = data[e.args[0]:]
-        except httptools.HttpParserError as e:
-            self._bad_request(e.__context__ if isinstance(e.__context__, _TooLarge) else e)
+        if self.holds or self.pending:
+            self.pending += data  # at most what was in flight when reading was held
+            return
+        n = len(data)
+        pos = 0
+        srv = self.srv
+        while pos < n:
+            if self.closing or self.parser is None:
+                return
+            if self.holds:
+                self.pending = data[pos:]
+                return
+            piece = data if n <= _SLICE else data[pos:pos + _SLICE]
+            size = len(piece)
+            pos += size
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as e:
+                self.parser = None
+                self.tail = piece[e.args[0]:] + data[pos:]
+                if self.tunnel is None and not self.closing:
+                    self.hold_reading(HOLD_UPGRADE)
+                return
+            except httptools.HttpParserError as e:
+                self._bad_request(e.__context__ if isinstance(e.__context__, _TooLarge) else e)
+                return
+            if self.in_head:  # the head is not complete yet: count what this slice added to it
+                i = piece.rfind(b"\n")
+                self.line = self.line + size if i < 0 else size - i - 1
+                self.hsize += size  # (over-counted by less than a slice when a pipelined head began in it)
+                if self.line > srv.max_line or self.hsize > srv.max_head:
+                    self._bad_request(_TooLarge(431, "a header line" if self.line > srv.max_line else "the head"))
+                    return
 
     def eof_received(self) -> bool | None:
         return None  # TLS cannot half-close: the connection closes (and a tunnel with it, gracefully)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closing = self.closed = True
-        self.srv.conns.discard(self)
-        if self.ka_timer is not None:
-            self.ka_timer.cancel()
+        srv = self.srv
+        srv.conns.discard(self)
+        ip = self.ip
+        if ip is not None:
+            self.ip = None
+            n = srv.per_ip.get(ip, 1) - 1
+            if n > 0:
+                srv.per_ip[ip] = n
+            else:
+                srv.per_ip.pop(ip, None)
+        self.pending = self.tail = b""
+        self.queue = None
         if self.up is not None:
             self.up.abort()
         if self.tunnel is not None:
@@ -222,35 +337,62 @@ class EdgeHttpProtocol(asyncio.Protocol):
             a.task.cancel()
 
     def pause_writing(self) -> None:
+        """The client does not read as fast as we answer: stop the origin's side, answer no further request
+        (they wait, then reading stops), and give the client ``edge_body_timeout`` to read on."""
         self.write_paused = True
+        self.wdeadline = self.srv.loop.time() + self.srv.body_timeout
         for other in (self.up, self.tunnel):
             if other is not None:
                 other.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.wdeadline = 0.0
         for other in (self.up, self.tunnel):
             if other is not None:
                 other.transport.resume_reading()
+        if self.active is None and self.queue and not self.closing:
+            self._advance()
+
+    def timed_out(self) -> None:
+        """The sweeper found the current phase's deadline passed."""
+        phase = self.phase
+        self.deadline = 0.0
+        if phase == PH_HANDSHAKE:
+            self.abort()
+        elif phase == PH_IDLE:
+            if self.active is None and self.req is None:
+                self.close()
+        elif phase in (PH_HEAD, PH_BODY):
+            log.debug("TLS edge: %s timed out", "request head" if phase == PH_HEAD else "request body")
+            self.close()
 
     # -- parser callbacks ------------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.hsize = self.line = 0
+        if self.phase != PH_HEAD:  # a keep-alive request (the first one's deadline runs from the handshake)
+            self.phase = PH_HEAD
+            self.deadline = self.srv.loop.time() + self.srv.head_timeout
+
     def on_url(self, url: bytes) -> None:
         r = self.req
         if r is None:
             r = self.req = _Request()
         r.url += url
-        self.head_size += len(url)
+        if len(r.url) > self.srv.max_line:
+            raise _TooLarge(414, "the request target")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         r = self.req
         if r is None:
             r = self.req = _Request()
         r.headers.append((name, value))
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > _MAX_HEAD:
-            raise _TooLarge()
+        if len(name) + len(value) + 4 > self.srv.max_line:
+            raise _TooLarge(431, "a header line")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         r = self.req
         if r is None:
             r = self.req = _Request()
@@ -258,7 +400,6 @@ class EdgeHttpProtocol(asyncio.Protocol):
         r.method = p.get_method()
         r.version = p.get_http_version()
         r.keep_alive = p.should_keep_alive()
-        r.upgrade = p.should_upgrade()
         r.has_body = r.chunked = False
         r.expect_continue = False
         for name, value in r.headers:
@@ -269,31 +410,50 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 r.has_body = r.chunked = True
             elif n == b"expect" and value.strip().lower() == b"100-continue":
                 r.expect_continue = True
-        self.head_size = 0
-        if self.active is None:
+        if p.should_upgrade():
+            r.last = True  # the parser stops after this request: nothing more is read on this connection
+            r.keep_alive = False
+            if r.method != b"CONNECT":
+                _check_upgrade(r)
+        srv = self.srv
+        if r.has_body:
+            self.phase = PH_BODY
+            self.deadline = srv.loop.time() + srv.body_timeout
+        else:
+            self.phase = PH_NONE
+            self.deadline = 0.0
+        if self.active is None and not self.queue and not self.write_paused:
             self._start(r)
         else:
-            if self.queue is None:
-                self.queue = collections.deque()
-            self.queue.append(r)
+            q = self.queue
+            if q is None:
+                q = self.queue = collections.deque()
+            q.append(r)
+            if len(q) >= srv.max_pipeline:
+                self.hold_reading(HOLD_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         r = self.req
         if r is None:
             return
+        if self.phase == PH_BODY:
+            self.deadline = self.srv.loop.time() + self.srv.body_timeout
         if r.sink is not None:
             r.sink.send_body(body, r.chunked)
         elif r.sync is None:
             r.body.append(body)
             r.body_size += len(body)
-            if r.body_size > _BUF_HIGH and not self.paused:
-                self.paused = True
-                self.transport.pause_reading()
+            self.buffered += len(body)
+            if self.buffered > _BUF_HIGH:
+                self.hold_reading(HOLD_BODY)
         # a request answered locally (421/404/placeholder): the body is read and dropped
 
     def on_message_complete(self) -> None:
         r = self.req
         self.req = None
+        if self.phase == PH_BODY:
+            self.phase = PH_NONE
+            self.deadline = 0.0
         if r is None:
             return
         r.done = True
@@ -303,6 +463,15 @@ class EdgeHttpProtocol(asyncio.Protocol):
             self._finish_sync(r)
 
     # -- answering -------------------------------------------------------------------------------------------
+    def _unbuffer(self, r: _Request) -> list[bytes]:
+        """Take ``r``'s buffered body chunks (the connection's body buffer shrinks: reading may go on)."""
+        chunks, r.body = r.body, []
+        self.buffered -= r.body_size
+        r.body_size = 0
+        if self.buffered <= _BUF_HIGH:
+            self.release_reading(HOLD_BODY)
+        return chunks
+
     def _start(self, r: _Request) -> None:
         self.active = r
         srv = self.srv
@@ -317,10 +486,15 @@ class EdgeHttpProtocol(asyncio.Protocol):
             r.sync = response(page, r.keep_alive, r.method == b"HEAD")
         elif r.method == b"CONNECT":
             r.sync = response(routing.NO_CONNECT, False, False)
+        elif r.bad_upgrade:
+            r.keep_alive = False
+            r.sync = response(routing.BAD_UPGRADE[r.bad_upgrade], False, r.method == b"HEAD")
         else:
             r.task = asyncio.ensure_future(self._proxy(r, host))
             return
-        if r.upgrade:
+        if r.body:
+            self._unbuffer(r)
+        if r.last:
             r.keep_alive = False  # the parser stopped at the upgrade: nothing more can be read on this connection
         if r.done:
             self._finish_sync(r)
@@ -337,31 +511,41 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self._next(r)
 
     def _next(self, r: _Request) -> None:
-        """``r`` is answered: close, or go on with the next pipelined request, or wait (keep-alive)."""
+        """``r`` is answered: close, or go on with the next pipelined request (unless the client does not read its
+        answers: then when it does, see :meth:`resume_writing`), or wait (keep-alive)."""
         self.active = None
         if not r.keep_alive or self.closing or self.parser is None:
             self.close()
             return
-        if self.paused:
-            self.paused = False
-            self.transport.resume_reading()
-        q = self.queue
-        if q:
-            self._start(q.popleft())
-        elif self.req is None:
-            self.ka_timer = asyncio.get_running_loop().call_later(_KEEPALIVE_TIMEOUT, self._idle_close)
+        if not self.advancing:
+            self._advance()
 
-    def _idle_close(self) -> None:
-        self.ka_timer = None
-        if self.active is None and self.req is None and not self.closing:
-            self.close()
+    def _advance(self) -> None:
+        """Answer the waiting requests in order, as long as the answers can be written (a loop, not a recursion:
+        locally answered requests complete synchronously)."""
+        srv = self.srv
+        self.advancing = True
+        try:
+            while self.active is None and not self.closing and not self.write_paused:
+                q = self.queue
+                if not q:
+                    break
+                r = q.popleft()
+                if len(q) < srv.max_pipeline:
+                    self.release_reading(HOLD_PIPELINE)
+                self._start(r)
+        finally:
+            self.advancing = False
+        if self.active is None and not self.queue and self.req is None and not self.closing:
+            self.phase = PH_IDLE
+            self.deadline = srv.loop.time() + srv.keepalive_timeout
 
     def _bad_request(self, why: BaseException | str) -> None:
         if self.closing:
             return
         self.closing = True
         self.parser = None
-        status = 431 if isinstance(why, _TooLarge) else 400
+        status = why.status if isinstance(why, _TooLarge) else 400
         log.debug("bad request on the TLS edge: %s", why)
         if self.active is None or self.active.sync is not None:
             self.send(response(routing.BAD_REQUEST[status], False))
@@ -372,8 +556,11 @@ class EdgeHttpProtocol(asyncio.Protocol):
         pool: UpstreamPool = self.srv.pool
         ws = r.upgrade
         try:
-            peer = self.transport.get_extra_info("peername")
-            head = request_head(r, host, ws, pool.prefix, (peer[0] if peer else "").encode())
+            ip = self.ip
+            if ip is None:
+                peer = self.transport.get_extra_info("peername")
+                ip = peer[0] if peer else ""
+            head = request_head(r, host, ws, pool.prefix, ip, self.srv.public_port)
         except httptools.HttpParserError:
             r.keep_alive = False
             self.send(response(routing.BAD_TARGET, False))
@@ -396,15 +583,11 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                 r.expect_continue = False
             if r.body:
-                chunks, r.body, r.body_size = r.body, [], 0
-                for c in chunks:
+                for c in self._unbuffer(r):
                     up.send_body(c, r.chunked)
             if r.done and not ws:
                 up.end_body(r.chunked)
             r.sink = up
-            if self.paused:
-                self.paused = False
-                self.transport.resume_reading()
             try:
                 await done
             except UpstreamRetry:
@@ -433,9 +616,43 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self._next(r)
 
     def _bad_gateway(self, r: _Request) -> None:
-        r.keep_alive = r.keep_alive and r.done and not r.upgrade
+        r.keep_alive = r.keep_alive and r.done and not r.last
         self.send(response(routing.BAD_GATEWAY, r.keep_alive, r.method == b"HEAD"))
         self._next(r)
+
+
+def _check_upgrade(r: _Request) -> None:
+    """An Upgrade request: a valid websocket handshake (RFC 6455 4.2.1) is tunnelled (``r.upgrade``); a websocket
+    one that is not valid is refused (``r.bad_upgrade``: 426 for another version, 400 otherwise); any other
+    protocol (h2c, made-up tokens) is served as plain HTTP, the Upgrade header dropped."""
+    tokens: list[bytes] = []
+    key = version = None
+    keys = 0
+    for name, value in r.headers:
+        n = name.lower()
+        if n == b"upgrade":
+            tokens += [t.strip().lower() for t in value.split(b",") if t.strip()]
+        elif n == b"sec-websocket-key":
+            key, keys = value.strip(), keys + 1
+        elif n == b"sec-websocket-version":
+            version = value.strip()
+    if not any(t == b"websocket" or t.startswith(b"websocket/") for t in tokens):
+        return  # not a websocket: plain HTTP
+    ok = tokens == [b"websocket"] and r.method == b"GET" and r.version == "1.1" and not r.has_body and keys == 1
+    if ok and key is not None and len(key) == 24:
+        try:
+            ok = len(binascii.a2b_base64(key, strict_mode=True)) == 16
+        except binascii.Error:
+            ok = False
+    else:
+        ok = False
+    if not ok:
+        r.bad_upgrade = 400
+    elif version != b"13":
+        r.bad_upgrade = 426
+    else:
+        r.upgrade = True
+        r.ws_key = key
 
 
 class EngineHttpProtocol(EdgeHttpProtocol):
@@ -446,15 +663,12 @@ class EngineHttpProtocol(EdgeHttpProtocol):
     __slots__ = ()
 
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        srv = self.srv
-        srv.conns.add(self)
-        self.born = srv.tick
-        self.obj = srv.engine.conn()
-        if srv.nodelay:
-            set_nodelay(transport)
+        if self._admit(transport):
+            self.obj = self.srv.engine.conn()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         obj = self.obj
         try:
             out, plain = obj.feed(data)
@@ -500,8 +714,15 @@ class EngineHttpProtocol(EdgeHttpProtocol):
 
 
 class _TooLarge(Exception):
+    """A request line (414), header line or head (431) over its limit."""
+
+    def __init__(self, status: int, what: str) -> None:
+        super().__init__(status, what)
+        self.status = status
+        self.what = what
+
     def __str__(self) -> str:
-        return "too large: request head over 64 KiB"
+        return f"too large: {self.what}"
 
 
 class EdgeHttpServer:
@@ -522,17 +743,37 @@ class EdgeHttpServer:
         self.server: asyncio.AbstractServer | None = None
         self.ctx: ssl.SSLContext | None = None
         self.engine = self.index.engine  # edge/tls_edge/engine.py: TLS driven in C, when built
-        self.tick = 0  # advanced every SWEEP_INTERVAL by the sweeper (handshake timeouts without a timer each)
+        self.settings = settings
+        self.hs_timeout = float(settings.edge_handshake_timeout)
+        self.head_timeout = float(settings.edge_request_head_timeout)
+        self.keepalive_timeout = float(settings.edge_keepalive_timeout)
+        self.body_timeout = float(settings.edge_body_timeout)
+        self.max_line = int(settings.edge_max_line_bytes)
+        self.max_head = int(settings.edge_max_head_bytes)
+        self.max_pipeline = int(settings.edge_max_pipeline)
+        self.max_per_ip = int(settings.edge_max_conns_per_ip)
+        self.public_port = int(settings.https_public_port)
+        self.per_ip: dict[str, int] = {}
+        self.refused = 0  # connections closed at once: their address had edge_max_conns_per_ip open
+        # One sweeper checks every connection's deadline (no timer per connection); it runs often enough that no
+        # deadline is passed by more than a quarter of the shortest timeout (and at most a second).
+        self.sweep_interval = min(1.0, max(0.05, min(self.hs_timeout, self.head_timeout, self.keepalive_timeout,
+                                                     self.body_timeout) / 4))
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
+        self._peak = 0          # most connections open since memory was last handed back (see _sweep)
+        self._next_trim = 0.0
 
     async def start(self, host: str, port: int, ssl_ctx: ssl.SSLContext, *, reuse_port: bool = False,
                     backlog: int = 1024) -> asyncio.AbstractServer:
         """Listen on plain TCP; every connection runs TLS with ``ssl_ctx`` (its sni_callback picks the
         certificate) inside :class:`EdgeHttpProtocol`."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.ctx = ssl_ctx
         if self.upstream:
-            self.pool = UpstreamPool(self.upstream)
+            s = self.settings
+            self.pool = UpstreamPool(self.upstream, connect_timeout=s.edge_upstream_connect_timeout,
+                                     read_timeout=s.edge_upstream_read_timeout, max_head=self.max_head)
         self.nodelay = not _loop_sets_nodelay(loop)
         proto = EngineHttpProtocol if self.engine is not None else EdgeHttpProtocol
         self.server = await loop.create_server(lambda: proto(self), host or None, port,
@@ -541,14 +782,27 @@ class EdgeHttpServer:
         return self.server
 
     async def _sweep(self) -> None:
-        """Close connections that have not finished their TLS handshake within HANDSHAKE_TIMEOUT."""
-        limit = max(1, int(HANDSHAKE_TIMEOUT / SWEEP_INTERVAL))
+        """Close the connections whose phase is past its deadline (handshake, request head, keep-alive idle, body
+        progress: not while the edge itself holds reading) or that have not read their answers in time."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            self.tick += 1
-            old = self.tick - limit
+            await asyncio.sleep(self.sweep_interval)
+            now = loop.time()
+            n = len(self.conns)
+            if n > self._peak:
+                self._peak = n
+            elif self._peak - n >= _TRIM_DROP and now >= self._next_trim:
+                # Many connections (a flood?) have ended: hand their freed memory back to the system, at most
+                # every _TRIM_EVERY seconds (glibc keeps it in its arenas otherwise).
+                self._peak, self._next_trim = n, now + _TRIM_EVERY
+                _malloc_trim()
             for c in list(self.conns):
-                if not c.hs_done and c.born <= old:
+                d = c.deadline
+                if d and now >= d and not c.holds and not c.closed:
+                    c.timed_out()
+                w = c.wdeadline
+                if w and now >= w and not c.closed:
+                    log.debug("TLS edge: the client did not read its answers in time")
                     c.abort()
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -566,6 +820,23 @@ class EdgeHttpServer:
             self._sweeper.cancel()
         if self.pool is not None:
             self.pool.close()
+
+
+_TRIM_DROP = 128
+_TRIM_EVERY = 30.0
+_libc: list = []
+
+
+def _malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)`` (a no-op elsewhere): free pages of every arena go back to the system."""
+    if not _libc:
+        try:
+            import ctypes
+            _libc.append(ctypes.CDLL(None).malloc_trim)
+        except (OSError, AttributeError):
+            _libc.append(None)
+    if _libc[0] is not None:
+        _libc[0](0)
 
 
 def _loop_sets_nodelay(loop: asyncio.AbstractEventLoop) -> bool:

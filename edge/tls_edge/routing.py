@@ -14,9 +14,10 @@ from email.utils import formatdate
 from typing import Callable
 
 __all__ = ["Page", "decide", "host_of", "page_html", "response", "http_date", "misdirected", "not_served",
-           "placeholder", "REASONS", "NO_SNI", "BAD_GATEWAY", "BAD_REQUEST", "BAD_TARGET", "NO_CONNECT"]
+           "placeholder", "REASONS", "NO_SNI", "BAD_GATEWAY", "BAD_REQUEST", "BAD_TARGET", "NO_CONNECT", "BAD_UPGRADE"]
 
-REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found", 421: "Misdirected Request",
+REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 400: "Bad Request", 404: "Not Found",
+           414: "URI Too Long", 421: "Misdirected Request", 426: "Upgrade Required",
            431: "Request Header Fields Too Large", 502: "Bad Gateway"}
 
 _HTML = b"text/html; charset=utf-8"
@@ -29,6 +30,7 @@ class Page:
     status: int
     body: bytes
     ctype: bytes = _HTML
+    headers: bytes = b""  # extra header lines, each ending in CRLF
 
 
 def page_html(title: str, body: str) -> str:
@@ -45,7 +47,14 @@ def _page(status: int, title: str, body: str) -> Page:
 NO_SNI = _page(421, "Misdirected request", "This edge serves tenant sites by name and needs TLS Server Name "
                "Indication (SNI); your client did not send it.")
 BAD_GATEWAY = _page(502, "Bad gateway", "The edge could not reach this site's origin server. Try again shortly.")
-BAD_REQUEST = {status: _page(status, REASONS[status], "The request could not be parsed.") for status in (400, 431)}
+BAD_REQUEST = {400: _page(400, REASONS[400], "The request could not be parsed."),
+               414: _page(414, REASONS[414], "The request target is too long."),
+               431: _page(431, REASONS[431], "The request line or headers are too long.")}
+BAD_UPGRADE = {400: _page(400, "Bad request", "This edge upgrades connections only to WebSocket, with a valid "
+                          "handshake (Upgrade: websocket, Connection: upgrade, a Sec-WebSocket-Key of 16 bytes, "
+                          "Sec-WebSocket-Version: 13)."),
+               426: Page(426, page_html("Upgrade required", "This edge speaks WebSocket version 13 only.").encode(),
+                         headers=b"Sec-WebSocket-Version: 13\r\n")}
 BAD_TARGET = _page(400, "Bad request", "The request target could not be parsed.")
 NO_CONNECT = _page(400, "Bad request", "CONNECT is not supported by this edge.")
 
@@ -109,7 +118,7 @@ def http_date() -> bytes:
 
 def response(page: Page, keep_alive: bool, head_only: bool = False) -> bytes:
     """``page`` as a complete HTTP/1.1 response (the head alone for HEAD)."""
-    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n%s\r\n"
+    head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\n%s%s\r\n"
             % (page.status, REASONS.get(page.status, "Unknown").encode(), page.ctype, len(page.body), http_date(),
-               b"" if keep_alive else b"Connection: close\r\n"))
+               page.headers, b"" if keep_alive else b"Connection: close\r\n"))
     return head if head_only else head + page.body

@@ -1,6 +1,9 @@
 """The TLS edge's upstream side: keep-alive connections to the origin (``EDGECERT_UPSTREAM``), the request head sent
-to it (hop-by-hop headers dropped, ``X-Forwarded-For`` appended, ``X-Forwarded-Proto``/``-Host`` set) and the
-response head passed back; a 101 turns the exchange into a byte tunnel (websockets and other upgrades).
+to it (hop-by-hop headers dropped; every forwarding header the client sent dropped and the edge's own set:
+``X-Forwarded-For``/``-Proto``/``-Host``/``-Port``, ``X-Real-IP``, ``Forwarded``) and the response head passed back;
+a 101 turns the exchange into a byte tunnel, only for a valid websocket handshake answered with the right
+``Sec-WebSocket-Accept``. Timeouts: connecting, and each read (the first byte included); the response head is
+bounded like the request's.
 
 The downstream side (:mod:`edge.tls_edge.http`) is seen through the small :class:`Downstream` protocol. Responses
 from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
@@ -10,6 +13,8 @@ resume_reading on the other side when a write buffer is full).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import socket
 import ssl
 import urllib.parse
@@ -20,16 +25,26 @@ import httptools
 from edge.tls_edge.routing import REASONS, http_date
 
 __all__ = ["UpstreamConn", "UpstreamPool", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
-           "request_head", "response_head", "set_nodelay"]
+           "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "request_head", "response_head", "set_nodelay",
+           "websocket_accept"]
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection", b"host",
                         b"content-length"})
-_HOP = HOP_BY_HOP | {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for", b"expect"}  # request side
+# Forwarding headers a client may send that the edge does not vouch for: dropped from every request (any other
+# ``X-Forwarded-*`` too); the edge sets its own (see request_head, docs/operator-guide.md).
+FORWARDING = frozenset({b"forwarded", b"x-real-ip", b"x-original-host", b"x-host", b"x-original-url",
+                        b"x-rewrite-url", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip", b"client-ip",
+                        b"x-cluster-client-ip", b"fastly-client-ip", b"x-original-forwarded-for",
+                        b"x-proxyuser-ip"})
+_HOP = HOP_BY_HOP | FORWARDING | {b"expect"}  # request side
 _WS_KEEP = frozenset({b"upgrade", b"connection"})
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _UPSTREAM_IDLE = 30.0          # idle pooled upstream connection
-_CONNECT_TIMEOUT = 10.0
-_READ_TIMEOUT = 300.0
+
+# Why a client connection stops being read (bits of EdgeHttpProtocol.holds; the HTTP layer has its own too).
+HOLD_UPSTREAM = 1              # the origin does not take the request body as fast as the client sends it
+HOLD_UPGRADE = 2               # an upgrade request waits for the origin's 101
 
 
 class UpstreamRetry(Exception):
@@ -55,6 +70,10 @@ class Downstream(Protocol):
 
     def close(self, last: bytes = b"") -> None: ...
 
+    def hold_reading(self, why: int) -> None: ...
+
+    def release_reading(self, why: int) -> None: ...
+
 
 def set_nodelay(transport: Any) -> None:
     """No Nagle delay: a response and the close go out at once."""
@@ -66,8 +85,19 @@ def set_nodelay(transport: Any) -> None:
             pass
 
 
-def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: bytes) -> bytes:
-    """The head of request ``r`` (the HTTP layer's parsed request) as sent to the origin under ``prefix``.
+def websocket_accept(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` value that answers ``Sec-WebSocket-Key: key`` (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+
+
+def _quoted(v: str) -> str:
+    return f'"{v}"' if any(c in v for c in ':[]";,= ') else v
+
+
+def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port: int = 443) -> bytes:
+    """The head of request ``r`` (the HTTP layer's parsed request) as sent to the origin under ``prefix``: the
+    client's forwarding headers dropped (:data:`FORWARDING`, every ``X-Forwarded-*``) and the edge's set from what
+    it knows (the peer address ``peer_ip``, https, ``host``, the public port ``port``).
 
     Raises:
         httptools.HttpParserError: the request target does not parse.
@@ -81,25 +111,23 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: bytes) -> 
             url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
     drop = _HOP if not ws else (_HOP - {b"upgrade"})
     conn_tokens: set[bytes] = set()
-    prior: list[bytes] = []
     for name, value in r.headers:
-        n = name.lower()
-        if n == b"connection":
+        if name.lower() == b"connection":
             conn_tokens.update(t.strip().lower() for t in value.split(b","))
-        elif n == b"x-forwarded-for":
-            prior.append(value.strip())
     if ws:
         conn_tokens.discard(b"upgrade")
     parts = [r.method, b" ", prefix + url if url != b"*" else url, b" HTTP/1.1\r\n"]
     for name, value in r.headers:
         n = name.lower()
-        if n in drop or n in conn_tokens:
+        if n in drop or n in conn_tokens or n.startswith(b"x-forwarded-"):
             continue
         parts += (name, b": ", value, b"\r\n")
-    xff = b", ".join(prior + [peer_ip]) if prior else peer_ip
+    ip = peer_ip.encode()
     hb = host.encode("idna") if not host.isascii() else host.encode()
-    parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", hb,
-              b"\r\nHost: ", hb, b"\r\n")
+    fwd_for = _quoted(f"[{peer_ip}]" if ":" in peer_ip else peer_ip).encode()
+    parts += (b"X-Forwarded-For: ", ip, b"\r\nX-Real-IP: ", ip, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ",
+              hb, b"\r\nX-Forwarded-Port: %d\r\nForwarded: for=%s;proto=https;host=%s\r\nHost: " % (
+                  port, fwd_for, _quoted(hb.decode("latin-1")).encode()), hb, b"\r\n")
     if ws:
         parts.append(b"Connection: Upgrade\r\n")
     elif r.chunked:
@@ -145,7 +173,7 @@ def response_head(r: Any, status: int, reason: bytes, headers: list[tuple[bytes,
         down = "close"
         r.keep_alive = False
     if not tunnel:
-        if r.upgrade:
+        if r.last:
             r.keep_alive = False
         if not r.keep_alive:
             parts.append(b"Connection: close\r\n")
@@ -175,6 +203,8 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.last_io = 0.0
         self.read_timer: asyncio.TimerHandle | None = None
+        self.head_bytes = 0  # bytes of the response head read so far (bounded by the pool's max_head)
+        self.reusable = False
 
     # exchange ---------------------------------------------------------------------------------------------
     def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
@@ -183,11 +213,12 @@ class UpstreamConn(asyncio.Protocol):
             self.idle_timer = None
         self.down, self.req = down, r
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
+        self.head_bytes = 0
         loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         down.up = self
         self.last_io = loop.time()
-        self.read_timer = loop.call_later(_READ_TIMEOUT, self._check_read)
+        self.read_timer = loop.call_later(self.pool.read_timeout, self._check_read)
         self.transport.write(head)
         return self.done
 
@@ -206,11 +237,12 @@ class UpstreamConn(asyncio.Protocol):
     def _check_read(self) -> None:
         loop = asyncio.get_running_loop()
         idle = loop.time() - self.last_io
-        if idle >= _READ_TIMEOUT:
+        limit = self.pool.read_timeout
+        if idle >= limit:
             self._fail("timeout reading from the origin")
             self.abort()
         else:
-            self.read_timer = loop.call_later(_READ_TIMEOUT - idle, self._check_read)
+            self.read_timer = loop.call_later(limit - idle, self._check_read)
 
     def _fail(self, msg: str) -> None:
         d = self.done
@@ -225,7 +257,7 @@ class UpstreamConn(asyncio.Protocol):
         if self.down is not None and self.down.up is self:
             self.down.up = None
             if self.write_paused:
-                self.down.transport.resume_reading()
+                self.down.release_reading(HOLD_UPSTREAM)
         self.down = None
 
     def abort(self) -> None:
@@ -246,12 +278,19 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
             return
         self.last_io = self.pool.loop.time()
+        if not self.head_sent:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.pool.max_head + 65536:  # a head (plus what came with it) over the bound
+                self._fail("the origin's response head is too large")
+                self.abort()
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._open_tunnel(data[e.args[0]:])
         except httptools.HttpParserError as e:
-            self._fail(f"bad response from the origin: {e}")
+            why = e.__context__
+            self._fail(str(why) if isinstance(why, UpstreamFailed) else f"bad response from the origin: {e}")
             self.abort()
 
     def eof_received(self) -> bool | None:
@@ -279,12 +318,12 @@ class UpstreamConn(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         if self.down is not None:
-            self.down.transport.pause_reading()
+            self.down.hold_reading(HOLD_UPSTREAM)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.down is not None:
-            self.down.transport.resume_reading()
+            self.down.release_reading(HOLD_UPSTREAM)
 
     # parser callbacks --------------------------------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -300,6 +339,9 @@ class UpstreamConn(asyncio.Protocol):
             self.headers, self.reason = [], b""  # interim response (100 Continue...): not forwarded
             return
         r = self.req
+        if status == 101 and not self._accepts(r):
+            raise UpstreamFailed("the origin answered 101 to what is not a valid websocket handshake, or without "
+                                 "the matching Sec-WebSocket-Accept", False)
         framing = "close"
         for name, value in self.headers:
             n = name.lower()
@@ -320,6 +362,19 @@ class UpstreamConn(asyncio.Protocol):
             # connection's parser state is unknown, so it is not reused.
             self.reusable = False
             self._complete(reuse=False)
+
+    def _accepts(self, r: Any) -> bool:
+        """A 101 opens a tunnel only for a websocket request the HTTP layer validated, answered as RFC 6455 says."""
+        if r is None or not r.upgrade:
+            return False
+        upgrade = accept = b""
+        for name, value in self.headers:
+            n = name.lower()
+            if n == b"upgrade":
+                upgrade = value.strip().lower()
+            elif n == b"sec-websocket-accept":
+                accept = value.strip()
+        return upgrade == b"websocket" and accept == websocket_accept(r.ws_key)
 
     def on_body(self, body: bytes) -> None:
         d = self.down
@@ -369,6 +424,7 @@ class UpstreamConn(asyncio.Protocol):
         if d.tail:
             self.transport.write(d.tail)
             d.tail = b""
+        d.release_reading(HOLD_UPGRADE)
         fut = self.done
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -377,7 +433,8 @@ class UpstreamConn(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to the one origin (``EDGECERT_UPSTREAM``)."""
 
-    def __init__(self, upstream: str, *, max_idle: int = 256) -> None:
+    def __init__(self, upstream: str, *, max_idle: int = 256, connect_timeout: float = 10.0,
+                 read_timeout: float = 60.0, max_head: int = 65536) -> None:
         u = urllib.parse.urlsplit(upstream)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream must be http(s)://host[:port][/prefix], not {upstream!r}")
@@ -387,6 +444,9 @@ class UpstreamPool:
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "https" else None
         self.idle: list[UpstreamConn] = []
         self.max_idle = max_idle
+        self.connect_timeout = float(connect_timeout)
+        self.read_timeout = float(read_timeout)
+        self.max_head = max_head
         self.loop = asyncio.get_event_loop()
 
     async def acquire(self, *, fresh: bool = False) -> tuple[UpstreamConn, bool]:
@@ -400,7 +460,7 @@ class UpstreamPool:
         _, c = await asyncio.wait_for(
             loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, ssl=self.ssl,
                                    server_hostname=self.host if self.ssl else None),
-            _CONNECT_TIMEOUT)
+            self.connect_timeout)
         return c, False
 
     def release(self, c: UpstreamConn) -> None:
