@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
-                     Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
+                     JournalStep, Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
 from .notify import CHANNEL
 from .protocol import Conflict, LockTimeout, NotFound, Storage
 
@@ -244,10 +244,39 @@ class SQLStorage:
         return await self._run(fn)
 
     async def open_order(self, domain_id: int) -> AcmeOrder | None:
+        """The domain's open order journal entry (any step that is not terminal), the newest."""
         return await self._run(lambda s: s.exec(
-            select(AcmeOrder).where(AcmeOrder.domain_id == domain_id,
-                                    AcmeOrder.status.in_(["pending", "ready", "processing", "creating"]))
+            select(AcmeOrder).where(AcmeOrder.domain_id == domain_id, AcmeOrder.step.in_(JournalStep.OPEN))
             .order_by(AcmeOrder.id.desc())).first())
+
+    async def open_journal(self) -> list[tuple[str, AcmeOrder]]:
+        def fn(s: Session) -> list[tuple[str, AcmeOrder]]:
+            q = (select(Domain.hostname, AcmeOrder).join(Domain, Domain.id == AcmeOrder.domain_id)
+                 .where(AcmeOrder.step.in_(JournalStep.OPEN)).order_by(AcmeOrder.id))
+            return [(h, o) for h, o in s.exec(q).all()]
+        return await self._run(fn)
+
+    async def get_order(self, order_id: int) -> AcmeOrder | None:
+        return await self._run(lambda s: s.get(AcmeOrder, order_id))
+
+    async def install_from_journal(self, order_id: int, cert: CertificateVersion) -> CertificateVersion:
+        def fn(s: Session) -> CertificateVersion:
+            o = s.get(AcmeOrder, order_id)
+            if o is None:
+                raise NotFound(f"order {order_id}")
+            if o.cert_id is not None:
+                existing = s.get(CertificateVersion, o.cert_id)
+                if existing is not None:
+                    return existing
+            cert.order_id = order_id
+            s.add(cert)
+            s.flush()
+            o.cert_id = cert.id
+            o.step = JournalStep.INSTALLED
+            o.updated_at = utcnow()
+            s.add(o)
+            return cert
+        return await self._run(fn)
 
     # -- certificates ------------------------------------------------------------------------------------------
     async def add_certificate(self, cert: CertificateVersion, *, make_current: bool = True) -> CertificateVersion:
@@ -287,9 +316,10 @@ class SQLStorage:
 
     # -- rate-limit ledger -------------------------------------------------------------------------------------
     async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
-                         at: dt.datetime | None = None) -> int:
+                         at: dt.datetime | None = None, order_id: int | None = None, reserved: bool = False) -> int:
         def fn(s: Session) -> int:
-            e = RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow())
+            e = RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow(),
+                                order_id=order_id, reserved=reserved)
             s.add(e)
             s.flush()
             assert e.id is not None
@@ -298,6 +328,41 @@ class SQLStorage:
 
     async def ledger_delete(self, entry_id: int) -> None:
         await self._run(lambda s: s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.id == entry_id)))
+
+    async def ledger_confirm(self, entry_ids: Sequence[int], *, order_id: int | None,
+                             at: dt.datetime | None = None) -> int:
+        if not entry_ids:
+            return 0
+        values: dict[str, Any] = dict(reserved=False, order_id=order_id)
+        if at is not None:
+            values["created_at"] = at
+        return await self._run(lambda s: s.exec(
+            update(RateLedgerEntry).where(RateLedgerEntry.id.in_(list(entry_ids)), RateLedgerEntry.reserved.is_(True))
+            .values(**values)).rowcount or 0)
+
+    async def ledger_release(self, entry_ids: Sequence[int]) -> int:
+        if not entry_ids:
+            return 0
+        return await self._run(lambda s: s.exec(
+            delete(RateLedgerEntry).where(RateLedgerEntry.id.in_(list(entry_ids)),
+                                          RateLedgerEntry.reserved.is_(True))).rowcount or 0)
+
+    async def ledger_drop_reservations(self, before: dt.datetime) -> int:
+        return await self._run(lambda s: s.exec(
+            delete(RateLedgerEntry).where(RateLedgerEntry.reserved.is_(True), RateLedgerEntry.created_at < before)
+        ).rowcount or 0)
+
+    async def ledger_counted_orders(self, kind: str, order_ids: Sequence[int]) -> set[int]:
+        if not order_ids:
+            return set()
+        return set(await self._run(lambda s: list(s.exec(
+            select(RateLedgerEntry.order_id).where(RateLedgerEntry.kind == kind,
+                                                   RateLedgerEntry.reserved.is_(False),
+                                                   RateLedgerEntry.order_id.in_(list(order_ids)))))))
+
+    async def journal_since(self, since: dt.datetime) -> list[AcmeOrder]:
+        return await self._run(lambda s: list(s.exec(
+            select(AcmeOrder).where(AcmeOrder.created_at >= since, AcmeOrder.url.is_not(None)))))
 
     async def ledger_prune(self, before: dt.datetime) -> int:
         def fn(s: Session) -> int:
