@@ -321,8 +321,10 @@ class AcmeIssuer:
         kind = challb.chall.typ
         _response, validation = challb.response_and_validation(sess.account_key)
         ident = authzr.body.identifier.value
-        await self.publisher.publish(hostname=ident, kind=kind, token=challb.chall.encode("token"),
-                                     key_authorization=validation)
+        token = challb.chall.encode("token")
+        if token not in run.published:
+            await self.publisher.publish(hostname=ident, kind=kind, token=token, key_authorization=validation)
+            run.published.add(token)
         if challb.status != messages.STATUS_PENDING:
             return  # the CA is validating it already (answered before a restart or a retry)
         if run.order.step != JournalStep.AUTHORIZING:
@@ -369,6 +371,7 @@ class _OrderRun:
         self.deadline = deadline
         self.expires: dt.datetime | None = order.expires_at
         self.polls = 0
+        self.published: set[str] = set()
 
     def bound(self) -> float:
         """Monotonic time after which this attempt stops: the attempt's deadline or the order's expiry."""

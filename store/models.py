@@ -208,6 +208,7 @@ class RateLedgerEntry(SQLModel, table=True):
     # action of the CA (confirmed when the CA acts, released on every other path, reconciled at start-up).
     order_id: Optional[int] = Field(default=None, index=True)
     reserved: bool = False
+    owner: Optional[str] = Field(default=None, max_length=100)  # the storage (process) holding a reservation
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 

@@ -118,7 +118,8 @@ class Storage(Protocol):
     async def ledger_release(self, entry_ids: Sequence[int]) -> int:
         """Delete those of the rows that are still reservations."""
     async def ledger_drop_reservations(self, before: dt.datetime) -> int:
-        """Delete every reservation made before ``before`` (start-up reconciliation)."""
+        """Delete every reservation made before ``before`` or held by a process of this host that is gone
+        (start-up reconciliation)."""
     async def ledger_counted_orders(self, kind: str, order_ids: Sequence[int]) -> set[int]:
         """Which of ``order_ids`` have a confirmed ``kind`` row."""
     async def ledger_prune(self, before: dt.datetime) -> int: ...

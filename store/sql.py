@@ -319,7 +319,7 @@ class SQLStorage:
                          at: dt.datetime | None = None, order_id: int | None = None, reserved: bool = False) -> int:
         def fn(s: Session) -> int:
             e = RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow(),
-                                order_id=order_id, reserved=reserved)
+                                order_id=order_id, reserved=reserved, owner=self.owner if reserved else None)
             s.add(e)
             s.flush()
             assert e.id is not None
@@ -348,9 +348,17 @@ class SQLStorage:
                                           RateLedgerEntry.reserved.is_(True))).rowcount or 0)
 
     async def ledger_drop_reservations(self, before: dt.datetime) -> int:
-        return await self._run(lambda s: s.exec(
-            delete(RateLedgerEntry).where(RateLedgerEntry.reserved.is_(True), RateLedgerEntry.created_at < before)
-        ).rowcount or 0)
+        def fn(s: Session) -> int:
+            n = s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.reserved.is_(True),
+                                                     RateLedgerEntry.created_at < before)).rowcount or 0
+            owners = {o for o in s.exec(select(RateLedgerEntry.owner).where(
+                RateLedgerEntry.reserved.is_(True)).distinct()).all() if o}
+            dead = [o for o in owners if self._dead_local_owner(o)]
+            if dead:
+                n += s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.reserved.is_(True),
+                                                          RateLedgerEntry.owner.in_(dead))).rowcount or 0
+            return n
+        return await self._run(fn)
 
     async def ledger_counted_orders(self, kind: str, order_ids: Sequence[int]) -> set[int]:
         if not order_ids:
@@ -476,29 +484,32 @@ class SQLStorage:
     async def release_dead_local_leases(self) -> int:
         """Drop leases held by earlier processes of this host that are gone (a crash must not block a name until
         the lease expires). Leases of live processes and of other hosts are untouched."""
-        host = socket.gethostname()
-
         def fn(s: Session) -> int:
             n = 0
             for lease in s.exec(select(Lease)).all():
-                parts = lease.owner.split(":")
-                if len(parts) < 3 or parts[0] != host or lease.owner == self.owner:
-                    continue
-                try:
-                    pid = int(parts[1])
-                except ValueError:
-                    continue
-                try:
-                    os.kill(pid, 0)
-                    continue  # still alive
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
+                if not self._dead_local_owner(lease.owner):
                     continue
                 s.delete(lease)
                 n += 1
             return n
         return await self._run(fn)
+
+    def _dead_local_owner(self, owner: str) -> bool:
+        """``owner`` (``host:pid:nonce``) is an earlier process of this host that is gone."""
+        parts = owner.split(":")
+        if len(parts) < 3 or parts[0] != socket.gethostname() or owner == self.owner:
+            return False
+        try:
+            pid = int(parts[1])
+        except ValueError:
+            return False
+        try:
+            os.kill(pid, 0)
+            return False  # still alive
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, *, ttl: float = 600, timeout: float | None = None) -> AsyncIterator[None]:

@@ -285,11 +285,19 @@ class DomainManager:
     async def process(self, hostname: str) -> None:
         if hostname in self._in_flight:
             return
+        # Claimed in this process before the first await: two workers of one process share the lease's owner, so
+        # the lease alone would let both in.
+        self._in_flight.add(hostname)
         lock_name = f"domain:{hostname}"
-        if not await self.storage.try_lock(lock_name, ttl=LEASE_TTL):
+        try:
+            locked = await self.storage.try_lock(lock_name, ttl=LEASE_TTL)
+        except BaseException:
+            self._in_flight.discard(hostname)
+            raise
+        if not locked:
+            self._in_flight.discard(hostname)
             log.debug("%s is being worked on elsewhere", hostname)
             return
-        self._in_flight.add(hostname)
 
         async def heartbeat() -> None:
             while True:

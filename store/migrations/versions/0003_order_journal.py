@@ -1,4 +1,4 @@
-"""order journal: acme_orders.step/expires_at/fullchain_pem/cert_id/retries; rate_ledger.order_id/reserved
+"""order journal: acme_orders.step/expires_at/fullchain_pem/cert_id/retries; rate_ledger.order_id/reserved/owner
 
 Revision ID: 0003
 Revises: 0002
@@ -32,12 +32,14 @@ def upgrade() -> None:
     with op.batch_alter_table('rate_ledger', schema=None) as batch_op:
         batch_op.add_column(sa.Column('order_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('reserved', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column('owner', sa.String(length=100), nullable=True))
         batch_op.create_index(batch_op.f('ix_rate_ledger_order_id'), ['order_id'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('rate_ledger', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_rate_ledger_order_id'))
+        batch_op.drop_column('owner')
         batch_op.drop_column('reserved')
         batch_op.drop_column('order_id')
     with op.batch_alter_table('acme_orders', schema=None) as batch_op:
