@@ -225,7 +225,7 @@ class AcmeIssuer:
             if order.url:
                 await on_event("order_resumed", f"continuing order {order.url} from step {order.step}",
                                {"order_url": order.url, "step": order.step, "order_id": order.id})
-        run = _OrderRun(self, order, deadline=time.monotonic() + self.order_timeout)
+        run = OrderAttempt(self, order, deadline=time.monotonic() + self.order_timeout)
         sess: AcmeSession = await run.call(lambda: self._session(account_key_pem, acct.uri))
         tokens: dict[str, tuple[str, str]] = {}   # token -> (identifier, kind): withdrawn once the order is over
         verdict = False
@@ -312,7 +312,7 @@ class AcmeIssuer:
             if token is not None:
                 tokens[challb.chall.encode("token")] = (authzr.body.identifier.value, challb.chall.typ)
 
-    async def _answer(self, run: "_OrderRun", sess: AcmeSession, authzr: messages.AuthorizationResource,
+    async def _answer(self, run: "OrderAttempt", sess: AcmeSession, authzr: messages.AuthorizationResource,
                       on_event: EventSink) -> None:
         try:
             challb = pick_challenge(authzr, self.preferred)
@@ -339,7 +339,7 @@ class AcmeIssuer:
         await on_event("challenge_answered", f"{kind} challenge for {ident} answered",
                        {"type": kind, "identifier": ident})
 
-    async def _verdict(self, run: "_OrderRun", sess: AcmeSession, orderr: messages.OrderResource,
+    async def _verdict(self, run: "OrderAttempt", sess: AcmeSession, orderr: messages.OrderResource,
                        tokens: dict[str, tuple[str, str]]) -> errors.AcmeError:
         """The CA ended the order (invalid order or authorization): journal it and return the typed error."""
         failed = []
@@ -362,7 +362,7 @@ class AcmeIssuer:
         return err
 
 
-class _OrderRun:
+class OrderAttempt:
     """One attempt at a journal entry: persists steps and retries transient errors of the same order."""
 
     def __init__(self, issuer: AcmeIssuer, order: AcmeOrder, *, deadline: float) -> None:

@@ -122,3 +122,34 @@ def test_ca_unreachable_mid_order_then_back_one_order_each(pebble_factory, dns, 
             proxy.set_unreachable(False)
             t.join(10)
             edge.stop()
+
+
+@pytest.mark.slow
+def test_a_failed_install_is_retried_with_the_same_certificate_never_a_new_order(pebble_factory, dns, tmp_path):
+    pebble = pebble_factory("pebble-install")
+    edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
+                       env={"EDGECERT_TRANSIENT_RETRY_SCHEDULE": "1"})
+    host = "disk.journal.test"
+    try:
+        edge.start()
+        # A real filesystem error: the certificate's archive directory cannot be created (a file is in the way).
+        blocker = edge.work_dir / "state" / "archive" / host
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("in the way")
+        edge.add_domain(host)
+        d = edge.wait_for(lambda: (lambda d: d if d["last_error_code"] == "install_failed" else None)(
+            edge.domain(host)), timeout=60, what="install_failed on the domain")
+        assert d["status"] == "pending_issuance"
+        assert "no new order" in d["last_error"] and "Traceback" not in d["last_error"]
+        edge.wait_for(lambda: sum(e["kind"] == "install_failed" for e in edge.events(host)) >= 2, timeout=30,
+                      what="install retried")
+        assert pebble.order_count() == 1 and pebble.issued_count() == 1
+        assert journal_steps(edge) == ["installed"]
+        with urllib.request.urlopen(edge.api + "/metrics", timeout=10) as r:
+            assert 'edgecert_events_total{kind="install_failed"}' in r.read().decode()
+        blocker.unlink()  # the operator frees the way: the same certificate goes live
+        assert_one_each(edge, pebble, [host], timeout=30)
+        assert journal_steps(edge) == ["current"]
+        assert ledger_rows(edge) == {("order", False): 1, ("certificate", False): 2}
+    finally:
+        edge.stop()
