@@ -85,6 +85,7 @@ class Reservation:
 
     order: list[int] = field(default_factory=list)
     certificate: list[int] = field(default_factory=list)
+    exempt: bool = False  #: a renewal inside the CA's ARI window: neither checked nor counted
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class RateLedger:
         count like the CA's actions while the order is in flight). :meth:`confirm` turns them into what the CA
         did; :meth:`release` drops what is left (call it on every path); :meth:`reconcile` at start-up."""
         if exempt:
-            return None, Reservation()
+            return None, Reservation(exempt=True)
         regs = sorted({registered_domain(n.lstrip("*.")) or n for n in names})
         lock = "ratelimit:" + ",".join(regs)
         async with self.storage.lock(lock, ttl=30, timeout=60):
@@ -156,6 +157,8 @@ class RateLedger:
                       order_id: int | None, now: dt.datetime) -> None:
         """The CA did it (``order``: created the order; ``certificate``: issued it): the reserved rows become
         its action; without a reservation (an order resumed after a restart) the action is added."""
+        if reservation.exempt:
+            return
         ids = reservation.order if kind == "order" else reservation.certificate
         if ids:
             n = await self.storage.ledger_confirm(ids, order_id=order_id, at=now)
@@ -191,6 +194,8 @@ class RateLedger:
         ids = [e.id for e in entries]
         have = {k: await self.storage.ledger_counted_orders(k, ids) for k in ("order", "certificate")}
         for e in entries:
+            if e.replaces:
+                continue  # an ARI renewal (RFC 9773 ``replaces``): exempt, as at the CA
             names = json.loads(e.names)
             todo = ["order"] if e.id not in have["order"] else []
             if e.fullchain_pem is not None and e.id not in have["certificate"]:
