@@ -656,7 +656,7 @@ class AcmeProxy:
             ))
             if request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError("acmeproxy: unreachable")
+            return web.Response(status=502)  # never sent: the connection is gone
 
         rule = self._match_rule(kind, method)
         try:
