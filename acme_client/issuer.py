@@ -201,6 +201,10 @@ class AcmeIssuer:
         if order is not None and order.step in (JournalStep.DOWNLOADED, JournalStep.INSTALLED):
             await on_event("order_resumed", f"order {order.url} was downloaded before a restart; installing it",
                            {"order_url": order.url, "step": order.step, "order_id": order.id})
+            if order.tokens:
+                await self._withdraw(_journal_tokens(order))
+                order.tokens = None
+                order = await self.storage.save_order(order)
             return self.issued_from(order)
         if order is not None and (order.account_id != acct.id or order.key_enc is None or order.csr_pem is None):
             order.step = JournalStep.ABANDONED
@@ -225,6 +229,7 @@ class AcmeIssuer:
             if order.url:
                 await on_event("order_resumed", f"continuing order {order.url} from step {order.step}",
                                {"order_url": order.url, "step": order.step, "order_id": order.id})
+        resumed = order.url is not None
         run = OrderAttempt(self, order, deadline=time.monotonic() + self.order_timeout)
         sess: AcmeSession = await run.call(lambda: self._session(account_key_pem, acct.uri))
         tokens: dict[str, tuple[str, str]] = {}   # token -> (identifier, kind): withdrawn once the order is over
@@ -274,6 +279,13 @@ class AcmeIssuer:
                             raise
                     continue  # read the order again: processing or valid
                 if body.status == messages.STATUS_VALID and body.certificate is not None:
+                    if not tokens and resumed:
+                        # Answers published before a restart: find their tokens, to withdraw them below.
+                        for url in body.authorizations:
+                            try:
+                                self._remember_token(await run.call(lambda u=url: sess.get_authorization(u)), tokens)
+                            except errors.AcmeError:
+                                pass
                     fullchain = await run.call(lambda: sess.download(body.certificate))
                     if not split_pem_chain(fullchain):
                         raise errors.ServerUnavailable("the CA returned no certificate")
@@ -299,11 +311,21 @@ class AcmeIssuer:
             raise
         finally:
             if verdict:
-                for token, (ident, kind) in tokens.items():
+                tokens.update(_journal_tokens(run.order))
+                await self._withdraw(tokens)
+                if run.order.tokens:
+                    run.order.tokens = None
                     try:
-                        await self.publisher.withdraw(hostname=ident, kind=kind, token=token)
+                        run.order = await self.storage.save_order(run.order)
                     except Exception:
-                        log.exception("could not withdraw challenge token for %s", ident)
+                        log.exception("could not update order %s", run.order.id)
+
+    async def _withdraw(self, tokens: dict[str, tuple[str, str]]) -> None:
+        for token, (ident, kind) in tokens.items():
+            try:
+                await self.publisher.withdraw(hostname=ident, kind=kind, token=token)
+            except Exception:
+                log.exception("could not withdraw challenge token for %s", ident)
 
     @staticmethod
     def _remember_token(authzr: messages.AuthorizationResource, tokens: dict[str, tuple[str, str]]) -> None:
@@ -323,6 +345,12 @@ class AcmeIssuer:
         ident = authzr.body.identifier.value
         token = challb.chall.encode("token")
         if token not in run.published:
+            # Journaled first, so that the answer is withdrawn once the order is over, whatever happens meanwhile.
+            known = _journal_tokens(run.order)
+            if token not in known:
+                known[token] = (ident, kind)
+                run.order.tokens = json.dumps([[i, k, t] for t, (i, k) in known.items()])
+                run.order = await self.storage.save_order(run.order)
             await self.publisher.publish(hostname=ident, kind=kind, token=token, key_authorization=validation)
             run.published.add(token)
         if challb.status != messages.STATUS_PENDING:
@@ -423,3 +451,10 @@ class OrderAttempt:
             raise errors.OrderTimeout(f"order {self.order.url} not finished in time (step {self.order.step})")
         await asyncio.sleep(wait)
 
+
+def _journal_tokens(order: AcmeOrder) -> dict[str, tuple[str, str]]:
+    """The challenge answers an entry published: token -> (identifier, kind)."""
+    try:
+        return {t: (i, k) for i, k, t in json.loads(order.tokens or "[]")}
+    except (ValueError, TypeError):
+        return {}

@@ -141,6 +141,7 @@ class AcmeOrder(SQLModel, table=True):
     fullchain_pem: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))  # once downloaded
     cert_id: Optional[int] = None                             # the certificate version, once installed
     retries: int = 0                                          # transient failures (same order retried)
+    tokens: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON [[name, kind, token]]
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 

@@ -34,6 +34,11 @@ def journal_steps(edge: EdgeProcess) -> list[str]:
         return [s for (s,) in db.execute("SELECT step FROM acme_orders ORDER BY id")]
 
 
+def challenge_tokens(edge: EdgeProcess) -> int:
+    with sqlite3.connect(edge.work_dir / "edgecert.db") as db:
+        return db.execute("SELECT count(*) FROM challenge_tokens").fetchone()[0]
+
+
 def assert_one_each(edge: EdgeProcess, pebble, names: list[str], timeout: float = 120) -> None:
     for n in names:
         d = edge.wait_status(n, "active", timeout=timeout)
@@ -58,7 +63,8 @@ def test_sigkill_at_each_journal_step_continues_the_same_order(step, pebble_fact
         del edge.env[CRASH_ENV]
         edge.start()
         assert_one_each(edge, pebble, [host])
-        assert journal_steps(edge) == ["current"]
+        edge.wait_for(lambda: journal_steps(edge) == ["current"], timeout=30, what="the journal entry closed")
+        assert challenge_tokens(edge) == 0  # no answer left published once the order is over
         # The ledger counts what the CA did: one order, one certificate (registered domain + exact set), nothing
         # left reserved.
         rows = ledger_rows(edge)
@@ -149,7 +155,7 @@ def test_a_failed_install_is_retried_with_the_same_certificate_never_a_new_order
             assert 'edgecert_events_total{kind="install_failed"}' in r.read().decode()
         blocker.unlink()  # the operator frees the way: the same certificate goes live
         assert_one_each(edge, pebble, [host], timeout=30)
-        assert journal_steps(edge) == ["current"]
+        edge.wait_for(lambda: journal_steps(edge) == ["current"], timeout=30, what="the journal entry closed")
         assert ledger_rows(edge) == {("order", False): 1, ("certificate", False): 2}
     finally:
         edge.stop()

@@ -1,4 +1,4 @@
-"""order journal: acme_orders.step/expires_at/fullchain_pem/cert_id/retries; rate_ledger.order_id/reserved/owner
+"""order journal: acme_orders.step/expires_at/fullchain_pem/cert_id/retries/tokens; rate_ledger.order_id/reserved/owner
 
 Revision ID: 0003
 Revises: 0002
@@ -21,6 +21,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('fullchain_pem', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('cert_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('retries', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('tokens', sa.Text(), nullable=True))
         batch_op.create_index(batch_op.f('ix_acme_orders_step'), ['step'], unique=False)
     # Orders that were in flight continue from their URL (or from their key and CSR when the CA never answered).
     op.execute("UPDATE acme_orders SET step = 'ordered' WHERE url IS NOT NULL "
@@ -44,6 +45,7 @@ def downgrade() -> None:
         batch_op.drop_column('order_id')
     with op.batch_alter_table('acme_orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_acme_orders_step'))
+        batch_op.drop_column('tokens')
         batch_op.drop_column('retries')
         batch_op.drop_column('cert_id')
         batch_op.drop_column('fullchain_pem')
