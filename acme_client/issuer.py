@@ -1,11 +1,15 @@
 """Obtaining a certificate: the ``Issuer`` seam and its ACME implementation.
 
-``AcmeIssuer.issue`` runs one order end to end: account (registered once, then reused), new order (persisted as
-soon as the CA answers, so a restart resumes the same order URL instead of placing a new one), challenge answers
-published through a :class:`ChallengePublisher`, finalize, full chain. The synchronous ``acme`` package runs in a
-dedicated thread pool, one :class:`AcmeSession` per issuance.
+``AcmeIssuer.issue`` runs the domain's order journal (one ``acme_orders`` entry per order, its ``step`` persisted
+BEFORE each effect at the CA, see :class:`store.models.JournalStep`): intent (key and CSR kept) -> ordered (the URL,
+stored the moment newOrder answers, before any authorization is fetched) -> authorizing (answers journaled, then
+published, then sent) -> finalizing -> downloaded (the certificate kept in the entry). A restart continues the open
+entry from its last durable step: a downloaded certificate is returned as it is (never ordered again); an order the
+CA has is read again by its URL and continued from whatever state it is in (pending, ready, processing, valid).
+Transient errors (transport, 5xx, bad nonce, timeout) retry the same order within the attempt
+(:class:`OrderAttempt`, :mod:`acme_client.journal`); only the CA's verdict ends an entry (``invalid``). The
+synchronous ``acme`` package runs in a dedicated thread pool, one :class:`AcmeSession` per attempt.
 """
-
 from __future__ import annotations
 
 import asyncio
