@@ -10,6 +10,7 @@ Transient errors (transport, 5xx, bad nonce, timeout) retry the same order withi
 (:class:`OrderAttempt`, :mod:`acme_client.journal`); only the CA's verdict ends an entry (``invalid``). The
 synchronous ``acme`` package runs in a dedicated thread pool, one :class:`AcmeSession` per attempt.
 """
+
 from __future__ import annotations
 
 import asyncio
