@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from . import errors
 from .retry import RetrySchedule
 
-__all__ = ["AcmeSession", "parse_retry_after", "jwk_from_pem"]
+__all__ = ["AcmeSession", "parse_retry_after", "jwk_from_pem", "validation_error", "POLL_SCHEDULE"]
 
 log = logging.getLogger(__name__)
 USER_AGENT = "edgecert/0.1 (+acme-python)"
@@ -138,8 +138,10 @@ class AcmeSession:
                                       context=what) from e
         except acme_errors.ConflictError:
             raise
+        except (acme_errors.BadNonce, acme_errors.MissingNonce) as e:
+            raise errors.BadNonce(f"{what}: the CA's nonce was refused or missing: {e}") from e
         except acme_errors.ValidationError as e:
-            raise _validation_error(e.failed_authzrs, what) from e
+            raise validation_error(e.failed_authzrs, what) from e
         except acme_errors.IssuanceError as e:
             err = e.error
             raise errors.from_problem(err.typ, err.detail, status=self._status(), context=what) from e
@@ -150,6 +152,10 @@ class AcmeSession:
         except requests.RequestException as e:
             raise errors.NetworkError(f"{what}: {e}") from e
         except acme_errors.ClientError as e:
+            status = self._status()
+            if status is not None and status >= 500:  # a 5xx without a problem document (a proxy, a balancer)
+                raise errors.ServerUnavailable(f"{what}: the CA answered HTTP {status}", status=status,
+                                               retry_after=self._retry_after()) from e
             raise errors.OrderFailed(f"{what}: {e}") from e
         except acme_errors.Error as e:
             raise errors.OrderFailed(f"{what}: {e}") from e
@@ -201,6 +207,49 @@ class AcmeSession:
             return messages.OrderResource(body=body, uri=location, authorizations=authzs, csr_pem=csr_pem)
         return self._call("newOrder", do)
 
+    def create_order(self, csr_pem: bytes, *, replaces: str | None = None, profile: str | None = None
+                     ) -> messages.OrderResource:
+        """POST newOrder and return at once (no authorization fetched): the caller journals the URL first."""
+        from acme import crypto_util
+        from cryptography import x509
+
+        csr = x509.load_pem_x509_csr(csr_pem)
+        dns_names, _ = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        kwargs: dict[str, Any] = {"identifiers": [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
+                                                  for n in dns_names]}
+        if profile:
+            kwargs["profile"] = profile
+        if replaces:
+            kwargs["replaces"] = replaces
+        order = _NewOrder(**kwargs)
+
+        def do() -> messages.OrderResource:
+            response = self.client._post(self.directory["newOrder"], order)
+            body = messages.Order.from_json(response.json())
+            location = response.headers.get("Location")
+            if not location:
+                raise errors.OrderFailed("newOrder: the CA answered without the order's URL")
+            return messages.OrderResource(body=body, uri=location, authorizations=[], csr_pem=csr_pem)
+        return self._call("newOrder", do)
+
+    def get_order(self, orderr: messages.OrderResource) -> tuple[messages.OrderResource, dt.datetime | None]:
+        """The order as the CA has it now, and the CA's Retry-After (if it sent one)."""
+        def do() -> tuple[messages.OrderResource, dt.datetime | None]:
+            response = self.client._post_as_get(orderr.uri)
+            body = messages.Order.from_json(response.json())
+            return orderr.update(body=body), parse_retry_after(response.headers.get("Retry-After"))
+        return self._call("order", do)
+
+    def get_authorization(self, url: str) -> messages.AuthorizationResource:
+        return self._call("authz", lambda: self.client._authzr_from_response(self.client._post_as_get(url), uri=url))
+
+    def begin_finalize(self, orderr: messages.OrderResource) -> None:
+        """POST the CSR to the order's finalize URL (the order then goes processing -> valid)."""
+        self._call("finalize", lambda: self.client.begin_finalization(orderr))
+
+    def download(self, certificate_url: str) -> str:
+        return self._call("certificate", lambda: self.client._post_as_get(certificate_url).text)
+
     def load_order(self, url: str, csr_pem: bytes) -> messages.OrderResource:
         """Fetch an existing order (resume after a restart)."""
         def do() -> messages.OrderResource:
@@ -234,7 +283,7 @@ class AcmeSession:
                     self.client._post_as_get(url), uri=url))
         failed = [a for a in done if a.body.status != messages.STATUS_VALID]
         if failed:
-            raise _validation_error(failed, "authorization")
+            raise validation_error(failed, "authorization")
         return orderr.update(authorizations=done)
 
     def finalize(self, orderr: messages.OrderResource, *, deadline: float) -> messages.OrderResource:
@@ -266,7 +315,7 @@ class AcmeSession:
                     time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
 
 
-def _validation_error(failed_authzrs: list, what: str) -> errors.AcmeError:
+def validation_error(failed_authzrs: list, what: str) -> errors.AcmeError:
     parts = []
     first_type = None
     for a in failed_authzrs:

@@ -1,9 +1,14 @@
 """Obtaining a certificate: the ``Issuer`` seam and its ACME implementation.
 
-``AcmeIssuer.issue`` runs one order end to end: account (registered once, then reused), new order (persisted as
-soon as the CA answers, so a restart resumes the same order URL instead of placing a new one), challenge answers
-published through a :class:`ChallengePublisher`, finalize, full chain. The synchronous ``acme`` package runs in a
-dedicated thread pool, one :class:`AcmeSession` per issuance.
+``AcmeIssuer.issue`` runs the domain's order journal (one ``acme_orders`` entry per order, its ``step`` persisted
+BEFORE each effect at the CA, see :class:`store.models.JournalStep`): intent (key and CSR kept) -> ordered (the URL,
+stored the moment newOrder answers, before any authorization is fetched) -> authorizing (answers journaled, then
+published, then sent) -> finalizing -> downloaded (the certificate kept in the entry). A restart continues the open
+entry from its last durable step: a downloaded certificate is returned as it is (never ordered again); an order the
+CA has is read again by its URL and continued from whatever state it is in (pending, ready, processing, valid).
+Transient errors (transport, 5xx, bad nonce, timeout) retry the same order within the attempt
+(:class:`OrderAttempt`, :mod:`acme_client.journal`); only the CA's verdict ends an entry (``invalid``). The
+synchronous ``acme`` package runs in a dedicated thread pool, one :class:`AcmeSession` per attempt.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from typing import Any, Awaitable, Callable, Protocol
 from acme import messages
 
 from store.crypto import KeyBox
-from store.models import AcmeAccount, AcmeOrder
+from store.models import AcmeAccount, AcmeOrder, JournalStep
 
 from . import errors
 from .challenges import ChallengePublisher, pick_challenge
-from .client import AcmeSession
+from .client import POLL_SCHEDULE, AcmeSession, validation_error
+from .journal import BAD_NONCE_RETRIES, CA_RETRY_SCHEDULE, TRANSIENT, crash_point
 from .keys import CertInfo, generate_private_key, make_csr, private_key_pem, read_certificate, split_pem_chain
 
 __all__ = ["Issuer", "AcmeIssuer", "IssuedCertificate", "EventSink"]
@@ -170,112 +176,290 @@ class AcmeIssuer:
             return start, end, parse_retry_after(r.headers.get("Retry-After"))
         return await self._in_thread(fetch)
 
-    # -- issuance --------------------------------------------------------------------------------------------
+    # -- issuance ------------------------------------------------------------------------------------------------
+    def issued_from(self, order: AcmeOrder, *, acme_requests: int = 0) -> IssuedCertificate:
+        """The certificate a journal entry downloaded (step ``downloaded`` or later), with its key."""
+        if order.fullchain_pem is None or order.key_enc is None:
+            raise errors.OrderFailed(f"order {order.id} has no downloaded certificate")
+        certs = split_pem_chain(order.fullchain_pem)
+        if not certs:
+            raise errors.OrderFailed("the CA returned no certificate")
+        key_pem = self.keybox.decrypt(order.key_enc, purpose=f"order-key:{order.domain_id}".encode())
+        info = read_certificate(certs[0])
+        return IssuedCertificate(names=tuple(json.loads(order.names)), cert_pem=certs[0],
+                                 chain_pem="".join(certs[1:]), key_pem=key_pem, info=info,
+                                 order_id=order.id, key_type=info.key_type, acme_requests=acme_requests)
+
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
                     is_renewal: bool = False, on_event: EventSink | None = None) -> IssuedCertificate:
+        """Run the domain's order journal to ``downloaded`` (see :class:`store.models.JournalStep`): continue the
+        open entry from its last durable step (a downloaded certificate is returned as it is, an order the CA has
+        is fetched again by its URL), or start one. Transient errors retry the same order within this call
+        (:mod:`acme_client.journal`) and, when they outlast it, leave the entry open for the next call; only a
+        verdict of the CA ends it (step ``invalid``)."""
         on_event = on_event or _noop
         acct = await self.account()
         account_key_pem = self.keybox.decrypt(acct.key_enc, purpose=b"acme-account")
         purpose = f"order-key:{domain_id}".encode()
 
         order = await self.storage.open_order(domain_id)
-        resumed = order is not None and order.url is not None and order.account_id == acct.id
-        if resumed:
-            assert order is not None and order.key_enc is not None and order.csr_pem is not None
-            key_pem = self.keybox.decrypt(order.key_enc, purpose=purpose)
-            csr_pem = order.csr_pem.encode()
-            await on_event("order_resumed", f"resuming order {order.url} after a restart", {"order_url": order.url})
-        else:
-            if order is not None:  # a half-created order row from a crash before the CA answered
-                order.status = "abandoned"
-                await self.storage.save_order(order)
+        if order is not None and order.step in (JournalStep.DOWNLOADED, JournalStep.INSTALLED):
+            await on_event("order_resumed", f"order {order.url} was downloaded before a restart; installing it",
+                           {"order_url": order.url, "step": order.step, "order_id": order.id})
+            if order.tokens:
+                await self._withdraw(_journal_tokens(order))
+                order.tokens = None
+                order = await self.storage.save_order(order)
+            return self.issued_from(order)
+        if order is not None and (order.account_id != acct.id or order.key_enc is None or order.csr_pem is None):
+            order.step = JournalStep.ABANDONED
+            order.error = "made with another ACME account"
+            await self.storage.save_order(order)
+            order = None
+        if order is None:
             key = generate_private_key(key_type)
             key_pem = private_key_pem(key)
             csr_pem = make_csr(key, names)
             order = await self.storage.save_order(AcmeOrder(
-                domain_id=domain_id, account_id=acct.id, status="creating", names=json.dumps(names),
-                replaces=replaces, csr_pem=csr_pem.decode(), key_enc=self.keybox.encrypt(key_pem, purpose=purpose),
-                is_renewal=is_renewal))
-
-        deadline = time.monotonic() + self.order_timeout
-        published: list[tuple[str, str]] = []
-        box: dict[str, Any] = {}
-
-        def start() -> messages.OrderResource:
-            sess = self._session(account_key_pem, acct.uri)
-            box["sess"] = sess
-            if resumed:
-                return sess.load_order(order.url, csr_pem)
-            return sess.new_order(csr_pem, replaces=replaces)
-
+                domain_id=domain_id, account_id=acct.id, status="creating", step=JournalStep.INTENT,
+                names=json.dumps(names), replaces=replaces, csr_pem=csr_pem.decode(),
+                key_enc=self.keybox.encrypt(key_pem, purpose=purpose), is_renewal=is_renewal))
+            crash_point(JournalStep.INTENT)
+        else:
+            assert order.key_enc is not None and order.csr_pem is not None
+            key_pem = self.keybox.decrypt(order.key_enc, purpose=purpose)
+            csr_pem = order.csr_pem.encode()
+            names = json.loads(order.names)
+            replaces = order.replaces
+            if order.url:
+                await on_event("order_resumed", f"continuing order {order.url} from step {order.step}",
+                               {"order_url": order.url, "step": order.step, "order_id": order.id})
+        resumed = order.url is not None
+        run = OrderAttempt(self, order, deadline=time.monotonic() + self.order_timeout)
+        sess: AcmeSession = await run.call(lambda: self._session(account_key_pem, acct.uri))
+        tokens: dict[str, tuple[str, str]] = {}   # token -> (identifier, kind): withdrawn once the order is over
+        verdict = False
         try:
-            try:
-                orderr = await self._in_thread(start)
-            except errors.AcmeError:
-                if not resumed:
-                    order.status = "failed"
-                    await self.storage.save_order(order)
-                raise
-            sess: AcmeSession = box["sess"]
-            if not resumed:
-                order.url = orderr.uri
-                order.status = orderr.body.status.name if orderr.body.status else "pending"
-                order = await self.storage.save_order(order)
+            if order.url is None:
+                created = await run.call(lambda: sess.create_order(csr_pem, replaces=replaces))
+                order.url = created.uri
+                order.status = created.body.status.name if created.body.status else "pending"
+                order.expires_at = created.body.expires
+                order.step = JournalStep.ORDERED
+                order = run.order = await self.storage.save_order(order)
+                crash_point(JournalStep.ORDERED)
                 await on_event("order_placed", f"order placed with the CA for {', '.join(names)}",
-                               {"order_url": orderr.uri, "replaces": replaces})
-            if orderr.body.status == messages.STATUS_INVALID:
-                # A resumed order that died meanwhile: drop it; the caller retries with a new one.
-                order.status = "invalid"
-                await self.storage.save_order(order)
-                raise errors.OrderFailed(f"order {orderr.uri} is invalid at the CA")
-            for authzr in orderr.authorizations:
-                if authzr.body.status != messages.STATUS_PENDING:
+                               {"order_url": created.uri, "replaces": replaces, "order_id": order.id})
+            orderr = messages.OrderResource(uri=order.url, csr_pem=csr_pem, body=messages.Order())
+            validated = False
+            while True:
+                orderr, retry_after = await run.call(lambda: sess.get_order(orderr))
+                body = orderr.body
+                run.expires = body.expires or run.expires
+                if body.status == messages.STATUS_INVALID:
+                    verdict = True
+                    raise await self._verdict(run, sess, orderr, tokens)
+                if body.status == messages.STATUS_PENDING:
+                    for url in body.authorizations:
+                        authzr = await run.call(lambda u=url: sess.get_authorization(u))
+                        self._remember_token(authzr, tokens)
+                        if authzr.body.status == messages.STATUS_INVALID:
+                            verdict = True
+                            raise await self._verdict(run, sess, orderr, tokens)
+                        if authzr.body.status != messages.STATUS_PENDING:
+                            continue
+                        await self._answer(run, sess, authzr, on_event)
+                    await run.pause(retry_after)
                     continue
-                try:
-                    challb = pick_challenge(authzr, self.preferred)
-                except LookupError as e:
-                    raise errors.RejectedIdentifier(str(e)) from None
-                kind = challb.chall.typ
-                response, validation = challb.response_and_validation(sess.account_key)
-                token = challb.chall.encode("token")
-                ident = authzr.body.identifier.value
-                await self.publisher.publish(hostname=ident, kind=kind, token=token, key_authorization=validation)
-                published.append((ident, token))
-                if challb.status != messages.STATUS_PENDING:
-                    continue  # resumed: the CA is already validating this challenge
-                await self._in_thread(sess.answer, challb)
-                await on_event("challenge_answered", f"{kind} challenge for {ident} answered",
-                               {"type": kind, "identifier": ident})
-            try:
-                orderr = await self._in_thread(lambda: sess.poll_authorizations(orderr, deadline=deadline))
-            except errors.AcmeError as e:
-                order.status = "invalid"
-                order.error = str(e)
-                await self.storage.save_order(order)
-                raise
-            await on_event("challenge_valid", f"the CA validated {', '.join(names)}", {})
-            orderr = await self._in_thread(lambda: sess.finalize(orderr, deadline=deadline))
-            fullchain = orderr.fullchain_pem
-            certs = split_pem_chain(fullchain)
-            if not certs:
-                raise errors.OrderFailed("the CA returned no certificate")
-            info = read_certificate(certs[0])
-            order.status = "valid"
-            await self.storage.save_order(order)
-            return IssuedCertificate(names=tuple(names), cert_pem=certs[0], chain_pem="".join(certs[1:]),
-                                     key_pem=key_pem, info=info, order_id=order.id, key_type=key_type,
-                                     acme_requests=sess.requests_made)
+                if not validated:
+                    validated = True
+                    await on_event("challenge_valid", f"the CA validated {', '.join(names)}", {})
+                if body.status == messages.STATUS_READY:
+                    if run.order.step != JournalStep.FINALIZING:
+                        await run.step(JournalStep.FINALIZING)
+                    try:
+                        await run.call(lambda: sess.begin_finalize(orderr))
+                    except errors.OrderFailed as e:
+                        if not (e.problem_type or "").endswith("orderNotReady"):
+                            raise
+                    continue  # read the order again: processing or valid
+                if body.status == messages.STATUS_VALID and body.certificate is not None:
+                    if not tokens and resumed:
+                        # Answers published before a restart: find their tokens, to withdraw them below.
+                        for url in body.authorizations:
+                            try:
+                                self._remember_token(await run.call(lambda u=url: sess.get_authorization(u)), tokens)
+                            except errors.AcmeError:
+                                pass
+                    fullchain = await run.call(lambda: sess.download(body.certificate))
+                    if not split_pem_chain(fullchain):
+                        raise errors.ServerUnavailable("the CA returned no certificate")
+                    order = run.order
+                    order.fullchain_pem = fullchain
+                    order.status = "valid"
+                    order.step = JournalStep.DOWNLOADED
+                    order = run.order = await self.storage.save_order(order)
+                    crash_point(JournalStep.DOWNLOADED)
+                    await on_event("certificate_downloaded", f"certificate downloaded from order {order.url}",
+                                   {"order_url": order.url, "order_id": order.id})
+                    verdict = True  # the order is over at the CA: its answers can go
+                    return self.issued_from(order, acme_requests=sess.requests_made)
+                await run.pause(retry_after)  # processing (or valid without a certificate yet)
         except errors.AcmeError as e:
-            if e.retryable is False or isinstance(e, (errors.ChallengeFailed,)):
-                if order.status not in ("invalid", "failed"):
-                    order.status = "failed"
-                    order.error = str(e)
-                    await self.storage.save_order(order)
+            if e.retryable is False and not verdict:
+                verdict = True  # a final problem type (badCSR, rejectedIdentifier, ...): the order is over
+                await run.end(JournalStep.INVALID, str(e))
+            elif not verdict:
+                run.order.retries += 1
+                run.order.error = str(e)
+                run.order = await self.storage.save_order(run.order)
             raise
         finally:
-            for ident, token in published:
-                try:
-                    await self.publisher.withdraw(hostname=ident, kind="http-01", token=token)
-                except Exception:
-                    log.exception("could not withdraw challenge token for %s", ident)
-            box.clear()
+            if verdict:
+                tokens.update(_journal_tokens(run.order))
+                await self._withdraw(tokens)
+                if run.order.tokens:
+                    run.order.tokens = None
+                    try:
+                        run.order = await self.storage.save_order(run.order)
+                    except Exception:
+                        log.exception("could not update order %s", run.order.id)
+
+    async def _withdraw(self, tokens: dict[str, tuple[str, str]]) -> None:
+        for token, (ident, kind) in tokens.items():
+            try:
+                await self.publisher.withdraw(hostname=ident, kind=kind, token=token)
+            except Exception:
+                log.exception("could not withdraw challenge token for %s", ident)
+
+    @staticmethod
+    def _remember_token(authzr: messages.AuthorizationResource, tokens: dict[str, tuple[str, str]]) -> None:
+        for challb in authzr.body.challenges:
+            token = getattr(challb.chall, "token", None)
+            if token is not None:
+                tokens[challb.chall.encode("token")] = (authzr.body.identifier.value, challb.chall.typ)
+
+    async def _answer(self, run: "OrderAttempt", sess: AcmeSession, authzr: messages.AuthorizationResource,
+                      on_event: EventSink) -> None:
+        try:
+            challb = pick_challenge(authzr, self.preferred)
+        except LookupError as e:
+            raise errors.RejectedIdentifier(str(e)) from None
+        kind = challb.chall.typ
+        _response, validation = challb.response_and_validation(sess.account_key)
+        ident = authzr.body.identifier.value
+        token = challb.chall.encode("token")
+        if token not in run.published:
+            # Journaled first, so that the answer is withdrawn once the order is over, whatever happens meanwhile.
+            known = _journal_tokens(run.order)
+            if token not in known:
+                known[token] = (ident, kind)
+                run.order.tokens = json.dumps([[i, k, t] for t, (i, k) in known.items()])
+                run.order = await self.storage.save_order(run.order)
+            await self.publisher.publish(hostname=ident, kind=kind, token=token, key_authorization=validation)
+            run.published.add(token)
+        if challb.status != messages.STATUS_PENDING:
+            return  # the CA is validating it already (answered before a restart or a retry)
+        if run.order.step != JournalStep.AUTHORIZING:
+            await run.step(JournalStep.AUTHORIZING)
+        try:
+            await run.call(lambda: sess.answer(challb))
+        except errors.OrderFailed as e:
+            # Answered before (the answer reached the CA, its reply did not): the CA says it is not pending.
+            if (e.problem_type or "").rsplit(":", 1)[-1] != "malformed":
+                raise
+            return
+        await on_event("challenge_answered", f"{kind} challenge for {ident} answered",
+                       {"type": kind, "identifier": ident})
+
+    async def _verdict(self, run: "OrderAttempt", sess: AcmeSession, orderr: messages.OrderResource,
+                       tokens: dict[str, tuple[str, str]]) -> errors.AcmeError:
+        """The CA ended the order (invalid order or authorization): journal it and return the typed error."""
+        failed = []
+        for url in orderr.body.authorizations:
+            try:
+                a = await run.call(lambda u=url: sess.get_authorization(u))
+            except errors.AcmeError:
+                continue
+            self._remember_token(a, tokens)
+            if a.body.status not in (messages.STATUS_VALID, messages.STATUS_PENDING):
+                failed.append(a)
+        err: errors.AcmeError
+        if failed:
+            err = validation_error(failed, "authorization")
+        elif orderr.body.error is not None:
+            err = errors.from_problem(orderr.body.error.typ, orderr.body.error.detail, context="order")
+        else:
+            err = errors.OrderFailed(f"order {orderr.uri} is invalid at the CA")
+        await run.end(JournalStep.INVALID, str(err))
+        return err
+
+
+class OrderAttempt:
+    """One attempt at a journal entry: persists steps and retries transient errors of the same order."""
+
+    def __init__(self, issuer: AcmeIssuer, order: AcmeOrder, *, deadline: float) -> None:
+        self.issuer = issuer
+        self.order = order
+        self.deadline = deadline
+        self.expires: dt.datetime | None = order.expires_at
+        self.polls = 0
+        self.published: set[str] = set()
+
+    def bound(self) -> float:
+        """Monotonic time after which this attempt stops: the attempt's deadline or the order's expiry."""
+        b = self.deadline
+        if self.expires is not None:
+            exp = self.expires if self.expires.tzinfo else self.expires.replace(tzinfo=dt.timezone.utc)
+            b = min(b, time.monotonic() + (exp - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        return b
+
+    async def step(self, step: str) -> None:
+        self.order.step = step
+        self.order = await self.issuer.storage.save_order(self.order)
+        crash_point(step)
+
+    async def end(self, step: str, error: str) -> None:
+        self.order.step = step
+        self.order.status = "invalid"
+        self.order.error = error
+        self.order = await self.issuer.storage.save_order(self.order)
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn`` in the protocol thread; transient errors retried (bad nonce at once, others with backoff)."""
+        nonces = transient = 0
+        while True:
+            try:
+                return await self.issuer._in_thread(fn)
+            except errors.BadNonce:
+                nonces += 1
+                if nonces <= BAD_NONCE_RETRIES and time.monotonic() < self.bound():
+                    continue
+                raise
+            except TRANSIENT as e:
+                transient += 1
+                wait = CA_RETRY_SCHEDULE.delay(transient) or 0.0
+                if e.retry_after is not None:
+                    wait = max(wait, (e.retry_after - dt.datetime.now(dt.timezone.utc)).total_seconds())
+                if time.monotonic() + wait >= self.bound():
+                    raise
+                log.info("order %s: %s; trying the same order again in %.1fs", self.order.url or "(new)", e, wait)
+                await asyncio.sleep(wait)
+
+    async def pause(self, retry_after: dt.datetime | None) -> None:
+        """Between two reads of an order or authorization the CA is still deciding."""
+        self.polls += 1
+        wait = POLL_SCHEDULE.base(self.polls) or 1.0
+        if retry_after is not None:
+            wait = max(wait, min(30.0, (retry_after - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+        if time.monotonic() + wait >= self.bound():
+            raise errors.OrderTimeout(f"order {self.order.url} not finished in time (step {self.order.step})")
+        await asyncio.sleep(wait)
+
+
+def _journal_tokens(order: AcmeOrder) -> dict[str, tuple[str, str]]:
+    """The challenge answers an entry published: token -> (identifier, kind)."""
+    try:
+        return {t: (i, k) for i, k, t in json.loads(order.tokens or "[]")}
+    except (ValueError, TypeError):
+        return {}

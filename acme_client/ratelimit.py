@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .identifiers import registered_domain
 
-__all__ = ["Limit", "DEFAULT_LIMITS", "Hold", "RateLedger", "Pacer", "bucket_retry_at", "load_limits"]
+__all__ = ["Limit", "DEFAULT_LIMITS", "Hold", "Reservation", "RateLedger", "Pacer", "bucket_retry_at", "load_limits"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,15 @@ def bucket_retry_at(times: list[dt.datetime], limit: Limit, now: dt.datetime) ->
     return now + dt.timedelta(seconds=(1 - tokens) / rate)
 
 
+@dataclass
+class Reservation:
+    """Ledger rows reserved for one order in flight (ids), by what they count."""
+
+    order: list[int] = field(default_factory=list)
+    certificate: list[int] = field(default_factory=list)
+    exempt: bool = False  #: a renewal inside the CA's ARI window: neither checked nor counted
+
+
 @dataclass(frozen=True)
 class Hold:
     limit: str
@@ -90,7 +100,8 @@ class Hold:
 
 
 class RateLedger:
-    """Consult before an order; record what the CA counts. ``check_and_reserve`` is atomic across nodes (it holds
+    """Consult before an order; count what the CA did (orders created, certificates issued, failed
+    authorizations), never mere intentions. ``check_and_reserve`` is atomic across nodes (it holds
     a lease per scope in the store), so twelve workers cannot all see the last free token."""
 
     def __init__(self, storage, limits: dict[str, Limit] | None = None) -> None:
@@ -116,33 +127,85 @@ class RateLedger:
         return worst
 
     async def check_and_reserve(self, names: list[str], account_id: int, *, now: dt.datetime,
-                                exempt: bool = False) -> tuple[Hold | None, list[int]]:
-        """Atomically: if no limit holds, count one order and reserve one certificate (returned ids let
-        :meth:`release` undo the certificate reservation if the order fails)."""
+                                exempt: bool = False) -> tuple[Hold | None, "Reservation"]:
+        """Atomically: if no limit holds, reserve one order and one certificate (rows marked ``reserved``, which
+        count like the CA's actions while the order is in flight). :meth:`confirm` turns them into what the CA
+        did; :meth:`release` drops what is left (call it on every path); :meth:`reconcile` at start-up."""
         if exempt:
-            return None, []
+            return None, Reservation(exempt=True)
         regs = sorted({registered_domain(n.lstrip("*.")) or n for n in names})
         lock = "ratelimit:" + ",".join(regs)
         async with self.storage.lock(lock, ttl=30, timeout=60):
             hold = await self.check(names, account_id, now=now)
             if hold is not None:
-                return hold, []
-            await self.storage.ledger_add("order", f"account:{account_id}", account_id=account_id, at=now)
-            cert_ids = [await self.storage.ledger_add("certificate", f"regdom:{r}", account_id=account_id, at=now)
-                        for r in regs]
-            cert_ids.append(await self.storage.ledger_add("certificate", "names:" + ",".join(sorted(names)),
-                                                          account_id=account_id, at=now))
-            return None, cert_ids
+                return hold, Reservation()
+            res = Reservation()
+            for kind, scope in self._counted(names, account_id):
+                rid = await self.storage.ledger_add(kind, scope, account_id=account_id, at=now, reserved=True)
+                (res.order if kind == "order" else res.certificate).append(rid)
+            return None, res
 
-    async def release(self, reservation: list[int]) -> None:
-        """The order produced no certificate: give the certificate tokens back (the order stays counted)."""
-        for i in reservation:
-            await self.storage.ledger_delete(i)
+    def _counted(self, names: list[str], account_id: int) -> list[tuple[str, str]]:
+        """(kind, scope) of the rows one order (``order``) and its certificate (``certificate``) count."""
+        regs = sorted({registered_domain(n.lstrip("*.")) or n for n in names})
+        out = [("order", f"account:{account_id}")]
+        out += [("certificate", f"regdom:{r}") for r in regs]
+        out.append(("certificate", "names:" + ",".join(sorted(names))))
+        return out
 
-    async def record_failed_validation(self, names: list[str], account_id: int, *, now: dt.datetime) -> None:
-        for n in names:
-            await self.storage.ledger_add("failed_authz", f"failed:{account_id}:{n}", account_id=account_id, at=now)
+    async def confirm(self, kind: str, reservation: "Reservation", names: list[str], account_id: int, *,
+                      order_id: int | None, now: dt.datetime) -> None:
+        """The CA did it (``order``: created the order; ``certificate``: issued it): the reserved rows become
+        its action; without a reservation (an order resumed after a restart) the action is added."""
+        if reservation.exempt:
+            return
+        ids = reservation.order if kind == "order" else reservation.certificate
+        if ids:
+            n = await self.storage.ledger_confirm(ids, order_id=order_id, at=now)
+            ids.clear()
+            if n:
+                return
+        if order_id is not None and order_id in await self.storage.ledger_counted_orders(kind, [order_id]):
+            return
+        for k, scope in self._counted(names, account_id):
+            if k == kind:
+                await self.storage.ledger_add(k, scope, account_id=account_id, at=now, order_id=order_id)
 
+    async def release(self, reservation: "Reservation | list[int]") -> None:
+        """Drop whatever is still reserved (the CA did not act): safe to call on every path, more than once."""
+        if isinstance(reservation, Reservation):
+            ids = reservation.order + reservation.certificate
+            reservation.order.clear()
+            reservation.certificate.clear()
+        else:
+            ids = list(reservation)
+        if ids:
+            await self.storage.ledger_release(ids)
+
+    async def reconcile(self, now: dt.datetime, *, stale_after: dt.timedelta) -> int:
+        """At start-up: drop reservations older than ``stale_after`` (their process is gone) and count every order
+        the CA created and every certificate it issued, per the order journal, that the ledger misses (a crash
+        between the CA's answer and the ledger's write). Returns how many rows changed."""
+        changed = await self.storage.ledger_drop_reservations(now - stale_after)
+        longest = max(limit.period for limit in self.limits.values())
+        entries = [e for e in await self.storage.journal_since(now - longest) if e.id is not None]
+        if not entries:
+            return changed
+        ids = [e.id for e in entries]
+        have = {k: await self.storage.ledger_counted_orders(k, ids) for k in ("order", "certificate")}
+        for e in entries:
+            if e.replaces:
+                continue  # an ARI renewal (RFC 9773 ``replaces``): exempt, as at the CA
+            names = json.loads(e.names)
+            todo = ["order"] if e.id not in have["order"] else []
+            if e.fullchain_pem is not None and e.id not in have["certificate"]:
+                todo.append("certificate")
+            for k, scope in self._counted(names, e.account_id):
+                if k in todo:
+                    await self.storage.ledger_add(k, scope, account_id=e.account_id, at=e.created_at,
+                                                  order_id=e.id)
+                    changed += 1
+        return changed
 
 class Pacer:
     """At most ``burst`` requests per ``window`` seconds (CertMagic's 10 orders / 10 s per CA account), waiting

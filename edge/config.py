@@ -196,6 +196,9 @@ class Settings:
     rate_limits: dict = _s({})
     # Issuance retry delays after a failure, seconds (1 min, 10 min, 100 min, then every 6 h; the last repeats).
     retry_schedule: tuple[float, ...] = _s((60.0, 600.0, 6000.0, 21600.0), _nonempty_delays)
+    # Transient CA errors (unreachable, 5xx, bad nonce, slow) and failed installs: the SAME order (or certificate)
+    # is tried again after these delays, seconds (+-20%; the last repeats).
+    transient_retry_schedule: tuple[float, ...] = _s((5.0, 15.0, 60.0, 300.0), _nonempty_delays)
     # -- listeners and the edge ------------------------------------------------------------------------------
     api_listen: str = _s("127.0.0.1:8080", _hostport_check)
     http_listen: str = _s("0.0.0.0:80", _hostport_check)

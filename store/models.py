@@ -8,7 +8,7 @@ from typing import Optional
 from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint, Index
 from sqlmodel import Field, SQLModel
 
-__all__ = ["WebhookDelivery", "Tenant", "ApiToken", "Domain", "AcmeAccount", "AcmeOrder", "CertificateVersion", "ChallengeToken",
+__all__ = ["WebhookDelivery", "Tenant", "ApiToken", "Domain", "AcmeAccount", "AcmeOrder", "JournalStep", "CertificateVersion", "ChallengeToken",
            "DomainEvent", "Lease", "RateLedgerEntry", "utcnow", "DomainStatus"]
 
 
@@ -106,8 +106,33 @@ class AcmeAccount(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
+class JournalStep:
+    """The order journal's steps (``AcmeOrder.step``), each persisted BEFORE the effect at the CA it names, so a
+    restart continues from the last durable one: ``intent`` (key and CSR kept, no order yet) -> ``ordered`` (the
+    order URL, stored the moment newOrder answers) -> ``authorizing`` (challenge answers about to be sent) ->
+    ``finalizing`` (the CSR about to be sent) -> ``downloaded`` (the certificate kept here) -> ``installed`` (stored
+    as a certificate version) -> ``current`` (served). ``invalid`` (the CA's verdict) and ``abandoned`` end an
+    entry too."""
+
+    INTENT = "intent"
+    ORDERED = "ordered"
+    AUTHORIZING = "authorizing"
+    FINALIZING = "finalizing"
+    DOWNLOADED = "downloaded"
+    INSTALLED = "installed"
+    CURRENT = "current"
+    INVALID = "invalid"
+    ABANDONED = "abandoned"
+
+    ALL = (INTENT, ORDERED, AUTHORIZING, FINALIZING, DOWNLOADED, INSTALLED, CURRENT, INVALID, ABANDONED)
+    TERMINAL = (CURRENT, INVALID, ABANDONED)
+    OPEN = (INTENT, ORDERED, AUTHORIZING, FINALIZING, DOWNLOADED, INSTALLED)
+    #: Steps after which the CA has issued: the certificate is installed, never ordered again.
+    ISSUED = (DOWNLOADED, INSTALLED)
+
+
 class AcmeOrder(SQLModel, table=True):
-    """An order placed with the CA; persisted as soon as the CA answers so a restart resumes it."""
+    """One entry of a name's order journal (see :class:`JournalStep`): an order from intent to served."""
 
     __tablename__ = "acme_orders"
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -121,6 +146,12 @@ class AcmeOrder(SQLModel, table=True):
     key_enc: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     is_renewal: bool = False
+    step: str = Field(default=JournalStep.INTENT, max_length=16, index=True)
+    expires_at: Optional[dt.datetime] = None                  # the order's expiry at the CA
+    fullchain_pem: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))  # once downloaded
+    cert_id: Optional[int] = None                             # the certificate version, once installed
+    retries: int = 0                                          # transient failures (same order retried)
+    tokens: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON [[name, kind, token]]
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -184,6 +215,11 @@ class RateLedgerEntry(SQLModel, table=True):
     kind: str = Field(max_length=32)
     scope: str = Field(max_length=600)
     account_id: Optional[int] = None
+    # The order journal entry the action belongs to; ``reserved``: held while the order is in flight, not yet an
+    # action of the CA (confirmed when the CA acts, released on every other path, reconciled at start-up).
+    order_id: Optional[int] = Field(default=None, index=True)
+    reserved: bool = False
+    owner: Optional[str] = Field(default=None, max_length=100)  # the storage (process) holding a reservation
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 

@@ -102,7 +102,16 @@ class Storage(Protocol):
     async def get_account(self, directory_url: str, name: str = "default") -> AcmeAccount | None: ...
     async def save_account(self, account: AcmeAccount) -> AcmeAccount: ...
     async def save_order(self, order: AcmeOrder) -> AcmeOrder: ...
-    async def open_order(self, domain_id: int) -> AcmeOrder | None: ...
+    async def open_order(self, domain_id: int) -> AcmeOrder | None:
+        """The domain's newest order journal entry whose step is not terminal (``JournalStep.OPEN``)."""
+    async def open_journal(self) -> list[tuple[str, AcmeOrder]]:
+        """(hostname, entry) of every order journal entry whose step is not terminal."""
+    async def get_order(self, order_id: int) -> AcmeOrder | None: ...
+    async def install_from_journal(self, order_id: int, cert: CertificateVersion) -> CertificateVersion:
+        """In one unit of work: store ``cert`` (not current) and move the entry to ``installed`` with its id; an
+        entry installed already returns its certificate version (nothing new stored)."""
+    async def journal_since(self, since: dt.datetime) -> list[AcmeOrder]:
+        """Order journal entries created since ``since`` that the CA has (a URL)."""
 
     # certificates
     async def add_certificate(self, cert: CertificateVersion, *, make_current: bool = True) -> CertificateVersion: ...
@@ -117,8 +126,19 @@ class Storage(Protocol):
 
     # rate-limit ledger
     async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
-                         at: dt.datetime | None = None) -> int: ...
+                         at: dt.datetime | None = None, order_id: int | None = None,
+                         reserved: bool = False) -> int: ...
     async def ledger_delete(self, entry_id: int) -> None: ...
+    async def ledger_confirm(self, entry_ids: Sequence[int], *, order_id: int | None,
+                             at: dt.datetime | None = None) -> int:
+        """Reserved rows become actions of the CA (of order ``order_id``); returns how many were still reserved."""
+    async def ledger_release(self, entry_ids: Sequence[int]) -> int:
+        """Delete those of the rows that are still reservations."""
+    async def ledger_drop_reservations(self, before: dt.datetime) -> int:
+        """Delete every reservation made before ``before`` or held by a process of this host that is gone
+        (start-up reconciliation)."""
+    async def ledger_counted_orders(self, kind: str, order_ids: Sequence[int]) -> set[int]:
+        """Which of ``order_ids`` have a confirmed ``kind`` row."""
     async def ledger_prune(self, before: dt.datetime) -> int: ...
     async def ledger_times(self, kind: str, scope: str, since: dt.datetime) -> list[dt.datetime]: ...
 

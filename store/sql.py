@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, select
 
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
-                     Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
+                     JournalStep, Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
 from .notify import CHANNEL
 from .protocol import Conflict, LockTimeout, NotFound, Storage, StoreUnavailable
 
@@ -305,10 +305,39 @@ class SQLStorage:
         return await self._run(fn)
 
     async def open_order(self, domain_id: int) -> AcmeOrder | None:
+        """The domain's open order journal entry (any step that is not terminal), the newest."""
         return await self._run(lambda s: s.exec(
-            select(AcmeOrder).where(AcmeOrder.domain_id == domain_id,
-                                    AcmeOrder.status.in_(["pending", "ready", "processing", "creating"]))
+            select(AcmeOrder).where(AcmeOrder.domain_id == domain_id, AcmeOrder.step.in_(JournalStep.OPEN))
             .order_by(AcmeOrder.id.desc())).first())
+
+    async def open_journal(self) -> list[tuple[str, AcmeOrder]]:
+        def fn(s: Session) -> list[tuple[str, AcmeOrder]]:
+            q = (select(Domain.hostname, AcmeOrder).join(Domain, Domain.id == AcmeOrder.domain_id)
+                 .where(AcmeOrder.step.in_(JournalStep.OPEN)).order_by(AcmeOrder.id))
+            return [(h, o) for h, o in s.exec(q).all()]
+        return await self._run(fn)
+
+    async def get_order(self, order_id: int) -> AcmeOrder | None:
+        return await self._run(lambda s: s.get(AcmeOrder, order_id))
+
+    async def install_from_journal(self, order_id: int, cert: CertificateVersion) -> CertificateVersion:
+        def fn(s: Session) -> CertificateVersion:
+            o = s.get(AcmeOrder, order_id)
+            if o is None:
+                raise NotFound(f"order {order_id}")
+            if o.cert_id is not None:
+                existing = s.get(CertificateVersion, o.cert_id)
+                if existing is not None:
+                    return existing
+            cert.order_id = order_id
+            s.add(cert)
+            s.flush()
+            o.cert_id = cert.id
+            o.step = JournalStep.INSTALLED
+            o.updated_at = utcnow()
+            s.add(o)
+            return cert
+        return await self._run(fn)
 
     # -- certificates ------------------------------------------------------------------------------------------
     async def add_certificate(self, cert: CertificateVersion, *, make_current: bool = True) -> CertificateVersion:
@@ -348,9 +377,10 @@ class SQLStorage:
 
     # -- rate-limit ledger -------------------------------------------------------------------------------------
     async def ledger_add(self, kind: str, scope: str, *, account_id: int | None = None,
-                         at: dt.datetime | None = None) -> int:
+                         at: dt.datetime | None = None, order_id: int | None = None, reserved: bool = False) -> int:
         def fn(s: Session) -> int:
-            e = RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow())
+            e = RateLedgerEntry(kind=kind, scope=scope, account_id=account_id, created_at=at or utcnow(),
+                                order_id=order_id, reserved=reserved, owner=self.owner if reserved else None)
             s.add(e)
             s.flush()
             assert e.id is not None
@@ -359,6 +389,49 @@ class SQLStorage:
 
     async def ledger_delete(self, entry_id: int) -> None:
         await self._run(lambda s: s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.id == entry_id)))
+
+    async def ledger_confirm(self, entry_ids: Sequence[int], *, order_id: int | None,
+                             at: dt.datetime | None = None) -> int:
+        if not entry_ids:
+            return 0
+        values: dict[str, Any] = dict(reserved=False, order_id=order_id)
+        if at is not None:
+            values["created_at"] = at
+        return await self._run(lambda s: s.exec(
+            update(RateLedgerEntry).where(RateLedgerEntry.id.in_(list(entry_ids)), RateLedgerEntry.reserved.is_(True))
+            .values(**values)).rowcount or 0)
+
+    async def ledger_release(self, entry_ids: Sequence[int]) -> int:
+        if not entry_ids:
+            return 0
+        return await self._run(lambda s: s.exec(
+            delete(RateLedgerEntry).where(RateLedgerEntry.id.in_(list(entry_ids)),
+                                          RateLedgerEntry.reserved.is_(True))).rowcount or 0)
+
+    async def ledger_drop_reservations(self, before: dt.datetime) -> int:
+        def fn(s: Session) -> int:
+            n = s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.reserved.is_(True),
+                                                     RateLedgerEntry.created_at < before)).rowcount or 0
+            owners = {o for o in s.exec(select(RateLedgerEntry.owner).where(
+                RateLedgerEntry.reserved.is_(True)).distinct()).all() if o}
+            dead = [o for o in owners if self._dead_local_owner(o)]
+            if dead:
+                n += s.exec(delete(RateLedgerEntry).where(RateLedgerEntry.reserved.is_(True),
+                                                          RateLedgerEntry.owner.in_(dead))).rowcount or 0
+            return n
+        return await self._run(fn)
+
+    async def ledger_counted_orders(self, kind: str, order_ids: Sequence[int]) -> set[int]:
+        if not order_ids:
+            return set()
+        return set(await self._run(lambda s: list(s.exec(
+            select(RateLedgerEntry.order_id).where(RateLedgerEntry.kind == kind,
+                                                   RateLedgerEntry.reserved.is_(False),
+                                                   RateLedgerEntry.order_id.in_(list(order_ids)))))))
+
+    async def journal_since(self, since: dt.datetime) -> list[AcmeOrder]:
+        return await self._run(lambda s: list(s.exec(
+            select(AcmeOrder).where(AcmeOrder.created_at >= since, AcmeOrder.url.is_not(None)))))
 
     async def ledger_prune(self, before: dt.datetime) -> int:
         def fn(s: Session) -> int:
@@ -472,29 +545,32 @@ class SQLStorage:
     async def release_dead_local_leases(self) -> int:
         """Drop leases held by earlier processes of this host that are gone (a crash must not block a name until
         the lease expires). Leases of live processes and of other hosts are untouched."""
-        host = socket.gethostname()
-
         def fn(s: Session) -> int:
             n = 0
             for lease in s.exec(select(Lease)).all():
-                parts = lease.owner.split(":")
-                if len(parts) < 3 or parts[0] != host or lease.owner == self.owner:
-                    continue
-                try:
-                    pid = int(parts[1])
-                except ValueError:
-                    continue
-                try:
-                    os.kill(pid, 0)
-                    continue  # still alive
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
+                if not self._dead_local_owner(lease.owner):
                     continue
                 s.delete(lease)
                 n += 1
             return n
         return await self._run(fn)
+
+    def _dead_local_owner(self, owner: str) -> bool:
+        """``owner`` (``host:pid:nonce``) is an earlier process of this host that is gone."""
+        parts = owner.split(":")
+        if len(parts) < 3 or parts[0] != socket.gethostname() or owner == self.owner:
+            return False
+        try:
+            pid = int(parts[1])
+        except ValueError:
+            return False
+        try:
+            os.kill(pid, 0)
+            return False  # still alive
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, *, ttl: float = 600, timeout: float | None = None) -> AsyncIterator[None]:

@@ -183,10 +183,12 @@ def test_ari_window_drives_renewal_with_replaces_and_is_exempt_from_limits(tmp_p
 
 
 def test_crash_in_the_middle_of_an_order_resumes_the_same_order(tmp_path, pebble, dns, proxy):
-    # The challenge POST fails once with 503 + Retry-After: the order is placed and open when we kill -9.
+    # The challenge POST fails once with 503 + Retry-After: the order is placed and open when we kill -9. (A
+    # transient error is retried on the same order within one attempt; the attempt's order_timeout of 2 s is shorter
+    # than the Retry-After, so the attempt ends and the domain waits as pending_issuance.)
     proxy.inject(kind="challenge", status=503, retry_after=3, times=1, detail="try later")
     edge = _edge(tmp_path, pebble, dns, EDGECERT_ACME_DIRECTORY=proxy.directory_url,
-                 EDGECERT_ACME_CA_BUNDLE=proxy.ca_bundle)
+                 EDGECERT_ACME_CA_BUNDLE=proxy.ca_bundle, EDGECERT_ORDER_TIMEOUT="2")
     try:
         orders_before = pebble.order_count()
         edge.add_domain("crash.resume.test", tenant="crash")

@@ -176,3 +176,120 @@ def test_ari_cert_id_round_trip():
     assert parse_ari_cert_id(cid) == (aki.key_identifier, 0x80FF)
     with pytest.raises(ValueError):
         parse_ari_cert_id("no-dot")
+
+
+# -- order journal: transient vs final, the same order retried, the ledger counts what the CA did -----------------
+
+class _FakeIssuer:
+    """What :class:`acme_client.issuer.OrderAttempt` uses of its issuer: the protocol thread and the store."""
+
+    def __init__(self, storage=None) -> None:
+        self.storage = storage
+
+    async def _in_thread(self, fn):
+        return fn()
+
+
+def _attempt(*, seconds: float = 30.0, expires: dt.datetime | None = None):
+    from acme_client.issuer import OrderAttempt
+    from store.models import AcmeOrder
+    import time
+    order = AcmeOrder(id=1, domain_id=1, account_id=1, names='["a.test"]', url="https://ca/order/1",
+                      expires_at=expires)
+    return OrderAttempt(_FakeIssuer(), order, deadline=time.monotonic() + seconds)
+
+
+def _failing(errs, result="ok"):
+    calls = []
+
+    def fn():
+        calls.append(1)
+        if len(calls) <= len(errs):
+            raise errs[len(calls) - 1]
+        return result
+    return fn, calls
+
+
+async def test_bad_nonces_are_retried_at_once_several_times_on_the_same_call():
+    from acme_client.journal import BAD_NONCE_RETRIES
+    fn, calls = _failing([errors.BadNonce("badNonce")] * BAD_NONCE_RETRIES)
+    assert await _attempt().call(fn) == "ok"
+    assert len(calls) == BAD_NONCE_RETRIES + 1
+    fn, calls = _failing([errors.BadNonce("badNonce")] * (BAD_NONCE_RETRIES + 1))
+    with pytest.raises(errors.BadNonce):
+        await _attempt().call(fn)
+
+
+async def test_transport_errors_and_5xx_retry_the_same_call_with_backoff(monkeypatch):
+    slept = []
+
+    async def fake_sleep(s):
+        slept.append(s)
+    monkeypatch.setattr("acme_client.issuer.asyncio.sleep", fake_sleep)
+    fn, calls = _failing([errors.NetworkError("refused"), errors.ServerUnavailable("503", status=503),
+                          errors.NetworkError("reset")])
+    assert await _attempt().call(fn) == "ok"
+    assert len(calls) == 4 and len(slept) == 3
+    assert 0.3 <= slept[0] <= 0.7 and slept[2] > slept[0]  # 0.5 s doubling, +-30%
+
+
+async def test_verdicts_and_rate_limits_are_not_retried_within_an_attempt():
+    for e in (errors.ChallengeFailed("invalid"), errors.RateLimited("429"), errors.CAARefused("caa")):
+        fn, calls = _failing([e])
+        with pytest.raises(type(e)):
+            await _attempt().call(fn)
+        assert len(calls) == 1
+
+
+async def test_transient_retries_stop_at_the_orders_expiry():
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    fn, calls = _failing([errors.NetworkError("refused")])
+    with pytest.raises(errors.NetworkError):
+        await _attempt(expires=past).call(fn)
+    assert len(calls) == 1
+
+
+def test_transient_by_type():
+    from acme_client.journal import is_transient
+    assert all(is_transient(e) for e in (errors.NetworkError("x"), errors.ServerUnavailable("x"),
+                                         errors.BadNonce("x"), errors.OrderTimeout("x")))
+    assert not any(is_transient(e) for e in (errors.ChallengeFailed("x"), errors.OrderFailed("x"),
+                                             errors.RateLimited("x"), errors.Unauthorized("x")))
+    assert isinstance(errors.from_problem("urn:ietf:params:acme:error:badNonce", "x", status=400), errors.BadNonce)
+
+
+async def test_ledger_counts_the_cas_actions_and_releases_the_rest(tmp_path):
+    from acme_client.ratelimit import RateLedger
+    from store import open_storage
+    from store.models import AcmeOrder, JournalStep
+    st = open_storage(f"sqlite:///{tmp_path}/l.db")
+    ledger = RateLedger(st)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    async def rows():
+        out = {}
+        for kind, scope in (("order", "account:1"), ("certificate", "names:a.example.com")):
+            out[kind] = len(await st.ledger_times(kind, scope, now - DAY))
+        return out
+    # The order was created at the CA, then failed: the order counts, the certificate reservation goes.
+    hold, res = await ledger.check_and_reserve(["a.example.com"], 1, now=now)
+    assert hold is None and res.order and res.certificate
+    await ledger.confirm("order", res, ["a.example.com"], 1, order_id=7, now=now)
+    await ledger.release(res)
+    await ledger.release(res)  # on every path, any number of times
+    assert await rows() == {"order": 1, "certificate": 0}
+    # The CA never answered: nothing at all is counted.
+    hold, res = await ledger.check_and_reserve(["a.example.com"], 1, now=now)
+    await ledger.release(res)
+    assert await rows() == {"order": 1, "certificate": 0}
+    # A crash after the CA issued (the ledger missed both): reconciled from the journal at start-up; a stale
+    # reservation is dropped.
+    hold, res = await ledger.check_and_reserve(["a.example.com"], 1, now=now - dt.timedelta(hours=1))
+    order = await st.save_order(AcmeOrder(domain_id=1, account_id=1, names='["a.example.com"]',
+                                          url="https://ca/order/9", step=JournalStep.DOWNLOADED,
+                                          fullchain_pem="x"))
+    changed = await ledger.reconcile(now, stale_after=dt.timedelta(minutes=10))
+    assert changed == 3 + 3  # 3 stale reserved rows dropped; order + 2 certificate rows added
+    assert await rows() == {"order": 2, "certificate": 1}
+    assert await ledger.reconcile(now, stale_after=dt.timedelta(minutes=10)) == 0  # idempotent
+    assert order.id in await st.ledger_counted_orders("certificate", [order.id])

@@ -5,12 +5,18 @@ request), queued, and done by a bounded pool of workers. Every unit of work foll
 the domain's lease in the store (so several processes/nodes never work on one name at once), read the domain again,
 and only then act. Nothing here runs in the TLS handshake. Putting a certificate live (checks, files, SNI index,
 reload hook, verification) is :mod:`edge.lifecycle.swap`.
+
+One concern: deciding the next step of each domain (what is due, the order journal's recovery, retries, installing
+what the CA issued). Order journal: an open entry (:class:`store.models.JournalStep`) is continued first, whatever
+else is due; a certificate the CA issued is installed, never ordered again; a filesystem error while installing is
+a retried ``install_failed`` state of the same certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import functools
 import json
 import logging
@@ -24,11 +30,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from acme_client import errors as acme_errors
 from acme_client.fairqueue import FairQueue
 from acme_client.issuer import IssuedCertificate, Issuer
-from acme_client.ratelimit import Pacer, RateLedger, load_limits
+from acme_client.journal import crash_point, is_transient
+from acme_client.ratelimit import Pacer, RateLedger, Reservation, load_limits
 from acme_client.retry import RetrySchedule
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
 from store.crypto import KeyBox
-from store.models import CertificateVersion, Domain, DomainStatus, utcnow
+from store.models import CertificateVersion, Domain, DomainStatus, JournalStep, utcnow
 
 from edge.config import Settings
 from edge.lifecycle.dnscheck import DnsChecker
@@ -37,7 +44,7 @@ from edge.lifecycle.files import LiveFiles
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex
-from edge.lifecycle.swap import Swapper
+from edge.lifecycle.swap import SwapRejected, Swapper
 
 __all__ = ["DomainManager", "RETRY_SCHEDULE", "LEASE_TTL"]
 
@@ -67,6 +74,8 @@ class DomainManager:
         self.events = events
         self.hook = hook
         self.retry_schedule = RetrySchedule.parse("issuance", retry_schedule, jitter=0.1)
+        # Transient CA errors (unreachable, 5xx, bad nonce, slow) and install failures: the same order, soon.
+        self.transient_schedule = RetrySchedule.parse("transient", settings.transient_retry_schedule, jitter=0.2)
         # Names that do not point at the edge yet: re-checked after dns_recheck_initial, doubling up to dns_recheck_max.
         self.dns_schedule = RetrySchedule("dns-recheck", (settings.dns_recheck_initial,), factor=2.0,
                                           cap=settings.dns_recheck_max, jitter=0.1)
@@ -105,12 +114,39 @@ class DomainManager:
         freed = await self.storage.release_dead_local_leases()
         if freed:
             log.info("released %d lease(s) left by a previous process of this host", freed)
+        await self.recover()
         await self.load_index()
         await self.swap.write_exports()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="sweeper"))
         for i in range(self.s.max_concurrent_orders):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{i}"))
+
+    async def recover(self) -> None:
+        """After a crash: reconcile the rate ledger with what the CA did (per the order journal) and continue
+        every open journal entry (any step that is not terminal) now."""
+        try:
+            fixed = await self.ledger.reconcile(utcnow(), stale_after=dt.timedelta(
+                seconds=self.s.order_timeout + 2 * LEASE_TTL))
+            if fixed:
+                log.info("rate ledger reconciled with the order journal (%d change(s))", fixed)
+        except Exception:
+            log.exception("could not reconcile the rate ledger")
+        await self._wake_open_entries(all_entries=True)
+
+    async def _wake_open_entries(self, *, all_entries: bool) -> None:
+        now = utcnow()
+        for hostname, entry in await self.storage.open_journal():
+            if hostname in self._in_flight:
+                continue
+            d = await self.storage.get_domain(hostname)
+            if d is None:
+                continue
+            if d.next_check_at is None or (all_entries and entry.step in JournalStep.ISSUED
+                                           and d.next_check_at > now):
+                d = await self._set(d, next_check_at=now)
+            if d.next_check_at is not None and d.next_check_at <= now:
+                self.wake(hostname, tenant_id=d.tenant_id, priority=self.PRIORITY_RENEWAL)
 
     async def stop(self) -> None:
         if self.scheduler.running:
@@ -221,6 +257,8 @@ class DomainManager:
                 self.wake(d.hostname, tenant_id=d.tenant_id, priority=prio)
             elif self.scheduler.get_job(f"check:{d.hostname}") is None:
                 self.schedule(d.hostname, d.next_check_at, tenant_id=d.tenant_id, priority=prio)
+        # Open journal entries whose domain has nothing scheduled are continued (nothing is left half-way).
+        await self._wake_open_entries(all_entries=False)
         # The rate ledger only needs the longest limit period; older rows are dead weight (once an hour).
         if now - self._ledger_pruned_at > dt.timedelta(hours=1):
             keep = max(limit.period for limit in self.ledger.limits.values())
@@ -247,11 +285,19 @@ class DomainManager:
     async def process(self, hostname: str) -> None:
         if hostname in self._in_flight:
             return
+        # Claimed in this process before the first await: two workers of one process share the lease's owner, so
+        # the lease alone would let both in.
+        self._in_flight.add(hostname)
         lock_name = f"domain:{hostname}"
-        if not await self.storage.try_lock(lock_name, ttl=LEASE_TTL):
+        try:
+            locked = await self.storage.try_lock(lock_name, ttl=LEASE_TTL)
+        except BaseException:
+            self._in_flight.discard(hostname)
+            raise
+        if not locked:
+            self._in_flight.discard(hostname)
             log.debug("%s is being worked on elsewhere", hostname)
             return
-        self._in_flight.add(hostname)
 
         async def heartbeat() -> None:
             while True:
@@ -326,8 +372,22 @@ class DomainManager:
             domain = await self._set(domain, status=DomainStatus.EXPIRED,
                                      last_error=f"the certificate expired at {cert.not_after.isoformat()}")
             await self.events.emit(h, "certificate_expired", "the served certificate has expired")
+        # 0. The order journal first: an open entry continues from its last durable step. A certificate the CA
+        #    issued is installed (never ordered again); an order the CA has is continued by its URL.
+        entry = await self.storage.open_order(domain.id)
+        if entry is not None and entry.step in (JournalStep.DOWNLOADED, JournalStep.INSTALLED):
+            try:
+                issued = await self.issuer.issue(domain_id=domain.id, names=json.loads(entry.names),
+                                                 key_type=domain.key_type or self.s.key_type,
+                                                 is_renewal=cert is not None, on_event=self._event_sink(h))
+            except acme_errors.AcmeError as e:
+                await self._failed(domain, e, has_valid=has_valid)
+                return
+            await self._install(domain, issued, has_valid=has_valid)
+            return
+        resuming = entry is not None and entry.url is not None
         in_window = False
-        if has_valid and not domain.renew_requested:
+        if has_valid and not domain.renew_requested and not resuming:
             assert cert is not None
             plan, domain = await self._plan(domain, cert, now)
             if plan.at > now:
@@ -372,11 +432,10 @@ class DomainManager:
         if domain.dns_attempts or domain.status == DomainStatus.PENDING_DNS or not domain.dns_observed:
             await self.events.emit(h, "dns_checked", result.message, {"ok": True})
 
-        # 2. Our own copy of the CA's rate limits (an order being resumed was counted already).
+        # 2. Our own copy of the CA's rate limits (an order being resumed was counted already). The reservation
+        #    becomes the CA's actions as they happen (order created, certificate issued) and is released otherwise.
         names = [h]
-        open_order = await self.storage.open_order(domain.id)
-        resuming = open_order is not None and open_order.url is not None
-        reservation: list[int] = []
+        reservation = Reservation()
         acct = await self.issuer.account() if hasattr(self.issuer, "account") else None
         account_id = acct.id if acct is not None else 0
         if not resuming:
@@ -403,8 +462,17 @@ class DomainManager:
         if not resuming:
             await self.pacer.wait()
 
+        emit = self._event_sink(h)
+
         async def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
-            await self.events.emit(h, kind, message, data)
+            # The ledger counts what the CA did, when it did it.
+            if kind in ("order_placed", "certificate_downloaded"):
+                try:
+                    await self.ledger.confirm("order" if kind == "order_placed" else "certificate", reservation,
+                                              names, account_id, order_id=data.get("order_id"), now=utcnow())
+                except Exception:
+                    log.exception("%s: could not record %s in the rate ledger", h, kind)
+            await emit(kind, message, data)
         started = time.monotonic()
         try:
             try:
@@ -419,13 +487,19 @@ class DomainManager:
                 else:
                     raise
         except acme_errors.AcmeError as e:
-            await self.ledger.release(reservation)
-            if isinstance(e, acme_errors.ChallengeFailed):
+            if isinstance(e, acme_errors.ChallengeFailed):  # the CA's verdict on an authorization
                 await self.ledger.record_failed_validation(names, account_id, now=utcnow())
             await self._failed(domain, e, has_valid=has_valid)
             return
+        finally:
+            await self.ledger.release(reservation)
         self.last_issuance_seconds = time.monotonic() - started
-        await self._install(domain, issued)
+        await self._install(domain, issued, has_valid=has_valid)
+
+    def _event_sink(self, hostname: str):
+        async def emit(kind: str, message: str, data: dict[str, Any]) -> None:
+            await self.events.emit(hostname, kind, message, data)
+        return emit
 
     async def _failed(self, domain: Domain, e: acme_errors.AcmeError, *, has_valid: bool) -> None:
         h = domain.hostname
@@ -453,6 +527,18 @@ class DomainManager:
                                    f"{e} (next attempt not before {retry_at.isoformat()})",
                                    {"error": e.to_dict(), "retry_at": retry_at.isoformat()})
             return
+        if is_transient(e):
+            # The CA was unreachable, overloaded, refused a nonce or was slow: the same order is tried again soon.
+            delay = self.transient_schedule.delay(attempts) or 0.0
+            retry_at = now + dt.timedelta(seconds=delay)
+            fields.update(retry_at=retry_at, next_check_at=retry_at)
+            if not has_valid:
+                fields["status"] = DomainStatus.PENDING_ISSUANCE
+            await self._set(domain, **fields)
+            await self.events.emit(h, "issuance_failed", f"{e} (the same order is tried again in {delay:.0f}s)",
+                                   {"error": e.to_dict(), "retry_at": retry_at.isoformat(), "attempt": attempts,
+                                    "transient": True})
+            return
         if not e.retryable:
             fields.update(next_check_at=None, retry_at=None)
             if not has_valid:
@@ -470,22 +556,72 @@ class DomainManager:
         await self.events.emit(h, "issuance_failed", f"{e} (retry in {delay:.0f}s)",
                                {"error": e.to_dict(), "retry_at": retry_at.isoformat(), "attempt": attempts})
 
-    async def _install(self, domain: Domain, issued: IssuedCertificate) -> None:
-        """Store, write files, swap into the SNI index, then mark active and schedule the renewal."""
+    async def _install(self, domain: Domain, issued: IssuedCertificate, *, has_valid: bool = True) -> None:
+        """Store (journal step ``installed``), write files, swap into the SNI index, then mark active, schedule the
+        renewal and close the journal entry (``current``). A filesystem error (ENOSPC, EIO, ...) leaves the entry
+        open: the SAME certificate is installed again later, with backoff; never a new order."""
         h = domain.hostname
         info = issued.info
         key_enc = self.keybox.encrypt(issued.key_pem, purpose=f"cert-key:{h}".encode())
-        version = await self.storage.add_certificate(CertificateVersion(
+        cv = CertificateVersion(
             domain_id=domain.id, names=json.dumps(list(issued.names)), serial=info.serial,
             not_before=info.not_before, not_after=info.not_after, issuer=info.issuer, sha256=info.sha256,
             cert_pem=issued.cert_pem, chain_pem=issued.chain_pem, key_enc=key_enc, key_type=issued.key_type,
-            source="acme", order_id=issued.order_id, ari_cert_id=info.ari_cert_id), make_current=False)
-        await self.events.emit(h, "certificate_obtained",
-                               f"certificate {info.serial} obtained, valid until {info.not_after.isoformat()}",
-                               {"serial": info.serial, "not_after": info.not_after.isoformat(),
-                                "acme_requests": issued.acme_requests,
-                                "seconds": round(getattr(self, "last_issuance_seconds", 0.0), 3)})
-        await self.swap_in(domain, version, issued.key_pem)
+            source="acme", order_id=issued.order_id, ari_cert_id=info.ari_cert_id)
+        if issued.order_id is not None:
+            before = await self.storage.get_order(issued.order_id)
+            version = await self.storage.install_from_journal(issued.order_id, cv)
+            crash_point(JournalStep.INSTALLED)
+            first = before is None or before.cert_id is None
+        else:
+            version = await self.storage.add_certificate(cv, make_current=False)
+            first = True
+        if first:
+            await self.events.emit(h, "certificate_obtained",
+                                   f"certificate {info.serial} obtained, valid until {info.not_after.isoformat()}",
+                                   {"serial": info.serial, "not_after": info.not_after.isoformat(),
+                                    "acme_requests": issued.acme_requests,
+                                    "seconds": round(getattr(self, "last_issuance_seconds", 0.0), 3)})
+        try:
+            await self.swap_in(domain, version, issued.key_pem)
+        except OSError as e:
+            await self._install_failed(domain, e, has_valid=has_valid)
+            return
+        except SwapRejected as e:
+            # The CA's certificate does not load or cover the name: this order is over (a new one later).
+            if issued.order_id is not None:
+                await self._end_entry(issued.order_id, JournalStep.INVALID, e.problem)
+            await self._failed(domain, acme_errors.OrderFailed(e.problem), has_valid=has_valid)
+            return
+        if issued.order_id is not None:
+            await self._end_entry(issued.order_id, JournalStep.CURRENT, None)
+
+    async def _end_entry(self, order_id: int, step: str, error: str | None) -> None:
+        entry = await self.storage.get_order(order_id)
+        if entry is not None and entry.step not in JournalStep.TERMINAL:
+            entry.step = step
+            entry.error = error
+            await self.storage.save_order(entry)
+
+    async def _install_failed(self, domain: Domain, e: OSError, *, has_valid: bool) -> None:
+        """The certificate is issued but could not be put in place (disk full, I/O error): step ``installing``
+        retried with backoff, a reason on the domain and an ``install_failed`` event (metric)."""
+        h = domain.hostname
+        d = await self.storage.get_domain(h) or domain
+        attempts = d.attempts + 1
+        delay = self.transient_schedule.delay(attempts) or 0.0
+        retry_at = utcnow() + dt.timedelta(seconds=delay)
+        what = errno.errorcode.get(e.errno or 0, "error") if e.errno else "error"
+        reason = (f"the new certificate is issued but could not be written on this server ({what}: "
+                  f"{e.strerror or 'file system error'}); the operator must free space or fix the disk; "
+                  f"installing it again in {delay:.0f}s (no new order)")
+        fields: dict[str, Any] = dict(attempts=attempts, last_error=reason, last_error_code="install_failed",
+                                      retry_at=retry_at, next_check_at=retry_at)
+        if not has_valid:
+            fields["status"] = DomainStatus.PENDING_ISSUANCE
+        await self._set(d, **fields)
+        await self.events.emit(h, "install_failed", reason, {"errno": what, "retry_at": retry_at.isoformat(),
+                                                            "attempt": attempts})
 
     async def swap_in(self, domain: Domain, version: CertificateVersion, key_pem: bytes, *,
                       schedule_renewal: bool = True) -> None:

@@ -372,6 +372,7 @@ class AcmeProxy:
         self._ca_bundle: str | None = None
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
+        self._unreachable = False
         self._records: list[RequestRecord] = []
         self._certs: dict[int, CertInfo] = {}
         self._windows: dict[int, tuple[WindowFunc, Any, str | None]] = {}
@@ -526,6 +527,12 @@ class AcmeProxy:
             self._rules.append(rule)
         return rule
 
+    def set_unreachable(self, down: bool = True) -> None:
+        """While ``down``: every request's connection is reset without an answer (recorded with status 0), as if
+        the CA were unreachable; ``set_unreachable(False)`` brings it back."""
+        with self._lock:
+            self._unreachable = down
+
     def clear_faults(self) -> None:
         with self._lock:
             self._rules.clear()
@@ -638,6 +645,18 @@ class AcmeProxy:
         body = await request.read() if request.can_read_body else b""
         payload = _jws_payload(body) if (kind == "newOrder" and method == "POST") else None
         replaces = payload.get("replaces") if isinstance(payload, dict) else None
+
+        with self._lock:
+            down = self._unreachable
+        if down:
+            # The CA is unreachable: the connection is reset without an answer (the client sees a transport error).
+            self._record(RequestRecord(
+                time=arrived, wall=wall, kind=kind, method=method, path=request.raw_path,
+                status=0, injected=True, retry_after=None, replaces=replaces, payload=payload,
+            ))
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=502)  # never sent: the connection is gone
 
         rule = self._match_rule(kind, method)
         try:
