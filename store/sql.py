@@ -18,8 +18,10 @@ from typing import Any, AsyncIterator, Callable, Sequence, TypeVar
 
 from sqlalchemy import delete, func, or_, text, update
 from sqlalchemy.engine import Engine
+
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, select
 
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
@@ -65,6 +67,8 @@ def _typed_outage() -> Any:
         raise
     except PoolTimeout as e:  # every pooled connection is stuck on a dead server
         raise StoreUnavailable(f"no database connection available: {e}") from e
+    except StaleDataError as e:  # the row was deleted by another unit of work between our read and our write
+        raise NotFound(f"removed concurrently ({e})") from e
 
 
 def token_hash(token: str) -> str:

@@ -35,6 +35,7 @@ from acme_client.ratelimit import Pacer, RateLedger, Reservation, load_limits
 from acme_client.retry import RetrySchedule
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
 from store.crypto import KeyBox
+from store.protocol import NotFound
 from store.models import CertificateVersion, Domain, DomainStatus, JournalStep, utcnow
 
 from edge.config import Settings
@@ -278,6 +279,8 @@ class DomainManager:
                 await self.process(hostname)
             except asyncio.CancelledError:
                 raise
+            except NotFound:  # deleted (DELETE /v1/domains/...) while a unit of work was on it: nothing left to do
+                log.info("%s was removed while it was being worked on; dropped", hostname)
             except Exception:
                 log.exception("unexpected error while working on %s", hostname)
 
