@@ -300,7 +300,7 @@ class AcmeIssuer:
                     order.step = JournalStep.DOWNLOADED
                     order = run.order = await self.storage.save_order(order)
                     crash_point(JournalStep.DOWNLOADED)
-                    await on_event("certificate_downloaded", f"certificate downloaded from order {order.url}",
+                    await on_event("order_downloaded", f"certificate downloaded from order {order.url}",
                                    {"order_url": order.url, "order_id": order.id})
                     verdict = True  # the order is over at the CA: its answers can go
                     return self.issued_from(order, acme_requests=sess.requests_made)

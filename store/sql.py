@@ -1,6 +1,7 @@
 """SQLStorage: the :class:`~store.protocol.Storage` contract over SQLAlchemy/SQLModel, SQLite or PostgreSQL.
 
-Every query of the service lives here (and in :mod:`store.notify` for LISTEN); callers above see only the methods.
+One concern: every query of the service lives here (and in :mod:`store.notify` for LISTEN); callers above see only
+the methods.
 """
 
 from __future__ import annotations

@@ -143,8 +143,8 @@ def test_a_failed_install_is_retried_with_the_same_certificate_never_a_new_order
         blocker.parent.mkdir(parents=True, exist_ok=True)
         blocker.write_text("in the way")
         edge.add_domain(host)
-        d = edge.wait_for(lambda: (lambda d: d if d["last_error_code"] == "install_failed" else None)(
-            edge.domain(host)), timeout=60, what="install_failed on the domain")
+        d = edge.wait_for(lambda: (lambda d: d if d["last_error_code"] == "state_write_failed" else None)(
+            edge.domain(host)), timeout=60, what="state_write_failed on the domain")
         assert d["status"] == "pending_issuance"
         assert "no new order" in d["last_error"] and "Traceback" not in d["last_error"]
         edge.wait_for(lambda: sum(e["kind"] == "install_failed" for e in edge.events(host)) >= 2, timeout=30,

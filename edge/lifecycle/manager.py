@@ -41,7 +41,7 @@ from store.models import CertificateVersion, Domain, DomainStatus, JournalStep, 
 from edge.config import Settings
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
-from edge.lifecycle.files import LiveFiles
+from edge.lifecycle.files import LiveFiles, StateWriteError
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex
@@ -469,7 +469,7 @@ class DomainManager:
 
         async def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
             # The ledger counts what the CA did, when it did it.
-            if kind in ("order_placed", "certificate_downloaded"):
+            if kind in ("order_placed", "order_downloaded"):
                 try:
                     await self.ledger.confirm("order" if kind == "order_placed" else "certificate", reservation,
                                               names, account_id, order_id=data.get("order_id"), now=utcnow())
@@ -608,17 +608,18 @@ class DomainManager:
 
     async def _install_failed(self, domain: Domain, e: OSError, *, has_valid: bool) -> None:
         """The certificate is issued but could not be put in place (disk full, I/O error): step ``installing``
-        retried with backoff, a reason on the domain and an ``install_failed`` event (metric)."""
+        retried with backoff, a reason on the domain (``state_write_failed``) and an ``install_failed`` event (metric)."""
         h = domain.hostname
         d = await self.storage.get_domain(h) or domain
         attempts = d.attempts + 1
         delay = self.transient_schedule.delay(attempts) or 0.0
         retry_at = utcnow() + dt.timedelta(seconds=delay)
         what = errno.errorcode.get(e.errno or 0, "error") if e.errno else "error"
-        reason = (f"the new certificate is issued but could not be written on this server ({what}: "
-                  f"{e.strerror or 'file system error'}); the operator must free space or fix the disk; "
-                  f"installing it again in {delay:.0f}s (no new order)")
-        fields: dict[str, Any] = dict(attempts=attempts, last_error=reason, last_error_code="install_failed",
+        cause = e.reason() if isinstance(e, StateWriteError) else f"{e.strerror or 'file system error'} ({what})"
+        reason = (f"the new certificate is issued but could not be written on this server: {cause}; the operator "
+                  f"must free space or fix the disk; installing it again in {delay:.0f}s (no new order)")
+        # The same code as the swap's own record of the failed write (edge/lifecycle/swap.py): one name per condition.
+        fields: dict[str, Any] = dict(attempts=attempts, last_error=reason, last_error_code="state_write_failed",
                                       retry_at=retry_at, next_check_at=retry_at)
         if not has_valid:
             fields["status"] = DomainStatus.PENDING_ISSUANCE

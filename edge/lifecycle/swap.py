@@ -140,8 +140,8 @@ class Swapper:
             err = e if isinstance(e, StateWriteError) else StateWriteError(e.errno, e.strerror or str(e),
                                                                           str(e.filename or self.files.root))
             msg = (f"certificate {serial} is obtained but could not be written: {err.reason()}; the previous "
-                   "certificate stays served and the install is retried (the operator must free space or fix "
-                   "the disk)")
+                   "certificate stays served and the install is retried, no new order (the operator must free "
+                   "space or fix the disk)")
             log.error("%s: %s (%s)", hostname, msg, err)
             try:
                 await self.storage.update_domain(hostname, last_error=msg, last_error_code="state_write_failed")
