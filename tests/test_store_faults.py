@@ -248,6 +248,7 @@ def test_the_ca_validates_http01_while_postgres_is_down(cluster, tmp_path, pebbl
         edge.start()
         tap = ValidationTap(pebble.http_port, edge_http, on_first=cluster.down)
         h = "validate.pgdown.test"
+        orders, issued = pebble.order_count(), pebble.issued_count()
         st, body = edge.call("POST", "/v1/domains", {"hostname": h, "tenant": "pgdown"})
         assert st == 201, body
         edge.wait_for(lambda: tap.seen, timeout=60, what="Pebble's validation request")
@@ -259,6 +260,8 @@ def test_the_ca_validates_http01_while_postgres_is_down(cluster, tmp_path, pebbl
         cluster.up()
         edge.wait_status(h, "active", timeout=120)
         assert all(s == 200 for _, s, _ in tap.seen), tap.seen
+        # From the CA's side: the outage cost nothing: one order, one certificate.
+        assert (pebble.order_count() - orders, pebble.issued_count() - issued) == (1, 1)
     finally:
         if tap is not None:
             tap.close()
