@@ -183,30 +183,6 @@ class AcmeSession:
         return self.net.key
 
     # -- orders ----------------------------------------------------------------------------------------------
-    def new_order(self, csr_pem: bytes, *, replaces: str | None = None, profile: str | None = None
-                  ) -> messages.OrderResource:
-        from acme import crypto_util
-        from cryptography import x509
-
-        csr = x509.load_pem_x509_csr(csr_pem)
-        dns_names, _ = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
-        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in dns_names]
-        kwargs: dict[str, Any] = {"identifiers": identifiers}
-        if profile:
-            kwargs["profile"] = profile
-        if replaces:
-            kwargs["replaces"] = replaces
-        order = _NewOrder(**kwargs)
-
-        def do() -> messages.OrderResource:
-            response = self.client._post(self.directory["newOrder"], order)
-            body = messages.Order.from_json(response.json())
-            location = response.headers.get("Location")
-            authzs = [self.client._authzr_from_response(self.client._post_as_get(u), uri=u)
-                      for u in body.authorizations]
-            return messages.OrderResource(body=body, uri=location, authorizations=authzs, csr_pem=csr_pem)
-        return self._call("newOrder", do)
-
     def create_order(self, csr_pem: bytes, *, replaces: str | None = None, profile: str | None = None
                      ) -> messages.OrderResource:
         """POST newOrder and return at once (no authorization fetched): the caller journals the URL first."""
