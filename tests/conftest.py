@@ -4,7 +4,6 @@ real; under CI (CI=true) a missing component FAILS the test instead of skipping 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest

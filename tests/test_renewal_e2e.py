@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import EdgeProcess, require_binary, served_leaf
+from tests.helpers import EdgeProcess, served_leaf
 
 
 def _iso(s: str) -> dt.datetime:
@@ -159,7 +159,6 @@ def test_ari_window_drives_renewal_with_replaces_and_is_exempt_from_limits(tmp_p
         time.sleep(2)
         assert edge.domain("ari.window.test")["certificate"]["serial"] == serial1
         # The CA moves the window to now (e.g. a revocation event): the edge renews inside it.
-        from cryptography import x509
         leaf = served_leaf(edge.https_port, "ari.window.test")
         proxy.set_renewal_window(leaf, window=renew_now_window(3))
         d2 = edge.wait_for(lambda: (lambda d: d if d["certificate"]["serial"] != serial1 else None)(

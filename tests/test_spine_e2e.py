@@ -6,7 +6,7 @@ import subprocess
 
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import ADMIN_TOKEN, openssl_s_client, require_binary, served_leaf
+from tests.helpers import openssl_s_client, require_binary, served_leaf
 
 
 def test_onboard_two_domains_serve_each_by_sni_and_default_for_others(edge, pebble, dns):

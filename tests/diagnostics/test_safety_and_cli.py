@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import edge.diagnostics as diagnostics
-from edge.diagnostics import FAILURE_MODES, TargetNotAllowed, diagnose, diagnose_main, triage_main
+from edge.diagnostics import FAILURE_MODES, TargetNotAllowed, diagnose, diagnose_main
 
 PY = sys.executable
 
