@@ -1,0 +1,53 @@
+"""The account heals (issue 14, item 2): when the CA no longer knows edgecert's ACME account (a CA reset, a wiped
+staging CA), edgecert registers a new account once, records ``account_recreated`` and carries on, over a real Pebble
+that is restarted (a restarted Pebble has no accounts)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.helpers import require_binary
+
+
+@pytest.mark.slow
+def test_a_ca_that_forgot_the_account_gets_a_new_one_once_and_the_domain_becomes_active(dns, tmp_path):
+    require_binary("pebble")
+    from edge.demo.components import Pebble, free_port
+    from tests.helpers import EdgeProcess
+
+    a = Pebble(dns_server=dns, work_dir=tmp_path / "pebble-a", http_port=free_port(), authz_reuse_percent=0).start()
+    b = None
+    edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=a, dns=dns)
+    try:
+        edge.start()
+        edge.add_domain("first.heal.test", tenant="heal")
+        edge.wait_status("first.heal.test", "active")
+        db = sqlite3.connect(tmp_path / "edge" / "edgecert.db")
+        (first_uri,), = db.execute("SELECT uri FROM acme_accounts").fetchall()
+
+        # The CA is reset: same directory URL, same HTTPS certificate, no accounts.
+        a.stop()
+        b = Pebble(dns_server=dns, work_dir=tmp_path / "pebble-b", http_port=a.http_port, port=a.port,
+                   management_port=a.management_port, tls=a.tls, authz_reuse_percent=0).start()
+        assert b.directory_url == a.directory_url
+
+        edge.add_domain("second.heal.test", tenant="heal")
+        d = edge.wait_status("second.heal.test", ("active", "failed"), timeout=90)
+        assert d["status"] == "active", (d, edge.log_tail())
+        assert d["last_error"] is None
+        kinds = [e["kind"] for e in edge.events("second.heal.test")]
+        assert kinds.count("account_recreated") == 1, kinds
+        rows = db.execute("SELECT name, uri FROM acme_accounts ORDER BY id").fetchall()
+        assert len(rows) == 2, rows  # exactly one new account; the old one kept (renamed) for the record
+        assert rows[0][1] == first_uri and rows[0][0] != "default"
+        assert rows[1][0] == "default" and rows[1][1] != first_uri
+        st, metrics = edge.call("GET", "/metrics")
+        text = metrics if isinstance(metrics, str) else str(metrics)
+        assert 'edgecert_events_total{kind="account_recreated"} 1.0' in text, text[:2000]
+        assert "Traceback" not in edge.log_text()
+    finally:
+        edge.stop()
+        (b or a).stop()
+        a.stop()
