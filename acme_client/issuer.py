@@ -220,8 +220,8 @@ class AcmeIssuer:
 
     def _operator_error(self, e: errors.AcmeError) -> errors.AccountProblem:
         return errors.AccountProblem(
-            "the CA refused the ACME account edgecert registered just now (it answered: "
-            f"{e.detail or e.code}); an operator must check the acme_directory setting (EDGECERT_ACME_DIRECTORY) "
+            "the CA refused the ACME account edgecert registered just now "
+            f"({(e.problem_type or e.code).rsplit(':', 1)[-1]}); an operator must check the acme_directory setting (EDGECERT_ACME_DIRECTORY) "
             "and that the CA accepts new accounts (External Account Binding, contact email: acme_email), then run "
             "`edgecert domains renew HOSTNAME`", problem_type=e.problem_type, detail=e.detail, status=e.status)
 

@@ -51,3 +51,39 @@ def test_a_ca_that_forgot_the_account_gets_a_new_one_once_and_the_domain_becomes
         edge.stop()
         (b or a).stop()
         a.stop()
+
+
+def _closed_port() -> int:
+    from edge.demo.components import free_port
+    return free_port()  # nothing listens there
+
+
+def test_fresh_install_with_an_unreachable_ca_waits_on_the_ca_not_on_the_tenant(edge_factory, pebble, dns):
+    port = _closed_port()
+    edge = edge_factory("edge-noca", EDGECERT_ACME_DIRECTORY=f"https://127.0.0.1:{port}/dir")
+    host = "fresh.noca.test"
+    edge.add_domain(host, tenant="noca")
+    d = edge.wait_for(lambda: (lambda d: d if d["last_error_code"] == "ca_unreachable" else None)(edge.domain(host)),
+                      timeout=30, what="ca_unreachable on the domain")
+    assert d["status"] == "pending_issuance", d
+    assert d["retry_at"], d
+    err = d["last_error"]
+    assert "certificate authority" in err and "Nothing is wrong with your domain" in err
+    for leak in ("HTTPSConnectionPool", "127.0.0.1", str(port), "Traceback", "Errno", "https://"):
+        assert leak not in err, err
+    # Retried with backoff: a second attempt comes, later than the first.
+    edge.wait_for(lambda: sum(e["kind"] == "issuance_failed" for e in edge.events(host)) >= 2, timeout=30,
+                  what="a second attempt")
+    failed = [e for e in edge.events(host) if e["kind"] == "issuance_failed"]
+    assert all(e["data"].get("transient") for e in failed), failed
+    # The tenant's page: the CA is named, nobody (the operator if it lasts) acts, no internal address.
+    st, page = edge.call("GET", f"/status/{host}", token=None)
+    page = page if isinstance(page, str) else str(page)
+    assert "Waiting for your DNS record" not in page
+    assert "nobody (the operator if it lasts)" in page, page
+    for leak in ("HTTPSConnectionPool", f"127.0.0.1:{port}", "Traceback"):
+        assert leak not in page
+    log = edge.log_text()
+    assert "Traceback" not in log, edge.log_tail(80)
+    attempts = [ln for ln in log.splitlines() if f"{host} issuance_failed" in ln]
+    assert len(attempts) == len(failed), attempts  # one line per attempt
