@@ -11,7 +11,8 @@ from typing import Any
 
 __all__ = ["AcmeError", "RetryableError", "FinalError", "RateLimited", "ServerUnavailable", "NetworkError",
            "BadNonce", "ChallengeFailed", "OrderFailed", "Unauthorized", "RejectedIdentifier", "CAARefused",
-           "AccountProblem", "OrderTimeout", "DnsNotReady", "from_problem", "PROBLEM_PREFIX", "plain_reason", "WHO_ACTS", "PLAIN_TEXT"]
+           "AccountProblem", "OrderTimeout", "DnsNotReady", "from_problem", "PROBLEM_PREFIX", "plain_reason", "is_plain",
+           "WHO_ACTS", "PLAIN_TEXT"]
 
 PROBLEM_PREFIX = "urn:ietf:params:acme:error:"
 
@@ -175,6 +176,8 @@ PLAIN_TEXT = {
                       "try again automatically.",
     "ca_unavailable": "The certificate authority is having problems (it answered with a server error). Nothing is "
                       "wrong with your domain; we try again automatically.",
+    "ca_unavailable_wait": "The certificate authority is busy and asked us to wait. Nothing is wrong with your "
+                           "domain; we try again automatically at the time shown.",
     "rate_limited": "The certificate authority asked us to wait (a rate limit). We try again automatically at the "
                     "time shown; there is nothing for you to do.",
     "bad_nonce": "The certificate authority did not issue the certificate this time; we try again automatically.",
@@ -194,6 +197,11 @@ PLAIN_TEXT = {
 }
 
 
+def is_plain(text: str | None) -> bool:
+    """Whether ``text`` is one of :func:`plain_reason`'s sentences (safe to show a tenant as it is)."""
+    return bool(text) and any(text.startswith(t) for t in PLAIN_TEXT.values())  # type: ignore[union-attr]
+
+
 def plain_reason(e: AcmeError) -> str:
     """One plain sentence for a domain's ``last_error`` (tenants read it): what happened and what happens next.
 
@@ -204,8 +212,7 @@ def plain_reason(e: AcmeError) -> str:
                                 "automatically." if e.retryable else
                                 "The certificate authority refused the request. The service operator has to act.")
     if code == "ca_unavailable" and e.retry_after is not None:
-        text = ("The certificate authority is busy and asked us to wait. Nothing is wrong with your domain; we try "
-                "again automatically at the time shown.")
+        text = PLAIN_TEXT["ca_unavailable_wait"]
     short = (e.problem_type or "").rsplit(":", 1)[-1]
     if short and short.replace("_", "").isalnum() and len(short) <= 40:
         text += f" (CA problem: {short})"

@@ -87,3 +87,54 @@ def test_fresh_install_with_an_unreachable_ca_waits_on_the_ca_not_on_the_tenant(
     assert "Traceback" not in log, edge.log_tail(80)
     attempts = [ln for ln in log.splitlines() if f"{host} issuance_failed" in ln]
     assert len(attempts) == len(failed), attempts  # one line per attempt
+
+
+# (fault injected on every newOrder, expected code, expected status, who acts on the status page, words expected)
+_LEAKY = "HTTPSConnectionPool(host='ca.internal.example', port=14000): see https://ca.internal.example/acme/x"
+_CA_FAULTS = {
+    "5xx": (dict(status=503, problem_type="serverInternal"), "ca_unavailable", "pending_issuance",
+            "nobody (the operator if it lasts)", "server error"),
+    "retry_after": (dict(status=503, problem_type="serverInternal", retry_after=120), "ca_unavailable",
+                    "pending_issuance", "nobody (the operator if it lasts)", "asked us to wait"),
+    "rate_limited": (dict(status=429, problem_type="rateLimited", retry_after=120), "rate_limited", "rate_limited",
+                     "nobody: it is automatic", "rate limit"),
+    "caa": (dict(status=403, problem_type="caa"), "caa_refused", "failed", "you (the owner of the domain)",
+            "CAA record"),
+    "rejected_name": (dict(status=400, problem_type="rejectedIdentifier"), "rejected_identifier", "failed",
+                      "the service operator", "refuses to issue"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(_CA_FAULTS))
+def test_each_ca_failure_has_plain_words_and_names_who_acts(case, edge_factory, pebble, dns, tmp_path):
+    from tests.support.acmeproxy import ProxyThread
+    fault, code, status, who, words = _CA_FAULTS[case]
+    proxy = ProxyThread(pebble.directory_url, upstream_ca=pebble.ca_bundle, work_dir=tmp_path / "proxy",
+                        upstream_management_url=pebble.management_url)
+    proxy.start()
+    try:
+        proxy.inject(kind="newOrder", times=None, detail=_LEAKY, **fault)
+        edge = edge_factory(f"edge-{case}", EDGECERT_ACME_DIRECTORY=proxy.directory_url,
+                            EDGECERT_ACME_CA_BUNDLE=proxy.ca_bundle, EDGECERT_ORDER_TIMEOUT="2")
+        host = f"{case.replace('_', '-')}.words.test"
+        edge.add_domain(host, tenant="words")
+        d = edge.wait_for(lambda: (lambda d: d if d["last_error_code"] == code else None)(edge.domain(host)),
+                          timeout=40, what=f"{code} on the domain")
+        assert d["status"] == status, d
+        err = d["last_error"]
+        assert words in err, err
+        for leak in ("HTTPSConnectionPool", "ca.internal.example", "https://", "127.0.0.1", "Traceback"):
+            assert leak not in err, err
+        st, page = edge.call("GET", f"/status/{host}", token=None)
+        assert st == 200
+        assert f"<strong>Who needs to act:</strong> {who}." in page, page
+        assert words in page
+        for leak in ("HTTPSConnectionPool", "ca.internal.example", proxy.directory_url, "Traceback"):
+            assert leak not in page, leak
+        # The operator still gets the CA's own words, in the event (not on the tenant's page).
+        assert any("ca.internal.example" in e["message"] for e in edge.events(host)
+                   if e["kind"] in ("issuance_failed", "rate_limited"))
+        assert "Traceback" not in edge.log_text()
+    finally:
+        proxy.stop()

@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from acme_client.errors import PLAIN_TEXT, WHO_ACTS
+from acme_client.errors import PLAIN_TEXT, WHO_ACTS, is_plain
 from store.models import DomainStatus, utcnow
 
 from edge.api.state import LIMITER, SERVICES
@@ -232,7 +232,7 @@ async def status_page(request: web.Request) -> web.Response:
         # A CA failure: the party who acts follows its kind (a CA outage is nobody's task, CAA is the tenant's),
         # in the plain sentence of its kind (never a stored exception text or an internal URL).
         who = WHO_ACTS[d.last_error_code]
-        problem = PLAIN_TEXT[d.last_error_code]
+        problem = d.last_error if is_plain(d.last_error) else PLAIN_TEXT[d.last_error_code]
         if d.status == DomainStatus.FAILED:
             what = problem
     if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
