@@ -138,3 +138,31 @@ def test_each_ca_failure_has_plain_words_and_names_who_acts(case, edge_factory, 
         assert "Traceback" not in edge.log_text()
     finally:
         proxy.stop()
+
+
+def test_a_second_refusal_in_a_row_needs_an_operator_and_says_what_to_check(edge_factory, pebble, tmp_path):
+    from tests.support.acmeproxy import ProxyThread
+    proxy = ProxyThread(pebble.directory_url, upstream_ca=pebble.ca_bundle, work_dir=tmp_path / "proxy",
+                        upstream_management_url=pebble.management_url)
+    proxy.start()
+    try:
+        # The CA forgets every account at once, the new one too: healing once is all edgecert may do.
+        proxy.inject(kind="newOrder", status=400, times=None, problem_type="accountDoesNotExist",
+                     detail=f"Account {proxy.directory_url}/my-account/1 not found")
+        edge = edge_factory("edge-gone", EDGECERT_ACME_DIRECTORY=proxy.directory_url,
+                            EDGECERT_ACME_CA_BUNDLE=proxy.ca_bundle)
+        host = "gone.heal.test"
+        edge.add_domain(host, tenant="heal")
+        d = edge.wait_status(host, "failed", timeout=40)
+        assert d["last_error_code"] == "account_problem", d
+        assert "EDGECERT_ACME_DIRECTORY" in d["last_error"] and "edgecert domains renew" in d["last_error"]
+        assert "https://" not in d["last_error"] and "my-account" not in d["last_error"]
+        kinds = [e["kind"] for e in edge.events(host)]
+        assert kinds.count("account_recreated") == 1, kinds
+        assert len(proxy.records("newAccount")) == 2  # the first account, and one new one: no registration loop
+        assert len(proxy.records("newOrder")) == 2
+        st, page = edge.call("GET", f"/status/{host}", token=None)
+        assert "<strong>Who needs to act:</strong> the service operator." in page
+        assert "Traceback" not in edge.log_text()
+    finally:
+        proxy.stop()
