@@ -58,6 +58,7 @@ def _closed_port() -> int:
     return free_port()  # nothing listens there
 
 
+@pytest.mark.slow
 def test_fresh_install_with_an_unreachable_ca_waits_on_the_ca_not_on_the_tenant(edge_factory, pebble, dns):
     port = _closed_port()
     edge = edge_factory("edge-noca", EDGECERT_ACME_DIRECTORY=f"https://127.0.0.1:{port}/dir")
