@@ -11,7 +11,8 @@ from typing import Any
 
 __all__ = ["AcmeError", "RetryableError", "FinalError", "RateLimited", "ServerUnavailable", "NetworkError",
            "BadNonce", "ChallengeFailed", "OrderFailed", "Unauthorized", "RejectedIdentifier", "CAARefused",
-           "AccountProblem", "OrderTimeout", "DnsNotReady", "from_problem", "PROBLEM_PREFIX"]
+           "AccountProblem", "OrderTimeout", "DnsNotReady", "from_problem", "PROBLEM_PREFIX", "plain_reason", "is_plain",
+           "WHO_ACTS", "PLAIN_TEXT"]
 
 PROBLEM_PREFIX = "urn:ietf:params:acme:error:"
 
@@ -153,3 +154,68 @@ def from_problem(problem_type: str | None, detail: str | None, *, status: int | 
             for sp in subproblems)
     return cls(msg, problem_type=problem_type, detail=detail, status=status, retry_after=retry_after,
                subproblems=subproblems, url=url)
+
+
+#: Who must act on each error code (the status page's "who acts"): the CA's trouble is nobody's task at first.
+WHO_ACTS = {
+    "ca_unreachable": "nobody (the operator if it lasts)",
+    "ca_unavailable": "nobody (the operator if it lasts)",
+    "rate_limited": "nobody",
+    "bad_nonce": "nobody",
+    "order_timeout": "nobody",
+    "order_failed": "nobody (the operator if it lasts)",
+    "challenge_failed": "nobody (the operator if it lasts)",
+    "caa_refused": "tenant",
+    "rejected_identifier": "operator",
+    "unauthorized": "operator",
+    "account_problem": "operator",
+}
+
+PLAIN_TEXT = {
+    "ca_unreachable": "We cannot reach the certificate authority right now. Nothing is wrong with your domain; we "
+                      "try again automatically.",
+    "ca_unavailable": "The certificate authority is having problems (it answered with a server error). Nothing is "
+                      "wrong with your domain; we try again automatically.",
+    "ca_unavailable_wait": "The certificate authority is busy and asked us to wait. Nothing is wrong with your "
+                           "domain; we try again automatically at the time shown.",
+    "rate_limited": "The certificate authority asked us to wait (a rate limit). We try again automatically at the "
+                    "time shown; there is nothing for you to do.",
+    "bad_nonce": "The certificate authority did not issue the certificate this time; we try again automatically.",
+    "order_timeout": "The certificate authority did not finish in time; we try again automatically.",
+    "order_failed": "The certificate authority did not issue the certificate this time; we try again automatically.",
+    "challenge_failed": "The certificate authority could not confirm that this name points at us; we try again "
+                        "automatically.",
+    "caa_refused": "A CAA record in your domain's DNS does not allow our certificate authority to issue for this "
+                   "name. Add a CAA record that allows it (or remove the restriction) at your DNS provider.",
+    "rejected_identifier": "The certificate authority refuses to issue a certificate for this name (its policy). "
+                           "The service operator has to act.",
+    "unauthorized": "The certificate authority refused the request. The service operator has to act.",
+    "account_problem": "The service's account with the certificate authority was not accepted. The service "
+                       "operator has to act: check the acme_directory setting (EDGECERT_ACME_DIRECTORY) and that "
+                       "the CA accepts new accounts (acme_email, External Account Binding), then run "
+                       "`edgecert domains renew <hostname>`.",
+}
+
+
+def is_plain(text: str | None) -> bool:
+    """Whether ``text`` is one of :func:`plain_reason`'s sentences (safe to show a tenant as it is)."""
+    return bool(text) and any(text.startswith(t) for t in PLAIN_TEXT.values())  # type: ignore[union-attr]
+
+
+def plain_reason(e: AcmeError) -> str:
+    """One plain sentence for a domain's ``last_error`` (tenants read it): what happened and what happens next.
+
+    Never the exception text, the CA's detail or a URL (they go to the event and the log, for the operator); only
+    the CA's problem type (e.g. ``rateLimited``) is named, for the operator's search."""
+    code = e.code
+    text = PLAIN_TEXT.get(code) or ("The certificate authority did not issue the certificate this time; we try again "
+                                "automatically." if e.retryable else
+                                "The certificate authority refused the request. The service operator has to act.")
+    if code == "ca_unavailable" and e.retry_after is not None:
+        text = PLAIN_TEXT["ca_unavailable_wait"]
+    short = (e.problem_type or "").rsplit(":", 1)[-1]
+    if short and short.replace("_", "").isalnum() and len(short) <= 40:
+        text += f" (CA problem: {short})"
+    elif e.status:
+        text += f" (HTTP {e.status})"
+    return text

@@ -33,7 +33,7 @@ from .client import POLL_SCHEDULE, AcmeSession, validation_error
 from .journal import BAD_NONCE_RETRIES, CA_RETRY_SCHEDULE, TRANSIENT, crash_point
 from .keys import CertInfo, generate_private_key, make_csr, private_key_pem, read_certificate, split_pem_chain
 
-__all__ = ["Issuer", "AcmeIssuer", "IssuedCertificate", "EventSink"]
+__all__ = ["Issuer", "AcmeIssuer", "IssuedCertificate", "EventSink", "account_gone"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class AcmeIssuer:
         self._ari_url: str | None = None
         self._ari_checked_at: float | None = None
         self._account_lock = asyncio.Lock()
+        self._healed_account_id: int | None = None  # registered by a heal, not yet seen working
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -192,6 +193,72 @@ class AcmeIssuer:
 
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
                     is_renewal: bool = False, on_event: EventSink | None = None) -> IssuedCertificate:
+        """:meth:`issue_once`, healing the account once: when the CA no longer knows it (``accountDoesNotExist``,
+        a CA reset, a wiped staging CA), a new account is registered (event ``account_recreated``) and the same
+        step is tried again. A second failure in a row (the account registered just now is refused too) raises
+        :class:`errors.AccountProblem` naming what an operator must check."""
+        sink = on_event or _noop
+        try:
+            issued = await self.issue_once(domain_id=domain_id, names=names, key_type=key_type, replaces=replaces,
+                                           is_renewal=is_renewal, on_event=on_event)
+        except errors.AcmeError as e:
+            if not account_gone(e):
+                raise
+            stale = self._account
+            if stale is None or stale.id == self._healed_account_id:
+                raise self._operator_error(e) from e
+            await self.recreate_account(stale, e, sink)
+            try:
+                issued = await self.issue_once(domain_id=domain_id, names=names, key_type=key_type,
+                                               replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+            except errors.AcmeError as e2:
+                if account_gone(e2):
+                    raise self._operator_error(e2) from e2
+                raise
+        self._healed_account_id = None  # the account works: a later reset may heal again
+        return issued
+
+    def _operator_error(self, e: errors.AcmeError) -> errors.AccountProblem:
+        return errors.AccountProblem(
+            "the CA refused the ACME account edgecert registered just now "
+            f"({(e.problem_type or e.code).rsplit(':', 1)[-1]}); an operator must check the acme_directory setting (EDGECERT_ACME_DIRECTORY) "
+            "and that the CA accepts new accounts (External Account Binding, contact email: acme_email), then run "
+            "`edgecert domains renew HOSTNAME`", problem_type=e.problem_type, detail=e.detail, status=e.status)
+
+    async def recreate_account(self, stale: AcmeAccount, cause: errors.AcmeError, on_event: EventSink) -> AcmeAccount:
+        """Register a new account (new key) in place of ``stale``, which the CA no longer knows. Once: concurrent
+        callers (other workers, other processes) that saw the same stale account use the one registered first."""
+        async with self._account_lock:
+            if self._account is not None and self._account.id != stale.id and self._account.uri:
+                return self._account
+            async with self.storage.lock(f"acme-account:{self.directory_url}", ttl=120, timeout=120):
+                current = await self.storage.get_account(self.directory_url)
+                if current is not None and current.id != stale.id and current.uri:
+                    self._account = current
+                    return current
+                if current is not None:
+                    # Kept (renamed) for the record: its orders in the journal still point at it.
+                    current.name = f"gone-{current.id}-{int(time.time())}"
+                    await self.storage.save_account(current)
+                key_pem = private_key_pem(generate_private_key("ecdsa-p256"))
+
+                def register() -> str:
+                    return self._session(key_pem, None).register(email=self.email)
+                uri = await self._in_thread(register)
+                acct = await self.storage.save_account(AcmeAccount(
+                    directory_url=self.directory_url, email=self.email, uri=uri,
+                    key_enc=self.keybox.encrypt(key_pem, purpose=b"acme-account")))
+                self._account = acct
+                self._healed_account_id = acct.id
+        log.warning("the CA no longer knows ACME account %s (%s); registered a new account %s",
+                    stale.uri, cause.code, acct.uri)
+        await on_event("account_recreated", "the CA no longer knew edgecert's ACME account; a new account was "
+                       "registered and the step is tried again",
+                       {"old_account": stale.uri, "new_account": acct.uri, "problem_type": cause.problem_type})
+        return acct
+
+    async def issue_once(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
+                         is_renewal: bool = False, on_event: EventSink | None = None) -> IssuedCertificate:
         """Run the domain's order journal to ``downloaded`` (see :class:`store.models.JournalStep`): continue the
         open entry from its last durable step (a downloaded certificate is returned as it is, an order the CA has
         is fetched again by its URL), or start one. Transient errors retry the same order within this call
@@ -455,6 +522,16 @@ class OrderAttempt:
         if time.monotonic() + wait >= self.bound():
             raise errors.OrderTimeout(f"order {self.order.url} not finished in time (step {self.order.step})")
         await asyncio.sleep(wait)
+
+
+def account_gone(e: errors.AcmeError) -> bool:
+    """The CA no longer knows the account (``accountDoesNotExist``, or ``unauthorized`` about the account key)."""
+    short = (e.problem_type or "").rsplit(":", 1)[-1]
+    if short == "accountDoesNotExist":
+        return True
+    detail = (e.detail or "").lower()
+    return short == "unauthorized" and ("account" in detail or "registration" in detail) \
+        and "authoriz" not in detail
 
 
 def _journal_tokens(order: AcmeOrder) -> dict[str, tuple[str, str]]:

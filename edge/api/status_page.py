@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from acme_client.errors import PLAIN_TEXT, WHO_ACTS, is_plain
 from store.models import DomainStatus, utcnow
 
 from edge.api.state import LIMITER, SERVICES
@@ -225,6 +226,15 @@ async def status_page(request: web.Request) -> web.Response:
         headline = "Your certificate is issued, but the self-check found a problem"
         who = probe.get("who_acts") or "operator"
         what = probe.get("fix") or "The service operator has to act."
+    problem = d.last_error
+    if d.last_error_code in WHO_ACTS and d.status in (DomainStatus.PENDING_ISSUANCE, DomainStatus.RATE_LIMITED,
+                                                      DomainStatus.FAILED, DomainStatus.ISSUING):
+        # A CA failure: the party who acts follows its kind (a CA outage is nobody's task, CAA is the tenant's),
+        # in the plain sentence of its kind (never a stored exception text or an internal URL).
+        who = WHO_ACTS[d.last_error_code]
+        problem = d.last_error if is_plain(d.last_error) else PLAIN_TEXT[d.last_error_code]
+        if d.status == DomainStatus.FAILED:
+            what = problem
     if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
         who, what = "operator", "A new certificate was issued but not yet loaded everywhere; the service " \
                                 "operator has been told."
@@ -243,7 +253,7 @@ async def status_page(request: web.Request) -> web.Response:
     step_names = ("Point your domain at us", "Certificate", "Served over HTTPS")
     current_step = next((i for i, st in enumerate(steps) if st in ("current", "failed")), None)
     tpl = _env.get_template("status.html")
-    html = tpl.render(d=d, cert=cert, activity=list(reversed(_activity(events, d.hostname)))[:12],
+    html = tpl.render(d=d, problem=problem, cert=cert, activity=list(reversed(_activity(events, d.hostname)))[:12],
                       expected=expected, observed=observed, headline=headline, who=who, who_text=_who_text(who),
                       what=what, steps=steps, step_labels=_STEP_LABEL, step_names=step_names,
                       current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,

@@ -439,7 +439,11 @@ class DomainManager:
         #    becomes the CA's actions as they happen (order created, certificate issued) and is released otherwise.
         names = [h]
         reservation = Reservation()
-        acct = await self.issuer.account() if hasattr(self.issuer, "account") else None
+        try:
+            acct = await self.issuer.account() if hasattr(self.issuer, "account") else None
+        except acme_errors.AcmeError as e:  # no account yet and the CA is down: the CA's problem, not the tenant's
+            await self._failed(domain, e, has_valid=has_valid, dns_observed=observed)
+            return
         account_id = acct.id if acct is not None else 0
         if not resuming:
             hold, reservation = await self.ledger.check_and_reserve(names, account_id, now=utcnow(),
@@ -504,12 +508,15 @@ class DomainManager:
             await self.events.emit(hostname, kind, message, data)
         return emit
 
-    async def _failed(self, domain: Domain, e: acme_errors.AcmeError, *, has_valid: bool) -> None:
+    async def _failed(self, domain: Domain, e: acme_errors.AcmeError, *, has_valid: bool,
+                      dns_observed: str | None = None) -> None:
         h = domain.hostname
         now = utcnow()
         attempts = domain.attempts + 1
-        fields: dict[str, Any] = dict(attempts=attempts, last_error=str(e), last_error_code=e.code,
-                                      renew_requested=False)
+        fields: dict[str, Any] = dict(attempts=attempts, last_error=acme_errors.plain_reason(e),
+                                      last_error_code=e.code, renew_requested=False)
+        if dns_observed is not None:
+            fields.update(dns_attempts=0, dns_observed=dns_observed)
         if isinstance(e, acme_errors.RateLimited) or (e.retry_after is not None and e.retry_after > now):
             retry_at = e.retry_after or (now + dt.timedelta(seconds=self.retry_schedule.delay(1)))
             detail = (e.detail or "").lower()
