@@ -1,0 +1,132 @@
+"""Fleet operations over a real ``edgecert serve``: paginated, naturally ordered, filtered listing
+(``GET /v1/domains``), the batch endpoint, and the CLI's ``domains list --all`` / ``import`` / ``export``.
+
+The names do not point at the edge: they stay ``pending_dns``, which is all these tests need."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.helpers import ADMIN_TOKEN, EdgeProcess
+
+N = 250
+NAMES = [f"d{i}.fleet.example.com" for i in range(1, N + 1)]
+
+
+def call(edge: EdgeProcess, method: str, path: str, body=None, *, token: str = ADMIN_TOKEN):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(edge.api + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def get(edge: EdgeProcess, params: dict, *, token: str = ADMIN_TOKEN):
+    return call(edge, "GET", "/v1/domains?" + urllib.parse.urlencode(params), token=token)
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory, pebble, dns):
+    # Every name resolves to 127.0.0.1 in the test DNS; the edge target of this server is elsewhere, so no name
+    # points at it and nothing is ordered.
+    dns.add_a("edge.fleet.test", ["192.0.2.77"])
+    p = EdgeProcess(work_dir=tmp_path_factory.mktemp("fleet") / "edge", pebble=pebble, dns=dns,
+                    env={"EDGECERT_EDGE_TARGET": "edge.fleet.test", "EDGECERT_SWEEP_INTERVAL": "30", "EDGECERT_DNS_RECHECK_INITIAL": "300",
+                         "EDGECERT_DNS_RECHECK_MAX": "600"}).start()
+    # Inserted in a shuffled (reverse) order: the listing order must not depend on insertion.
+    for i in range(0, N, 100):
+        chunk = list(reversed(NAMES))[i:i + 100]
+        st, body = call(p, "POST", "/v1/domains/batch",
+                        {"domains": [{"hostname": h, "tenant": "fleet-a" if n % 2 else "fleet-b"}
+                                     for n, h in enumerate(chunk, start=i)]})
+        assert st == 200, body
+        assert {r["result"] for r in body["results"]} == {"added"}, body
+    yield p
+    p.stop()
+
+
+def cli(edge: EdgeProcess, *args: str, stdin: str | None = None, token: str = ADMIN_TOKEN):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECERT_")}
+    env.update(EDGECERT_API_URL=edge.api, EDGECERT_ADMIN_TOKEN=token)
+    return subprocess.run([sys.executable, "-m", "edge", *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=300)
+
+
+def walk(edge: EdgeProcess, params: dict, *, token: str = ADMIN_TOKEN) -> tuple[list[str], list[dict]]:
+    seen, pages, cursor = [], [], None
+    while True:
+        st, body = get(edge, {**params, **({"cursor": cursor} if cursor else {})}, token=token)
+        assert st == 200, body
+        assert body["count"] == len(body["domains"])
+        pages.append(body)
+        seen += [d["hostname"] for d in body["domains"]]
+        cursor = body["next"]
+        if cursor is None:
+            return seen, pages
+
+
+def test_pages_walk_every_domain_once_in_natural_order(edge):
+    seen, pages = walk(edge, {"limit": 100, "prefix": "d"})
+    assert seen == NAMES  # d1 < d2 < ... < d9 < d10 < ... < d99 < d100 ... (natural, not text, order)
+    assert [p["count"] for p in pages] == [100, 100, 50]
+    assert {p["total"] for p in pages} == {N}
+    st, body = get(edge, {})  # default page size 100
+    assert st == 200 and body["count"] == 100 and body["total"] == N and body["next"]
+
+
+def test_limit_is_capped_and_offset_still_works(edge):
+    st, body = get(edge, {"limit": 5000})
+    assert st == 200 and body["count"] == N and body["next"] is None  # capped at 1000 > 250
+    st, body = get(edge, {"limit": 10, "offset": 95})
+    assert st == 200 and [d["hostname"] for d in body["domains"]] == NAMES[95:105] and body["total"] == N
+
+
+def test_filters(edge):
+    st, body = get(edge, {"q": "d2", "limit": 1000})
+    want = [h for h in NAMES if "d2" in h]
+    assert [d["hostname"] for d in body["domains"]] == want and body["total"] == len(want)
+    st, body = get(edge, {"prefix": "d24", "limit": 1000})
+    assert [d["hostname"] for d in body["domains"]] == [h for h in NAMES if h.startswith("d24")]
+    seen, pages = walk(edge, {"tenant": "fleet-a", "limit": 40})
+    assert len(seen) == pages[0]["total"] == N // 2 and len(set(seen)) == len(seen)
+    from store.models import DomainStatus
+    by_status = {s: get(edge, {"status": s, "limit": 1000})[1] for s in DomainStatus.ALL}
+    assert sum(b["total"] for b in by_status.values()) == N  # names not pointing at the edge: none is active
+    assert all(d["status"] == s for s, b in by_status.items() for d in b["domains"])
+    assert by_status["active"]["total"] == 0 and by_status["active"]["next"] is None
+    st, body = get(edge, {"q": "%", "limit": 1000})  # LIKE wildcards are literal
+    assert st == 200 and body["total"] == 0
+
+
+@pytest.mark.parametrize("params,code", [({"status": "bogus"}, "invalid_status"),
+                                         ({"tenant": "no-such-tenant"}, "unknown_tenant"),
+                                         ({"cursor": "not-a-cursor"}, "invalid_cursor"),
+                                         ({"limit": "0"}, "invalid_query")])
+def test_bad_filters_are_422(edge, params, code):
+    st, body = get(edge, params)
+    assert st == 422 and set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+
+
+def test_tenant_token_sees_only_its_own_and_learns_nothing_of_others(edge):
+    st, t = call(edge, "POST", "/v1/tenants", {"name": "fleet-a"})
+    assert st in (200, 201), t
+    seen, pages = walk(edge, {"limit": 100}, token=t["token"])
+    assert len(seen) == N // 2 and pages[0]["total"] == N // 2
+    st, own = get(edge, {"tenant": "fleet-a"}, token=t["token"])
+    assert st == 200 and own["total"] == N // 2
+    st, other = get(edge, {"tenant": "fleet-b"}, token=t["token"])
+    st2, missing = get(edge, {"tenant": "fleet-zzz"}, token=t["token"])
+    assert st == st2 == 422
+    assert other["error"]["code"] == missing["error"]["code"] == "unknown_tenant"
+    assert other["error"]["message"].replace("fleet-b", "X") == missing["error"]["message"].replace("fleet-zzz", "X")
