@@ -130,3 +130,100 @@ def test_tenant_token_sees_only_its_own_and_learns_nothing_of_others(edge):
     assert st == st2 == 422
     assert other["error"]["code"] == missing["error"]["code"] == "unknown_tenant"
     assert other["error"]["message"].replace("fleet-b", "X") == missing["error"]["message"].replace("fleet-zzz", "X")
+
+
+def test_cli_list_first_page_says_how_many_more(edge):
+    r = cli(edge, "domains", "list", "--prefix", "d")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["HOSTNAME", "TENANT", "STATUS"]
+    assert [ln.split()[0] for ln in lines[1:]] == NAMES[:100]
+    assert "150 more" in r.stderr and "--all" in r.stderr and "--limit" in r.stderr
+
+
+def test_cli_list_all_walks_every_page(edge):
+    r = cli(edge, "domains", "list", "--all", "--limit", "70", "--prefix", "d")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == NAMES
+    assert "more" not in r.stderr
+    r = cli(edge, "domains", "list", "--all", "--json", "--limit", "100", "--tenant", "fleet-b")
+    doc = json.loads(r.stdout)
+    assert doc["count"] == doc["total"] == len(doc["domains"]) == N // 2 and doc["next"] is None
+    r = cli(edge, "domains", "list", "--status", "bogus")
+    assert r.returncode != 0 and "invalid_status" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_batch_refuses_unsupported_fields_and_bad_items_alone(edge):
+    st, body = call(edge, "POST", "/v1/domains/batch", {"domains": [
+        {"hostname": "b1.batch.example.com", "tenant": "batch"},
+        {"hostname": "b2.batch.example.com", "tenant": "batch", "origin": "https://o.example"},
+        {"hostname": "b3.batch.example.com", "tenant": "batch", "metadata": {"plan": "gold"}},
+        {"hostname": "b4.batch.example.com", "tenant": "batch", "validation": "dns-01"},
+        {"hostname": "10.0.0.1", "tenant": "batch"},
+        {"hostname": "b1.batch.example.com", "tenant": "batch"},
+        {"hostname": "b1.batch.example.com", "tenant": "other-tenant"},
+        "not an object"]})
+    assert st == 200, body
+    res = [(r["result"], (r.get("error") or {}).get("code")) for r in body["results"]]
+    assert res == [("added", None), ("refused", "unsupported_field"), ("refused", "unsupported_field"),
+                   ("refused", "unsupported_field"), ("refused", "ip_literal"), ("exists", None),
+                   ("refused", "already_exists"), ("refused", "invalid_item")]
+    for h in ("b2", "b3", "b4"):  # nothing stored for a refused item
+        assert call(edge, "GET", f"/v1/domains/{h}.batch.example.com")[0] == 404
+    st, body = call(edge, "POST", "/v1/domains/batch",
+                    {"domains": [{"hostname": f"x{i}.example.com", "tenant": "t"} for i in range(501)]})
+    assert st == 422 and body["error"]["code"] == "batch_too_large"
+    assert call(edge, "GET", "/v1/domains/x1.example.com")[0] == 404
+    st, body = call(edge, "POST", "/v1/domains", {"hostname": "b5.batch.example.com", "tenant": "batch",
+                                                  "origin": "https://o.example"})
+    assert st == 422 and body["error"]["code"] == "unsupported_field"  # the single add: the very same check
+
+
+def test_cli_import_jsonl_and_csv_rerun_and_refusals(edge, tmp_path):
+    jl = tmp_path / "fleet.jsonl"
+    jl.write_text("".join(json.dumps({"hostname": f"j{i}.import.example.com", "tenant": "imp"}) + "\n"
+                          for i in range(1, 601)) +
+                  json.dumps({"hostname": "bad..name.example.com", "tenant": "imp"}) + "\n")
+    r = cli(edge, "domains", "import", str(jl))
+    assert r.returncode == 1, r.stderr
+    assert "added: 600, already there: 0, refused: 1" in r.stdout
+    assert "line 601: bad..name.example.com: refused (empty_label): hostname has an empty label" in r.stdout
+    assert "601/601" in r.stderr
+    r = cli(edge, "domains", "import", str(jl), "--json")  # re-run: idempotent
+    doc = json.loads(r.stdout)
+    assert (doc["added"], doc["exists"], doc["refused"]) == (0, 600, 1) and r.returncode == 1
+    st, body = get(edge, {"tenant": "imp", "limit": 1})
+    assert body["total"] == 600
+    csv_text = "hostname,tenant,validation\n" + "".join(f"c{i}.import.example.com,imp-csv,auto\n"
+                                                          for i in range(1, 21))
+    r = cli(edge, "domains", "import", "-", stdin=csv_text)
+    assert r.returncode == 0 and "added: 20, already there: 0, refused: 0" in r.stdout, r.stderr
+    r = cli(edge, "domains", "import", "-", stdin=csv_text)
+    assert r.returncode == 0 and "added: 0, already there: 20, refused: 0" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("text,line", [("hostname,tenant\na.example.com,t\nb.example.com,t,extra\n", 3),
+                                       ('{"hostname": "a.example.com"}\n{"hostname": \n', 2),
+                                       ('{"hostname": "a.example.com"}\n[1, 2]\n', 2),
+                                       ("host,tenant\na.example.com,t\n", 1)])
+def test_cli_import_bad_file_exits_2_naming_the_line(edge, text, line):
+    r = cli(edge, "domains", "import", "-", stdin=text)
+    assert r.returncode == 2 and f"line {line}:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert call(edge, "GET", "/v1/domains/a.example.com")[0] == 404  # nothing imported
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_export_round_trips(edge, fmt):
+    r = cli(edge, "domains", "export", "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    st, body = get(edge, {"limit": 1})
+    if fmt == "jsonl":
+        recs = [json.loads(ln) for ln in r.stdout.splitlines()]
+    else:
+        import csv
+        recs = list(csv.DictReader(r.stdout.splitlines()))
+    assert len(recs) == body["total"] and len({x["hostname"] for x in recs}) == len(recs)
+    assert [x["hostname"] for x in recs if x["hostname"].startswith("d")] == NAMES
+    back = cli(edge, "domains", "import", "-", "--json", stdin=r.stdout)
+    doc = json.loads(back.stdout)
+    assert back.returncode == 0 and (doc["added"], doc["exists"], doc["refused"]) == (0, len(recs), 0)

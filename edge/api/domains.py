@@ -166,7 +166,7 @@ async def batch_domains(request: web.Request) -> web.Response:
             out.update(hostname=d.hostname, result="added")
         except ApiError as e:
             existing = e.extra.get("domain") if e.code == "already_exists" else None
-            wanted = item.get("tenant") if c.admin else (c.tenant.name if c.tenant else None)
+            wanted = (item.get("tenant") if isinstance(item, dict) else None) if c.admin else (c.tenant.name if c.tenant else None)
             if isinstance(existing, dict) and isinstance(wanted, str) and existing.get("tenant") == wanted.strip():
                 out.update(hostname=existing.get("hostname"), result="exists")
             else:
