@@ -227,3 +227,43 @@ def test_export_round_trips(edge, fmt):
     back = cli(edge, "domains", "import", "-", "--json", stdin=r.stdout)
     doc = json.loads(back.stdout)
     assert back.returncode == 0 and (doc["added"], doc["exists"], doc["refused"]) == (0, len(recs), 0)
+
+
+def test_migration_0005_fills_the_sort_key_of_existing_domains(database_url):
+    """A database at 0004 with domains upgrades to head; the existing rows list in natural order, paged by key."""
+    import asyncio
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from store import make_engine, migrate, open_storage
+    from store.database import alembic_config
+    engine = make_engine(database_url)
+    try:
+        cfg = alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0004")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenants (name, created_at) VALUES ('t', CURRENT_TIMESTAMP)"))
+            for h in ("d100.example.com", "d10.example.com", "d9.example.com", "d99.example.com", "a.example.com"):
+                conn.execute(text("INSERT INTO domains (hostname, tenant_id, status, attempts, dns_attempts, "
+                                  "renew_requested, ownership_required, created_at, updated_at) VALUES (:h, "
+                                  "(SELECT id FROM tenants WHERE name = 't'), 'active', 0, 0, false, false, "
+                                  "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"h": h})
+        migrate(engine)
+    finally:
+        engine.dispose()
+    st = open_storage(database_url)
+    try:
+        async def check():
+            rows = await st.list_domains()
+            assert [d.hostname for d in rows] == ["a.example.com", "d9.example.com", "d10.example.com",
+                                                  "d99.example.com", "d100.example.com"]
+            assert all(d.sort_key for d in rows)
+            after = await st.list_domains(after=(rows[1].sort_key, rows[1].hostname), limit=2)
+            assert [d.hostname for d in after] == ["d10.example.com", "d99.example.com"]
+            assert await st.count_domains(prefix="d1") == 2 and await st.count_domains(search="9") == 2
+        asyncio.run(check())
+    finally:
+        st.close()
