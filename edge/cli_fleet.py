@@ -141,7 +141,11 @@ def read_items(text: str) -> list[tuple[int, dict]]:
 def import_command(api: Api, source: str, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
                    read_stdin: Callable[[], str] = lambda: sys.stdin.read()) -> int:
     try:
-        text = read_stdin() if source == "-" else open(source, encoding="utf-8-sig").read()
+        if source == "-":
+            text = read_stdin()
+        else:
+            with open(source, encoding="utf-8-sig") as f:
+                text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         print(f"edgecert: cannot read {source}: {e}", file=err)
         return 2
