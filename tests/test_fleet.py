@@ -267,3 +267,18 @@ def test_migration_0005_fills_the_sort_key_of_existing_domains(database_url):
         asyncio.run(check())
     finally:
         st.close()
+
+
+def test_batch_with_a_tenant_token(edge):
+    st, t = call(edge, "POST", "/v1/tenants", {"name": "fleet-c"})
+    assert st in (200, 201), t
+    items = [{"hostname": f"t{i}.tenant-batch.example.com"} for i in range(20)]
+    items += [{"hostname": "t0.tenant-batch.example.com"}, {"hostname": "u.tenant-batch.example.com",
+                                                            "tenant": "fleet-b"}, {"hostname": NAMES[1]}]
+    st, body = call(edge, "POST", "/v1/domains/batch", {"domains": items}, token=t["token"])
+    assert st == 200, body
+    res = [(r["result"], (r.get("error") or {}).get("code")) for r in body["results"]]
+    assert res == [("added", None)] * 20 + [("exists", None), ("refused", "forbidden"), ("refused", "already_exists")]
+    st, d = call(edge, "GET", "/v1/domains/t3.tenant-batch.example.com", token=t["token"])
+    assert st == 200 and d["tenant"] == "fleet-c" and d["status"] == "pending_ownership"  # same rules as one add
+    assert "domain" not in str(body["results"][-1]["error"])  # another tenant's domain is not shown
