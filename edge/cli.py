@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any
 
 from edge import __version__
+from edge import cli_fleet as fleet
 
 __all__ = ["main"]
 
@@ -27,7 +28,7 @@ commands:
                                    probe any TLS endpoint and name what is wrong
   triage [TEXT | -] [--hostname H] [--json]
                                    classify a pasted browser / curl / openssl / client error
-  domains add|list|show|remove|renew|events ...   manage tenant domains through the API
+  domains add|list|import|export|show|remove|renew|events ...   manage tenant domains through the API
   tenants add|list|token ...       manage tenants and their API tokens through the API
   version                          print the version
 
@@ -206,12 +207,7 @@ def _records_text(records: list, label: str = "DNS record to create") -> str:
     return "\n".join(lines)
 
 
-def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
-    widths = [max(len(h), *(len(str(r.get(k) or "")) for r in rows)) if rows else len(h) for k, h in cols]
-    lines = ["  ".join(h.ljust(w) for (_, h), w in zip(cols, widths)).rstrip()]
-    for r in rows:
-        lines.append("  ".join(str(r.get(k) or "-").ljust(w) for (k, _), w in zip(cols, widths)).rstrip())
-    return "\n".join(lines)
+_table = fleet.table
 
 
 def _show_domain(d: dict) -> str:
@@ -244,10 +240,29 @@ def cmd_domains(argv: list[str]) -> int:
     a.add_argument("--wait", action="store_true", help="show progress until active or failed")
     a.add_argument("--timeout", type=float, default=600)
     _api_args(a)
-    ls = sub.add_parser("list", help="list domains")
-    ls.add_argument("--status")
-    ls.add_argument("--tenant")
+    ls = sub.add_parser("list", help="list domains, in natural order (first page; --all for every one)",
+                        description="List domains in natural hostname order. Without --all the first page is "
+                        "shown and stderr says how many more there are; nothing is cut off silently.")
+    ls.add_argument("--status", help="only this status (pending_dns, active, failed, ...)")
+    ls.add_argument("--tenant", help="only this tenant's domains")
+    ls.add_argument("-q", "--search", help="only hostnames containing this text")
+    ls.add_argument("--prefix", help="only hostnames starting with this text")
+    ls.add_argument("--all", action="store_true", help="walk every page")
+    ls.add_argument("--limit", type=int, help="page size, 1-1000 (default 100; 1000 with --all)")
     _api_args(ls)
+    im = sub.add_parser("import", help="add many domains from JSON lines or CSV (idempotent, resumable)",
+                        description="Import domains from FILE ('-' = stdin): JSON lines ({\"hostname\", "
+                        "\"tenant\", ...} per line) or CSV with a header line (hostname,tenant,validation,origin,"
+                        "metadata). Sent in batches of 500; re-running is harmless (names already there are "
+                        "reported so). Exit 0: nothing refused; 1: some refused (listed with reasons); "
+                        "2: the file cannot be read (the line is named).")
+    im.add_argument("file")
+    _api_args(im)
+    ex = sub.add_parser("export", help="write every domain as JSON lines or CSV (import reads it back)")
+    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    ex.add_argument("--status")
+    ex.add_argument("--tenant")
+    _api_args(ex)
     for name in ("show", "remove", "renew", "events"):
         x = sub.add_parser(name)
         x.add_argument("hostname")
@@ -272,18 +287,14 @@ def cmd_domains(argv: list[str]) -> int:
                   f"(edgecert domains show {d['hostname']})", file=sys.stderr)
             return 130
     if args.action == "list":
-        params = {k: v for k, v in (("status", args.status), ("tenant", args.tenant)) if v}
-        st, body = api.call("GET", "/v1/domains" + ("?" + urllib.parse.urlencode(params) if params else ""))
-        if st != 200:
-            return _fail(st, body)
-        if args.json:
-            print(json.dumps(body, indent=2))
-        else:
-            rows = [{**d, "expires": (d.get("certificate") or {}).get("not_after"),
-                     "problem": (d.get("last_error") or "")[:60]} for d in body["domains"]]
-            print(_table(rows, [("hostname", "HOSTNAME"), ("tenant", "TENANT"), ("status", "STATUS"),
-                                ("expires", "EXPIRES"), ("problem", "PROBLEM")]))
-        return 0
+        if args.limit is not None and not 1 <= args.limit <= 1000:
+            p.error("--limit must be from 1 to 1000")
+        return fleet.list_command(api, status=args.status, tenant=args.tenant, search=args.search,
+                                  prefix=args.prefix, every=args.all, limit=args.limit, as_json=args.json)
+    if args.action == "import":
+        return fleet.import_command(api, args.file, as_json=args.json)
+    if args.action == "export":
+        return fleet.export_command(api, fmt=args.format, status=args.status, tenant=args.tenant)
     if args.action == "show":
         st, d = api.call("GET", f"/v1/domains/{q(args.hostname)}")
         if st != 200:

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Optional
 
 from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint, Index
 from sqlmodel import Field, SQLModel
 
 __all__ = ["WebhookDelivery", "Tenant", "ApiToken", "Domain", "AcmeAccount", "AcmeOrder", "JournalStep", "CertificateVersion", "ChallengeToken",
-           "DomainEvent", "Lease", "RateLedgerEntry", "utcnow", "DomainStatus"]
+           "DomainEvent", "Lease", "RateLedgerEntry", "utcnow", "DomainStatus",
+           "natural_key"]
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def natural_key(hostname: str) -> str:
+    """A text key whose plain (byte) order is the natural order of hostnames: each run of digits becomes its length
+    in three digits followed by the digits without leading zeros, so ``d9 < d10 < d99 < d989``. Ties (``d01`` and
+    ``d1``) are broken by the hostname itself."""
+    def run(m: re.Match) -> str:
+        digits = m.group(0).lstrip("0") or "0"
+        return f"{len(digits):03d}{digits}"
+    return _DIGITS.sub(run, hostname.lower())
 
 
 class DomainStatus:
@@ -85,6 +100,8 @@ class Domain(SQLModel, table=True):
     # tenant's _edgecert-verify TXT record was seen (``ownership_verified_at``). Operator-added names: not required.
     ownership_required: bool = False
     ownership_verified_at: Optional[dt.datetime] = None
+    # Natural order of ``hostname`` (d9 < d10 < d99 < d989): see :func:`natural_key`; set by the store on insert.
+    sort_key: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True, index=True))
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
 

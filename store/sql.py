@@ -26,7 +26,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, select
 
 from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, ChallengeToken, Domain, DomainEvent,
-                     JournalStep, Lease, RateLedgerEntry, Tenant, WebhookDelivery, utcnow)
+                     JournalStep, Lease, RateLedgerEntry, Tenant, WebhookDelivery, natural_key, utcnow)
 from .notify import CHANNEL
 from .protocol import Conflict, LockTimeout, NotFound, Storage, StoreUnavailable
 
@@ -158,7 +158,7 @@ class SQLStorage:
     # -- domains -----------------------------------------------------------------------------------------------
     async def add_domain(self, hostname: str, tenant_id: int, **fields: Any) -> Domain:
         def fn(s: Session) -> Domain:
-            d = Domain(hostname=hostname, tenant_id=tenant_id, **fields)
+            d = Domain(hostname=hostname, tenant_id=tenant_id, sort_key=natural_key(hostname), **fields)
             s.add(d)
             try:
                 s.flush()
@@ -184,7 +184,7 @@ class SQLStorage:
             s.exec(delete(ChallengeToken).where(ChallengeToken.hostname == hostname))
             s.delete(old)
             s.flush()
-            d = Domain(hostname=hostname, tenant_id=tenant_id, **fields)
+            d = Domain(hostname=hostname, tenant_id=tenant_id, sort_key=natural_key(hostname), **fields)
             s.add(d)
             try:
                 s.flush()
@@ -196,15 +196,35 @@ class SQLStorage:
     async def get_domain(self, hostname: str) -> Domain | None:
         return await self._run(lambda s: s.exec(select(Domain).where(Domain.hostname == hostname)).first())
 
+    @staticmethod
+    def _domain_filters(q, status: str | None, tenant_id: int | None, search: str | None, prefix: str | None):
+        if status:
+            q = q.where(Domain.status == status)
+        if tenant_id is not None:
+            q = q.where(Domain.tenant_id == tenant_id)
+        if search:
+            q = q.where(Domain.hostname.contains(search.lower(), autoescape=True))
+        if prefix:
+            q = q.where(Domain.hostname.startswith(prefix.lower(), autoescape=True))
+        return q
+
     async def list_domains(self, *, status: str | None = None, tenant_id: int | None = None,
-                           limit: int = 1000, offset: int = 0) -> list[Domain]:
+                           limit: int = 1000, offset: int = 0, search: str | None = None,
+                           prefix: str | None = None, after: tuple[str, str] | None = None) -> list[Domain]:
         def fn(s: Session) -> list[Domain]:
-            q = select(Domain)
-            if status:
-                q = q.where(Domain.status == status)
-            if tenant_id is not None:
-                q = q.where(Domain.tenant_id == tenant_id)
-            return list(s.exec(q.order_by(Domain.hostname).offset(offset).limit(limit)))
+            q = self._domain_filters(select(Domain), status, tenant_id, search, prefix)
+            key = func.coalesce(Domain.sort_key, Domain.hostname)
+            if after is not None:
+                k, h = after
+                q = q.where(or_(key > k, (key == k) & (Domain.hostname > h)))
+            return list(s.exec(q.order_by(key, Domain.hostname).offset(offset).limit(limit)))
+        return await self._run(fn)
+
+    async def count_domains(self, *, status: str | None = None, tenant_id: int | None = None,
+                            search: str | None = None, prefix: str | None = None) -> int:
+        def fn(s: Session) -> int:
+            q = self._domain_filters(select(func.count()).select_from(Domain), status, tenant_id, search, prefix)
+            return int(s.exec(q).one())
         return await self._run(fn)
 
     async def update_domain(self, hostname: str, **fields: Any) -> Domain:

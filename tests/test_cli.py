@@ -45,7 +45,7 @@ def test_domains_add_wait_reaches_active_with_live_progress(edge, pebble):
     assert header.split() == ["HOSTNAME", "TENANT", "STATUS", "EXPIRES", "PROBLEM"]
     assert row.split()[:3] == [host, "cli-co", "active"]
     r = cli(edge, "domains", "list", "--status", "pending_dns", "--json")
-    assert r.returncode == 0 and json.loads(r.stdout) == {"domains": [], "count": 0}
+    assert r.returncode == 0 and json.loads(r.stdout) == {"domains": [], "count": 0, "total": 0, "next": None}
 
     r = cli(edge, "domains", "show", host, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["certificate"]["serial"] == d["certificate"]["serial"]

@@ -61,7 +61,10 @@ def test_tenant_sees_and_manages_only_its_own_domains(two_tenants):
     st, body = edge.call("GET", "/v1/domains", token=mine)
     assert st == 200 and [d["hostname"] for d in body["domains"]] == [MINE]
     st, body = edge.call("GET", "/v1/domains?tenant=theirs", token=mine)
-    assert st == 200 and body["domains"] == []
+    st2, missing = edge.call("GET", "/v1/domains?tenant=nobody", token=mine)
+    # another tenant's name answers exactly like a tenant that does not exist (issue 17: a 422, not an empty list)
+    assert st == st2 == 422 and "domains" not in body and body["error"]["code"] == missing["error"]["code"]
+    assert body["error"]["message"].replace("theirs", "X") == missing["error"]["message"].replace("nobody", "X")
     st, body = edge.call("GET", "/v1/domains?status=pending_dns", token=mine)
     assert [d["hostname"] for d in body["domains"]] == [MINE]
     # the operator sees both

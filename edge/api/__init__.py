@@ -40,6 +40,7 @@ def make_api_app(services: ApiServices) -> web.Application:
     r = app.router
     r.add_post("/v1/domains", domains.create_domain)
     r.add_get("/v1/domains", domains.list_domains)
+    r.add_post("/v1/domains/batch", domains.batch_domains)
     r.add_get("/v1/domains/{hostname}", domains.get_domain)
     r.add_delete("/v1/domains/{hostname}", domains.delete_domain)
     r.add_post("/v1/domains/{hostname}/renew", domains.renew_domain)

@@ -11,9 +11,13 @@ tenant whose own record is in place takes it over (``claim_superseded``); a prov
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import datetime as dt
 import json
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +34,7 @@ from edge.lifecycle.swap import SwapRejected
 from edge.lifecycle.upload import UploadError, validate_upload
 from edge.names import InvalidHostname, validate_hostname
 
-__all__ = ["visible_domain", "render_domain", "create_domain", "list_domains", "get_domain", "delete_domain",
+__all__ = ["visible_domain", "render_domain", "create_domain", "add_checked", "batch_domains", "list_domains", "get_domain", "delete_domain",
            "renew_domain", "upload_certificate", "domain_events"]
 
 log = logging.getLogger("edge.api")
@@ -64,9 +68,31 @@ async def render_domain(services: ApiServices, d: Domain) -> dict:
 
 async def create_domain(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    storage = services.storage
     c = await caller(request)
-    body = await json_body(request)
+    d = await add_checked(services, c, await json_body(request))
+    return web.json_response(await render_domain(services, d), status=201,
+                             headers={"Location": f"/v1/domains/{d.hostname}"})
+
+
+#: Fields of a domain that the product does not support yet: refused (422 ``unsupported_field``), never ignored.
+_UNSUPPORTED_FIELDS = ("origin", "metadata", "min_tls_version")
+#: ``validation`` values this product handles today.
+_VALIDATIONS = ("auto", "http-01")
+
+
+async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
+    """Every check of ``POST /v1/domains`` and the insert, for one ``body``; ``ApiError`` when refused (nothing is
+    stored then). Shared by the single add and ``POST /v1/domains/batch``."""
+    storage = services.storage
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_item", "each domain must be a JSON object")
+    for f in _UNSUPPORTED_FIELDS:
+        if body.get(f) not in (None, "", {}):
+            raise ApiError(422, "unsupported_field", f"{f} per hostname is not supported yet; remove it (the "
+                           f"global setting applies)", field=f)
+    if body.get("validation") not in (None, "", *_VALIDATIONS):
+        raise ApiError(422, "unsupported_field", f"validation {str(body.get('validation'))[:40]!r} is not "
+                       f"supported yet; use one of {', '.join(_VALIDATIONS)}", field="validation")
     try:
         hn = validate_hostname(body.get("hostname"), allow_wildcard=False)
     except InvalidHostname as e:
@@ -113,8 +139,58 @@ async def create_domain(request: web.Request) -> web.Response:
         await services.events.emit(d.hostname, "ownership_verified", proof.message,
                                    {"record": proof.record["name"]})
     services.manager.wake(d.hostname, tenant_id=d.tenant_id)
-    return web.json_response(await render_domain(services, d), status=201,
-                             headers={"Location": f"/v1/domains/{d.hostname}"})
+    return d
+
+
+#: At most this many items in one ``POST /v1/domains/batch``, and how many of them are worked on at once.
+BATCH_MAX, BATCH_CONCURRENCY = 500, 8
+
+
+async def batch_domains(request: web.Request) -> web.Response:
+    """``{"domains": [...]}`` -> ``{"results": [{"hostname", "result": added|exists|refused, "error"?}]}``: each
+    item through :func:`add_checked`, in order; the same name for the same tenant again is ``exists``."""
+    services = request.app[SERVICES]
+    c = await caller(request)
+    body = await json_body(request)
+    items = body.get("domains")
+    if not isinstance(items, list):
+        raise ApiError(422, "invalid_batch", "send {\"domains\": [{\"hostname\": ..., \"tenant\": ...}, ...]}",
+                       field="domains")
+    if len(items) > BATCH_MAX:
+        raise ApiError(422, "batch_too_large", f"at most {BATCH_MAX} domains per batch (got {len(items)}); "
+                       f"split it", field="domains", max=BATCH_MAX)
+    async def one(item: Any) -> dict:
+        hostname = item.get("hostname") if isinstance(item, dict) else None
+        out: dict = {"hostname": hostname if isinstance(hostname, str) else None}
+        try:
+            d = await add_checked(services, c, item)
+            out.update(hostname=d.hostname, result="added")
+        except ApiError as e:
+            existing = e.extra.get("domain") if e.code == "already_exists" else None
+            wanted = (item.get("tenant") if isinstance(item, dict) else None) if c.admin \
+                else (c.tenant.name if c.tenant else None)
+            if isinstance(existing, dict) and isinstance(wanted, str) and existing.get("tenant") == wanted.strip():
+                out.update(hostname=existing.get("hostname"), result="exists")
+            else:
+                out.update(result="refused", error={"code": e.code, "message": e.message,
+                                                    **({"field": e.extra["field"]} if "field" in e.extra else {})})
+        return out
+
+    # Items of different names run BATCH_CONCURRENCY at a time (a tenant's ownership lookups are DNS round trips);
+    # items naming the same host run one after the other, in the order sent (the first is added, the next exist).
+    results: list[dict] = [{}] * len(items)
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        h = item.get("hostname") if isinstance(item, dict) else None
+        groups.setdefault(h.strip().lower().rstrip(".") if isinstance(h, str) else f"#{i}", []).append(i)
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def run(indices: list[int]) -> None:
+        async with gate:
+            for i in indices:
+                results[i] = await one(items[i])
+    await asyncio.gather(*(run(ix) for ix in groups.values()))
+    return web.json_response({"results": results})
 
 
 async def _take_unproven_claim(services: ApiServices, hostname: str, tenant, proof, fields: dict) -> Domain:
@@ -156,23 +232,63 @@ async def _take_unproven_claim(services: ApiServices, hostname: str, tenant, pro
     return d
 
 
+#: ``GET /v1/domains`` page sizes.
+LIST_DEFAULT, LIST_MAX = 100, 1000
+
+
+def _cursor(d: Domain) -> str:
+    raw = json.dumps([d.sort_key or d.hostname, d.hostname], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(text: str) -> tuple[str, str]:
+    try:
+        if len(text) > 2048:
+            raise ValueError
+        k, h = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(k, str) or not isinstance(h, str):
+            raise ValueError
+        return k, h
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(422, "invalid_cursor", "cursor must be the 'next' value of a previous page, unchanged",
+                       field="cursor") from None
+
+
 async def list_domains(request: web.Request) -> web.Response:
+    """A page of domains in natural hostname order: ``{"domains", "count", "total", "next"}`` (keyset pagination:
+    ``next`` is the cursor of the following page, null on the last). Filters ``status``, ``tenant``, ``q``
+    (substring), ``prefix``; an unknown status or tenant is a 422 (a tenant token naming another tenant gets the
+    very same answer as for a tenant that does not exist). ``offset`` still works (without ``cursor``)."""
     services = request.app[SERVICES]
     storage = services.storage
     c = await caller(request)
     status = request.query.get("status") or None
+    if status is not None and status not in DomainStatus.ALL:
+        raise ApiError(422, "invalid_status", f"status must be one of {', '.join(DomainStatus.ALL)}",
+                       field="status")
     tenant_id = None
-    if "tenant" in request.query:
-        t = await storage.get_tenant(request.query["tenant"])
-        if t is None or (not c.admin and c.tenant is not None and t.id != c.tenant.id):
-            return web.json_response({"domains": [], "count": 0})
+    if request.query.get("tenant"):
+        name = request.query["tenant"].strip()
+        t = await storage.get_tenant(name) if len(name) <= 100 else None
+        if t is None or (not c.admin and (c.tenant is None or t.id != c.tenant.id)):
+            raise ApiError(422, "unknown_tenant", f"no tenant named {name[:100]!r}", field="tenant")
         tenant_id = t.id
     if not c.admin:
         assert c.tenant is not None
         tenant_id = c.tenant.id
-    limit = min(query_int(request, "limit", 1000, minimum=1), 10000)
-    offset = query_int(request, "offset", 0)
-    domains = await storage.list_domains(status=status, tenant_id=tenant_id, limit=limit, offset=offset)
+    search = (request.query.get("q") or "").strip() or None
+    prefix = (request.query.get("prefix") or "").strip() or None
+    for field, v in (("q", search), ("prefix", prefix)):
+        if v is not None and len(v) > 253:
+            raise ApiError(422, "invalid_query", f"{field} is at most 253 characters", field=field)
+    limit = min(query_int(request, "limit", LIST_DEFAULT, minimum=1), LIST_MAX)  # larger: clamped, see next
+    after = _read_cursor(request.query["cursor"]) if request.query.get("cursor") else None
+    offset = 0 if after is not None else query_int(request, "offset", 0)
+    filters = dict(status=status, tenant_id=tenant_id, search=search, prefix=prefix)
+    domains = await storage.list_domains(**filters, limit=limit + 1, offset=offset, after=after)
+    total = await storage.count_domains(**filters)
+    more = len(domains) > limit
+    domains = domains[:limit]
     names = {}
     for i in {d.tenant_id for d in domains}:
         t = await storage.get_tenant_by_id(i)
@@ -183,7 +299,8 @@ async def list_domains(request: web.Request) -> web.Response:
                        expected_record=services.dns.expected_record(d.hostname),
                        dns_records=services.dns.dns_records(d.hostname, names.get(d.tenant_id, "?"),
                                                             ownership=d.ownership_pending)) for d in domains]
-    return web.json_response({"domains": out, "count": len(out)})
+    return web.json_response({"domains": out, "count": len(out), "total": total,
+                              "next": _cursor(domains[-1]) if more and domains else None})
 
 
 async def get_domain(request: web.Request) -> web.Response:

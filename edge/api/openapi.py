@@ -113,8 +113,28 @@ def _schemas() -> dict[str, Any]:
             "certificate": {"type": "string", "description": "PEM: the leaf (and optionally its chain)"},
             "private_key": {"type": "string", "description": "PEM, unencrypted"},
             "chain": {"type": "string", "description": "PEM intermediates, if not after the leaf"}}},
-        "DomainList": {"type": "object", "required": ["domains", "count"], "properties": {
-            "domains": {"type": "array", "items": _ref("Domain")}, "count": {"type": "integer"}}},
+        "DomainList": {"type": "object", "required": ["domains", "count", "total", "next"], "properties": {
+            "domains": {"type": "array", "items": _ref("Domain")},
+            "count": {"type": "integer", "description": "domains on this page"},
+            "total": {"type": "integer", "description": "all domains matching the filters"},
+            "next": {"type": ["string", "null"], "description": "opaque cursor of the next page (pass it as "
+                                                               "?cursor=); null on the last page"}}},
+        "DomainBatch": {"type": "object", "required": ["domains"], "properties": {
+            "domains": {"type": "array", "maxItems": 500, "items": {"type": "object", "properties": {
+                "hostname": {"type": "string"}, "tenant": {"type": "string"},
+                "validation": {"type": "string", "description": "auto or http-01 (others: refused, "
+                                                                "unsupported_field)"},
+                "origin": {"description": "not supported yet: the item is refused (unsupported_field)"},
+                "metadata": {"description": "not supported yet: the item is refused (unsupported_field)"},
+                "key_type": {"type": "string"}}}}}},
+        "DomainBatchResult": {"type": "object", "required": ["results"], "properties": {
+            "results": {"type": "array", "items": {"type": "object", "required": ["hostname", "result"],
+                                                   "properties": {
+                "hostname": {"type": ["string", "null"]},
+                "result": {"type": "string", "enum": ["added", "exists", "refused"]},
+                "error": {"type": "object", "properties": {"code": {"type": "string"},
+                                                           "message": {"type": "string"},
+                                                           "field": {"type": "string"}}}}}}}},
         "Event": {"type": "object", "required": ["id", "at", "kind", "message", "data"], "properties": {
             "id": {"type": "integer"}, "at": _dt(nullable=False),
             "kind": {"type": "string", "description": "domain_added, dns_checked, order_placed, challenge_answered, "
@@ -191,13 +211,30 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                    "413": _err("body too large"),
                                    "422": _err("invalid hostname, tenant or key_type")}},
             "get": {"operationId": "listDomains", "tags": ["domains"], "summary": "List domains",
-                    "description": "With a tenant token, only that tenant's domains.", "security": _OP,
+                    "description": "In natural hostname order (d9 < d10 < d99), a page at a time: follow `next` "
+                                   "(keyset pagination, stable while domains are added). With a tenant token, "
+                                   "only that tenant's domains.", "security": _OP,
                     "parameters": [q("status", "only this status"), q("tenant", "only this tenant"),
-                                   q("limit", "at most this many (1-10000, default 1000)", "integer"),
-                                   q("offset", "skip this many", "integer")],
-                    "responses": {"200": _json("DomainList", "the domains, by hostname"), **_AUTH,
-                                  "422": _err("invalid_query: limit / offset are not integers in range "
-                                              "(limit >= 1, offset 0 to 2^63-1)")}}},
+                                   q("q", "only hostnames containing this text"),
+                                   q("prefix", "only hostnames starting with this text"),
+                                   q("limit", "page size (default 100; larger values are capped at 1000)",
+                                     "integer"),
+                                   q("cursor", "the `next` of the previous page"),
+                                   q("offset", "skip this many (without cursor; kept for older callers)",
+                                     "integer")],
+                    "responses": {"200": _json("DomainList", "a page of domains, in natural order"), **_AUTH,
+                                  "422": _err("invalid_query (limit / offset not integers in range), "
+                                              "invalid_status, unknown_tenant (also for another tenant's name "
+                                              "with a tenant token), invalid_cursor")}}},
+        "/v1/domains/batch": {
+            "post": {"operationId": "batchDomains", "tags": ["domains"], "summary": "Onboard up to 500 domains",
+                     "description": "Each item gets exactly the checks of POST /v1/domains; the same name for the "
+                                    "same tenant again is `exists` (idempotent). Per-item results, in order.",
+                     "security": _OP, "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("DomainBatch")}}},
+                     "responses": {"200": _json("DomainBatchResult", "one result per item"), **_AUTH,
+                                   "400": _err("the body is not a JSON object"), "413": _err("body too large"),
+                                   "422": _err("invalid_batch (no domains list), batch_too_large (> 500)")}}},
         "/v1/domains/{hostname}": {
             "parameters": [_HOST],
             "get": {"operationId": "getDomain", "tags": ["domains"], "summary": "One domain", "security": _OP,
