@@ -50,6 +50,7 @@ class Tenant(SQLModel, table=True):
     __tablename__ = "tenants"
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=100)
+    origin: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))  # upstream URL for its domains
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -102,6 +103,20 @@ class Domain(SQLModel, table=True):
     ownership_verified_at: Optional[dt.datetime] = None
     # Natural order of ``hostname`` (d9 < d10 < d99 < d989): see :func:`natural_key`; set by the store on insert.
     sort_key: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True, index=True))
+    # How the CA may validate the name: ``auto`` | ``http-01`` | ``tls-alpn-01`` | ``dns-01`` (requested), and the
+    # method that last worked (renewals try it first).
+    validation: str = Field(default="auto", max_length=16)
+    validation_method: Optional[str] = Field(default=None, max_length=16)
+    # The ACME profile to ask for (None: the issuer's / global default).
+    profile: Optional[str] = Field(default=None, max_length=64)
+    # Per-hostname settings (None: the tenant's, else the global one): upstream URL, lowest TLS version served
+    # (``1.2`` | ``1.3``), HTTP/2 offered, and the operator's own key/value metadata (a JSON object).
+    origin: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    min_tls_version: Optional[str] = Field(default=None, max_length=8)
+    http2: Optional[bool] = None
+    custom_metadata: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    # When the tenant's _acme-challenge CNAME delegation (DNS-01) was last seen in place.
+    delegation_seen_at: Optional[dt.datetime] = None
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
 
@@ -169,6 +184,9 @@ class AcmeOrder(SQLModel, table=True):
     cert_id: Optional[int] = None                             # the certificate version, once installed
     retries: int = 0                                          # transient failures (same order retried)
     tokens: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON [[name, kind, token]]
+    directory_url: Optional[str] = Field(default=None, max_length=500)  # the issuer (ACME directory) of the order
+    profile: Optional[str] = Field(default=None, max_length=64)
+    challenge: Optional[str] = Field(default=None, max_length=16)
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
@@ -190,6 +208,9 @@ class CertificateVersion(SQLModel, table=True):
     source: str = Field(default="acme", max_length=16)
     order_id: Optional[int] = None
     ari_cert_id: Optional[str] = Field(default=None, max_length=300)
+    issuer_directory: Optional[str] = Field(default=None, max_length=500)  # the ACME directory that issued it
+    profile: Optional[str] = Field(default=None, max_length=64)            # the ACME profile it was ordered with
+    challenge: Optional[str] = Field(default=None, max_length=16)          # the challenge method that validated it
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
