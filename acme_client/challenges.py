@@ -6,13 +6,18 @@ from typing import Protocol
 
 from acme import challenges, messages
 
-__all__ = ["ChallengePublisher", "pick_challenge", "SUPPORTED"]
+__all__ = ["ChallengePublisher", "pick_challenge", "answer_value", "SUPPORTED"]
 
 SUPPORTED = ("http-01",)
 
 
 class ChallengePublisher(Protocol):
-    """Makes a challenge answer visible to the CA's validator (e.g. the plain-HTTP listener reads the store)."""
+    """Makes a challenge answer visible to the CA's validator (e.g. the plain-HTTP listener reads the store).
+
+    ``key_authorization`` is the value :func:`answer_value` gives for ``kind``: the key authorization for
+    ``http-01`` and ``tls-alpn-01`` (the edge builds the acmeIdentifier certificate from it), the TXT record value
+    for ``dns-01``. ``hostname`` is the identifier without any ``*.`` (a wildcard's authorization is for its base
+    name)."""
 
     async def publish(self, *, hostname: str, kind: str, token: str, key_authorization: str) -> None: ...
     async def withdraw(self, *, hostname: str, kind: str, token: str) -> None: ...
@@ -35,3 +40,12 @@ def pick_challenge(authzr: messages.AuthorizationResource, preferred: tuple[str,
             return offered[typ]
     raise LookupError(f"the CA offers {sorted(offered)} for {authzr.body.identifier.value}; "
                       f"edgecert can answer {list(preferred)}")
+
+
+def answer_value(challb: messages.ChallengeBody, account_key) -> str:
+    """What a publisher must make visible for ``challb``: the key authorization (``http-01``, ``tls-alpn-01``)
+    or the TXT record value, base64url(SHA-256(key authorization)) (``dns-01``)."""
+    chall = challb.chall
+    if isinstance(chall, challenges.DNS01):
+        return chall.validation(account_key)
+    return chall.key_authorization(account_key)

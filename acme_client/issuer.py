@@ -28,7 +28,7 @@ from store.crypto import KeyBox
 from store.models import AcmeAccount, AcmeOrder, JournalStep
 
 from . import errors
-from .challenges import ChallengePublisher, pick_challenge
+from .challenges import ChallengePublisher, answer_value, pick_challenge
 from .client import POLL_SCHEDULE, AcmeSession, validation_error
 from .journal import BAD_NONCE_RETRIES, CA_RETRY_SCHEDULE, TRANSIENT, crash_point
 from .keys import CertInfo, generate_private_key, make_csr, private_key_pem, read_certificate, split_pem_chain
@@ -60,7 +60,8 @@ class Issuer(Protocol):
     """Obtains a certificate for ``names``. One method; anything else is an implementation detail."""
 
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
-                    is_renewal: bool = False, on_event: EventSink | None = None) -> IssuedCertificate: ...
+                    is_renewal: bool = False, on_event: EventSink | None = None,
+                    challenges: tuple[str, ...] | None = None) -> IssuedCertificate: ...
 
 
 async def _noop(kind: str, message: str, data: dict[str, Any]) -> None:
@@ -192,7 +193,8 @@ class AcmeIssuer:
                                  order_id=order.id, key_type=info.key_type, acme_requests=acme_requests)
 
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
-                    is_renewal: bool = False, on_event: EventSink | None = None) -> IssuedCertificate:
+                    is_renewal: bool = False, on_event: EventSink | None = None,
+                    challenges: tuple[str, ...] | None = None) -> IssuedCertificate:
         """:meth:`issue_once`, healing the account once: when the CA no longer knows it (``accountDoesNotExist``,
         a CA reset, a wiped staging CA), a new account is registered (event ``account_recreated``) and the same
         step is tried again. A second failure in a row (the account registered just now is refused too) raises
@@ -200,7 +202,7 @@ class AcmeIssuer:
         sink = on_event or _noop
         try:
             issued = await self.issue_once(domain_id=domain_id, names=names, key_type=key_type, replaces=replaces,
-                                           is_renewal=is_renewal, on_event=on_event)
+                                           is_renewal=is_renewal, on_event=on_event, challenges=challenges)
         except errors.AcmeError as e:
             if not account_gone(e):
                 raise
@@ -210,7 +212,8 @@ class AcmeIssuer:
             await self.recreate_account(stale, e, sink)
             try:
                 issued = await self.issue_once(domain_id=domain_id, names=names, key_type=key_type,
-                                               replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+                                               replaces=replaces, is_renewal=is_renewal, on_event=on_event,
+                                               challenges=challenges)
             except errors.AcmeError as e2:
                 if account_gone(e2):
                     raise self._operator_error(e2) from e2
@@ -258,7 +261,8 @@ class AcmeIssuer:
         return acct
 
     async def issue_once(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
-                         is_renewal: bool = False, on_event: EventSink | None = None) -> IssuedCertificate:
+                         is_renewal: bool = False, on_event: EventSink | None = None,
+                         challenges: tuple[str, ...] | None = None) -> IssuedCertificate:
         """Run the domain's order journal to ``downloaded`` (see :class:`store.models.JournalStep`): continue the
         open entry from its last durable step (a downloaded certificate is returned as it is, an order the CA has
         is fetched again by its URL), or start one. Transient errors retry the same order within this call
@@ -302,7 +306,7 @@ class AcmeIssuer:
                 await on_event("order_resumed", f"continuing order {order.url} from step {order.step}",
                                {"order_url": order.url, "step": order.step, "order_id": order.id})
         resumed = order.url is not None
-        run = OrderAttempt(self, order, deadline=time.monotonic() + self.order_timeout)
+        run = OrderAttempt(self, order, deadline=time.monotonic() + self.order_timeout, challenges=challenges)
         sess: AcmeSession = await run.call(lambda: self._session(account_key_pem, acct.uri))
         tokens: dict[str, tuple[str, str]] = {}   # token -> (identifier, kind): withdrawn once the order is over
         verdict = False
@@ -409,11 +413,11 @@ class AcmeIssuer:
     async def _answer(self, run: "OrderAttempt", sess: AcmeSession, authzr: messages.AuthorizationResource,
                       on_event: EventSink) -> None:
         try:
-            challb = pick_challenge(authzr, self.preferred)
+            challb = pick_challenge(authzr, run.challenges or self.preferred)
         except LookupError as e:
             raise errors.RejectedIdentifier(str(e)) from None
         kind = challb.chall.typ
-        _response, validation = challb.response_and_validation(sess.account_key)
+        validation = answer_value(challb, sess.account_key)
         ident = authzr.body.identifier.value
         token = challb.chall.encode("token")
         if token not in run.published:
@@ -465,8 +469,10 @@ class AcmeIssuer:
 class OrderAttempt:
     """One attempt at a journal entry: persists steps and retries transient errors of the same order."""
 
-    def __init__(self, issuer: AcmeIssuer, order: AcmeOrder, *, deadline: float) -> None:
+    def __init__(self, issuer: AcmeIssuer, order: AcmeOrder, *, deadline: float,
+                 challenges: tuple[str, ...] | None = None) -> None:
         self.issuer = issuer
+        self.challenges = challenges  # challenge kinds in order of preference (None: the issuer's default)
         self.order = order
         self.deadline = deadline
         self.expires: dt.datetime | None = order.expires_at

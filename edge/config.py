@@ -305,6 +305,11 @@ class Settings:
     webhook_events: str = "*"
     # Delays between delivery attempts, seconds; after the last one the delivery is "failed".
     webhook_retry_schedule: tuple[float, ...] = _s((10.0, 60.0, 600.0, 3600.0, 21600.0), _nonempty_delays)
+    # -- several issuers, EAB, profiles (acme_client/issuers.py) -----------------------------------------------
+    # -- challenge methods: DNS-01 delegation, TLS-ALPN-01, CAA ----------------------------------------------
+    # -- per-hostname settings and fleet tooling -------------------------------------------------------------
+    # -- HTTP/2 and the data plane ---------------------------------------------------------------------------
+    # -- renewal planning and removal ------------------------------------------------------------------------
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
