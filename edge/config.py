@@ -310,6 +310,13 @@ class Settings:
     # -- per-hostname settings and fleet tooling -------------------------------------------------------------
     # -- HTTP/2 and the data plane ---------------------------------------------------------------------------
     # -- renewal planning and removal ------------------------------------------------------------------------
+    # Renew when less than this many seconds of the certificate are left (e.g. 2592000: "under 30 days"), instead of
+    # renew_ratio; clamped to half the lifetime, and lifetimes of 10 days or less always renew at half (docs/renewal.md).
+    renew_before: float | None = _s(None, _positive)
+    # The minimum spacing between two renewals of one name, seconds (at most a tenth of the lifetime).
+    renew_min_spacing: float = _s(86400.0, _at_least(0))
+    # Removing a domain: seconds each call to the CA may take (deactivating authorizations, revoking).
+    removal_ca_timeout: float = _s(20.0, _positive)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,

@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 RETRY_SCHEDULE = RetrySchedule("issuance", (60.0, 600.0, 6000.0, 21600.0), jitter=0.1)
 
 
+def _plan_message(plan: RenewalPlan) -> str:
+    guard = f"; {plan.guard.replace('_', ' ')}" if plan.guard else ""
+    return f"renewal scheduled for {plan.at.isoformat()} ({plan.reason.replace('_', ' ')}{guard})"
+
+
 class DomainManager:
     PRIORITY_RENEWAL = 0
     PRIORITY_NEW = 1
@@ -329,6 +334,17 @@ class DomainManager:
             return None
         return await self.storage.get_certificate(domain.current_cert_id)
 
+    def renewal_plan(self, cert: CertificateVersion, now: dt.datetime, *,
+                     ari_window: tuple[dt.datetime, dt.datetime] | None = None) -> RenewalPlan:
+        """:func:`acme_client.renewal.plan_renewal` with this process's settings (ratio, threshold, spacing)."""
+        issued = cert.created_at if cert.created_at is not None else now
+        if issued.tzinfo is None:
+            issued = issued.replace(tzinfo=dt.timezone.utc)
+        return plan_renewal(cert.not_before, cert.not_after, now=now, ari_window=ari_window,
+                            ratio=self.s.renew_ratio, issued_at=min(issued, now),
+                            renew_before=dt.timedelta(seconds=self.s.renew_before) if self.s.renew_before else None,
+                            min_spacing=dt.timedelta(seconds=self.s.renew_min_spacing))
+
     async def _plan(self, domain: Domain, cert: CertificateVersion, now: dt.datetime
                     ) -> tuple[RenewalPlan, Domain]:
         """Decide when to renew: ask the CA's ARI window when due (lock held), else the lifetime ratio."""
@@ -357,12 +373,10 @@ class DomainManager:
         if same_window and domain.renewal_reason == "ari_window" and domain.next_renewal_at is not None:
             plan = RenewalPlan(domain.next_renewal_at, "ari_window", True)  # keep the random draw stable
         else:
-            plan = plan_renewal(cert.not_before, cert.not_after, now=now, ari_window=window, ratio=self.s.renew_ratio)
+            plan = self.renewal_plan(cert, now, ari_window=window)
         if plan.at != domain.next_renewal_at or plan.reason != domain.renewal_reason:
             fields.update(next_renewal_at=plan.at, renewal_reason=plan.reason)
-            await self.events.emit(domain.hostname, "renewal_scheduled",
-                                   f"renewal scheduled for {plan.at.isoformat()} ({plan.reason.replace('_', ' ')})",
-                                   plan.to_dict())
+            await self.events.emit(domain.hostname, "renewal_scheduled", _plan_message(plan), plan.to_dict())
         if fields:
             domain = await self.storage.update_domain(domain.hostname, **fields)
         return plan, domain
@@ -640,14 +654,12 @@ class DomainManager:
         served, then plan the renewal and hand over to the reload hook (:mod:`edge.lifecycle.swap`). A certificate
         that does not load, does not match its key or does not cover the name never goes live
         (:class:`~edge.lifecycle.swap.SwapRejected`; the previous one keeps being served)."""
-        first = plan_renewal(version.not_before, version.not_after, now=utcnow(), ratio=self.s.renew_ratio) \
-            if schedule_renewal else None
+        first = self.renewal_plan(version, utcnow()) if schedule_renewal else None
         d = await self.swap.go_live(domain, version, key_pem, next_renewal_at=first.at if first else None,
                                     renewal_reason=first.reason if first else None,
                                     next_check_at=utcnow() if schedule_renewal else None)
         if first is not None:
-            await self.events.emit(d.hostname, "renewal_scheduled", f"renewal scheduled for {first.at.isoformat()} "
-                                   f"({first.reason.replace('_', ' ')})", first.to_dict())
+            await self.events.emit(d.hostname, "renewal_scheduled", _plan_message(first), first.to_dict())
             # Then ask the CA's ARI window, when it has one (the plan moves into the window).
             plan, d = await self._plan(d, version, utcnow())
             await self._set(d, next_check_at=min(x for x in (plan.at, d.ari_next_check_at) if x is not None))
