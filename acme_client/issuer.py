@@ -178,6 +178,29 @@ class AcmeIssuer:
             return start, end, parse_retry_after(r.headers.get("Retry-After"))
         return await self._in_thread(fetch)
 
+    async def caa_identities(self) -> dict[str, list[str]]:
+        """{directory URL: the CA's CAA identities} from the directory's ``meta.caaIdentities`` (RFC 8555 §7.1.1;
+        empty when the CA publishes none). Read at most once an hour; raises :class:`errors.NetworkError` when the
+        directory cannot be read (nothing cached then)."""
+        now = time.monotonic()
+        cached = getattr(self, "_caa_ids", None)
+        if cached is not None and now - cached[0] < 3600:
+            return {self.directory_url: list(cached[1])}
+
+        def read() -> list[str]:
+            import requests
+            try:
+                r = requests.get(self.directory_url, timeout=30, verify=self.ca_bundle or True)
+                r.raise_for_status()
+                meta = r.json().get("meta") or {}
+            except (requests.RequestException, ValueError, AttributeError) as e:
+                raise errors.NetworkError(f"directory: {e}") from e
+            ids = meta.get("caaIdentities") if isinstance(meta, dict) else None
+            return [str(i) for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+        ids = await self._in_thread(read)
+        self._caa_ids = (now, ids)
+        return {self.directory_url: list(ids)}
+
     # -- issuance ------------------------------------------------------------------------------------------------
     def issued_from(self, order: AcmeOrder, *, acme_requests: int = 0) -> IssuedCertificate:
         """The certificate a journal entry downloaded (step ``downloaded`` or later), with its key."""

@@ -307,6 +307,9 @@ class Settings:
     webhook_retry_schedule: tuple[float, ...] = _s((10.0, 60.0, 600.0, 3600.0, 21600.0), _nonempty_delays)
     # -- several issuers, EAB, profiles (acme_client/issuers.py) -----------------------------------------------
     # -- challenge methods: DNS-01 delegation, TLS-ALPN-01, CAA ----------------------------------------------
+    # CAA (RFC 8659) checked before every order: a name whose CAA records allow none of the configured CAs gets no
+    # order (last_error_code caa_forbidden) until the record is fixed (docs/caa.md).
+    caa_check: bool = True
     # -- per-hostname settings and fleet tooling -------------------------------------------------------------
     # -- HTTP/2 and the data plane ---------------------------------------------------------------------------
     # -- renewal planning and removal ------------------------------------------------------------------------

@@ -79,6 +79,12 @@ _HEADLINE = {
                            "to act; contact their support."),
 }
 
+# CAA held the order (last_error_code -> headline); the sentence itself is the domain's last_error.
+_CAA_TEXT = {
+    "caa_forbidden": "Your domain's CAA record does not allow our certificate authority",
+    "caa_lookup_failed": "Your domain's CAA records could not be read",
+}
+
 # Events shown under "Recent activity", in plain words (others, e.g. reload-hook output, stay internal).
 _EVENT_TEXT = {
     "domain_added": "Domain added.",
@@ -93,6 +99,7 @@ _EVENT_TEXT = {
     "renewal_scheduled": None,
     "issuance_failed": "The certificate authority did not issue the certificate this time.",
     "rate_limited": "The certificate authority asked us to wait (rate limit).",
+    "caa_checked": "Your domain's CAA records do not allow ordering a certificate yet.",
     "certificate_expired": "The certificate expired.",
     "expiry_warning": None,
     "probe_ok": "Self-check of https://{h}/ passed.",
@@ -235,6 +242,12 @@ async def status_page(request: web.Request) -> web.Response:
         problem = d.last_error if is_plain(d.last_error) else PLAIN_TEXT[d.last_error_code]
         if d.status == DomainStatus.FAILED:
             what = problem
+    if d.last_error_code in _CAA_TEXT and d.last_error:
+        # CAA held the order (edge/lifecycle/caa.py): the tenant's DNS decides; last_error is already plain words
+        # naming the record to add.
+        if d.status != DomainStatus.ACTIVE:  # an active domain keeps its headline: the renewal waits, not the site
+            headline = _CAA_TEXT[d.last_error_code]
+        who, problem, what = "tenant", d.last_error, d.last_error
     if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
         who, what = "operator", "A new certificate was issued but not yet loaded everywhere; the service " \
                                 "operator has been told."

@@ -39,6 +39,7 @@ from store.protocol import NotFound
 from store.models import CertificateVersion, Domain, DomainStatus, JournalStep, utcnow
 
 from edge.config import Settings
+from edge.lifecycle.caa import CaaGate, CaaOutcome, dns_fetch
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles, StateWriteError
@@ -94,6 +95,8 @@ class DomainManager:
         self._last_sync = utcnow()
         self._ledger_pruned_at = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         self._in_flight: set[str] = set()
+        resolver = getattr(dns, "resolver", None)
+        self.caa = CaaGate(dns_fetch(resolver), enabled=settings.caa_check and resolver is not None)
         self.swap = Swapper(settings=settings, storage=storage, index=index, files=files, events=events, hook=hook,
                             update=self._set)
 
@@ -449,6 +452,12 @@ class DomainManager:
         if domain.dns_attempts or domain.status == DomainStatus.PENDING_DNS or not domain.dns_observed:
             await self.events.emit(h, "dns_checked", result.message, {"ok": True})
 
+        # 1b. CAA (RFC 8659, edge/lifecycle/caa.py): no order when no configured CA may issue for the name.
+        caa = CaaOutcome("unchecked") if resuming else await self.caa.check(h, self.issuer)
+        if not caa.proceed:
+            await self._caa_hold(domain, caa, has_valid=has_valid, observed=observed)
+            return
+
         # 2. Our own copy of the CA's rate limits (an order being resumed was counted already). The reservation
         #    becomes the CA's actions as they happen (order created, certificate issued) and is released otherwise.
         names = [h]
@@ -498,13 +507,15 @@ class DomainManager:
         try:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event,
+                                                 **caa.issue_kwargs(self.issuer))
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
                     await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                     replaces=None, is_renewal=is_renewal, on_event=on_event)
+                                                     replaces=None, is_renewal=is_renewal, on_event=on_event,
+                                                     **caa.issue_kwargs(self.issuer))
                 else:
                     raise
         except acme_errors.AcmeError as e:
@@ -516,6 +527,20 @@ class DomainManager:
             await self.ledger.release(reservation)
         self.last_issuance_seconds = time.monotonic() - started
         await self._install(domain, issued, has_valid=has_valid)
+
+    async def _caa_hold(self, domain: Domain, caa: CaaOutcome, *, has_valid: bool, observed: str) -> None:
+        """CAA forbids every configured CA, or could not be read: no order; checked again on the DNS re-check
+        schedule (or at once by a renew request). A certificate still valid keeps being served."""
+        attempts = (domain.dns_attempts if (domain.last_error_code or "").startswith("caa_") else 0) + 1
+        delay = self.dns_schedule.base(attempts)
+        fields: dict[str, Any] = dict(last_error=caa.message, last_error_code=caa.code, dns_attempts=attempts,
+                                      dns_observed=observed, renew_requested=False, retry_at=None,
+                                      next_check_at=utcnow() + dt.timedelta(seconds=self.dns_schedule.spread(delay)))
+        if not has_valid:
+            fields["status"] = DomainStatus.PENDING_ISSUANCE
+        await self._set(domain, **fields)
+        await self.events.emit(domain.hostname, "caa_checked", caa.message or caa.outcome,
+                               {"ok": False, "outcome": caa.outcome, "retry_in_s": round(delay, 1), **caa.data})
 
     def _event_sink(self, hostname: str):
         async def emit(kind: str, message: str, data: dict[str, Any]) -> None:
