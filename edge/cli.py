@@ -266,6 +266,9 @@ def cmd_domains(argv: list[str]) -> int:
     for name in ("show", "remove", "renew", "events"):
         x = sub.add_parser(name)
         x.add_argument("hostname")
+        if name == "remove":
+            x.add_argument("--revoke", action="store_true",
+                           help="also revoke its certificate at the CA (reason cessationOfOperation)")
         _api_args(x)
     args = p.parse_args(argv)
     api = _client(args)
@@ -302,11 +305,18 @@ def cmd_domains(argv: list[str]) -> int:
         print(json.dumps(d, indent=2) if args.json else _show_domain(d))
         return 0
     if args.action == "remove":
-        st, d = api.call("DELETE", f"/v1/domains/{q(args.hostname)}")
-        if st != 204:
+        st, d = api.call("DELETE", f"/v1/domains/{q(args.hostname)}" + ("?revoke=true" if args.revoke else ""))
+        if st not in (200, 204):
             return _fail(st, d)
-        print(json.dumps({"removed": args.hostname}) if args.json else f"removed {args.hostname}")
-        return 0
+        report = d if isinstance(d, dict) else {"hostname": args.hostname, "removed": True, "cleanup": []}
+        failed = [s for s in report.get("cleanup", []) if s.get("status") == "failed"]
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(f"removed {args.hostname}" + (" (certificate revoked)" if report.get("revoked") else ""))
+            for s in failed:
+                print(f"  not done: {s['step']}: {s['detail']}", file=sys.stderr)
+        return 1 if failed else 0
     if args.action == "renew":
         st, d = api.call("POST", f"/v1/domains/{q(args.hostname)}/renew")
         if st != 202:

@@ -309,18 +309,35 @@ async def get_domain(request: web.Request) -> web.Response:
     return web.json_response(await render_domain(request.app[SERVICES], d))
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
 async def delete_domain(request: web.Request) -> web.Response:
+    """Remove a domain and clean up after it (``edge/lifecycle/removal.py``); ``?revoke=true`` also revokes its
+    certificate at the CA (reason cessationOfOperation). A tenant may remove, and revoke, its own domains. 200 with
+    the report (``removed``, ``revoked``, ``cleanup`` steps): a step that failed (CA down) is listed there and
+    never blocks the removal."""
     services = request.app[SERVICES]
     c = await caller(request)
+    raw = request.query.get("revoke", "").strip().lower()
+    if raw not in _TRUE + _FALSE:
+        raise ApiError(422, "invalid_query", "revoke must be true or false", field="revoke")
     d = await visible_domain(request, c)
-    async with services.storage.lock(f"domain:{d.hostname}", ttl=60, timeout=30):
-        try:
-            await services.storage.delete_domain(d.hostname)
-        except NotFound:
-            raise ApiError(404, "not_found", f"no domain {d.hostname!r}") from None
-    await services.manager.removed(d.hostname)
-    await services.events.emit(d.hostname, "domain_removed", f"{d.hostname} removed")
-    return web.Response(status=204)
+    try:
+        async with services.storage.lock(f"domain:{d.hostname}", ttl=60, timeout=30):
+            d = await services.storage.get_domain(d.hostname) or d  # re-check under the lock
+            snap = await services.manager.removal_snapshot(d)
+            try:
+                await services.storage.delete_domain(d.hostname)
+            except NotFound:
+                raise ApiError(404, "not_found", f"no domain {d.hostname!r}") from None
+    except LockTimeout:
+        raise ApiError(503, "busy", f"{d.hostname} is being worked on; try again in a minute") from None
+    report = await services.manager.removed(d.hostname, snapshot=snap, revoke=raw in _TRUE)
+    body = report.to_dict()
+    await services.events.emit(d.hostname, "domain_removed", f"{d.hostname} removed"
+                               + (f" ({', '.join(report.failed)} failed)" if report.failed else ""), body)
+    return web.json_response(body)
 
 
 async def renew_domain(request: web.Request) -> web.Response:

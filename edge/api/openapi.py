@@ -135,6 +135,14 @@ def _schemas() -> dict[str, Any]:
                 "error": {"type": "object", "properties": {"code": {"type": "string"},
                                                            "message": {"type": "string"},
                                                            "field": {"type": "string"}}}}}}}},
+        "Removal": {"type": "object", "required": ["hostname", "removed", "revoked", "cleanup"], "properties": {
+            "hostname": {"type": "string"}, "removed": {"type": "boolean"},
+            "revoke_requested": {"type": "boolean"}, "revoked": {"type": "boolean"},
+            "failed_steps": {"type": "array", "items": {"type": "string"}},
+            "cleanup": {"type": "array", "items": {"type": "object", "required": ["step", "status", "detail"],
+                                                   "properties": {
+                "step": {"type": "string"}, "status": {"type": "string", "enum": ["done", "failed", "skipped"]},
+                "detail": {"type": "string"}}}}}},
         "Event": {"type": "object", "required": ["id", "at", "kind", "message", "data"], "properties": {
             "id": {"type": "integer"}, "at": _dt(nullable=False),
             "kind": {"type": "string", "description": "domain_added, dns_checked, order_placed, challenge_answered, "
@@ -240,9 +248,17 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
             "get": {"operationId": "getDomain", "tags": ["domains"], "summary": "One domain", "security": _OP,
                     "responses": {"200": _json("Domain", "the domain"), **_AUTH, "404": _NOT_FOUND}},
             "delete": {"operationId": "deleteDomain", "tags": ["domains"], "summary": "Remove a domain",
-                       "description": "Stops serving it, deletes its certificates and live files.",
-                       "security": _OP, "responses": {"204": {"description": "removed"}, **_AUTH,
-                                                      "404": _NOT_FOUND}}},
+                       "description": "Stops serving it and its renewals, deletes its certificates, live files and "
+                                      "exports, runs the reload hook, deactivates the authorizations of an open "
+                                      "order at the CA; with revoke=true also revokes its certificate (reason "
+                                      "cessationOfOperation). A failed cleanup step never blocks the removal: it "
+                                      "is listed in the answer. Tenants may remove (and revoke) their own domains.",
+                       "parameters": [{"name": "revoke", "in": "query", "required": False,
+                                       "schema": {"type": "boolean", "default": False}}],
+                       "security": _OP, "responses": {"200": _json("Removal", "removed; the cleanup report"),
+                                                      **_AUTH, "404": _NOT_FOUND,
+                                                      "422": _err("invalid_query (revoke is not true/false)"),
+                                                      "503": _err("busy (the domain is being worked on)")}}},
         "/v1/domains/{hostname}/renew": {
             "parameters": [_HOST],
             "post": {"operationId": "renewDomain", "tags": ["domains"], "summary": "Renew now / retry after a fix",

@@ -240,12 +240,20 @@ class LiveFiles:
                         p.unlink()
         return n
 
-    def remove(self, hostname: str) -> None:
+    def remove(self, hostname: str) -> bool:
+        """Delete ``live/<hostname>`` and its archive; True when there was something to delete. The live link goes
+        first (readers stop finding the name), then the versions. Raises ``OSError`` when the live entry cannot be
+        deleted."""
         h = self._check(hostname)
         link = self.live / h
-        if link.is_symlink() or link.exists():
+        existed = link.is_symlink() or link.exists()
+        if existed:
             link.unlink() if link.is_symlink() else shutil.rmtree(link)
-        shutil.rmtree(self.archive / h, ignore_errors=True)
+            fsync_dir(self.live)
+        archive = self.archive / h
+        existed = existed or archive.exists()
+        shutil.rmtree(archive, ignore_errors=True)
+        return existed
 
     def current_version(self, hostname: str) -> str | None:
         link = self.live / self._check(hostname)

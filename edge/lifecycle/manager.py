@@ -44,6 +44,7 @@ from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles, StateWriteError
 from edge.lifecycle.hooks import HookResult, ReloadHook
+from edge.lifecycle.removal import RemovalReport, RemovalSnapshot, Remover, snapshot as removal_snapshot
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex
 from edge.lifecycle.swap import SwapRejected, Swapper
@@ -699,12 +700,16 @@ class DomainManager:
         d = await self.storage.update_domain(hostname, renew_requested=True, next_check_at=utcnow(), attempts=0)
         self.wake(hostname, tenant_id=d.tenant_id, priority=self.PRIORITY_RENEWAL)
 
-    async def removed(self, hostname: str) -> None:
-        self.schedule(hostname, None)
-        self.index.remove(hostname)
-        await asyncio.to_thread(self.files.remove, hostname)
-        await self.swap.write_exports()
-        await self.storage.notify_change(hostname)
+    async def removal_snapshot(self, domain: Domain) -> RemovalSnapshot:
+        """Before the store deletes ``domain`` (under its lock): what the cleanup needs; the open order closed."""
+        return await removal_snapshot(self, domain)
+
+    async def removed(self, hostname: str, *, snapshot: RemovalSnapshot | None = None,
+                      revoke: bool = False) -> RemovalReport:
+        """The name is gone from the store: clean up everything else (:mod:`edge.lifecycle.removal`), each step an
+        event; a failed step is in the report, never raised."""
+        snap = snapshot or RemovalSnapshot(domain=Domain(hostname=hostname, tenant_id=0))
+        return await Remover(self).run(snap, revoke=revoke)
 
     async def install_uploaded(self, domain: Domain, valid) -> CertificateVersion:
         """Swap in an operator-supplied certificate (already validated by :mod:`edge.upload`)."""

@@ -159,15 +159,18 @@ class Swapper:
             write_exports(self.files.root, [*self.index.names(), *going], listen=self.s.nginx_listen,
                           site_include=self.s.nginx_site_include, include=going, write=self.files.write)
 
-    async def write_exports(self) -> None:
+    async def write_exports(self) -> bool:
         """Rewrite the nginx/HAProxy exports for the names in the SNI index (unless exports are off). A failure is
-        logged and counted (``edgecert_state_write_errors``); the previous exports stay in place, whole."""
+        logged and counted (``edgecert_state_write_errors``); the previous exports stay in place, whole. Returns
+        False when they could not be written."""
         if not self.s.exports:
-            return
+            return True
         try:
             await asyncio.to_thread(self._export)
         except OSError as e:
             log.error("could not write the nginx/HAProxy exports (the previous ones stay in place): %s", e)
+            return False
+        return True
 
     async def verify(self, hostnames: list[str]) -> dict[str, bool]:
         """Real handshakes against every verification address: is the current certificate what is served?"""
