@@ -14,8 +14,11 @@ Never a renewal loop. A freshly issued certificate is never due at once, whateve
 * a threshold longer than the certificate (a 6-day certificate under "renew when under 30 days", a CA that always
   issues certificates shorter than ``renew_before``) is clamped to half the lifetime (``MAX_LEFT_RATIO``);
 * an ARI window that ended before the certificate was obtained (about an older certificate, or absurd) is ignored;
-* no renewal is planned earlier than ``min_spacing`` after the certificate was obtained (``issued_at``), capped at a
-  tenth of its lifetime (``SPACING_RATIO``): the minimum spacing between two orders for one name.
+* no renewal is planned earlier than ``min_spacing`` after the previous renewal of the name (``renewed_at``: when
+  the current certificate was obtained, if it came from a renewal), capped at a tenth of the lifetime
+  (``SPACING_RATIO``): the minimum spacing between two renewals of one name. A name's first certificate has no
+  previous renewal: a CA that moves its ARI window to "now" right after issuance (a revocation incident) gets its
+  renewal at once, and the renewal after that waits for the spacing.
 
 Each guard that changed the plan is named in :attr:`RenewalPlan.guard`.
 """
@@ -73,7 +76,8 @@ def spacing_for(lifetime: dt.timedelta, min_spacing: dt.timedelta = MIN_SPACING)
 def plan_renewal(not_before: dt.datetime, not_after: dt.datetime, *, now: dt.datetime,
                  ari_window: tuple[dt.datetime, dt.datetime] | None = None, ratio: float = RENEWAL_RATIO,
                  rng: random.Random | None = None, renew_before: dt.timedelta | None = None,
-                 issued_at: dt.datetime | None = None, min_spacing: dt.timedelta = MIN_SPACING) -> RenewalPlan:
+                 issued_at: dt.datetime | None = None, renewed_at: dt.datetime | None = None,
+                 min_spacing: dt.timedelta = MIN_SPACING) -> RenewalPlan:
     """The time to renew a certificate valid from ``not_before`` to ``not_after``.
 
     Args:
@@ -82,18 +86,20 @@ def plan_renewal(not_before: dt.datetime, not_after: dt.datetime, *, now: dt.dat
         ratio: share of the lifetime left at which to renew without ARI (``renew_ratio``).
         renew_before: an absolute "renew when less than this is left" threshold (``renew_before``); wins over
             ``ratio`` for lifetimes over 10 days.
-        issued_at: when edgecert obtained the certificate (default ``not_before``): the minimum spacing counts
-            from it.
+        issued_at: when edgecert obtained the certificate (default ``not_before``): ARI windows that ended before
+            it are ignored.
+        renewed_at: when the name was last renewed (the current certificate's ``issued_at`` when it came from a
+            renewal; None for a name's first certificate): the minimum spacing counts from it.
         min_spacing: the minimum spacing between two renewals of one name (``renew_min_spacing``).
     """
     lifetime = max(not_after - not_before, dt.timedelta(0))
     obtained = issued_at or not_before
-    earliest = obtained + spacing_for(lifetime, min_spacing)
+    earliest = renewed_at + spacing_for(lifetime, min_spacing) if renewed_at is not None else None
     emergency = not_after - lifetime * EMERGENCY_RATIO
     guard: str | None = None
 
     def spaced(plan: RenewalPlan) -> RenewalPlan:
-        if plan.at < earliest:
+        if earliest is not None and plan.at < earliest:
             return RenewalPlan(earliest, plan.reason, plan.in_ari_window, GUARD_SPACING)
         return plan
 

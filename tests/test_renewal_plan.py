@@ -70,10 +70,15 @@ def test_ari_window_in_the_past_after_issuance_means_now_but_spaced():
     win = (T0 + 5 * DAY, T0 + 6 * DAY)
     p = plan_renewal(T0, T0 + 90 * DAY, now=now, ari_window=win, issued_at=issued)
     assert p.at == now and p.reason == "ari_window"
-    # ...but a window right after issuance never makes a fresh certificate due at once.
+    # ...but a window right after a renewal never makes the renewed certificate due at once: the next renewal of
+    # the name waits for the minimum spacing.
     win = (T0 + dt.timedelta(seconds=1), T0 + dt.timedelta(seconds=2))
-    p = plan_renewal(T0, T0 + 90 * DAY, now=T0 + dt.timedelta(seconds=3), ari_window=win, issued_at=T0)
+    p = plan_renewal(T0, T0 + 90 * DAY, now=T0 + dt.timedelta(seconds=3), ari_window=win, issued_at=T0,
+                     renewed_at=T0)
     assert p.at == T0 + MIN_SPACING and p.guard == GUARD_SPACING
+    # A name's first certificate has no previous renewal: the CA's "renew now" (a revocation incident) is honoured.
+    p = plan_renewal(T0, T0 + 90 * DAY, now=T0 + dt.timedelta(seconds=3), ari_window=win, issued_at=T0)
+    assert p.at == T0 + dt.timedelta(seconds=3) and p.guard is None
 
 
 def test_ari_window_after_expiry_is_overridden_by_the_emergency_point():
@@ -85,7 +90,7 @@ def test_ari_window_after_expiry_is_overridden_by_the_emergency_point():
 def test_backdated_certificate_is_not_due_at_once():
     # A CA that backdates so far that the emergency point has passed when the certificate arrives.
     nb, na = T0 - 89 * DAY, T0 + DAY
-    p = plan_renewal(nb, na, now=T0, issued_at=T0)
+    p = plan_renewal(nb, na, now=T0, issued_at=T0, renewed_at=T0)
     assert p.at == T0 + spacing_for(na - nb) and p.guard == GUARD_SPACING and p.at > T0
 
 
@@ -111,17 +116,17 @@ def test_no_renewal_loop_over_two_months_with_a_hostile_ca(lifetime, window):
     for _ in range(10_000):
         na = nb + lifetime
         p = plan_renewal(nb, na, now=now, ari_window=window(nb) if window else None, renew_before=30 * DAY,
-                         issued_at=nb)
-        assert p.at > nb, "a fresh certificate was due at once"
+                         issued_at=nb, renewed_at=nb if renewals else None)
+        assert p.at > nb or not renewals, "a renewed certificate was due at once"
         now = max(now, p.at)
         if now > T0 + 60 * DAY:
             break
         renewals.append(now)
         nb = now  # the CA issues the renewal now
-    gaps = [b - a for a, b in zip([T0, *renewals], renewals)]
+    gaps = [b - a for a, b in zip(renewals, renewals[1:])]
     assert min(gaps) >= spacing_for(lifetime)
     if lifetime >= DAY:
-        assert len(renewals) <= 60 * DAY / spacing_for(lifetime) + 1
+        assert len(renewals) <= 60 * DAY / spacing_for(lifetime) + 2
     if window is None:  # 15-day certificates renew at half their lifetime: 8 times in 60 days
         assert len(renewals) == 8
 
@@ -135,3 +140,5 @@ def test_manager_plan_uses_the_settings():
     win = (T0 + dt.timedelta(minutes=1), T0 + dt.timedelta(minutes=2))
     p = DomainManager.renewal_plan(SimpleNamespace(s=s), cert, T0, ari_window=win)
     assert p.at == T0 + HOUR and p.guard == GUARD_SPACING
+    p = DomainManager.renewal_plan(SimpleNamespace(s=s), cert, T0, ari_window=win, is_renewal=False)
+    assert win[0] <= p.at <= win[1] and p.guard is None

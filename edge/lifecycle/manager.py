@@ -339,15 +339,25 @@ class DomainManager:
         return await self.storage.get_certificate(domain.current_cert_id)
 
     def renewal_plan(self, cert: CertificateVersion, now: dt.datetime, *,
-                     ari_window: tuple[dt.datetime, dt.datetime] | None = None) -> RenewalPlan:
-        """:func:`acme_client.renewal.plan_renewal` with this process's settings (ratio, threshold, spacing)."""
+                     ari_window: tuple[dt.datetime, dt.datetime] | None = None,
+                     is_renewal: bool = True) -> RenewalPlan:
+        """:func:`acme_client.renewal.plan_renewal` with this process's settings (ratio, threshold, spacing);
+        ``is_renewal``: ``cert`` replaced an earlier certificate of the name (the spacing counts from it)."""
         issued = cert.created_at if cert.created_at is not None else now
         if issued.tzinfo is None:
             issued = issued.replace(tzinfo=dt.timezone.utc)
+        issued = min(issued, now)
         return plan_renewal(cert.not_before, cert.not_after, now=now, ari_window=ari_window,
-                            ratio=self.s.renew_ratio, issued_at=min(issued, now),
+                            ratio=self.s.renew_ratio, issued_at=issued, renewed_at=issued if is_renewal else None,
                             renew_before=dt.timedelta(seconds=self.s.renew_before) if self.s.renew_before else None,
                             min_spacing=dt.timedelta(seconds=self.s.renew_min_spacing))
+
+    async def _from_renewal(self, cert: CertificateVersion) -> bool:
+        """Did ``cert`` replace an earlier certificate of its name (its order says so; unknown: yes)?"""
+        if cert.order_id is None:
+            return True
+        order = await self.storage.get_order(cert.order_id)
+        return order is None or bool(order.is_renewal)
 
     async def _plan(self, domain: Domain, cert: CertificateVersion, now: dt.datetime
                     ) -> tuple[RenewalPlan, Domain]:
@@ -377,7 +387,7 @@ class DomainManager:
         if same_window and domain.renewal_reason == "ari_window" and domain.next_renewal_at is not None:
             plan = RenewalPlan(domain.next_renewal_at, "ari_window", True)  # keep the random draw stable
         else:
-            plan = self.renewal_plan(cert, now, ari_window=window)
+            plan = self.renewal_plan(cert, now, ari_window=window, is_renewal=await self._from_renewal(cert))
         if plan.at != domain.next_renewal_at or plan.reason != domain.renewal_reason:
             fields.update(next_renewal_at=plan.at, renewal_reason=plan.reason)
             await self.events.emit(domain.hostname, "renewal_scheduled", _plan_message(plan), plan.to_dict())
@@ -680,7 +690,8 @@ class DomainManager:
         served, then plan the renewal and hand over to the reload hook (:mod:`edge.lifecycle.swap`). A certificate
         that does not load, does not match its key or does not cover the name never goes live
         (:class:`~edge.lifecycle.swap.SwapRejected`; the previous one keeps being served)."""
-        first = self.renewal_plan(version, utcnow()) if schedule_renewal else None
+        first = self.renewal_plan(version, utcnow(), is_renewal=domain.current_cert_id is not None) \
+            if schedule_renewal else None
         d = await self.swap.go_live(domain, version, key_pem, next_renewal_at=first.at if first else None,
                                     renewal_reason=first.reason if first else None,
                                     next_check_at=utcnow() if schedule_renewal else None)

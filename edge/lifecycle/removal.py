@@ -107,7 +107,9 @@ class Remover:
         """(directory URL, CA bundle) for a CA edgecert uses."""
         issuer = self.m.issuer
         directory = directory or getattr(issuer, "directory_url", None) or self.m.s.acme_directory
-        for cand in (issuer, *getattr(issuer, "issuers", ()), *getattr(issuer, "chain", ())):
+        more = [c for attr in ("issuers", "chain") for c in (getattr(issuer, attr, None) or ())
+                if isinstance(getattr(issuer, attr, None), (list, tuple))]
+        for cand in (issuer, *more):
             if getattr(cand, "directory_url", None) == directory:
                 return directory, getattr(cand, "ca_bundle", None)
         return directory, self.m.s.acme_ca_bundle
