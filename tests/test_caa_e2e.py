@@ -78,6 +78,8 @@ def test_forbidding_caa_holds_the_order_until_the_record_is_fixed(tmp_path, pebb
         d = edge.wait_status(host, "active", timeout=40)
         assert d["last_error"] is None and d["certificate"]["serial"]
         assert caa_proxy.count("newOrder") == 1
+        checks = [e["data"]["ok"] for e in edge.events(host) if e["kind"] == "caa_checked"]
+        assert checks[0] is False and checks[-1] is True
     finally:
         edge.stop()
         dns.clear_servfail(parent)

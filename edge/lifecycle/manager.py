@@ -464,9 +464,8 @@ class DomainManager:
             await self.events.emit(h, "dns_checked", result.message, {"ok": True})
 
         # 1b. CAA (RFC 8659, edge/lifecycle/caa.py): no order when no configured CA may issue for the name.
-        caa = CaaOutcome("unchecked") if resuming else await self.caa.check(h, self.issuer)
-        if not caa.proceed:
-            await self._caa_hold(domain, caa, has_valid=has_valid, observed=observed)
+        caa = await self._caa_gate(domain, resuming=resuming, has_valid=has_valid, observed=observed)
+        if caa is None:
             return
 
         # 2. Our own copy of the CA's rate limits (an order being resumed was counted already). The reservation
@@ -538,6 +537,20 @@ class DomainManager:
             await self.ledger.release(reservation)
         self.last_issuance_seconds = time.monotonic() - started
         await self._install(domain, issued, has_valid=has_valid)
+
+    async def _caa_gate(self, domain: Domain, *, resuming: bool, has_valid: bool, observed: str) -> CaaOutcome | None:
+        """CAA before an order (docs/caa.md): the outcome, or None when the domain is held (no order now)."""
+        if resuming:
+            return CaaOutcome("unchecked")  # the order exists at the CA already
+        caa = await self.caa.check(domain.hostname, self.issuer)
+        if not caa.proceed:
+            await self._caa_hold(domain, caa, has_valid=has_valid, observed=observed)
+            return None
+        if caa.outcome == "allowed" and ((domain.last_error_code or "").startswith("caa_") or caa.directories):
+            await self.events.emit(domain.hostname, "caa_checked", "Your domain's CAA records allow our "
+                                   "certificate authority" + (" (some of them)" if caa.directories else "") + ".",
+                                   {"ok": True, "outcome": caa.outcome, "directories": caa.directories, **caa.data})
+        return caa
 
     async def _caa_hold(self, domain: Domain, caa: CaaOutcome, *, has_valid: bool, observed: str) -> None:
         """CAA forbids every configured CA, or could not be read: no order; checked again on the DNS re-check
