@@ -230,3 +230,11 @@ async def test_dns_fetch_reads_real_caa_records_aliases_and_servfail(dns):
         dns.clear_caa("target.caa-cdn.test")
         dns.clear_cname("alias.caa-real.test")
         dns.clear_servfail("broken.caa-bad.test")
+
+
+@pytest.mark.real
+async def test_dns_fetch_timeout_is_a_lookup_failure_not_a_verdict():
+    from edge.demo.components import free_port
+    fetch = dns_fetch(make_resolver(("127.0.0.1", free_port(udp=True)), lifetime=1.0, timeout=0.5))
+    with pytest.raises(CaaLookupError):
+        await relevant_caa_set("shop.customer.test", fetch)

@@ -67,6 +67,8 @@ def test_forbidding_caa_holds_the_order_until_the_record_is_fixed(tmp_path, pebb
         with urllib.request.urlopen(f"{edge.api}/status/{host}", timeout=10) as r:
             page = r.read().decode()
         assert "CAA" in page and f"{parent}. CAA 0 issue &#34;{CA_IDENTITY}&#34;" in page
+        assert "Who needs to act:</strong> you (the owner of the domain)" in page
+        assert caa_proxy.directory_url not in page and "Traceback" not in page
         kinds = [e["kind"] for e in edge.events(host)]
         assert "caa_checked" in kinds and "order_placed" not in kinds
 
