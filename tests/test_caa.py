@@ -3,7 +3,6 @@ fake zone, and the DNS side against real CAA records served by pebble-challtests
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from aiohttp import web
 
-from tests.helpers import ADMIN_TOKEN, REPO, EdgeProcess, served_leaf
+from tests.helpers import REPO, EdgeProcess, served_leaf
 from tests.support.acmeproxy import AcmeProxy, ProxyThread
 
 
