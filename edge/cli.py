@@ -305,7 +305,7 @@ def cmd_domains(argv: list[str]) -> int:
         print(json.dumps(d, indent=2) if args.json else _show_domain(d))
         return 0
     if args.action == "remove":
-        st, d = api.call("DELETE", f"/v1/domains/{q(args.hostname)}" + ("?revoke=true" if args.revoke else ""))
+        st, d = api.call("DELETE", f"/v1/domains/{q(args.hostname)}?report=true" + ("&revoke=true" if args.revoke else ""))
         if st not in (200, 204):
             return _fail(st, d)
         report = d if isinstance(d, dict) else {"hostname": args.hostname, "removed": True, "cleanup": []}

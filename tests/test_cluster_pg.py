@@ -62,7 +62,7 @@ def test_two_nodes_share_work_and_serve_everything(tmp_path, pebble, dns, postgr
         assert format(served_leaf(b.https_port, "late.cluster.test").serial_number, "x") == d["certificate"]["serial"]
         # Removal propagates too.
         st, _ = a.call("DELETE", "/v1/domains/c0.cluster.test")
-        assert st == 200
+        assert st == 204
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and format(served_leaf(b.https_port, "c0.cluster.test").serial_number,
                                                      "x") == serials["c0.cluster.test"]:

@@ -204,7 +204,7 @@ def test_released_name_with_a_live_cname_goes_to_another_tenant_only_with_proof(
         dns.set_txt(rec_a["name"], rec_a["value"])
         edge.wait_status(host, "active", timeout=60)
         dns.clear_txt(rec_a["name"])
-        assert edge.call("DELETE", f"/v1/domains/{host}", token=a)[0] == 200
+        assert edge.call("DELETE", f"/v1/domains/{host}", token=a)[0] == 204
 
         dns.clear_request_history(host)
         # Another tenant claims the released name: the CNAME still points here, but that proves nothing.

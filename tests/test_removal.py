@@ -121,7 +121,7 @@ def test_open_order_is_deactivated_and_a_ca_outage_does_not_block_removal(tmp_pa
         edge.add_domain(stuck, tenant="t")
         edge.wait_for(lambda: any(e["kind"] == "issuance_failed" for e in edge.events(stuck)), timeout=30,
                       what="the order to be left open")
-        st, report = edge.call("DELETE", f"/v1/domains/{stuck}")
+        st, report = edge.call("DELETE", f"/v1/domains/{stuck}?report=true")
         assert st == 200 and report["removed"] is True, report
         steps = {s["step"]: s for s in report["cleanup"]}
         assert steps["authorizations_deactivated"]["status"] == "done", steps

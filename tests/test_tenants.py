@@ -101,7 +101,7 @@ def test_tenant_sees_and_manages_only_its_own_domains(two_tenants):
     assert edge.call("GET", f"/v1/domains/{MINE}", token=theirs)[0] == 404
 
     # A tenant deletes its own domain.
-    assert edge.call("DELETE", f"/v1/domains/{MINE}", token=mine)[0] == 200
+    assert edge.call("DELETE", f"/v1/domains/{MINE}", token=mine)[0] == 204
     assert edge.call("GET", f"/v1/domains/{MINE}")[0] == 404
 
 

@@ -165,6 +165,6 @@ def test_events_are_delivered_signed_filtered_retried_and_logged(edge_factory, d
         assert {r["event"]["id"] for r in log if r["hostname"] == OK} == {r["payload"]["id"] for r in got}
 
         # 5. Removing a domain is an event too.
-        assert edge.call("DELETE", f"/v1/domains/{OK}")[0] == 200
+        assert edge.call("DELETE", f"/v1/domains/{OK}")[0] == 204
         edge.wait_for(lambda: "domain_removed" in [r["payload"]["type"] for r in rx.for_host(OK)],
                       what="domain_removed delivery")

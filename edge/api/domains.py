@@ -314,9 +314,10 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 async def delete_domain(request: web.Request) -> web.Response:
     """Remove a domain and clean up after it (``edge/lifecycle/removal.py``); ``?revoke=true`` also revokes its
-    certificate at the CA (reason cessationOfOperation). A tenant may remove, and revoke, its own domains. 200 with
-    the report (``removed``, ``revoked``, ``cleanup`` steps): a step that failed (CA down) is listed there and
-    never blocks the removal."""
+    certificate at the CA (reason cessationOfOperation). A tenant may remove, and revoke, its own domains. 204 when
+    every cleanup step was done and no revocation was asked for (as before); else 200 with the report
+    (``removed``, ``revoked``, ``cleanup`` steps): a step that failed (CA down) is listed there and never blocks
+    the removal. ``?report=true`` asks for the report in every case."""
     services = request.app[SERVICES]
     c = await caller(request)
     raw = request.query.get("revoke", "").strip().lower()
@@ -337,6 +338,8 @@ async def delete_domain(request: web.Request) -> web.Response:
     body = report.to_dict()
     await services.events.emit(d.hostname, "domain_removed", f"{d.hostname} removed"
                                + (f" ({', '.join(report.failed)} failed)" if report.failed else ""), body)
+    if raw not in _TRUE and not report.failed and request.query.get("report", "").strip().lower() not in _TRUE:
+        return web.Response(status=204)
     return web.json_response(body)
 
 

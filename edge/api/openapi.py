@@ -254,8 +254,13 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                       "cessationOfOperation). A failed cleanup step never blocks the removal: it "
                                       "is listed in the answer. Tenants may remove (and revoke) their own domains.",
                        "parameters": [{"name": "revoke", "in": "query", "required": False,
+                                       "schema": {"type": "boolean", "default": False}},
+                                      {"name": "report", "in": "query", "required": False,
                                        "schema": {"type": "boolean", "default": False}}],
-                       "security": _OP, "responses": {"200": _json("Removal", "removed; the cleanup report"),
+                       "security": _OP, "responses": {"204": {"description": "removed, every cleanup step done "
+                                                                             "(no revoke, no report asked for)"},
+                                                      "200": _json("Removal", "removed; the cleanup report (with "
+                                                                   "revoke=true, report=true, or a failed step)"),
                                                       **_AUTH, "404": _NOT_FOUND,
                                                       "422": _err("invalid_query (revoke is not true/false)"),
                                                       "503": _err("busy (the domain is being worked on)")}}},
