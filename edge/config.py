@@ -308,6 +308,9 @@ class Settings:
     # -- several issuers, EAB, profiles (acme_client/issuers.py) -----------------------------------------------
     # -- challenge methods: DNS-01 delegation, TLS-ALPN-01, CAA ----------------------------------------------
     # -- per-hostname settings and fleet tooling -------------------------------------------------------------
+    # Upstream pools the edge keeps at most for per-hostname / per-tenant origins (one keep-alive pool per origin
+    # URL; the least recently used beyond this is closed). The global EDGECERT_UPSTREAM pool is not counted.
+    edge_max_origin_pools: int = _s(256, _at_least(1))
     # -- HTTP/2 and the data plane ---------------------------------------------------------------------------
     # -- renewal planning and removal ------------------------------------------------------------------------
 

@@ -17,14 +17,16 @@ import base64
 import hashlib
 import socket
 import ssl
+import logging
 import urllib.parse
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import httptools
 
 from edge.tls_edge.routing import REASONS, http_date
 
-__all__ = ["UpstreamConn", "UpstreamPool", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
+__all__ = ["UpstreamConn", "UpstreamPool", "OriginPools", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
            "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "request_head", "response_head", "set_nodelay",
            "websocket_accept"]
 
@@ -448,6 +450,7 @@ class UpstreamPool:
         self.read_timeout = float(read_timeout)
         self.max_head = max_head
         self.loop = asyncio.get_event_loop()
+        self.retired = False  # dropped by OriginPools: connections still out are closed when they come back
 
     async def acquire(self, *, fresh: bool = False) -> tuple[UpstreamConn, bool]:
         idle = self.idle
@@ -464,7 +467,7 @@ class UpstreamPool:
         return c, False
 
     def release(self, c: UpstreamConn) -> None:
-        if len(self.idle) >= self.max_idle or c.closed:
+        if len(self.idle) >= self.max_idle or c.closed or self.retired:
             c.abort()
             return
         c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
@@ -487,3 +490,53 @@ class UpstreamPool:
         for c in self.idle:
             c.abort()
         self.idle.clear()
+
+
+# -- per-hostname origins (issue 17) ------------------------------------------------------------------------------
+log = logging.getLogger(__name__)
+
+
+class OriginPools:
+    """One :class:`UpstreamPool` per origin URL: the global ``EDGECERT_UPSTREAM`` (``default``) and the per-hostname
+    / per-tenant origins, created on first use. At most ``max_pools`` per-hostname pools are kept: the least
+    recently used one beyond that is retired (its idle connections closed; those in use finish their exchange)."""
+
+    def __init__(self, default: str | None, *, max_pools: int = 256, **pool_options: Any) -> None:
+        self.options = pool_options
+        self.default = UpstreamPool(default, **pool_options) if default else None
+        self.max_pools = max(1, int(max_pools))
+        self.pools: OrderedDict[str, UpstreamPool] = OrderedDict()
+        self._bad: set[str] = set()
+
+    def get(self, origin: str | None) -> UpstreamPool | None:
+        """The pool of ``origin`` (None: the default pool, None when there is no global upstream either). An origin
+        that does not parse (never accepted by the API) is logged once and answered by the default pool."""
+        if not origin:
+            return self.default
+        pool = self.pools.get(origin)
+        if pool is not None:
+            self.pools.move_to_end(origin)
+            return pool
+        if origin in self._bad:
+            return self.default
+        try:
+            pool = UpstreamPool(origin, **self.options)
+        except ValueError:
+            if len(self._bad) < 1024:
+                self._bad.add(origin)
+            log.error("per-hostname origin %r is not a usable URL; using the global upstream", origin[:200])
+            return self.default
+        self.pools[origin] = pool
+        while len(self.pools) > self.max_pools:
+            _, old = self.pools.popitem(last=False)
+            old.retired = True
+            old.close()
+        return pool
+
+    def close(self) -> None:
+        if self.default is not None:
+            self.default.close()
+        for p in self.pools.values():
+            p.retired = True
+            p.close()
+        self.pools.clear()
