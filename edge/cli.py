@@ -245,6 +245,7 @@ def _show_domain(d: dict) -> str:
     return "\n".join(lines)
 
 
+#: Offered by the shell completion for --status (the API checks the value: a 422 names the accepted ones).
 _STATUSES = ("pending_ownership", "pending_dns", "pending_issuance", "issuing", "rate_limited", "active", "failed",
              "expired")
 
@@ -303,7 +304,8 @@ def domains_parser() -> argparse.ArgumentParser:
                         description="List domains in natural hostname order. Without --all the first page is "
                         "shown and stderr says how many more there are; nothing is cut off silently. Filters "
                         "combine (AND).")
-    ls.add_argument("--status", choices=_STATUSES, help="only this status")
+    ls.add_argument("--status", help="only this status (pending_dns, active, failed, ...)"
+                    ).completion_values = _STATUSES  # type: ignore[attr-defined]
     ls.add_argument("--tenant", help="only this tenant's domains")
     ls.add_argument("-q", "--search", help="only hostnames containing this text")
     ls.add_argument("--prefix", help="only hostnames starting with this text")
@@ -330,7 +332,8 @@ def domains_parser() -> argparse.ArgumentParser:
                         "hostname, tenant, status, certificate expiry and the per-hostname settings (origin, "
                         "min_tls_version, http2, metadata). 'edgecert domains import' reads it back.")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
-    ex.add_argument("--status", choices=_STATUSES, help="only this status")
+    ex.add_argument("--status", help="only this status (pending_dns, active, failed, ...)"
+                    ).completion_values = _STATUSES  # type: ignore[attr-defined]
     ex.add_argument("--tenant", help="only this tenant's domains")
     _api_args(ex)
     st = sub.add_parser("set", help="change a domain's settings (origin, min TLS version, metadata, HTTP/2)",

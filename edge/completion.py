@@ -30,9 +30,10 @@ def _options(p: argparse.ArgumentParser) -> tuple[list[str], dict[str, list[str]
             continue
         long = [o for o in a.option_strings if o.startswith("--")] or list(a.option_strings)
         opts += long
-        if a.choices and a.option_strings:
+        values = getattr(a, "completion_values", None) or a.choices
+        if values and a.option_strings:
             for o in a.option_strings:
-                choices[o] = [str(c) for c in a.choices if str(c)]
+                choices[o] = [str(c) for c in values if str(c)]
     return opts, choices
 
 
