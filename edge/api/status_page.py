@@ -209,15 +209,18 @@ def _badge_text(status: str, tone: str) -> str:
 
 
 def _expires_in(days: float) -> str:
-    """Whole numbers, in the unit a person uses: "in 12 days", "in about 3 months", "in about 5 years"."""
-    if days < 1:
-        return "within a day" if days >= 0 else "already"
-    if days < 60:
-        n = int(days)
+    """Whole numbers, in the unit a person uses: "in 12 days", "in about 3 months (92 days)", "in about 5 years
+    (1826 days)"; "within a day", "already"."""
+    n = round(days)
+    if days < 0:
+        return "already"
+    if n < 1:
+        return "within a day"
+    if n < 60:
         return f"in {n} day{'s' if n != 1 else ''}"
-    if days < 730:
-        return f"in about {round(days / 30.44)} months"
-    return f"in about {round(days / 365.25)} years"
+    if n < 730:
+        return f"in about {round(days / 30.44)} months ({n} days)"
+    return f"in about {round(days / 365.25)} years ({n} days)"
 
 
 async def status_page(request: web.Request) -> web.Response:
@@ -281,7 +284,7 @@ async def status_page(request: web.Request) -> web.Response:
     days_left = expires_in = None
     if cert is not None:
         left = (cert.not_after - utcnow()).total_seconds() / 86400
-        days_left, expires_in = max(0, int(left)), _expires_in(left)  # whole days: "89", never "89.0"
+        days_left, expires_in = max(0, round(left)), _expires_in(left)  # whole days: "89", never "89.0"
     tone = _tone(d.status, steps)
     pending = d.status in (DomainStatus.PENDING_OWNERSHIP, DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
                            DomainStatus.RATE_LIMITED)
