@@ -246,7 +246,7 @@ def _show_domain(d: dict) -> str:
 
 
 #: Offered by the shell completion for --status (the API checks the value: a 422 names the accepted ones).
-_STATUSES = ("pending_ownership", "pending_dns", "pending_issuance", "issuing", "rate_limited", "active", "failed",
+STATUS_WORDS = ("pending_ownership", "pending_dns", "pending_issuance", "issuing", "rate_limited", "active", "failed",
              "expired")
 
 
@@ -305,7 +305,7 @@ def domains_parser() -> argparse.ArgumentParser:
                         "shown and stderr says how many more there are; nothing is cut off silently. Filters "
                         "combine (AND).")
     ls.add_argument("--status", help="only this status (pending_dns, active, failed, ...)"
-                    ).completion_values = _STATUSES  # type: ignore[attr-defined]
+                    ).completion_values = STATUS_WORDS  # type: ignore[attr-defined]
     ls.add_argument("--tenant", help="only this tenant's domains")
     ls.add_argument("-q", "--search", help="only hostnames containing this text")
     ls.add_argument("--prefix", help="only hostnames starting with this text")
@@ -333,7 +333,7 @@ def domains_parser() -> argparse.ArgumentParser:
                         "min_tls_version, http2, metadata). 'edgecert domains import' reads it back.")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
     ex.add_argument("--status", help="only this status (pending_dns, active, failed, ...)"
-                    ).completion_values = _STATUSES  # type: ignore[attr-defined]
+                    ).completion_values = STATUS_WORDS  # type: ignore[attr-defined]
     ex.add_argument("--tenant", help="only this tenant's domains")
     _api_args(ex)
     st = sub.add_parser("set", help="change a domain's settings (origin, min TLS version, metadata, HTTP/2)",

@@ -11,11 +11,12 @@ import argparse
 import shlex
 import sys
 
-__all__ = ["completion_main", "command_model", "bash_script", "zsh_script"]
+__all__ = ["completion_main", "completion_parser", "command_model", "bash_script", "zsh_script", "subparsers_of",
+           "FOREIGN_OPTIONS"]
 
 #: Options of the commands whose parsers live elsewhere (edge/diagnostics/cli.py), kept in step by
 #: tests/test_cli_completion.py, which compares them with the commands' --help.
-_FOREIGN = {
+FOREIGN_OPTIONS = {
     "diagnose": ["--connect", "--cafile", "--resolver", "--port", "--edge-target", "--expected-sha256",
                  "--deny-private", "--timeout", "--json", "--help"],
     "triage": ["--hostname", "--edge-issuer", "--served-valid", "--json", "--help"],
@@ -37,7 +38,7 @@ def _options(p: argparse.ArgumentParser) -> tuple[list[str], dict[str, list[str]
     return opts, choices
 
 
-def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subparsers_of(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for a in p._actions:  # noqa: SLF001
         if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001
             return dict(a.choices)
@@ -53,11 +54,11 @@ def command_model() -> dict[str, dict]:
                          ("tenants", tenants_parser()), ("completion", completion_parser())):
         opts, choices = _options(parser)
         sub = {}
-        for sname, sp in _subparsers(parser).items():
+        for sname, sp in subparsers_of(parser).items():
             o, c = _options(sp)
             sub[sname] = {"options": o, "choices": c}
         model[name] = {"options": opts, "choices": choices, "sub": sub}
-    for name, opts in _FOREIGN.items():
+    for name, opts in FOREIGN_OPTIONS.items():
         model[name] = {"options": list(opts), "choices": {}, "sub": {}}
     model["version"] = {"options": [], "choices": {}, "sub": {}}
     model["completion"]["words"] = ["bash", "zsh"]
