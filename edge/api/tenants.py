@@ -61,9 +61,15 @@ async def _set_origin(request: web.Request, name: str, origin: str | None):
     from edge.api.domains import apply_host_settings
     services = request.app[SERVICES]
     t = await services.storage.set_tenant_origin(name, origin)
-    hostnames = [d.hostname for d in await services.storage.list_domains(tenant_id=t.id, limit=1_000_000)]
-    await apply_host_settings(services, hostnames)
+    if await services.storage.count_domains(tenant_id=t.id) <= _APPLY_AT_ONCE:
+        hostnames = [d.hostname for d in await services.storage.list_domains(tenant_id=t.id, limit=_APPLY_AT_ONCE)]
+        await apply_host_settings(services, hostnames)
+    # (a larger tenant: its domains count as changed; the next sweep of every process applies it)
     return t
+
+
+#: A tenant with at most this many domains gets its new origin applied by this process at once.
+_APPLY_AT_ONCE = 5000
 
 
 async def patch_tenant(request: web.Request) -> web.Response:
