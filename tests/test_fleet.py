@@ -326,3 +326,32 @@ def test_batch_with_a_tenant_token(edge):
     st, d = call(edge, "GET", "/v1/domains/t3.tenant-batch.example.com", token=t["token"])
     assert st == 200 and d["tenant"] == "fleet-c" and d["status"] == "pending_ownership"  # same rules as one add
     assert "domain" not in str(body["results"][-1]["error"])  # another tenant's domain is not shown
+
+
+def test_cli_import_carries_the_settings_and_export_shows_them(edge):
+    jl = "\n".join(json.dumps(x) for x in [
+        {"hostname": "s1.settings.example.com", "tenant": "sets", "origin": "https://o1.example:8443/app/",
+         "metadata": {"plan": "gold"}, "min_tls_version": "1.3", "http2": False, "validation": "auto"},
+        {"hostname": "s2.settings.example.com", "tenant": "sets", "origin": "gopher://o.example"}]) + "\n"
+    r = cli(edge, "domains", "import", "-", "--json", stdin=jl)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and (doc["added"], doc["refused"]) == (1, 1), r.stdout
+    assert doc["refused_items"][0]["code"] == "invalid_origin" and doc["refused_items"][0]["line"] == 2
+    csv_text = ('hostname,tenant,origin,metadata,min_tls_version,http2\n'
+                's3.settings.example.com,sets,http://10.0.0.8:8080,"{""plan"": ""free"", ""team"": ""a,b""}",'
+                '1.2,true\n')
+    r = cli(edge, "domains", "import", "-", stdin=csv_text)
+    assert r.returncode == 0 and "added: 1" in r.stdout, r.stdout + r.stderr
+    st, d = call(edge, "GET", "/v1/domains/s1.settings.example.com")
+    assert (d["origin"], d["metadata"], d["min_tls_version"], d["http2"]) == (
+        "https://o1.example:8443/app", {"plan": "gold"}, "1.3", False)
+    st, d = call(edge, "GET", "/v1/domains/s3.settings.example.com")
+    assert (d["origin"], d["metadata"], d["min_tls_version"], d["http2"]) == (
+        "http://10.0.0.8:8080", {"plan": "free", "team": "a,b"}, "1.2", True)
+    r = cli(edge, "domains", "export", "--format", "csv", "--tenant", "sets")
+    import csv
+    rows = {x["hostname"]: x for x in csv.DictReader(r.stdout.splitlines())}
+    assert json.loads(rows["s3.settings.example.com"]["metadata"]) == {"plan": "free", "team": "a,b"}
+    assert rows["s1.settings.example.com"]["http2"] == "false" and rows["s3.settings.example.com"]["http2"] == "true"
+    r = cli(edge, "domains", "show", "s3.settings.example.com")
+    assert "settings: origin=http://10.0.0.8:8080, min_tls_version=1.2, http2=True, metadata.plan=free" in r.stdout
