@@ -145,8 +145,9 @@ class Storage(Protocol):
         ...
 
     def host_settings_rows(self, hostnames: Sequence[str] | None = None) -> list[tuple]:
-        """(hostname, origin, min_tls_version, http2) of every (or the named) domain with a per-hostname setting
-        (``origin``: the domain's, else its tenant's), for the edge's routing table. Blocking."""
+        """(hostname, origin, min_tls_version, http2, origin_public_only) of every (or the named) domain with a
+        per-hostname setting (``origin``: the domain's, else its tenant's), for the edge's routing table.
+        Blocking."""
         ...
 
     # rate-limit ledger

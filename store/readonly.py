@@ -99,24 +99,27 @@ class EdgeStore:
                 yield from part
 
     # -- per-hostname settings (origin, min_tls_version, http2): the edge's routing table ------------------------
-    _SETTINGS = ("SELECT d.hostname, COALESCE(d.origin, t.origin), d.min_tls_version, d.http2 FROM domains d "
+    _SETTINGS = ("SELECT d.hostname, COALESCE(d.origin, t.origin), d.min_tls_version, d.http2, "
+                 "d.origin_public_only FROM domains d "
                  "JOIN tenants t ON t.id = d.tenant_id WHERE (d.origin IS NOT NULL OR t.origin IS NOT NULL OR "
                  "d.min_tls_version IS NOT NULL OR d.http2 IS NOT NULL)")
 
     def host_settings_rows(self, hostnames: Iterable[str] | None = None) -> list[tuple]:
-        """(hostname, origin, min_tls_version, http2) of every (or the named) domain with a per-hostname setting;
+        """(hostname, origin, min_tls_version, http2, origin_public_only) of every (or the named) domain with a
+        per-hostname setting;
         ``origin`` is the domain's, else its tenant's (see ``edge.tls_edge.index.load_host_settings``)."""
         names = None if hostnames is None else list(hostnames)
         if self._sqlite is not None:
             conn = self._connect_sqlite()
             try:
                 if names is None:
-                    return [(h, o, v, None if h2 is None else bool(h2))
-                            for h, o, v, h2 in conn.execute(self._SETTINGS)]
+                    return [(h, o, v, None if h2 is None else bool(h2), None if p is None else bool(p))
+                            for h, o, v, h2, p in conn.execute(self._SETTINGS)]
                 out = []
                 for i in range(0, len(names), 500):
                     chunk = names[i:i + 500]
-                    out += [(h, o, v, None if h2 is None else bool(h2)) for h, o, v, h2 in conn.execute(
+                    out += [(h, o, v, None if h2 is None else bool(h2), None if p is None else bool(p))
+                            for h, o, v, h2, p in conn.execute(
                         self._SETTINGS + " AND d.hostname IN (%s)" % ",".join("?" * len(chunk)), chunk)]
                 return out
             finally:

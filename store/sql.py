@@ -443,11 +443,13 @@ class SQLStorage:
             return conn.execute(q).all()
 
     def host_settings_rows(self, hostnames: Sequence[str] | None = None) -> list[tuple]:
-        """(hostname, origin, min_tls_version, http2) of every domain (or of ``hostnames``) with a per-hostname
-        setting; ``origin`` is the domain's, else its tenant's. Blocking: call it from a worker thread."""
+        """(hostname, origin, min_tls_version, http2, origin_public_only) of every domain (or of ``hostnames``) with a
+        per-hostname setting; ``origin`` is the domain's, else its tenant's. Blocking: call it from a worker
+        thread."""
         from sqlalchemy import select as sa_select
         d, t = Domain.__table__, Tenant.__table__
-        q = (sa_select(d.c.hostname, func.coalesce(d.c.origin, t.c.origin), d.c.min_tls_version, d.c.http2)
+        q = (sa_select(d.c.hostname, func.coalesce(d.c.origin, t.c.origin), d.c.min_tls_version, d.c.http2,
+                       d.c.origin_public_only)
              .select_from(d.join(t, t.c.id == d.c.tenant_id))
              .where(or_(d.c.origin.is_not(None), t.c.origin.is_not(None), d.c.min_tls_version.is_not(None),
                         d.c.http2.is_not(None))))

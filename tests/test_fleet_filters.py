@@ -95,14 +95,16 @@ def test_host_settings_rows_and_the_routing_table(database_url):
             await st.add_domain("inherits.rt.test", t.id, http2=False)
             await st.add_domain("*.wild.rt.test", other.id, origin="http://10.0.0.9:8080")
             await st.add_domain("plain.rt.test", other.id)
+            await st.add_domain("tenant-set.rt.test", other.id, origin="https://t.example", origin_public_only=True)
         asyncio.run(run())
-        want = {("own.rt.test", "https://own.example", "1.3", None), ("inherits.rt.test", None, None, False),
-                ("*.wild.rt.test", "http://10.0.0.9:8080", None, None)}
+        want = {("own.rt.test", "https://own.example", "1.3", None, None), ("inherits.rt.test", None, None, False, None),
+                ("*.wild.rt.test", "http://10.0.0.9:8080", None, None, None),
+                ("tenant-set.rt.test", "https://t.example", None, None, True)}
         assert set(st.host_settings_rows()) == want
         assert set(ro.host_settings_rows()) == want  # the edge workers' lean loader reads the same
         asyncio.run(st.set_tenant_origin("rt", "https://tenant.example"))
-        want2 = {("own.rt.test", "https://own.example", "1.3", None),  # its own origin wins
-                 ("inherits.rt.test", "https://tenant.example", None, False)}
+        want2 = {("own.rt.test", "https://own.example", "1.3", None, None),  # its own origin wins
+                 ("inherits.rt.test", "https://tenant.example", None, False, None)}
         assert set(ro.host_settings_rows(["own.rt.test", "inherits.rt.test", "plain.rt.test"])) == want2
         assert set(st.host_settings_rows(["own.rt.test", "inherits.rt.test", "plain.rt.test"])) == want2
         # the table in memory: exact name, then the wildcard one label up for a name with no domain of its own
@@ -112,6 +114,7 @@ def test_host_settings_rows_and_the_routing_table(database_url):
         assert look("own.rt.test") == HostSettings("https://own.example", "1.3", None)
         assert look("inherits.rt.test") == HostSettings("https://tenant.example", None, False)
         assert look("x.wild.rt.test").origin == "http://10.0.0.9:8080"
+        assert look("tenant-set.rt.test").origin_public_only and not look("own.rt.test").origin_public_only
         assert look("plain.wild.rt.test") is None  # a domain of its own: not the wildcard's settings
         assert look("plain.rt.test") is None
         asyncio.run(st.update_domain("own.rt.test", origin=None, min_tls_version=None))

@@ -197,6 +197,42 @@ def test_a_tenant_cannot_point_the_edge_at_an_internal_address(tmp_path, pebble,
         edge.stop()
 
 
+@pytest.mark.slow
+def test_a_tenant_origin_that_later_points_inside_is_not_connected(tmp_path, pebble, dns, origins):
+    """DNS rebinding: the name a tenant set resolved to a public address when it was checked (the service's
+    resolver), and to loopback when the edge connects (the system's: /etc/hosts). The edge resolves again at
+    connect time and refuses; the same origin set by the operator is used."""
+    a, _ = origins
+    edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns).start()
+    try:
+        st, t = edge.call("POST", "/v1/tenants", {"name": "rebind"})
+        edge.add_domain("rb.perhost.test", tenant="rebind")
+        edge.wait_status("rb.perhost.test", "active", timeout=60)
+        dns.add_a("localhost", ["93.184.216.34"])  # what the service's resolver says when the tenant sets it
+        origin = f"http://localhost:{a.port}"
+        st, d = edge.call("PATCH", "/v1/domains/rb.perhost.test", {"origin": origin}, token=t["token"])
+        assert st == 200 and d["origin"] == origin, d
+        n = len(a.seen)
+        assert fetch(edge.https_port, "rb.perhost.test", "/rebound", pebble.roots_file) == 502
+        assert len(a.seen) == n  # nothing reached the loopback origin
+        assert "resolves to no public address" in edge.log_text()
+        st, d = edge.call("PATCH", "/v1/domains/rb.perhost.test", {"origin": origin})  # the operator: any address
+        assert st == 200
+        edge.wait_for(lambda: reaches(edge, "rb.perhost.test", a, pebble.roots_file), timeout=10,
+                      what="operator-set loopback origin")
+    finally:
+        edge.stop()
+
+
+def test_public_address_rule():
+    from edge.tls_edge.upstream import public_address
+    for a in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34"):
+        assert public_address(a), a
+    for a in ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+              "::1", "fe80::1%eth0", "fd00::1", "::ffff:127.0.0.1", "224.0.0.1", "ff02::1", "not an address"):
+        assert not public_address(a), a
+
+
 def test_origin_pools_are_one_per_origin_and_bounded():
     from edge.tls_edge.upstream import OriginPools
 
@@ -209,7 +245,7 @@ def test_origin_pools_are_one_per_origin_and_bounded():
         assert (p2.host, p2.port, p2.prefix, p2.ssl is not None) == ("origin.example", 443, b"/prefix", True)
         pools.get("http://127.0.0.1:10")  # p1 used last: p2 is the least recently used
         pools.get("http://127.0.0.1:11")
-        assert list(pools.pools) == ["http://127.0.0.1:10", "http://127.0.0.1:11"] and p2.retired
+        assert [k for k, _ in pools.pools] == ["http://127.0.0.1:10", "http://127.0.0.1:11"] and p2.retired
         assert pools.get("gopher://x") is pools.default  # never accepted by the API; logged, not fatal
         pools.close()
         assert p1.retired and not pools.pools

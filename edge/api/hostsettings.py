@@ -125,6 +125,8 @@ async def settings_fields(body: dict, *, tenant_caller: bool, resolver=None) -> 
         v = body["origin"]
         out["origin"] = None if v in (None, "") else await check_origin(v, tenant_caller=tenant_caller,
                                                                           resolver=resolver)
+        # Set by a tenant: the edge connects to it at public addresses only (its DNS may change later).
+        out["origin_public_only"] = (True if tenant_caller else None) if out["origin"] else None
     if "min_tls_version" in body:
         v = body["min_tls_version"]
         if isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -480,7 +480,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
             if len(name) == 4 and name.lower() == b"host":
                 host = routing.host_of(value)
                 break
-        pool = srv.origins.get(routing.origin_for(host, srv.index.host_settings))  # per-hostname origin (issue 17)
+        pool = srv.origins.for_host(host, srv.index.host_settings)  # per-hostname origin (issue 17), memory only
         page = routing.decide(self.sni, host, srv.index.lookup, has_origin=pool is not None,
                               placeholder_text=srv.placeholder)
         if page is not None:

@@ -160,12 +160,15 @@ class HostSettings(NamedTuple):
     origin: str | None = None
     min_tls_version: str | None = None
     http2: bool | None = None
+    origin_public_only: bool = False  # the origin was set by a tenant: connect to public addresses only
 
 
 def load_host_settings(index: "SniIndex", rows: Iterable[tuple], *, hostnames: Iterable[str] | None = None) -> int:
-    """Put store rows (hostname, origin, min_tls_version, http2) into ``index.routes``; names without a row (all
-    of them, or those of ``hostnames``) lose their settings. Returns how many names have settings now."""
-    fresh = {h: HostSettings(o or None, v or None, None if h2 is None else bool(h2)) for h, o, v, h2 in rows}
+    """Put store rows (hostname, origin, min_tls_version, http2, origin_public_only) into ``index.routes``; names
+    without a row (all of them, or those of ``hostnames``) lose their settings. Returns how many names have
+    settings now."""
+    fresh = {h: HostSettings(o or None, v or None, None if h2 is None else bool(h2), bool(p))
+             for h, o, v, h2, p in rows}
     routes = index.routes
     if hostnames is None:
         index.routes = fresh  # one assignment: readers see the old table or the new one

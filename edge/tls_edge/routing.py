@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Callable
 
-__all__ = ["Page", "decide", "host_of", "origin_for", "page_html", "response", "http_date", "misdirected", "not_served",
+__all__ = ["Page", "decide", "host_of", "page_html", "response", "http_date", "misdirected", "not_served",
            "placeholder", "REASONS", "NO_SNI", "BAD_GATEWAY", "BAD_REQUEST", "BAD_TARGET", "NO_CONNECT", "BAD_UPGRADE"]
 
 REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 400: "Bad Request", 404: "Not Found",
@@ -92,13 +92,6 @@ def decide(sni: str | None, host: str, lookup: Callable[[str], object | None], *
     if not has_origin:
         return placeholder(sni, placeholder_text)
     return None
-
-
-def origin_for(host: str, settings: Callable[[str], object | None]) -> str | None:
-    """The per-hostname origin URL of ``host`` (the domain's, else its tenant's), or None: the global upstream.
-    ``settings`` is the SNI index's ``host_settings`` (memory only). Issue 17."""
-    s = settings(host)
-    return getattr(s, "origin", None) if s is not None else None
 
 
 def host_of(raw: bytes) -> str:
