@@ -28,8 +28,10 @@ commands:
                                    probe any TLS endpoint and name what is wrong
   triage [TEXT | -] [--hostname H] [--json]
                                    classify a pasted browser / curl / openssl / client error
-  domains add|list|import|export|show|remove|renew|events ...   manage tenant domains through the API
-  tenants add|list|token ...       manage tenants and their API tokens through the API
+  domains add|list|import|export|set|show|remove|renew|events ...
+                                   manage tenant domains through the API
+  tenants add|list|token|set ...   manage tenants and their API tokens through the API
+  completion bash|zsh              print a shell completion script (eval "$(edgecert completion bash)")
   version                          print the version
 
 Run 'edgecert <command> --help' for a command's options.
@@ -99,9 +101,17 @@ def _setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgecert serve", description="Run edgecert: the API, the plain-HTTP listener "
+                                "(ACME HTTP-01 + redirect), the TLS edge and the scheduler, in one process. Every "
+                                "setting comes from --config or an EDGECERT_* variable (see docs/configuration.md); "
+                                "a setting it cannot use exits 2 naming it.")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (EDGECERT_* variables win)")
+    return p
+
+
 def cmd_serve(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgecert serve", description="Run edgecert (all listeners, one process).")
-    p.add_argument("--config", help="TOML settings file (EDGECERT_* variables win)")
+    p = serve_parser()
     args = p.parse_args(argv)
     import warnings
 
@@ -228,53 +238,139 @@ def _show_domain(d: dict) -> str:
         lines.append(f"  next renewal: {d['next_renewal_at']}")
     if d.get("retry_at"):
         lines.append(f"  next attempt: {d['retry_at']}")
+    settings = [f"{k}={d[k]}" for k in ("origin", "min_tls_version", "http2") if d.get(k) is not None]
+    settings += [f"metadata.{k}={v}" for k, v in sorted((d.get("metadata") or {}).items())]
+    if settings:
+        lines.append(f"  settings: {', '.join(settings)}")
     return "\n".join(lines)
 
 
-def cmd_domains(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgecert domains")
-    sub = p.add_subparsers(dest="action", required=True)
-    a = sub.add_parser("add", help="onboard a domain")
-    a.add_argument("hostname")
-    a.add_argument("--tenant", help="tenant name (operator token)")
+#: Offered by the shell completion for --status (the API checks the value: a 422 names the accepted ones).
+STATUS_WORDS = ("pending_ownership", "pending_dns", "pending_issuance", "issuing", "rate_limited", "active", "failed",
+             "expired")
+
+
+def _settings_args(p: argparse.ArgumentParser, *, patch: bool) -> None:
+    """The per-hostname settings options (``domains add`` and ``domains set``)."""
+    p.add_argument("--origin", metavar="URL", help="upstream URL the edge proxies this name to (http or https; "
+                   "default: the tenant's origin, else EDGECERT_UPSTREAM)" + ("; '' resets it" if patch else ""))
+    p.add_argument("--min-tls-version", choices=("1.2", "1.3", "") if patch else ("1.2", "1.3"),
+                   help="lowest TLS version the edge accepts for this name" + ("; '' resets it" if patch else ""))
+    p.add_argument("--metadata", action="append", metavar="KEY=VALUE",
+                   help="your own key/value metadata (repeat for several; at most 32 keys, key <= 64 and value <= "
+                   "512 characters, 8 KiB in all)" + ("; replaces the whole object, --metadata '' clears it"
+                                                      if patch else ""))
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--http2", dest="http2", action="store_true", default=None, help="offer HTTP/2 for this name")
+    g.add_argument("--no-http2", dest="http2", action="store_false", help="do not offer HTTP/2 for this name")
+
+
+def _settings_body(args, p: argparse.ArgumentParser) -> dict:
+    body: dict = {}
+    if args.origin is not None:
+        body["origin"] = args.origin or None
+    if args.min_tls_version is not None:
+        body["min_tls_version"] = args.min_tls_version or None
+    if args.metadata is not None:
+        md: dict = {}
+        for item in args.metadata:
+            if item == "":
+                continue
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                p.error(f"--metadata takes KEY=VALUE, not {item!r}")
+            md[k] = v
+        body["metadata"] = md
+    if args.http2 is not None:
+        body["http2"] = args.http2
+    return body
+
+
+def domains_parser() -> argparse.ArgumentParser:
+    """The ``edgecert domains`` parser (also the source of the shell completion)."""
+    p = argparse.ArgumentParser(prog="edgecert domains", description="Manage tenant domains through the API "
+                                "($EDGECERT_API_URL, token $EDGECERT_ADMIN_TOKEN or $EDGECERT_TOKEN).")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = sub.add_parser("add", help="onboard a domain (issue and serve a certificate for it)",
+                       description="Onboard HOSTNAME: it is checked, stored and worked on at once (DNS check, "
+                       "certificate order, served by the edge). Prints the DNS record(s) the tenant must create.")
+    a.add_argument("hostname", help="the tenant's name, e.g. shop.example.com")
+    a.add_argument("--tenant", help="tenant name (required with the operator token; created if new)")
+    _settings_args(a, patch=False)
     a.add_argument("--wait", action="store_true", help="show progress until active or failed")
-    a.add_argument("--timeout", type=float, default=600)
+    a.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds --wait waits (default 600)")
     _api_args(a)
     ls = sub.add_parser("list", help="list domains, in natural order (first page; --all for every one)",
                         description="List domains in natural hostname order. Without --all the first page is "
-                        "shown and stderr says how many more there are; nothing is cut off silently.")
-    ls.add_argument("--status", help="only this status (pending_dns, active, failed, ...)")
+                        "shown and stderr says how many more there are; nothing is cut off silently. Filters "
+                        "combine (AND).")
+    ls.add_argument("--status", help="only this status (pending_dns, active, failed, ...)"
+                    ).completion_values = STATUS_WORDS  # type: ignore[attr-defined]
     ls.add_argument("--tenant", help="only this tenant's domains")
     ls.add_argument("-q", "--search", help="only hostnames containing this text")
     ls.add_argument("--prefix", help="only hostnames starting with this text")
+    ls.add_argument("--issuer", help="only names whose certificate comes from this CA (its ACME directory URL, or "
+                    "a part of the issuer name, e.g. 'Let's Encrypt')")
+    ls.add_argument("--expiring-before", metavar="DATE|DAYS", help="only names whose certificate ends before this "
+                    "ISO date/time, or within this many days (30 or 30d)")
+    ls.add_argument("--probe", choices=("failing", "ok", "unknown"), help="by the last self-check: failing (e.g. "
+                    "active while visitors get an error), ok, or unknown (not probed yet)")
+    ls.add_argument("--metadata", metavar="KEY=VALUE", help="only names whose metadata has KEY set to VALUE")
     ls.add_argument("--all", action="store_true", help="walk every page")
     ls.add_argument("--limit", type=int, help="page size, 1-1000 (default 100; 1000 with --all)")
     _api_args(ls)
     im = sub.add_parser("import", help="add many domains from JSON lines or CSV (idempotent, resumable)",
                         description="Import domains from FILE ('-' = stdin): JSON lines ({\"hostname\", "
                         "\"tenant\", ...} per line) or CSV with a header line (hostname,tenant,validation,origin,"
-                        "metadata). Sent in batches of 500; re-running is harmless (names already there are "
-                        "reported so). Exit 0: nothing refused; 1: some refused (listed with reasons); "
-                        "2: the file cannot be read (the line is named).")
-    im.add_argument("file")
+                        "metadata,min_tls_version,http2; metadata as a JSON object). Sent in batches of 500; "
+                        "re-running is harmless (names already there are reported so). Exit 0: nothing refused; "
+                        "1: some refused (listed with reasons); 2: the file cannot be read (the line is named).")
+    im.add_argument("file", help="the file to read, or - for standard input")
     _api_args(im)
-    ex = sub.add_parser("export", help="write every domain as JSON lines or CSV (import reads it back)")
-    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    ex.add_argument("--status")
-    ex.add_argument("--tenant")
+    ex = sub.add_parser("export", help="write every domain as JSON lines or CSV (import reads it back)",
+                        description="Write every domain (or those matching --status / --tenant) to stdout: "
+                        "hostname, tenant, status, certificate expiry and the per-hostname settings (origin, "
+                        "min_tls_version, http2, metadata). 'edgecert domains import' reads it back.")
+    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
+    ex.add_argument("--status", help="only this status (pending_dns, active, failed, ...)"
+                    ).completion_values = STATUS_WORDS  # type: ignore[attr-defined]
+    ex.add_argument("--tenant", help="only this tenant's domains")
     _api_args(ex)
-    for name in ("show", "remove", "renew", "events"):
-        x = sub.add_parser(name)
-        x.add_argument("hostname")
+    st = sub.add_parser("set", help="change a domain's settings (origin, min TLS version, metadata, HTTP/2)",
+                        description="Change HOSTNAME's per-hostname settings (PATCH /v1/domains/HOSTNAME); the "
+                        "edge applies them within its refresh interval, without a restart. Options not given "
+                        "stay as they are.")
+    st.add_argument("hostname", help="the domain to change")
+    _settings_args(st, patch=True)
+    _api_args(st)
+    for name, short, desc in (
+            ("show", "show a domain: status, DNS records to create, certificate, settings",
+             "Show HOSTNAME as the API sees it: its status and last problem, the DNS records the tenant must "
+             "create, the certificate served, the next renewal and the per-hostname settings."),
+            ("remove", "remove a domain (stop serving and renewing it; --revoke also revokes its certificate)",
+             "Remove HOSTNAME and clean up: the edge stops serving it, renewals stop, its certificate files and "
+             "exports are removed, the reload hook runs, an open order's authorizations are deactivated at the "
+             "CA; with --revoke its certificate is revoked too. Exit 1 when a cleanup step failed (listed)."),
+            ("renew", "renew a domain's certificate now",
+             "Queue a renewal of HOSTNAME's certificate now (a tenant token may do so once a day)."),
+            ("events", "print a domain's event log (oldest first)",
+             "Print HOSTNAME's event log: added, DNS checks, orders, swaps, probes, errors.")):
+        x = sub.add_parser(name, help=short, description=desc)
+        x.add_argument("hostname", help="the domain, e.g. shop.example.com")
         if name == "remove":
             x.add_argument("--revoke", action="store_true",
                            help="also revoke its certificate at the CA (reason cessationOfOperation)")
         _api_args(x)
+    return p
+
+
+def cmd_domains(argv: list[str]) -> int:
+    p = domains_parser()
     args = p.parse_args(argv)
     api = _client(args)
     q = urllib.parse.quote
     if args.action == "add":
-        body = {"hostname": args.hostname}
+        body = {"hostname": args.hostname, **_settings_body(args, p)}
         if args.tenant:
             body["tenant"] = args.tenant
         st, d = api.call("POST", "/v1/domains", body)
@@ -293,11 +389,22 @@ def cmd_domains(argv: list[str]) -> int:
         if args.limit is not None and not 1 <= args.limit <= 1000:
             p.error("--limit must be from 1 to 1000")
         return fleet.list_command(api, status=args.status, tenant=args.tenant, search=args.search,
-                                  prefix=args.prefix, every=args.all, limit=args.limit, as_json=args.json)
+                                  prefix=args.prefix, every=args.all, limit=args.limit, as_json=args.json,
+                                  issuer=args.issuer, expiring_before=args.expiring_before, probe=args.probe,
+                                  metadata=args.metadata)
     if args.action == "import":
         return fleet.import_command(api, args.file, as_json=args.json)
     if args.action == "export":
         return fleet.export_command(api, fmt=args.format, status=args.status, tenant=args.tenant)
+    if args.action == "set":
+        body = _settings_body(args, p)
+        if not body:
+            p.error("set needs at least one of --origin, --min-tls-version, --metadata, --http2/--no-http2")
+        st, d = api.call("PATCH", f"/v1/domains/{q(args.hostname)}", body)
+        if st != 200:
+            return _fail(st, d)
+        print(json.dumps(d, indent=2) if args.json else _show_domain(d))
+        return 0
     if args.action == "show":
         st, d = api.call("GET", f"/v1/domains/{q(args.hostname)}")
         if st != 200:
@@ -367,22 +474,42 @@ def _wait(api: ApiClient, hostname: str, timeout: float, as_json: bool) -> int:
         time.sleep(1)
 
 
-def cmd_tenants(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgecert tenants")
-    sub = p.add_subparsers(dest="action", required=True)
-    a = sub.add_parser("add", help="create a tenant and print its API token (shown once)")
-    a.add_argument("name")
+def tenants_parser() -> argparse.ArgumentParser:
+    """The ``edgecert tenants`` parser (also the source of the shell completion)."""
+    p = argparse.ArgumentParser(prog="edgecert tenants", description="Manage tenants and their API tokens through "
+                                "the API (operator token: $EDGECERT_ADMIN_TOKEN).")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = sub.add_parser("add", help="create a tenant and print its API token (shown once)",
+                       description="Create tenant NAME (or give an existing one a new token) and print the token; "
+                       "it is shown once: hand it to the tenant.")
+    a.add_argument("name", help="tenant name: letters, digits, '-', '_', '.'")
+    a.add_argument("--origin", metavar="URL", help="default upstream URL of the tenant's domains (a domain's own "
+                   "origin wins; default EDGECERT_UPSTREAM)")
     _api_args(a)
-    ls = sub.add_parser("list")
+    ls = sub.add_parser("list", help="list tenants", description="List every tenant, its origin and creation time.")
     _api_args(ls)
-    t = sub.add_parser("token", help="rotate (default) or revoke a tenant's token")
-    t.add_argument("name")
-    t.add_argument("--revoke", action="store_true")
+    t = sub.add_parser("token", help="rotate (default) or revoke a tenant's token",
+                       description="Give tenant NAME a new token (the old ones are revoked), or with --revoke only "
+                       "revoke its tokens.")
+    t.add_argument("name", help="the tenant")
+    t.add_argument("--revoke", action="store_true", help="revoke the tenant's tokens without issuing a new one")
     _api_args(t)
+    o = sub.add_parser("set", help="change a tenant's default origin",
+                       description="Set tenant NAME's default origin (PATCH /v1/tenants/NAME); '' goes back to "
+                       "EDGECERT_UPSTREAM. The edge applies it within its refresh interval.")
+    o.add_argument("name", help="the tenant")
+    o.add_argument("--origin", metavar="URL", required=True, help="upstream URL ('' for the global one)")
+    _api_args(o)
+    return p
+
+
+def cmd_tenants(argv: list[str]) -> int:
+    p = tenants_parser()
     args = p.parse_args(argv)
     api = _client(args)
     if args.action == "add":
-        st, d = api.call("POST", "/v1/tenants", {"name": args.name})
+        st, d = api.call("POST", "/v1/tenants", {"name": args.name,
+                                                 **({"origin": args.origin} if args.origin else {})})
         if st not in (200, 201):
             return _fail(st, d)
         print(json.dumps(d, indent=2) if args.json else f"tenant {d['name']}\ntoken {d['token']}\n"
@@ -393,9 +520,17 @@ def cmd_tenants(argv: list[str]) -> int:
         if st != 200:
             return _fail(st, d)
         print(json.dumps(d, indent=2) if args.json else _table(d["tenants"], [("name", "NAME"),
+                                                                            ("origin", "ORIGIN"),
                                                                             ("created_at", "CREATED")]))
         return 0
     q = urllib.parse.quote(args.name)
+    if args.action == "set":
+        st, d = api.call("PATCH", f"/v1/tenants/{q}", {"origin": args.origin or None})
+        if st != 200:
+            return _fail(st, d)
+        print(json.dumps(d, indent=2) if args.json else f"tenant {d['name']}: origin "
+              f"{d['origin'] or '(global EDGECERT_UPSTREAM)'}")
+        return 0
     if args.revoke:
         st, d = api.call("DELETE", f"/v1/tenants/{q}/tokens")
     else:
@@ -441,6 +576,9 @@ def _main(argv: list[str] | None) -> int:
         return cmd_domains(rest)
     if cmd == "tenants":
         return cmd_tenants(rest)
+    if cmd == "completion":
+        from edge.completion import completion_main
+        return completion_main(rest)
     if cmd in ("version", "--version"):
         print(f"edgecert {__version__}")
         return 0

@@ -20,9 +20,10 @@ __all__ = ["BATCH", "FIELDS", "BadFile", "list_command", "import_command", "expo
 #: Items per ``POST /v1/domains/batch`` (the API's maximum).
 BATCH = 500
 #: The fields a domain line may carry (others, e.g. ``status`` from an export, are ignored).
-FIELDS = ("hostname", "tenant", "validation", "origin", "metadata", "key_type")
-#: Columns of ``export``.
-EXPORT_COLUMNS = ("hostname", "tenant", "status", "expires")
+FIELDS = ("hostname", "tenant", "validation", "origin", "metadata", "min_tls_version", "http2", "key_type")
+#: Columns of ``export`` (``metadata`` as a JSON object in CSV).
+EXPORT_COLUMNS = ("hostname", "tenant", "status", "expires", "validation", "origin", "min_tls_version", "http2",
+                  "metadata")
 
 
 class Api(Protocol):
@@ -71,8 +72,10 @@ def _row(d: dict) -> dict:
 
 def list_command(api: Api, *, status: str | None, tenant: str | None, search: str | None, prefix: str | None,
                  every: bool, limit: int | None, as_json: bool, out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr) -> int:
-    params = {"status": status, "tenant": tenant, "q": search, "prefix": prefix}
+                 err: TextIO = sys.stderr, issuer: str | None = None, expiring_before: str | None = None,
+                 probe: str | None = None, metadata: str | None = None) -> int:
+    params = {"status": status, "tenant": tenant, "q": search, "prefix": prefix, "issuer": issuer,
+              "expiring_before": expiring_before, "probe": probe, "metadata": metadata}
     page_size = limit or (1000 if every else 100)
     domains: list[dict] = []
     total, more = 0, None
@@ -132,6 +135,8 @@ def read_items(text: str) -> list[tuple[int, dict]]:
                     rec["metadata"] = json.loads(rec["metadata"])
                 except json.JSONDecodeError:
                     pass  # sent as is: the API says what is wrong with it
+            if rec.get("http2", "").lower() in ("true", "false"):
+                rec["http2"] = rec["http2"].lower() == "true"
             items.append((n, rec))
     except csv.Error as e:
         raise BadFile(reader.line_num, f"not valid CSV ({e})") from None
@@ -192,9 +197,12 @@ def export_command(api: Api, *, fmt: str, status: str | None, tenant: str | None
     for page in _pages(api, {"status": status, "tenant": tenant}, 1000, True):
         for d in page["domains"]:
             rec = {"hostname": d["hostname"], "tenant": d.get("tenant"), "status": d.get("status"),
-                   "expires": (d.get("certificate") or {}).get("not_after")}
+                   "expires": (d.get("certificate") or {}).get("not_after"), "validation": d.get("validation"),
+                   "origin": d.get("origin"), "min_tls_version": d.get("min_tls_version"), "http2": d.get("http2"),
+                   "metadata": d.get("metadata") or None}
             if writer is not None:
-                writer.writerow([rec[c] or "" for c in EXPORT_COLUMNS])
+                writer.writerow(["" if rec[c] is None else json.dumps(rec[c], sort_keys=True) if c == "metadata"
+                                 else str(rec[c]).lower() if c == "http2" else rec[c] for c in EXPORT_COLUMNS])
             else:
                 out.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
     return 0

@@ -311,6 +311,9 @@ class Settings:
     # order (last_error_code caa_forbidden) until the record is fixed (docs/caa.md).
     caa_check: bool = True
     # -- per-hostname settings and fleet tooling -------------------------------------------------------------
+    # Upstream pools the edge keeps at most for per-hostname / per-tenant origins (one keep-alive pool per origin
+    # URL; the least recently used beyond this is closed). The global EDGECERT_UPSTREAM pool is not counted.
+    edge_max_origin_pools: int = _s(256, _at_least(1))
     # -- HTTP/2 and the data plane ---------------------------------------------------------------------------
     # -- renewal planning and removal ------------------------------------------------------------------------
     # Renew when less than this many seconds of the certificate are left (e.g. 2592000: "under 30 days"), instead of

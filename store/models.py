@@ -112,6 +112,8 @@ class Domain(SQLModel, table=True):
     # Per-hostname settings (None: the tenant's, else the global one): upstream URL, lowest TLS version served
     # (``1.2`` | ``1.3``), HTTP/2 offered, and the operator's own key/value metadata (a JSON object).
     origin: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    # ``origin`` was set with a tenant token: the edge connects to it only at public addresses (DNS rebinding).
+    origin_public_only: Optional[bool] = None
     min_tls_version: Optional[str] = Field(default=None, max_length=8)
     http2: Optional[bool] = None
     custom_metadata: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -3,8 +3,8 @@
 The edge's start-up load and its worker processes read through this module: it imports neither the ORM (sqlmodel)
 nor alembic, and SQLite goes through the standard library's ``sqlite3`` (importing SQLAlchemy costs ~0.2 s and
 ~15 MB, a tenth of the 2 s / 250 MB budget of an edge worker at 100k names); other databases through SQLAlchemy Core.
-The full service owns the schema (:mod:`store.database` migrates it); this module only reads the ``domains`` and
-``certificates`` tables. The key box comes from :func:`store.crypto.load_keybox` (``store``'s ``__init__`` is lazy, so
+The full service owns the schema (:mod:`store.database` migrates it); this module only reads the ``domains``,
+``certificates`` and (for the per-hostname origin) ``tenants`` tables. The key box comes from :func:`store.crypto.load_keybox` (``store``'s ``__init__`` is lazy, so
 importing it does not pull in the ORM either).
 """
 
@@ -97,6 +97,45 @@ class EdgeStore:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
             for part in result.partitions(batch):
                 yield from part
+
+    # -- per-hostname settings (origin, min_tls_version, http2): the edge's routing table ------------------------
+    _SETTINGS = ("SELECT d.hostname, COALESCE(d.origin, t.origin), d.min_tls_version, d.http2, "
+                 "d.origin_public_only FROM domains d "
+                 "JOIN tenants t ON t.id = d.tenant_id WHERE (d.origin IS NOT NULL OR t.origin IS NOT NULL OR "
+                 "d.min_tls_version IS NOT NULL OR d.http2 IS NOT NULL)")
+
+    def host_settings_rows(self, hostnames: Iterable[str] | None = None) -> list[tuple]:
+        """(hostname, origin, min_tls_version, http2, origin_public_only) of every (or the named) domain with a
+        per-hostname setting;
+        ``origin`` is the domain's, else its tenant's (see ``edge.tls_edge.index.load_host_settings``)."""
+        names = None if hostnames is None else list(hostnames)
+        if self._sqlite is not None:
+            conn = self._connect_sqlite()
+            try:
+                if names is None:
+                    return [(h, o, v, None if h2 is None else bool(h2), None if p is None else bool(p))
+                            for h, o, v, h2, p in conn.execute(self._SETTINGS)]
+                out = []
+                for i in range(0, len(names), 500):
+                    chunk = names[i:i + 500]
+                    out += [(h, o, v, None if h2 is None else bool(h2), None if p is None else bool(p))
+                            for h, o, v, h2, p in conn.execute(
+                        self._SETTINGS + " AND d.hostname IN (%s)" % ",".join("?" * len(chunk)), chunk)]
+                return out
+            finally:
+                conn.close()
+        from sqlalchemy import text
+        with self.engine.connect() as conn:  # type: ignore[union-attr]
+            if names is None:
+                return [tuple(r) for r in conn.execute(text(self._SETTINGS))]
+            out = []
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                params = {f"h{j}": h for j, h in enumerate(chunk)}
+                out += [tuple(r) for r in conn.execute(text(
+                    self._SETTINGS + " AND d.hostname IN (%s)" % ",".join(f":h{j}" for j in range(len(chunk)))),
+                    params)]
+            return out
 
     def changed_since(self, since: dt.datetime) -> list[str]:
         """The hostnames whose ``updated_at`` is at or after ``since``."""

@@ -30,7 +30,8 @@ from .models import (AcmeAccount, AcmeOrder, ApiToken, CertificateVersion, Chall
 from .notify import CHANNEL
 from .protocol import Conflict, LockTimeout, NotFound, Storage, StoreUnavailable
 
-__all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "StoreUnavailable", "token_hash"]
+__all__ = ["Storage", "SQLStorage", "NotFound", "Conflict", "LockTimeout", "StoreUnavailable", "token_hash",
+           "metadata_text"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +71,22 @@ def _typed_outage() -> Any:
         raise StoreUnavailable(f"no database connection available: {e}") from e
     except StaleDataError as e:  # the row was deleted by another unit of work between our read and our write
         raise NotFound(f"removed concurrently ({e})") from e
+
+
+def metadata_text(metadata: dict | str | None) -> str | None:
+    """A domain's ``custom_metadata`` as stored: canonical JSON (sorted keys, no spaces, ASCII), which the
+    ``metadata`` filter of :meth:`SQLStorage.list_domains` relies on; None or an empty object: None."""
+    if metadata is None or metadata == {}:
+        return None
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
+
+
+def _domain_fields(fields: dict) -> dict:
+    if "custom_metadata" in fields:
+        fields = {**fields, "custom_metadata": metadata_text(fields["custom_metadata"])}
+    return fields
 
 
 def token_hash(token: str) -> str:
@@ -132,6 +149,18 @@ class SQLStorage:
     async def list_tenants(self) -> list[Tenant]:
         return await self._run(lambda s: list(s.exec(select(Tenant).order_by(Tenant.name))))
 
+    async def set_tenant_origin(self, name: str, origin: str | None) -> Tenant:
+        def fn(s: Session) -> Tenant:
+            t = s.exec(select(Tenant).where(Tenant.name == name)).first()
+            if t is None:
+                raise NotFound(name)
+            t.origin = origin
+            s.add(t)
+            # Its domains' routing changed: every process following updated_at reloads them.
+            s.exec(update(Domain).where(Domain.tenant_id == t.id).values(updated_at=utcnow()))
+            return t
+        return await self._run(fn)
+
     async def add_token(self, tenant_id: int, token: str) -> ApiToken:
         def fn(s: Session) -> ApiToken:
             t = ApiToken(tenant_id=tenant_id, token_hash=token_hash(token), prefix=token[:8])
@@ -158,7 +187,8 @@ class SQLStorage:
     # -- domains -----------------------------------------------------------------------------------------------
     async def add_domain(self, hostname: str, tenant_id: int, **fields: Any) -> Domain:
         def fn(s: Session) -> Domain:
-            d = Domain(hostname=hostname, tenant_id=tenant_id, sort_key=natural_key(hostname), **fields)
+            d = Domain(hostname=hostname, tenant_id=tenant_id, sort_key=natural_key(hostname),
+                       **_domain_fields(fields))
             s.add(d)
             try:
                 s.flush()
@@ -184,7 +214,8 @@ class SQLStorage:
             s.exec(delete(ChallengeToken).where(ChallengeToken.hostname == hostname))
             s.delete(old)
             s.flush()
-            d = Domain(hostname=hostname, tenant_id=tenant_id, sort_key=natural_key(hostname), **fields)
+            d = Domain(hostname=hostname, tenant_id=tenant_id, sort_key=natural_key(hostname),
+                       **_domain_fields(fields))
             s.add(d)
             try:
                 s.flush()
@@ -196,8 +227,10 @@ class SQLStorage:
     async def get_domain(self, hostname: str) -> Domain | None:
         return await self._run(lambda s: s.exec(select(Domain).where(Domain.hostname == hostname)).first())
 
-    @staticmethod
-    def _domain_filters(q, status: str | None, tenant_id: int | None, search: str | None, prefix: str | None):
+    def _domain_filters(self, q, status: str | None = None, tenant_id: int | None = None, search: str | None = None,
+                        prefix: str | None = None, issuer: str | None = None,
+                        expiring_before: dt.datetime | None = None, probe: str | None = None,
+                        metadata: tuple[str, str] | None = None):
         if status:
             q = q.where(Domain.status == status)
         if tenant_id is not None:
@@ -206,13 +239,33 @@ class SQLStorage:
             q = q.where(Domain.hostname.contains(search.lower(), autoescape=True))
         if prefix:
             q = q.where(Domain.hostname.startswith(prefix.lower(), autoescape=True))
+        if issuer or expiring_before is not None:
+            c = select(CertificateVersion.id)
+            if issuer:
+                c = c.where(or_(CertificateVersion.issuer_directory == issuer,
+                                func.lower(CertificateVersion.issuer).contains(issuer.lower(), autoescape=True)))
+            if expiring_before is not None:
+                c = c.where(CertificateVersion.not_after < expiring_before)
+            q = q.where(Domain.current_cert_id.in_(c))
+        if probe == "failing":
+            q = q.where(Domain.last_probe_ok.is_(False))
+        elif probe == "ok":
+            q = q.where(Domain.last_probe_ok.is_(True))
+        elif probe == "unknown":
+            q = q.where(Domain.last_probe_ok.is_(None))
+        if metadata is not None:
+            # custom_metadata is canonical JSON (metadata_text: sorted keys, no spaces, strings only), where a
+            # quote inside a string is always escaped: the pair's exact text occurs iff the object holds the pair.
+            # An exact (case-sensitive) substring test, the same on SQLite (instr) and PostgreSQL (strpos).
+            pair = json.dumps(metadata[0]) + ":" + json.dumps(metadata[1])
+            find = func.strpos if self.engine.dialect.name == "postgresql" else func.instr
+            q = q.where(Domain.custom_metadata.is_not(None), find(Domain.custom_metadata, pair) > 0)
         return q
 
-    async def list_domains(self, *, status: str | None = None, tenant_id: int | None = None,
-                           limit: int = 1000, offset: int = 0, search: str | None = None,
-                           prefix: str | None = None, after: tuple[str, str] | None = None) -> list[Domain]:
+    async def list_domains(self, *, limit: int = 1000, offset: int = 0, after: tuple[str, str] | None = None,
+                           **filters: Any) -> list[Domain]:
         def fn(s: Session) -> list[Domain]:
-            q = self._domain_filters(select(Domain), status, tenant_id, search, prefix)
+            q = self._domain_filters(select(Domain), **filters)
             key = func.coalesce(Domain.sort_key, Domain.hostname)
             if after is not None:
                 k, h = after
@@ -220,10 +273,9 @@ class SQLStorage:
             return list(s.exec(q.order_by(key, Domain.hostname).offset(offset).limit(limit)))
         return await self._run(fn)
 
-    async def count_domains(self, *, status: str | None = None, tenant_id: int | None = None,
-                            search: str | None = None, prefix: str | None = None) -> int:
+    async def count_domains(self, **filters: Any) -> int:
         def fn(s: Session) -> int:
-            q = self._domain_filters(select(func.count()).select_from(Domain), status, tenant_id, search, prefix)
+            q = self._domain_filters(select(func.count()).select_from(Domain), **filters)
             return int(s.exec(q).one())
         return await self._run(fn)
 
@@ -232,7 +284,7 @@ class SQLStorage:
             d = s.exec(select(Domain).where(Domain.hostname == hostname)).first()
             if d is None:
                 raise NotFound(hostname)
-            for k, v in fields.items():
+            for k, v in _domain_fields(fields).items():
                 if not hasattr(d, k):
                     raise AttributeError(k)
                 setattr(d, k, v)
@@ -389,6 +441,22 @@ class SQLStorage:
             q = q.where(d.c.hostname.in_(list(hostnames)))
         with _typed_outage(), self.engine.connect() as conn:
             return conn.execute(q).all()
+
+    def host_settings_rows(self, hostnames: Sequence[str] | None = None) -> list[tuple]:
+        """(hostname, origin, min_tls_version, http2, origin_public_only) of every domain (or of ``hostnames``) with a
+        per-hostname setting; ``origin`` is the domain's, else its tenant's. Blocking: call it from a worker
+        thread."""
+        from sqlalchemy import select as sa_select
+        d, t = Domain.__table__, Tenant.__table__
+        q = (sa_select(d.c.hostname, func.coalesce(d.c.origin, t.c.origin), d.c.min_tls_version, d.c.http2,
+                       d.c.origin_public_only)
+             .select_from(d.join(t, t.c.id == d.c.tenant_id))
+             .where(or_(d.c.origin.is_not(None), t.c.origin.is_not(None), d.c.min_tls_version.is_not(None),
+                        d.c.http2.is_not(None))))
+        if hostnames is not None:
+            q = q.where(d.c.hostname.in_(list(hostnames)))
+        with _typed_outage(), self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(q).all()]
 
     async def current_certificates(self, hostnames: Sequence[str] | None = None
                                    ) -> list[tuple[Domain, CertificateVersion]]:

@@ -153,30 +153,74 @@ def test_cli_list_all_walks_every_page(edge):
     assert r.returncode != 0 and "invalid_status" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_batch_refuses_unsupported_fields_and_bad_items_alone(edge):
+def test_batch_checks_settings_and_refuses_bad_items_alone(edge):
     st, body = call(edge, "POST", "/v1/domains/batch", {"domains": [
         {"hostname": "b1.batch.example.com", "tenant": "batch"},
-        {"hostname": "b2.batch.example.com", "tenant": "batch", "origin": "https://o.example"},
-        {"hostname": "b3.batch.example.com", "tenant": "batch", "metadata": {"plan": "gold"}},
-        {"hostname": "b4.batch.example.com", "tenant": "batch", "validation": "dns-01"},
+        {"hostname": "b2.batch.example.com", "tenant": "batch", "origin": "ftp://o.example"},
+        {"hostname": "b3.batch.example.com", "tenant": "batch", "metadata": {"plan": 5}},
+        {"hostname": "b4.batch.example.com", "tenant": "batch", "validation": "carrier-pigeon"},
         {"hostname": "10.0.0.1", "tenant": "batch"},
         {"hostname": "b1.batch.example.com", "tenant": "batch"},
         {"hostname": "b1.batch.example.com", "tenant": "other-tenant"},
-        "not an object"]})
+        "not an object",
+        {"hostname": "b6.batch.example.com", "tenant": "batch", "origin": "https://o.example/",
+         "metadata": {"plan": "gold"}, "min_tls_version": "1.3"}]})
     assert st == 200, body
     res = [(r["result"], (r.get("error") or {}).get("code")) for r in body["results"]]
-    assert res == [("added", None), ("refused", "unsupported_field"), ("refused", "unsupported_field"),
+    assert res == [("added", None), ("refused", "invalid_origin"), ("refused", "invalid_metadata"),
                    ("refused", "unsupported_field"), ("refused", "ip_literal"), ("exists", None),
-                   ("refused", "already_exists"), ("refused", "invalid_item")]
+                   ("refused", "already_exists"), ("refused", "invalid_item"), ("added", None)]
+    assert body["results"][1]["error"]["field"] == "origin"
     for h in ("b2", "b3", "b4"):  # nothing stored for a refused item
         assert call(edge, "GET", f"/v1/domains/{h}.batch.example.com")[0] == 404
+    st, d = call(edge, "GET", "/v1/domains/b6.batch.example.com")
+    assert (d["origin"], d["metadata"], d["min_tls_version"]) == ("https://o.example", {"plan": "gold"}, "1.3")
     st, body = call(edge, "POST", "/v1/domains/batch",
                     {"domains": [{"hostname": f"x{i}.example.com", "tenant": "t"} for i in range(501)]})
     assert st == 422 and body["error"]["code"] == "batch_too_large"
     assert call(edge, "GET", "/v1/domains/x1.example.com")[0] == 404
     st, body = call(edge, "POST", "/v1/domains", {"hostname": "b5.batch.example.com", "tenant": "batch",
-                                                  "origin": "https://o.example"})
-    assert st == 422 and body["error"]["code"] == "unsupported_field"  # the single add: the very same check
+                                                  "origin": "https://user:secret@o.example"})
+    assert st == 422 and body["error"]["code"] == "invalid_origin"  # the single add: the very same check
+    assert "secret" not in body["error"]["message"]
+
+
+@pytest.mark.parametrize("params,field", [({"expiring_before": "next tuesday"}, "expiring_before"),
+                                          ({"expiring_before": "2027-13-01"}, "expiring_before"),
+                                          ({"probe": "broken"}, "probe"),
+                                          ({"metadata": "plan"}, "metadata"),
+                                          ({"metadata": "=gold"}, "metadata"),
+                                          ({"issuer": "x" * 501}, "issuer")])
+def test_bad_fleet_filters_are_422_naming_the_parameter(edge, params, field):
+    st, body = get(edge, params)
+    assert st == 422 and body["error"]["code"] == "invalid_query" and body["error"]["field"] == field, body
+    assert field in body["error"]["message"]
+
+
+def test_fleet_filters_over_the_api_and_the_cli(edge):
+    # None of these names has a certificate: issuer / expiring_before match nothing; probe unknown is all of them.
+    assert get(edge, {"issuer": "Pebble"})[1]["total"] == 0
+    assert get(edge, {"expiring_before": "30d"})[1]["total"] == 0
+    assert get(edge, {"expiring_before": "2999-01-01"})[1]["total"] == 0
+    st, body = get(edge, {"probe": "unknown", "prefix": "d", "limit": 1})
+    assert st == 200 and body["total"] == N
+    assert get(edge, {"probe": "failing"})[1]["total"] == 0
+    st, d = call(edge, "PATCH", f"/v1/domains/{NAMES[4]}", {"metadata": {"plan": "gold", "region": "eu"}})
+    assert st == 200 and d["metadata"] == {"plan": "gold", "region": "eu"}
+    st, d = call(edge, "PATCH", f"/v1/domains/{NAMES[6]}", {"metadata": {"plan": "gold"}})
+    st, body = get(edge, {"metadata": "plan=gold", "prefix": "d"})
+    assert [x["hostname"] for x in body["domains"]] == [NAMES[4], NAMES[6]] and body["total"] == 2
+    assert get(edge, {"metadata": "region=eu"})[1]["total"] == 1
+    assert get(edge, {"metadata": "plan=gol"})[1]["total"] == 0  # exact values, not substrings
+    r = cli(edge, "domains", "list", "--metadata", "plan=gold", "--prefix", "d", "--json")
+    assert r.returncode == 0 and [x["hostname"] for x in json.loads(r.stdout)["domains"]] == [NAMES[4], NAMES[6]]
+    r = cli(edge, "domains", "list", "--probe", "failing", "--expiring-before", "30")
+    assert r.returncode == 0 and "0 domains" in r.stderr, r.stderr
+    r = cli(edge, "domains", "list", "--expiring-before", "soon")
+    assert r.returncode == 1 and "invalid_query" in r.stderr and "expiring_before" in r.stderr
+    r = cli(edge, "domains", "set", NAMES[6], "--metadata", "")
+    assert r.returncode == 0, r.stderr
+    assert call(edge, "GET", f"/v1/domains/{NAMES[6]}")[1]["metadata"] == {}
 
 
 def test_cli_import_jsonl_and_csv_rerun_and_refusals(edge, tmp_path):
@@ -282,3 +326,32 @@ def test_batch_with_a_tenant_token(edge):
     st, d = call(edge, "GET", "/v1/domains/t3.tenant-batch.example.com", token=t["token"])
     assert st == 200 and d["tenant"] == "fleet-c" and d["status"] == "pending_ownership"  # same rules as one add
     assert "domain" not in str(body["results"][-1]["error"])  # another tenant's domain is not shown
+
+
+def test_cli_import_carries_the_settings_and_export_shows_them(edge):
+    jl = "\n".join(json.dumps(x) for x in [
+        {"hostname": "s1.settings.example.com", "tenant": "sets", "origin": "https://o1.example:8443/app/",
+         "metadata": {"plan": "gold"}, "min_tls_version": "1.3", "http2": False, "validation": "auto"},
+        {"hostname": "s2.settings.example.com", "tenant": "sets", "origin": "gopher://o.example"}]) + "\n"
+    r = cli(edge, "domains", "import", "-", "--json", stdin=jl)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and (doc["added"], doc["refused"]) == (1, 1), r.stdout
+    assert doc["refused_items"][0]["code"] == "invalid_origin" and doc["refused_items"][0]["line"] == 2
+    csv_text = ('hostname,tenant,origin,metadata,min_tls_version,http2\n'
+                's3.settings.example.com,sets,http://10.0.0.8:8080,"{""plan"": ""free"", ""team"": ""a,b""}",'
+                '1.2,true\n')
+    r = cli(edge, "domains", "import", "-", stdin=csv_text)
+    assert r.returncode == 0 and "added: 1" in r.stdout, r.stdout + r.stderr
+    st, d = call(edge, "GET", "/v1/domains/s1.settings.example.com")
+    assert (d["origin"], d["metadata"], d["min_tls_version"], d["http2"]) == (
+        "https://o1.example:8443/app", {"plan": "gold"}, "1.3", False)
+    st, d = call(edge, "GET", "/v1/domains/s3.settings.example.com")
+    assert (d["origin"], d["metadata"], d["min_tls_version"], d["http2"]) == (
+        "http://10.0.0.8:8080", {"plan": "free", "team": "a,b"}, "1.2", True)
+    r = cli(edge, "domains", "export", "--format", "csv", "--tenant", "sets")
+    import csv
+    rows = {x["hostname"]: x for x in csv.DictReader(r.stdout.splitlines())}
+    assert json.loads(rows["s3.settings.example.com"]["metadata"]) == {"plan": "free", "team": "a,b"}
+    assert rows["s1.settings.example.com"]["http2"] == "false" and rows["s3.settings.example.com"]["http2"] == "true"
+    r = cli(edge, "domains", "show", "s3.settings.example.com")
+    assert "settings: origin=http://10.0.0.8:8080, min_tls_version=1.2, http2=True, metadata.plan=free" in r.stdout

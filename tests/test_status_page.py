@@ -140,10 +140,13 @@ def test_active_domain_shows_serving_done_and_days_to_expiry(edge_factory, dns):
     dom = render(edge, host, "status-active-phone.png")
     assert [dom.attr(i, "data-state") for i in ("step-dns", "step-cert", "step-serve")] == ["done"] * 3
     assert dom.text("status") == "active"
-    days = float(dom.text("days-left"))
+    days = int(dom.attr("days-left", "data-days"))  # whole days: never "89.0"
     expected_days = d["certificate"]["days_left"]
-    assert abs(days - expected_days) < 0.2 and days > 0
-    assert re.search(r"\d+(\.\d+)? days to expiry", dom.text("step-days"))
+    assert abs(days - expected_days) <= 1 and days > 0
+    assert re.fullmatch(r"in (\d+ days|about \d+ (months|years) \(\d+ days\))", dom.text("days-left")), dom.text("days-left")
+    assert re.search(r"expires in (\d+ days|about \d+ (months|years) \(\d+ days\))", dom.text("step-days"))
+    assert not re.search(r"\d\.\d", dom.text("days-left") + dom.text("step-days"))
+    assert dom.attr("status", "data-tone") == "ok" and dom.attr("now-card", "data-tone") == "ok"
     assert "Everything is working" in dom.text("now-card")
     assert not any(m.get("http-equiv") == "refresh" for m in dom.metas)  # nothing pending: no refresh
     assert "Certificate issued." in dom.text("activity")

@@ -31,20 +31,31 @@ async def caller(request: web.Request, *, admin_only: bool = False) -> Caller:
     auth = request.headers.get("Authorization", "")
     if not admin_token:
         raise ApiError(403, "admin_token_not_configured",
-                       "the operator API is disabled until EDGECERT_ADMIN_TOKEN is set")
+                       "the operator API is disabled: EDGECERT_ADMIN_TOKEN is not set on the server. Set it (e.g. "
+                       "export EDGECERT_ADMIN_TOKEN=$(openssl rand -hex 32)) where edgecert serve runs, restart it, "
+                       "and send the same value as Authorization: Bearer <token>", missing="EDGECERT_ADMIN_TOKEN")
     if not auth:
-        raise ApiError(401, "missing_token", "send Authorization: Bearer <token>")
+        raise ApiError(401, "missing_token", "no Authorization header: send Authorization: Bearer <token>. The "
+                       "operator token is EDGECERT_ADMIN_TOKEN on the server (the edgecert CLI sends "
+                       "$EDGECERT_ADMIN_TOKEN or $EDGECERT_TOKEN); a tenant's token comes from POST /v1/tenants",
+                       missing="Authorization")
     scheme, _, token = auth.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or not token.isascii() or not token.isprintable():
-        raise ApiError(401, "invalid_token", "the Authorization header must be 'Bearer <token>'")
+        shown = scheme[:20] if scheme.isascii() and scheme.isalpha() else "?"
+        raise ApiError(401, "invalid_token", f"the Authorization header must be 'Bearer <token>' (it starts with "
+                       f"{shown!r}{' and has no token' if scheme.lower() == 'bearer' else ''}); the operator token "
+                       "is EDGECERT_ADMIN_TOKEN on the server")
     if hmac.compare_digest(token.encode(), admin_token.encode()):
         return Caller(admin=True, tenant=None)
     tenant = await services.storage.tenant_for_token(token) if len(token) < 200 else None
     if tenant is None:
-        raise ApiError(401, "invalid_token", "the token is not valid (wrong, revoked or expired)")
+        raise ApiError(401, "invalid_token", "the bearer token is not valid (wrong, revoked or expired): the "
+                       "operator token must equal EDGECERT_ADMIN_TOKEN on the server; a tenant's token comes from "
+                       "POST /v1/tenants or POST /v1/tenants/{name}/tokens (a rotation revokes the old one)")
     if admin_only:
-        raise ApiError(403, "forbidden", "this call needs the operator token")
+        raise ApiError(403, "forbidden", "this call needs the operator token (EDGECERT_ADMIN_TOKEN on the server); "
+                       "a tenant token was sent")
     return Caller(admin=False, tenant=tenant)
 
 

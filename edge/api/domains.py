@@ -27,6 +27,7 @@ from store.models import Domain, DomainStatus, utcnow
 from edge.api.analysis import analyse
 from edge.api.auth import Caller, caller
 from edge.api.errors import ApiError, json_body, query_int
+from edge.api.hostsettings import settings_fields
 from edge.api.serialize import domain_json, iso
 from edge.api.state import SERVICES, ApiServices
 from edge.api.tenants import valid_tenant_name
@@ -35,7 +36,7 @@ from edge.lifecycle.upload import UploadError, validate_upload
 from edge.names import InvalidHostname, validate_hostname
 
 __all__ = ["visible_domain", "render_domain", "create_domain", "add_checked", "batch_domains", "list_domains", "get_domain", "delete_domain",
-           "renew_domain", "upload_certificate", "domain_events"]
+           "renew_domain", "upload_certificate", "domain_events", "patch_domain", "apply_host_settings"]
 
 log = logging.getLogger("edge.api")
 
@@ -74,8 +75,6 @@ async def create_domain(request: web.Request) -> web.Response:
                              headers={"Location": f"/v1/domains/{d.hostname}"})
 
 
-#: Fields of a domain that the product does not support yet: refused (422 ``unsupported_field``), never ignored.
-_UNSUPPORTED_FIELDS = ("origin", "metadata", "min_tls_version")
 #: ``validation`` values this product handles today.
 _VALIDATIONS = ("auto", "http-01")
 
@@ -86,10 +85,8 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
     storage = services.storage
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_item", "each domain must be a JSON object")
-    for f in _UNSUPPORTED_FIELDS:
-        if body.get(f) not in (None, "", {}):
-            raise ApiError(422, "unsupported_field", f"{f} per hostname is not supported yet; remove it (the "
-                           f"global setting applies)", field=f)
+    # Per-hostname settings (origin, min_tls_version, metadata, http2): edge/api/hostsettings.py.
+    host_fields = await settings_fields(body, tenant_caller=not c.admin, resolver=services.dns.resolver)
     if body.get("validation") not in (None, "", *_VALIDATIONS):
         raise ApiError(422, "unsupported_field", f"validation {str(body.get('validation'))[:40]!r} is not "
                        f"supported yet; use one of {', '.join(_VALIDATIONS)}", field="validation")
@@ -110,7 +107,7 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
     if key_type is not None and key_type not in _KEY_TYPES:
         raise ApiError(422, "invalid_key_type", "key_type must be ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or "
                        "rsa4096", field="key_type")
-    fields: dict = dict(next_check_at=utcnow(), key_type=key_type)
+    fields: dict = dict(next_check_at=utcnow(), key_type=key_type, **host_fields)
     proof = None
     if not c.admin and services.settings.tenant_claims_require_proof:
         # Ownership before binding: look for the tenant's TXT proof now (one bounded lookup); else pending.
@@ -139,7 +136,46 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
         await services.events.emit(d.hostname, "ownership_verified", proof.message,
                                    {"record": proof.record["name"]})
     services.manager.wake(d.hostname, tenant_id=d.tenant_id)
+    # Its settings reach the edge's routing table with the next sweep (a new row counts as changed), long before
+    # a certificate is served for it: no per-item work here (imports of 10,000 names stay fast).
     return d
+
+
+async def apply_host_settings(services: ApiServices, hostnames: list[str]) -> None:
+    """Put the stored per-hostname settings of ``hostnames`` into this process's SNI index now (other processes
+    and nodes follow the store at their next sweep: ``updated_at`` moved)."""
+    from edge.tls_edge.index import load_host_settings
+    index = getattr(services, "index", None)
+    if index is None:
+        return
+    await asyncio.to_thread(lambda: load_host_settings(index, services.storage.host_settings_rows(hostnames),
+                                                       hostnames=hostnames))
+
+
+async def patch_domain(request: web.Request) -> web.Response:
+    """``PATCH /v1/domains/{hostname}``: change the per-hostname settings (``origin``, ``min_tls_version``,
+    ``metadata``, ``http2``; ``null`` = back to the default). The operator for any domain, a tenant for its own
+    (an origin it sets must be a public address). Other fields are refused (422 ``unsupported_field``)."""
+    services = request.app[SERVICES]
+    c = await caller(request)
+    d = await visible_domain(request, c)
+    body = await json_body(request)
+    from edge.api.hostsettings import SETTING_FIELDS
+    other = sorted(k for k in body if k not in SETTING_FIELDS)
+    if other:
+        raise ApiError(422, "unsupported_field", f"{other[0][:40]!r} cannot be changed here; PATCH takes "
+                       f"{', '.join(SETTING_FIELDS)}", field=other[0][:40])
+    if not body:
+        raise ApiError(422, "empty_patch", f"send at least one of {', '.join(SETTING_FIELDS)}")
+    fields = await settings_fields(body, tenant_caller=not c.admin, resolver=services.dns.resolver)
+    try:
+        d = await services.storage.update_domain(d.hostname, **fields)
+    except NotFound:
+        raise ApiError(404, "not_found", f"no domain {d.hostname!r}") from None
+    await apply_host_settings(services, [d.hostname])
+    await services.events.emit(d.hostname, "settings_changed", f"settings of {d.hostname} changed: "
+                               f"{', '.join(sorted(body))}", {k: body[k] for k in sorted(body) if k != "metadata"})
+    return web.json_response(await render_domain(services, d))
 
 
 #: At most this many items in one ``POST /v1/domains/batch``, and how many of them are worked on at once.
@@ -254,10 +290,59 @@ def _read_cursor(text: str) -> tuple[str, str]:
                        field="cursor") from None
 
 
+#: ``probe`` filter values: the last self-probe failed / passed / none yet.
+PROBE_FILTERS = ("failing", "ok", "unknown")
+
+
+def _expiring_before(raw: str) -> dt.datetime:
+    """``expiring_before``: an ISO date or date-time (UTC unless it says), or a number of days from now (``30``,
+    ``30d``)."""
+    text = raw.strip().lower()
+    days = text[:-1] if text.endswith("d") else text
+    if days.isdigit() and len(days) <= 6:
+        return utcnow() + dt.timedelta(days=int(days))
+    try:
+        if len(text) > 40:
+            raise ValueError
+        t = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, "invalid_query", "expiring_before must be an ISO date (2027-01-31), an ISO date-time "
+                       "(2027-01-31T12:00:00Z) or a number of days from now (30 or 30d)",
+                       field="expiring_before") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def list_filters(query) -> dict:
+    """The fleet filters of ``GET /v1/domains`` beyond status, tenant and search (422 naming a bad one):
+    ``issuer`` (the issuing CA's directory URL, or a part of the issuer name), ``expiring_before``,
+    ``probe`` (failing | ok | unknown), ``metadata`` (``key=value``, exact)."""
+    out: dict = {}
+    issuer = (query.get("issuer") or "").strip()
+    if issuer:
+        if len(issuer) > 500:
+            raise ApiError(422, "invalid_query", "issuer is at most 500 characters", field="issuer")
+        out["issuer"] = issuer
+    if (query.get("expiring_before") or "").strip():
+        out["expiring_before"] = _expiring_before(query["expiring_before"])
+    probe = (query.get("probe") or "").strip()
+    if probe:
+        if probe not in PROBE_FILTERS:
+            raise ApiError(422, "invalid_query", f"probe must be one of {', '.join(PROBE_FILTERS)}", field="probe")
+        out["probe"] = probe
+    md = query.get("metadata")
+    if md:
+        key, eq, value = md.partition("=")
+        if not eq or not key or len(key) > 64 or len(value) > 512:
+            raise ApiError(422, "invalid_query", "metadata must be key=value (key 1-64 characters, value at most "
+                           "512), e.g. metadata=plan=gold", field="metadata")
+        out["metadata"] = (key, value)
+    return out
+
+
 async def list_domains(request: web.Request) -> web.Response:
     """A page of domains in natural hostname order: ``{"domains", "count", "total", "next"}`` (keyset pagination:
     ``next`` is the cursor of the following page, null on the last). Filters ``status``, ``tenant``, ``q``
-    (substring), ``prefix``; an unknown status or tenant is a 422 (a tenant token naming another tenant gets the
+    (substring), ``prefix``, and :func:`list_filters`; an unknown status or tenant is a 422 (a tenant token naming another tenant gets the
     very same answer as for a tenant that does not exist). ``offset`` still works (without ``cursor``)."""
     services = request.app[SERVICES]
     storage = services.storage
@@ -284,7 +369,7 @@ async def list_domains(request: web.Request) -> web.Response:
     limit = min(query_int(request, "limit", LIST_DEFAULT, minimum=1), LIST_MAX)  # larger: clamped, see next
     after = _read_cursor(request.query["cursor"]) if request.query.get("cursor") else None
     offset = 0 if after is not None else query_int(request, "offset", 0)
-    filters = dict(status=status, tenant_id=tenant_id, search=search, prefix=prefix)
+    filters = dict(status=status, tenant_id=tenant_id, search=search, prefix=prefix, **list_filters(request.query))
     domains = await storage.list_domains(**filters, limit=limit + 1, offset=offset, after=after)
     total = await storage.count_domains(**filters)
     more = len(domains) > limit

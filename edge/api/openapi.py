@@ -31,8 +31,10 @@ def _err(description: str) -> dict:
 _HOST = {"name": "hostname", "in": "path", "required": True, "schema": {"type": "string"},
          "description": "the tenant domain, e.g. shop.example.com (IDNs as Unicode or A-labels)"}
 _TENANT = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "tenant name"}
-_AUTH = {"401": _err("no token, or the token is wrong, revoked or expired"),
-         "403": _err("the operator API is disabled (EDGECERT_ADMIN_TOKEN unset), or the call needs the operator "
+_AUTH = {"401": _err("no Authorization header (`missing`: Authorization), or the token is wrong, revoked or "
+                     "expired; the message names the header and the server variable (EDGECERT_ADMIN_TOKEN)"),
+         "403": _err("admin_token_not_configured: the operator API is disabled because EDGECERT_ADMIN_TOKEN is not set "
+                     "on the server (`missing`: EDGECERT_ADMIN_TOKEN); forbidden: the call needs the operator "
                      "token")}
 _OP = [{"bearerAuth": []}]
 _PUBLIC: list = []
@@ -44,6 +46,22 @@ def _dt(desc: str = "", nullable: bool = True) -> dict:
     if desc:
         s["description"] = desc
     return s
+
+
+def _settings_props() -> dict[str, Any]:
+    """The per-hostname settings of a domain (docs/api.md, "Per-hostname settings")."""
+    return {
+        "origin": {"type": ["string", "null"], "examples": ["https://origin.example.com"],
+                   "description": "upstream URL the edge proxies this name to: http or https, a host, an optional "
+                                  "port and path prefix; no credentials, query or fragment. null: the tenant's "
+                                  "origin, else EDGECERT_UPSTREAM. Set with a tenant token, it must be a public "
+                                  "address (origin_not_allowed otherwise)"},
+        "min_tls_version": {"type": ["string", "null"], "enum": ["1.2", "1.3", None],
+                            "description": "lowest TLS version the edge accepts for this name (null: the default)"},
+        "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string", "maxLength": 512},
+                     "maxProperties": 32, "description": "your own string key/value pairs (keys 1-64 characters, "
+                     "values up to 512, 8 KiB as JSON); returned as {} when none; filter with ?metadata=k=v"},
+        "http2": {"type": ["boolean", "null"], "description": "offer HTTP/2 for this name (null: the default)"}}
 
 
 def _schemas() -> dict[str, Any]:
@@ -103,8 +121,12 @@ def _schemas() -> dict[str, Any]:
                        "renewal": {"type": "object", "properties": {
                            "reason": nstr, "ari_window": {"type": ["object", "null"], "properties": {
                                "start": _dt(), "end": _dt()}}}},
+                       **_settings_props(),
                        "links": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "DomainPatch": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                        "properties": _settings_props()},
         "DomainCreate": {"type": "object", "required": ["hostname"], "properties": {
+            **_settings_props(),
             "hostname": {"type": "string", "examples": ["shop.example.com"]},
             "tenant": {"type": "string", "description": "required with the operator token; with a tenant token it "
                                                         "may only name the caller's own tenant"},
@@ -124,8 +146,7 @@ def _schemas() -> dict[str, Any]:
                 "hostname": {"type": "string"}, "tenant": {"type": "string"},
                 "validation": {"type": "string", "description": "auto or http-01 (others: refused, "
                                                                 "unsupported_field)"},
-                "origin": {"description": "not supported yet: the item is refused (unsupported_field)"},
-                "metadata": {"description": "not supported yet: the item is refused (unsupported_field)"},
+                **_settings_props(),
                 "key_type": {"type": "string"}}}}}},
         "DomainBatchResult": {"type": "object", "required": ["results"], "properties": {
             "results": {"type": "array", "items": {"type": "object", "required": ["hostname", "result"],
@@ -154,13 +175,19 @@ def _schemas() -> dict[str, Any]:
         "EventList": {"type": "object", "properties": {
             "hostname": {"type": "string"}, "events": {"type": "array", "items": _ref("Event")}}},
         "TenantCreate": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string", "description": "1-100 of letters, digits, '-', '_', '.'"}}},
+            "name": {"type": "string", "description": "1-100 of letters, digits, '-', '_', '.'"},
+            "origin": {"type": ["string", "null"], "description": "default upstream URL of the tenant's domains "
+                                                                  "(a domain's own origin wins); null: "
+                                                                  "EDGECERT_UPSTREAM"}}},
+        "TenantPatch": {"type": "object", "required": ["origin"], "additionalProperties": False, "properties": {
+            "origin": {"type": ["string", "null"], "description": "as in TenantCreate"}}},
+        "Tenant": {"type": "object", "properties": {"name": {"type": "string"}, "origin": nstr,
+                                                     "created_at": _dt()}},
         "TenantToken": {"type": "object", "required": ["name", "token"], "properties": {
             "name": {"type": "string"},
             "token": {"type": "string", "description": "the new bearer token; shown once, stored hashed"},
-            "created": {"type": "boolean"}, "revoked": {"type": "integer"}}},
-        "TenantList": {"type": "object", "properties": {"tenants": {"type": "array", "items": {
-            "type": "object", "properties": {"name": {"type": "string"}, "created_at": _dt()}}}}},
+            "created": {"type": "boolean"}, "revoked": {"type": "integer"}, "origin": nstr}},
+        "TenantList": {"type": "object", "properties": {"tenants": {"type": "array", "items": _ref("Tenant")}}},
         "TokensRevoked": {"type": "object", "properties": {"name": {"type": "string"},
                                                             "revoked": {"type": "integer"}}},
         "Check": {"type": "object", "properties": {"name": {"type": "string"}, "ok": {"type": "boolean"},
@@ -217,7 +244,9 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                    "409": _err("the hostname is already registered (the body shows the domain only "
                                                "when the caller may see it)"),
                                    "413": _err("body too large"),
-                                   "422": _err("invalid hostname, tenant or key_type")}},
+                                   "422": _err("invalid hostname, tenant or key_type; invalid_origin, "
+                                               "origin_not_allowed (a tenant naming an internal address), "
+                                               "invalid_metadata, invalid_min_tls_version, invalid_http2")}},
             "get": {"operationId": "listDomains", "tags": ["domains"], "summary": "List domains",
                     "description": "In natural hostname order (d9 < d10 < d99), a page at a time: follow `next` "
                                    "(keyset pagination, stable while domains are added). With a tenant token, "
@@ -225,13 +254,23 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     "parameters": [q("status", "only this status"), q("tenant", "only this tenant"),
                                    q("q", "only hostnames containing this text"),
                                    q("prefix", "only hostnames starting with this text"),
+                                   q("issuer", "only names whose current certificate comes from this CA: its "
+                                               "ACME directory URL (exactly) or a part of the issuer name (any "
+                                               "case)"),
+                                   q("expiring_before", "only names whose current certificate ends before this: "
+                                                        "an ISO date (2027-01-31), date-time, or a number of "
+                                                        "days from now (30 or 30d)"),
+                                   q("probe", "by the last self-probe: failing (e.g. active but visitors get an "
+                                              "error), ok, unknown (not probed yet)"),
+                                   q("metadata", "key=value: only names whose metadata holds exactly this pair"),
                                    q("limit", "page size (default 100; larger values are capped at 1000)",
                                      "integer"),
                                    q("cursor", "the `next` of the previous page"),
                                    q("offset", "skip this many (without cursor; kept for older callers)",
                                      "integer")],
                     "responses": {"200": _json("DomainList", "a page of domains, in natural order"), **_AUTH,
-                                  "422": _err("invalid_query (limit / offset not integers in range), "
+                                  "422": _err("invalid_query (limit / offset not integers in range, a bad "
+                                              "issuer / expiring_before / probe / metadata: `field` names it), "
                                               "invalid_status, unknown_tenant (also for another tenant's name "
                                               "with a tenant token), invalid_cursor")}}},
         "/v1/domains/batch": {
@@ -247,6 +286,19 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
             "parameters": [_HOST],
             "get": {"operationId": "getDomain", "tags": ["domains"], "summary": "One domain", "security": _OP,
                     "responses": {"200": _json("Domain", "the domain"), **_AUTH, "404": _NOT_FOUND}},
+            "patch": {"operationId": "patchDomain", "tags": ["domains"],
+                      "summary": "Change a domain's settings (origin, min_tls_version, metadata, http2)",
+                      "description": "Operator token for any domain, a tenant token for its own (an origin it sets "
+                                     "must be a public address). null resets a setting to the default. The edge "
+                                     "routes by the new origin within its refresh interval (sweep_interval), "
+                                     "without a restart.", "security": _OP,
+                      "requestBody": {"required": True, "content": {
+                          "application/json": {"schema": _ref("DomainPatch")}}},
+                      "responses": {"200": _json("Domain", "changed"), **_AUTH, "404": _NOT_FOUND,
+                                    "400": _err("the body is not a JSON object"),
+                                    "422": _err("unsupported_field (not a setting), empty_patch, invalid_origin, "
+                                                "origin_not_allowed, invalid_metadata, invalid_min_tls_version, "
+                                                "invalid_http2")}},
             "delete": {"operationId": "deleteDomain", "tags": ["domains"], "summary": "Remove a domain",
                        "description": "Stops serving it and its renewals, deletes its certificates, live files and "
                                       "exports, runs the reload hook, deactivates the authorizations of an open "
@@ -306,6 +358,15 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                    "422": _err("invalid tenant name")}},
             "get": {"operationId": "listTenants", "tags": ["tenants"], "summary": "List tenants (operator token)",
                     "security": _OP, "responses": {"200": _json("TenantList", "tenants by name"), **_AUTH}}},
+        "/v1/tenants/{name}": {
+            "parameters": [_TENANT],
+            "patch": {"operationId": "patchTenant", "tags": ["tenants"],
+                      "summary": "Set the tenant's default origin (operator token)", "security": _OP,
+                      "requestBody": {"required": True, "content": {
+                          "application/json": {"schema": _ref("TenantPatch")}}},
+                      "responses": {"200": _json("Tenant", "changed"), **_AUTH, "404": _err("no such tenant"),
+                                    "400": _err("the body is not a JSON object"),
+                                    "422": _err("unsupported_field, invalid_origin")}}},
         "/v1/tenants/{name}/tokens": {
             "parameters": [_TENANT],
             "post": {"operationId": "rotateTenantToken", "tags": ["tenants"],

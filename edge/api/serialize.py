@@ -8,6 +8,8 @@ import json
 
 from store.models import CertificateVersion, Domain, utcnow
 
+from edge.api.hostsettings import settings_json
+
 __all__ = ["iso", "cert_json", "domain_json"]
 
 
@@ -50,6 +52,7 @@ def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expe
                     if d.ari_window_start else None},
         "dns": {"expected_record": expected_record, "observed": observed},
         "dns_records": list(dns_records or []),
+        **settings_json(d),  # per-hostname settings: origin, min_tls_version, metadata, http2 (null: the default)
         "ownership": {"required": bool(d.ownership_required), "verified": not d.ownership_pending,
                       "verified_at": iso(d.ownership_verified_at)},
         "created_at": iso(d.created_at),

@@ -184,14 +184,50 @@ def _activity(events, hostname: str) -> list[dict[str, Any]]:
     return out
 
 
-def _dig_command(expected: dict) -> str | None:
+def _dig_command(expected: dict, records: list[dict] | None = None) -> str | None:
+    """The ``dig`` line that shows the record(s) the tenant must create, of their own type(s): ``CNAME`` for a
+    CNAME, ``A`` (and ``AAAA``) for addresses."""
     name = (expected or {}).get("name")
     if not name:
         return None
-    rtype = expected.get("type")
-    if rtype in ("CNAME", "A", "AAAA"):
-        return f"dig +short {rtype} {shlex.quote(name)}"
-    return f"dig +short {shlex.quote(name)}"
+    types = [t for t in ("CNAME", "A", "AAAA") if any(r.get("type") == t for r in records or [])]
+    if not types and expected.get("type") in ("CNAME", "A", "AAAA"):
+        types = [expected["type"]]
+    if not types:
+        return f"dig +short {shlex.quote(name)}"
+    return "; ".join(f"dig +short {t} {shlex.quote(name)}" for t in types)
+
+
+def _tone(status: str, steps: list[str]) -> str:
+    """One colour for the badge and the card, from the same facts: ``ok`` (green) only when the name is served and
+    nothing failed; ``bad`` (red) when a step failed (the self-check of an active name included); else ``wait``."""
+    if "failed" in steps:
+        return "bad"
+    if status == DomainStatus.ACTIVE and steps[2] == "done":
+        return "ok"
+    return "wait"
+
+
+def _badge_text(status: str, tone: str) -> str:
+    text = status.replace("_", " ")
+    if status == DomainStatus.ACTIVE and tone == "bad":
+        return "active, but the self-check fails"
+    return text
+
+
+def _expires_in(days: float) -> str:
+    """Whole numbers, in the unit a person uses: "in 12 days", "in about 3 months (92 days)", "in about 5 years
+    (1826 days)"; "within a day", "already"."""
+    n = round(days)
+    if days < 0:
+        return "already"
+    if n < 1:
+        return "within a day"
+    if n < 60:
+        return f"in {n} day{'s' if n != 1 else ''}"
+    if n < 730:
+        return f"in about {round(days / 30.44)} months ({n} days)"
+    return f"in about {round(days / 365.25)} years ({n} days)"
 
 
 async def status_page(request: web.Request) -> web.Response:
@@ -258,9 +294,11 @@ async def status_page(request: web.Request) -> web.Response:
     openssl_dates = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
                      f"</dev/null 2>/dev/null | openssl x509 -noout -subject -issuer -dates "
                      f"-ext subjectAltName")
-    days_left = None
+    days_left = expires_in = None
     if cert is not None:
-        days_left = round((cert.not_after - utcnow()).total_seconds() / 86400, 1)
+        left = (cert.not_after - utcnow()).total_seconds() / 86400
+        days_left, expires_in = max(0, round(left)), _expires_in(left)  # whole days: "89", never "89.0"
+    tone = _tone(d.status, steps)
     pending = d.status in (DomainStatus.PENDING_OWNERSHIP, DomainStatus.PENDING_DNS, DomainStatus.ISSUING, DomainStatus.PENDING_ISSUANCE,
                            DomainStatus.RATE_LIMITED)
     step_names = ("Point your domain at us", "Certificate", "Served over HTTPS")
@@ -270,7 +308,9 @@ async def status_page(request: web.Request) -> web.Response:
                       expected=expected, observed=observed, headline=headline, who=who, who_text=_who_text(who),
                       what=what, steps=steps, step_labels=_STEP_LABEL, step_names=step_names,
                       current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,
-                      dig=_dig_command(expected), days_left=days_left, ownership=ownership,
+                      dig=_dig_command(expected, services.dns.pointing_records(d.hostname)),
+                      days_left=days_left, expires_in=expires_in, tone=tone,
+                      badge_text=_badge_text(d.status, tone), ownership=ownership,
                       ownership_dig=f"dig +short TXT {shlex.quote(ownership['name'])}" if ownership else None, probe=probe,
                       refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
     return web.Response(text=html, content_type="text/html", headers=_HEADERS)

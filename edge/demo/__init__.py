@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-__all__ = ["demo_main"]
+__all__ = ["demo_parser", "demo_main"]
 
 
 def _port_free(port: int) -> bool:
@@ -74,8 +74,24 @@ async def _run(args) -> int:
                 if r.status not in (201, 409):
                     say(f"could not add {hostname}: {body}")
                     return 1
+            seen, last, old_serial = 0, None, None
+            if r.status == 409:
+                # A re-run: the name and its certificate are kept, but this Pebble is a new CA (a new root at
+                # every start, written to pebble-roots.pem above): the old certificate would not verify against
+                # it. Re-issue from this Pebble, so that the commands printed below prove it again.
+                async with http.get(f"{api}/v1/domains/{hostname}") as r:
+                    old = await r.json()
+                old_serial = (old.get("certificate") or {}).get("serial")
+                async with http.get(f"{api}/v1/domains/{hostname}/events?limit=1000") as r:
+                    seen = max([e["id"] for e in (await r.json())["events"]], default=0)
+                if old_serial:
+                    async with http.post(f"{api}/v1/domains/{hostname}/renew") as r:
+                        if r.status != 202:
+                            say(f"could not renew {hostname}: {await r.json()}")
+                            return 1
+                    say(f"\n{hostname} is kept from an earlier run; its certificate came from the previous Pebble "
+                        f"(a new CA at every start): re-issuing it from this one.")
             say(f"\nonboarding {hostname} (tenant demo-tenant):")
-            seen, last = 0, None
             for _ in range(600):
                 async with http.get(f"{api}/v1/domains/{hostname}/events?after={seen}") as r:
                     for e in (await r.json())["events"]:
@@ -86,7 +102,8 @@ async def _run(args) -> int:
                 if d["status"] != last:
                     say(f"  status -> {d['status']}")
                     last = d["status"]
-                if d["status"] in ("active", "failed"):
+                fresh = (d.get("certificate") or {}).get("serial") != old_serial
+                if d["status"] == "failed" or (d["status"] == "active" and fresh):
                     break
                 await asyncio.sleep(0.5)
         if d["status"] != "active":
@@ -117,15 +134,23 @@ async def _run(args) -> int:
         say("stopped.")
 
 
-def demo_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgecert demo", description=__doc__.splitlines()[0])
+def demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgecert demo", description=__doc__.splitlines()[0] + " Re-running it "
+                                "without --fresh keeps the domain and re-issues its certificate from the new "
+                                "Pebble, so the commands it prints always verify.")
     p.add_argument("--dir", default="./edgecert-demo", help="working directory (default ./edgecert-demo)")
     p.add_argument("--hostname", default="shop.customer.test", help="the demo tenant domain")
-    p.add_argument("--api-port", type=int, default=8080)
-    p.add_argument("--http-port", type=int, default=5002)
-    p.add_argument("--https-port", type=int, default=8443)
+    p.add_argument("--api-port", type=int, default=8080, help="port of the API (default 8080)")
+    p.add_argument("--http-port", type=int, default=5002, help="port of the plain-HTTP listener, where Pebble "
+                   "checks HTTP-01 answers (default 5002)")
+    p.add_argument("--https-port", type=int, default=8443, help="port of the TLS edge (default 8443)")
     p.add_argument("--fresh", action="store_true", help="start from an empty working directory")
     p.add_argument("--exit-when-active", action="store_true", help="stop once the domain is served (for CI)")
+    return p
+
+
+def demo_main(argv: list[str]) -> int:
+    p = demo_parser()
     args = p.parse_args(argv)
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -46,7 +46,7 @@ from edge.lifecycle.files import LiveFiles, StateWriteError
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.lifecycle.removal import RemovalReport, RemovalSnapshot, Remover, snapshot as removal_snapshot
 from edge.tasks import cancel_and_wait
-from edge.tls_edge.index import CertEntry, SniIndex
+from edge.tls_edge.index import CertEntry, SniIndex, load_host_settings
 from edge.lifecycle.swap import SwapRejected, Swapper
 
 __all__ = ["DomainManager", "RETRY_SCHEDULE", "LEASE_TTL"]
@@ -169,6 +169,9 @@ class DomainManager:
         stay encrypted in memory until a context is first built)."""
         if sync_files is None:
             sync_files = hostnames is not None
+        # Per-hostname settings (origin, min_tls_version, http2; issue 17): the routing table beside the certificates.
+        await asyncio.to_thread(lambda: load_host_settings(self.index, self.storage.host_settings_rows(hostnames),
+                                                           hostnames=hostnames))
         if hostnames is None and not sync_files and ":memory:" not in self.s.database_url \
                 and self.s.database_url not in ("sqlite://", "sqlite:///"):
             # The full load at start: streamed, compact entries, GC off while loading (the edge workers' loader,

@@ -41,7 +41,7 @@ import httptools
 from edge.tls_edge import routing
 from edge.tls_edge.engine import Error as TLSError
 from edge.tls_edge.routing import response
-from edge.tls_edge.upstream import (HOLD_UPGRADE, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head,
+from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head,
                                     set_nodelay)
 
 __all__ = ["EdgeHttpServer", "EdgeHttpProtocol", "EngineHttpProtocol"]
@@ -480,7 +480,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
             if len(name) == 4 and name.lower() == b"host":
                 host = routing.host_of(value)
                 break
-        page = routing.decide(self.sni, host, srv.index.lookup, has_origin=srv.pool is not None,
+        pool = srv.origins.for_host(host, srv.index.host_settings)  # per-hostname origin (issue 17), memory only
+        page = routing.decide(self.sni, host, srv.index.lookup, has_origin=pool is not None,
                               placeholder_text=srv.placeholder)
         if page is not None:
             r.sync = response(page, r.keep_alive, r.method == b"HEAD")
@@ -490,7 +491,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
             r.keep_alive = False
             r.sync = response(routing.BAD_UPGRADE[r.bad_upgrade], False, r.method == b"HEAD")
         else:
-            r.task = asyncio.ensure_future(self._proxy(r, host))
+            r.task = asyncio.ensure_future(self._proxy(r, host, pool))
             return
         if r.body:
             self._unbuffer(r)
@@ -552,8 +553,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.close()
 
     # -- the reverse proxy -----------------------------------------------------------------------------------
-    async def _proxy(self, r: _Request, host: str) -> None:
-        pool: UpstreamPool = self.srv.pool
+    async def _proxy(self, r: _Request, host: str, pool: UpstreamPool) -> None:
         ws = r.upgrade
         try:
             ip = self.ip
@@ -739,6 +739,7 @@ class EdgeHttpServer:
         self.nodelay = True
         self.upstream = settings.upstream
         self.pool: UpstreamPool | None = None
+        self.origins = OriginPools(None)  # replaced at start: the global upstream + per-hostname origins
         self.conns: set[EdgeHttpProtocol] = set()
         self.server: asyncio.AbstractServer | None = None
         self.ctx: ssl.SSLContext | None = None
@@ -770,10 +771,11 @@ class EdgeHttpServer:
         certificate) inside :class:`EdgeHttpProtocol`."""
         loop = self.loop = asyncio.get_running_loop()
         self.ctx = ssl_ctx
-        if self.upstream:
-            s = self.settings
-            self.pool = UpstreamPool(self.upstream, connect_timeout=s.edge_upstream_connect_timeout,
-                                     read_timeout=s.edge_upstream_read_timeout, max_head=self.max_head)
+        s = self.settings
+        self.origins = OriginPools(self.upstream, max_pools=s.edge_max_origin_pools,
+                                   connect_timeout=s.edge_upstream_connect_timeout,
+                                   read_timeout=s.edge_upstream_read_timeout, max_head=self.max_head)
+        self.pool = self.origins.default
         self.nodelay = not _loop_sets_nodelay(loop)
         proto = EngineHttpProtocol if self.engine is not None else EdgeHttpProtocol
         self.server = await loop.create_server(lambda: proto(self), host or None, port,
@@ -818,8 +820,7 @@ class EdgeHttpServer:
             c.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.pool is not None:
-            self.pool.close()
+        self.origins.close()
 
 
 _TRIM_DROP = 128

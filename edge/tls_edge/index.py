@@ -24,14 +24,14 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from edge.tls_edge import certificates
 from edge.tls_edge import engine as tlsengine
 from edge.tls_edge.certificates import make_server_context, pem_cert_to_der, split_fullchain
 
 __all__ = ["CertEntry", "SniIndex", "SniOutcome", "CONTEXT_BYTES", "entry_from_row", "load_index_rows",
-           "build_entry_context"]
+           "build_entry_context", "HostSettings", "load_host_settings"]
 
 
 # Memory of one built SSLContext with a P-256 leaf, one intermediate and its key (OpenSSL 3.0.x, measured as the RSS
@@ -151,6 +151,38 @@ def build_entry_context(entry: CertEntry) -> ssl.SSLContext:
 
 
 
+# -- per-hostname settings (issue 17): what the edge reads per name besides the certificate ---------------------
+class HostSettings(NamedTuple):
+    """A domain's own settings, as the edge serves them: ``origin`` (upstream URL: the domain's, else its tenant's;
+    None: the global ``EDGECERT_UPSTREAM``), ``min_tls_version`` (``"1.2"`` | ``"1.3"`` | None: the global one),
+    ``http2`` (None: the global default). Kept in :attr:`SniIndex.routes`, apart from the certificate entries, so
+    that a certificate swap keeps them and a settings change needs no certificate."""
+    origin: str | None = None
+    min_tls_version: str | None = None
+    http2: bool | None = None
+    origin_public_only: bool = False  # the origin was set by a tenant: connect to public addresses only
+
+
+def load_host_settings(index: "SniIndex", rows: Iterable[tuple], *, hostnames: Iterable[str] | None = None) -> int:
+    """Put store rows (hostname, origin, min_tls_version, http2, origin_public_only) into ``index.routes``; names
+    without a row (all of them, or those of ``hostnames``) lose their settings. Returns how many names have
+    settings now."""
+    fresh = {h: HostSettings(o or None, v or None, None if h2 is None else bool(h2), bool(p))
+             for h, o, v, h2, p in rows}
+    routes = index.routes
+    if hostnames is None:
+        index.routes = fresh  # one assignment: readers see the old table or the new one
+    else:
+        for h in hostnames:
+            s = fresh.get(h)
+            if s is None:
+                routes.pop(h, None)
+            else:
+                routes[h] = s
+    return len(index.routes)
+# -- end of per-hostname settings --------------------------------------------------------------------------------
+
+
 class SniIndex:
     """Hostname -> :class:`CertEntry`, plus an LRU of built SSLContexts.
 
@@ -165,6 +197,7 @@ class SniIndex:
                  memory_budget: int | None = None, on_outcome: Callable[[str], None] | None = None,
                  engine: bool = False) -> None:
         self._exact: dict[str, CertEntry] = {}
+        self.routes: dict[str, HostSettings] = {}  # per-hostname settings (load_host_settings; issue 17)
         self._lru: OrderedDict[int, CertEntry] = OrderedDict()
         # With ``engine`` (edge/tls_edge/engine.py: one SSL_CTX, certificates handed over per handshake), what the LRU
         # holds per entry is a CertKey (~9 KiB, ~0.2 ms to build) instead of an SSLContext (~25 KiB, ~1.2 ms).
@@ -278,6 +311,16 @@ class SniIndex:
 
     def get(self, hostname: str) -> CertEntry | None:
         return self._exact.get(hostname)
+
+    def host_settings(self, name: str) -> HostSettings | None:
+        """The per-hostname settings that apply to ``name`` (memory only): its own, else -- for a name with no
+        domain of its own -- the wildcard's one label up; None: the global settings apply."""
+        routes = self.routes
+        s = routes.get(name)
+        if s is not None or not routes or name in self._exact:
+            return s
+        dot = name.find(".")
+        return routes.get("*" + name[dot:]) if dot > 0 else None
 
     def context_for(self, entry: CertEntry, *, warm: bool = False):
         """The built TLS object of ``entry`` (an SSLContext, or a CertKey with the engine), from the LRU or built

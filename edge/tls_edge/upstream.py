@@ -15,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import socket
 import ssl
+import logging
 import urllib.parse
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import httptools
 
 from edge.tls_edge.routing import REASONS, http_date
 
-__all__ = ["UpstreamConn", "UpstreamPool", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
+__all__ = ["UpstreamConn", "UpstreamPool", "OriginPools", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
            "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "request_head", "response_head", "set_nodelay",
            "websocket_accept"]
 
@@ -434,7 +437,7 @@ class UpstreamPool:
     """Keep-alive connections to the one origin (``EDGECERT_UPSTREAM``)."""
 
     def __init__(self, upstream: str, *, max_idle: int = 256, connect_timeout: float = 10.0,
-                 read_timeout: float = 60.0, max_head: int = 65536) -> None:
+                 read_timeout: float = 60.0, max_head: int = 65536, public_only: bool = False) -> None:
         u = urllib.parse.urlsplit(upstream)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"upstream must be http(s)://host[:port][/prefix], not {upstream!r}")
@@ -448,6 +451,8 @@ class UpstreamPool:
         self.read_timeout = float(read_timeout)
         self.max_head = max_head
         self.loop = asyncio.get_event_loop()
+        self.retired = False  # dropped by OriginPools: connections still out are closed when they come back
+        self.public_only = public_only  # an origin set by a tenant: public addresses only (see _public_target)
 
     async def acquire(self, *, fresh: bool = False) -> tuple[UpstreamConn, bool]:
         idle = self.idle
@@ -457,14 +462,30 @@ class UpstreamPool:
                 return c, True
         loop = asyncio.get_running_loop()
         self.loop = loop
+        target = await asyncio.wait_for(self._public_target(loop), self.connect_timeout) if self.public_only \
+            else self.host
         _, c = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, ssl=self.ssl,
+            loop.create_connection(lambda: UpstreamConn(self), target, self.port, ssl=self.ssl,
                                    server_hostname=self.host if self.ssl else None),
             self.connect_timeout)
         return c, False
 
+    async def _public_target(self, loop: asyncio.AbstractEventLoop) -> str:
+        """The address to connect to for an origin set by a tenant: resolved now, at connect time (a name that was
+        public when it was set may point inside later: DNS rebinding), and only a public one.
+
+        Raises:
+            OSError: the name resolves to no public address (answered 502, logged)."""
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        for *_, addr in infos:
+            if public_address(addr[0]):
+                return addr[0]
+        seen = ", ".join(sorted({i[4][0] for i in infos}))
+        raise OSError(f"origin {self.host} resolves to no public address ({seen}); it was set with a tenant token, "
+                      f"so only public addresses are used")
+
     def release(self, c: UpstreamConn) -> None:
-        if len(self.idle) >= self.max_idle or c.closed:
+        if len(self.idle) >= self.max_idle or c.closed or self.retired:
             c.abort()
             return
         c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
@@ -487,3 +508,74 @@ class UpstreamPool:
         for c in self.idle:
             c.abort()
         self.idle.clear()
+
+
+# -- per-hostname origins (issue 17) ------------------------------------------------------------------------------
+log = logging.getLogger(__name__)
+
+
+def public_address(addr: str) -> bool:
+    """A global unicast address (not loopback, private, link-local / cloud metadata, reserved, multicast,
+    unspecified; an IPv4-mapped IPv6 address judged by its IPv4 one)."""
+    try:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class OriginPools:
+    """One :class:`UpstreamPool` per origin URL: the global ``EDGECERT_UPSTREAM`` (``default``) and the per-hostname
+    / per-tenant origins, created on first use. At most ``max_pools`` per-hostname pools are kept: the least
+    recently used one beyond that is retired (its idle connections closed; those in use finish their exchange)."""
+
+    def __init__(self, default: str | None, *, max_pools: int = 256, **pool_options: Any) -> None:
+        self.options = pool_options
+        self.default = UpstreamPool(default, **pool_options) if default else None
+        self.max_pools = max(1, int(max_pools))
+        self.pools: OrderedDict[tuple[str, bool], UpstreamPool] = OrderedDict()
+        self._bad: set[str] = set()
+
+    def for_host(self, host: str, settings: Any) -> UpstreamPool | None:
+        """The pool for a request to ``host``: its per-hostname origin (the domain's, else its tenant's) from
+        ``settings`` (the SNI index's ``host_settings``: memory only), else the default pool."""
+        s = settings(host)
+        if s is None or not s.origin:
+            return self.default
+        return self.get(s.origin, public_only=s.origin_public_only)
+
+    def get(self, origin: str | None, *, public_only: bool = False) -> UpstreamPool | None:
+        """The pool of ``origin`` (None: the default pool, None when there is no global upstream either). An origin
+        that does not parse (never accepted by the API) is logged once and answered by the default pool."""
+        if not origin:
+            return self.default
+        key = (origin, bool(public_only))
+        pool = self.pools.get(key)
+        if pool is not None:
+            self.pools.move_to_end(key)
+            return pool
+        if origin in self._bad:
+            return self.default
+        try:
+            pool = UpstreamPool(origin, public_only=bool(public_only), **self.options)
+        except ValueError:
+            if len(self._bad) < 1024:
+                self._bad.add(origin)
+            log.error("per-hostname origin %r is not a usable URL; using the global upstream", origin[:200])
+            return self.default
+        self.pools[key] = pool
+        while len(self.pools) > self.max_pools:
+            _, old = self.pools.popitem(last=False)
+            old.retired = True
+            old.close()
+        return pool
+
+    def close(self) -> None:
+        if self.default is not None:
+            self.default.close()
+        for p in self.pools.values():
+            p.retired = True
+            p.close()
+        self.pools.clear()

@@ -38,7 +38,7 @@ from store.readonly import EdgeStore
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.certificates import apply_settings, load_default_certificate
 from edge.tls_edge.engine import use_tls_engine
-from edge.tls_edge.index import SniIndex, load_index_rows
+from edge.tls_edge.index import SniIndex, load_host_settings, load_index_rows
 
 __all__ = ["run_edge_worker", "serve_edge", "spawn_edge_workers", "apply_memory_target", "limit_malloc_arenas",
            "report_warm"]
@@ -70,6 +70,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     store = EdgeStore(settings.database_url)
     synced_at = dt.datetime.now(dt.timezone.utc)
     n = await asyncio.to_thread(lambda: load_index_rows(index, store.served_rows(), keybox))
+    await asyncio.to_thread(lambda: load_host_settings(index, store.host_settings_rows()))  # origins (issue 17)
     gc.freeze()  # the index is long-lived: keep it out of every later collection
     t_loaded = time.monotonic()
     apply_memory_target(index, settings)
@@ -97,6 +98,8 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
                 if changed:
                     k = await asyncio.to_thread(
                         lambda: load_index_rows(index, store.served_rows(changed), keybox, hostnames=changed))
+                    await asyncio.to_thread(lambda: load_host_settings(  # origins (issue 17)
+                        index, store.host_settings_rows(changed), hostnames=changed))
                     log.info("edge worker %d: %d changed domain(s), %d reloaded", os.getpid(), len(changed), k)
             except asyncio.CancelledError:
                 raise

@@ -1,7 +1,8 @@
 """several issuers, challenge methods, profiles and per-hostname settings
 
 domains: validation (requested method), validation_method (the one that last worked), profile, origin,
-min_tls_version, custom_metadata (JSON object), http2 (None: the global default), delegation_seen_at (the
+min_tls_version, custom_metadata (JSON object), http2 (None: the global default), origin_public_only (the origin
+was set by a tenant: public addresses only), delegation_seen_at (the
 _acme-challenge CNAME delegation last seen). tenants: origin. certificates: issuer_directory, profile, challenge.
 acme_orders: directory_url, profile, challenge.
 
@@ -28,6 +29,7 @@ def upgrade() -> None:
         b.add_column(sa.Column('min_tls_version', sa.String(length=8), nullable=True))
         b.add_column(sa.Column('custom_metadata', sa.Text(), nullable=True))
         b.add_column(sa.Column('http2', sa.Boolean(), nullable=True))
+        b.add_column(sa.Column('origin_public_only', sa.Boolean(), nullable=True))
         b.add_column(sa.Column('delegation_seen_at', sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table('tenants', schema=None) as b:
         b.add_column(sa.Column('origin', sa.Text(), nullable=True))
@@ -51,6 +53,6 @@ def downgrade() -> None:
     with op.batch_alter_table('tenants', schema=None) as b:
         b.drop_column('origin')
     with op.batch_alter_table('domains', schema=None) as b:
-        for c in ('delegation_seen_at', 'http2', 'custom_metadata', 'min_tls_version', 'origin', 'profile',
+        for c in ('delegation_seen_at', 'origin_public_only', 'http2', 'custom_metadata', 'min_tls_version', 'origin', 'profile',
                   'validation_method', 'validation'):
             b.drop_column(c)
