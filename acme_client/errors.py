@@ -327,7 +327,10 @@ def plain_reason(e: AcmeError) -> str:
         text += f" (CA problem: {short})"
     elif e.status:
         text += f" (HTTP {e.status})"
-    if isinstance(e, IdentifierPaused) and e.url:
+    if isinstance(e, (AccountProblem, ProfileUnknown, NoIssuer)) and e.message:
+        # The operator reads which setting to fix (cut off for tenants by tenant_text / is_plain).
+        text += OPERATOR_MARK + e.message
+    elif isinstance(e, IdentifierPaused) and e.url:
         # For the operator only (cut off for tenants by tenant_text / is_plain): where to unpause, then what to run.
         text += f"{OPERATOR_MARK}unpause the name at {e.url} then run `edgecert domains renew <hostname>`."
     return text

@@ -9,6 +9,9 @@ CA has is read again by its URL and continued from whatever state it is in (pend
 Transient errors (transport, 5xx, bad nonce, timeout) retry the same order within the attempt
 (:class:`OrderAttempt`, :mod:`acme_client.journal`); only the CA's verdict ends an entry (``invalid``). The
 synchronous ``acme`` package runs in a dedicated thread pool, one :class:`AcmeSession` per attempt.
+
+One concern: obtaining certificates from ONE CA (its account, healed when the CA forgot it; its directory: ARI,
+profiles, CAA identities; the order journal). Several CAs in order are :mod:`acme_client.issuers`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from edge.config_issuers import issuer_specs, issuers_check, optional_b64url, optional_profile
 from edge.names import InvalidHostPort, parse_hostport as _split_hostport
 
 __all__ = ["Settings", "ConfigError", "ConfigWarning", "LETSENCRYPT_PRODUCTION", "LETSENCRYPT_STAGING",
@@ -114,87 +115,6 @@ def _directories(v: str) -> str | None:
     if len(set(urls)) != len(urls):
         return "names the same directory twice"
     return None
-
-
-#: Keys of an ``[[issuers]]`` table.
-ISSUER_KEYS = ("directory", "eab_kid", "eab_hmac_key", "ca_bundle", "profile", "caa_identities", "rate_limits",
-               "orders_per_10s")
-
-
-def _profile_name(v: Any) -> str | None:
-    """What is wrong with an ACME profile name (a printable token of at most 64 characters), or None."""
-    if not isinstance(v, str) or not v or len(v) > 64 or not all(33 <= ord(ch) < 127 for ch in v):
-        return "must be a profile name the CA lists (a printable token of at most 64 characters, e.g. tlsserver)"
-    return None
-
-
-def _b64url_key(v: Any) -> str | None:
-    import base64
-    import binascii
-    if not isinstance(v, str) or not v.strip():
-        return "must be the base64url HMAC key the CA gave you"
-    t = v.strip()
-    if any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=" for c in t):
-        return "must be base64url (letters, digits, - and _), as the CA hands it out"
-    try:
-        raw = base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
-    except (binascii.Error, ValueError):
-        return "is not valid base64url"
-    return None if raw else "decodes to an empty key"
-
-
-def _issuers_check(v: tuple) -> str | None:
-    seen: set[str] = set()
-    for n, t in enumerate(v, 1):
-        where = f"[[issuers]] table {n}"
-        if not isinstance(t, Mapping):
-            return f"{where} must be a table with directory = \"https://...\""
-        for k in t:
-            if k not in ISSUER_KEYS:
-                return f"{where}: unknown key {k!r}{_did_you_mean(str(k), set(ISSUER_KEYS))} (keys: {', '.join(ISSUER_KEYS)})"
-        d = t.get("directory")
-        if not isinstance(d, str) or not d.startswith(("https://", "http://")):
-            return f"{where}: directory must be the CA's ACME directory URL (https://...)"
-        if d in seen:
-            return f"{where}: directory {d} is listed twice"
-        seen.add(d)
-        if bool(t.get("eab_kid")) != bool(t.get("eab_hmac_key")):
-            return f"{where} ({d}): eab_kid and eab_hmac_key go together (External Account Binding)"
-        if t.get("eab_hmac_key"):
-            bad = _b64url_key(t["eab_hmac_key"])
-            if bad:
-                return f"{where} ({d}): eab_hmac_key {bad}"
-        if t.get("eab_kid") is not None and not isinstance(t.get("eab_kid"), str):
-            return f"{where} ({d}): eab_kid must be text"
-        if t.get("profile") not in (None, ""):
-            bad = _profile_name(t["profile"])
-            if bad:
-                return f"{where} ({d}): profile {bad}"
-        ids = t.get("caa_identities")
-        if ids is not None and (not isinstance(ids, (list, tuple)) or not all(isinstance(x, str) and x for x in ids)):
-            return f"{where} ({d}): caa_identities must be a list of issuer domain names, e.g. [\"letsencrypt.org\"]"
-        cab = t.get("ca_bundle")
-        if cab not in (None, "") and (not isinstance(cab, str) or not Path(cab).is_file()):
-            return f"{where} ({d}): ca_bundle {cab!r} is not a readable file"
-        rl = t.get("rate_limits")
-        if rl is not None:
-            from acme_client.ratelimit import load_limits
-            try:
-                load_limits(_mapping(rl))
-            except (TypeError, ValueError) as e:
-                return f"{where} ({d}): rate_limits: {e}"
-        o = t.get("orders_per_10s")
-        if o is not None and (isinstance(o, bool) or not isinstance(o, int) or o < 1):
-            return f"{where} ({d}): orders_per_10s must be a whole number >= 1"
-    return None
-
-
-def _optional_b64url(v: str | None) -> str | None:
-    return None if v is None else _b64url_key(v)
-
-
-def _optional_profile(v: str | None) -> str | None:
-    return None if v is None else _profile_name(v)
 
 
 def _at_least(n: float) -> Callable[[Any], str | None]:
@@ -401,12 +321,12 @@ class Settings:
     # -- several issuers, EAB, profiles (acme_client/issuers.py) -----------------------------------------------
     # ``[[issuers]]`` tables (directory, eab_kid, eab_hmac_key, ca_bundle, profile, caa_identities, rate_limits,
     # orders_per_10s), in order of preference; empty: acme_directory (a comma-separated list) is the list.
-    issuers: tuple[dict, ...] = _s((), _issuers_check)
+    issuers: tuple[dict, ...] = _s((), issuers_check)
     # External Account Binding for the first directory of acme_directory (ZeroSSL, Google Trust Services).
     acme_eab_kid: str | None = None
-    acme_eab_hmac_key: str | None = _s(None, _optional_b64url)
+    acme_eab_hmac_key: str | None = _s(None, optional_b64url)
     # The ACME profile asked for when neither the domain nor its issuer names one (meta.profiles of the CA).
-    acme_profile: str | None = _s(None, _optional_profile)
+    acme_profile: str | None = _s(None, optional_profile)
     # Seconds an issuer may stay unreachable / answer 5xx before a NEW order goes to the next issuer.
     issuer_fallback_wait: float = _s(30.0, _at_least(0))
     # Seconds an issuer found down is skipped (no request at all) before it is tried again.
@@ -503,29 +423,8 @@ class Settings:
             raise ConfigError("EDGECERT_DNS_RECHECK_MAX must not be smaller than EDGECERT_DNS_RECHECK_INITIAL")
 
     def issuer_specs(self) -> list[dict[str, Any]]:
-        """The issuers in order, each ``{directory, eab_kid, eab_hmac_key, ca_bundle, profile, caa_identities,
-        rate_limits, orders_per_10s, setting}`` (``setting``: how messages name it): the ``[[issuers]]`` tables, else
-        ``acme_directory`` split at commas (EAB for the first from acme_eab_kid / acme_eab_hmac_key)."""
-        out: list[dict[str, Any]] = []
-        if self.issuers:
-            for n, t in enumerate(self.issuers, 1):
-                out.append({"directory": t["directory"], "eab_kid": t.get("eab_kid") or None,
-                            "eab_hmac_key": (t.get("eab_hmac_key") or "").strip() or None,
-                            "ca_bundle": t.get("ca_bundle") or self.acme_ca_bundle,
-                            "profile": t.get("profile") or self.acme_profile,
-                            "caa_identities": list(t["caa_identities"]) if t.get("caa_identities") is not None
-                            else None,
-                            "rate_limits": _mapping(t["rate_limits"]) if t.get("rate_limits") is not None else None,
-                            "orders_per_10s": t.get("orders_per_10s") or self.orders_per_10s,
-                            "setting": f"[[issuers]] table {n} ({t['directory']})"})
-            return out
-        for n, d in enumerate([u.strip() for u in self.acme_directory.split(",")]):
-            out.append({"directory": d, "eab_kid": self.acme_eab_kid if n == 0 else None,
-                        "eab_hmac_key": self.acme_eab_hmac_key if n == 0 else None,
-                        "ca_bundle": self.acme_ca_bundle, "profile": self.acme_profile, "caa_identities": None,
-                        "rate_limits": None, "orders_per_10s": self.orders_per_10s,
-                        "setting": "acme_directory (EDGECERT_ACME_DIRECTORY)" + (f", entry {n + 1}" if n else "")})
-        return out
+        """The issuers in order (:func:`edge.config_issuers.issuer_specs`)."""
+        return issuer_specs(self)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` (checked like any other value)."""
