@@ -267,7 +267,13 @@ class AcmeIssuer:
             if self.on_request is not None:
                 self.on_request("renewalInfo", r.status_code)
             if r.status_code != 200:
-                raise errors.from_problem(None, r.text[:200], status=r.status_code,
+                try:
+                    doc = r.json()
+                except ValueError:
+                    doc = None
+                ptype = doc.get("type") if isinstance(doc, dict) else None
+                detail = doc.get("detail") if isinstance(doc, dict) else r.text[:200]
+                raise errors.from_problem(ptype, detail, status=r.status_code,
                                           retry_after=parse_retry_after(r.headers.get("Retry-After")),
                                           context="renewalInfo")
             win = r.json()["suggestedWindow"]
@@ -433,11 +439,11 @@ class AcmeIssuer:
         try:
             if order.url is None:
                 if profile:
-                    offered = sess.meta().get("profiles")
-                    if not isinstance(offered, dict) or profile not in offered:
+                    offered = await self.profiles()
+                    if not offered or profile not in offered:
                         raise errors.ProfileUnknown(
                             f"profile {profile!r} is not offered by the CA at {self.directory_url} (it offers: "
-                            f"{', '.join(sorted(offered)) if isinstance(offered, dict) and offered else 'none'}); "
+                            f"{', '.join(sorted(offered)) if offered else 'none'}); "
                             f"check the domain's profile or the profile of {self.setting}")
                 created = await run.call(lambda: sess.create_order(csr_pem, replaces=replaces, profile=profile))
                 run.deadline = full_deadline
