@@ -160,7 +160,9 @@ class IssuerChain:
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
                     is_renewal: bool = False, on_event: EventSink | None = None,
                     challenges: tuple[str, ...] | None = None, directories: list[str] | None = None,
-                    profile: str | None = None) -> IssuedCertificate:
+                    profile: str | None = None, ari_exempt: bool | None = None) -> IssuedCertificate:
+        """Issue at the first CA that can (module docstring). ``ari_exempt``: a renewal inside the CA's ARI window
+        (neither checked against nor counted in the ledger, as at Let's Encrypt); None: when ``replaces`` is sent."""
         sink = on_event or _noop
         entry = await self.storage.open_order(domain_id)
         if entry is not None and entry.url:
@@ -172,7 +174,8 @@ class IssuerChain:
                 # Exactly one order per name: continued at its CA, never placed again elsewhere.
                 return await self._attempt(home, domain_id=domain_id, names=names, key_type=key_type,
                                            replaces=replaces, is_renewal=is_renewal, on_event=sink,
-                                           challenges=challenges, profile=entry.profile, resuming=True)
+                                           challenges=challenges, profile=entry.profile, resuming=True,
+                                           ari_exempt=ari_exempt)
             entry.step = JournalStep.ABANDONED
             entry.error = ("the order expired at its CA" if expired else
                            f"its CA ({entry.directory_url}) is no longer configured")
@@ -197,7 +200,8 @@ class IssuerChain:
                 return await self._attempt(slot, domain_id=domain_id, names=names, key_type=key_type,
                                            replaces=replaces if slot.directory_url == home_dir else None,
                                            is_renewal=is_renewal, on_event=sink, challenges=challenges,
-                                           profile=profile or slot.issuer.profile, resuming=False)
+                                           profile=profile or slot.issuer.profile, resuming=False,
+                                           ari_exempt=ari_exempt)
             except errors.AcmeError as e:
                 if not isinstance(e, DOWN_ERRORS + FALLBACK_ERRORS):
                     raise  # a validation verdict or an unknown failure: not another CA's business
@@ -245,8 +249,8 @@ class IssuerChain:
 
     async def _attempt(self, slot: IssuerSlot, *, domain_id: int, names: list[str], key_type: str,
                        replaces: str | None, is_renewal: bool, on_event: EventSink,
-                       challenges: tuple[str, ...] | None, profile: str | None, resuming: bool
-                       ) -> IssuedCertificate:
+                       challenges: tuple[str, ...] | None, profile: str | None, resuming: bool,
+                       ari_exempt: bool | None = None) -> IssuedCertificate:
         """One issuer: account, its own ledger and pacing, then the order (continued or new)."""
         issuer = slot.issuer
         if profile and not resuming:
@@ -259,7 +263,8 @@ class IssuerChain:
         reservation = Reservation()
         if not resuming:
             hold, reservation = await slot.ledger.check_and_reserve(names, acct.id, now=_now(),
-                                                                    exempt=replaces is not None)
+                                                                    exempt=replaces is not None if ari_exempt is None
+                                                                    else (ari_exempt and replaces is not None))
             if hold is not None:
                 raise errors.LocalLimit(hold.message(), retry_after=hold.retry_at)
             await slot.pacer.wait()

@@ -489,14 +489,14 @@ class DomainManager:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
                                                  replaces=replaces, is_renewal=is_renewal, on_event=on_event,
-                                                 **({"profile": domain.profile} if chain else {}))
+                                                 **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
                     await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
                                                      replaces=None, is_renewal=is_renewal, on_event=on_event,
-                                                     **({"profile": domain.profile} if chain else {}))
+                                                     **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
                 else:
                     raise
         except acme_errors.AcmeError as e:
