@@ -121,3 +121,33 @@ async def test_each_ca_has_its_own_ledger_scope(tmp_path):
     hold, res = await b.check_and_reserve(["x.example.com"], 2, now=now)  # the other CA counts on its own
     assert hold is None
     await b.release(res)
+
+
+async def test_the_chain_reports_each_cas_caa_identities_and_honours_directories(pebble, tmp_path):
+    """Over the real Pebble (through the proxy that adds ``meta.caaIdentities``): the directory's identities, or the
+    issuer's ``caa_identities`` setting instead; a ``directories=`` list naming no issuer places no order."""
+    from acme_client.issuer import AcmeIssuer
+    from acme_client.issuers import IssuerChain
+    from store import open_storage
+    from store.crypto import KeyBox
+    from tests.support.acmeproxy import ProxyThread
+    st = open_storage(f"sqlite:///{tmp_path}/c.db")
+    kb = KeyBox(b"k" * 32)
+    with ProxyThread(pebble.base_url, upstream_ca=pebble.ca_bundle, tls=pebble.tls,
+                     directory_meta={"caaIdentities": ["ca-one.example"]}) as proxy:
+        one = AcmeIssuer(storage=st, keybox=kb, publisher=None, directory_url=proxy.directory_url,
+                         ca_bundle=proxy.ca_bundle)
+        two = AcmeIssuer(storage=st, keybox=kb, publisher=None, directory_url=pebble.directory_url,
+                         ca_bundle=pebble.ca_bundle, caa_identities=["ca-two.example"])
+        chain = IssuerChain([one, two], storage=st)
+        try:
+            assert [i.directory_url for i in chain.issuers] == [proxy.directory_url, pebble.directory_url]
+            assert await chain.caa_identities() == {proxy.directory_url: ["ca-one.example"],
+                                                    pebble.directory_url: ["ca-two.example"]}
+            before = proxy.count()
+            with pytest.raises(errors.NoIssuer):
+                await chain.issue(domain_id=1, names=["x.caa.test"], key_type="ecdsa-p256",
+                                  directories=["https://elsewhere.example/dir"])
+            assert proxy.count() == before  # nothing asked of any CA
+        finally:
+            chain.close()
