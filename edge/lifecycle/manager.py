@@ -127,8 +127,8 @@ class DomainManager:
         """After a crash: reconcile the rate ledger with what the CA did (per the order journal) and continue
         every open journal entry (any step that is not terminal) now."""
         try:
-            fixed = await getattr(self.issuer, "reconcile", self.ledger.reconcile)(utcnow(), stale_after=dt.timedelta(
-                seconds=self.s.order_timeout + 2 * LEASE_TTL))
+            reconcile = getattr(self.issuer, "reconcile", self.ledger.reconcile)  # per CA with several CAs
+            fixed = await reconcile(utcnow(), stale_after=dt.timedelta(seconds=self.s.order_timeout + 2 * LEASE_TTL))
             if fixed:
                 log.info("rate ledger reconciled with the order journal (%d change(s))", fixed)
         except Exception:
