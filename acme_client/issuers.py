@@ -166,7 +166,9 @@ class IssuerChain:
         sink = on_event or _noop
         entry = await self.storage.open_order(domain_id)
         if entry is not None and entry.url:
-            home = self.slot(entry.directory_url) or self._slot_of_account(entry.account_id)
+            # An entry of an earlier version (no directory recorded) was made at the one CA of that time: the first.
+            home = self.slot(entry.directory_url) if entry.directory_url else \
+                (self._slot_of_account(entry.account_id) or self.slots[0])
             expired = entry.expires_at is not None and _aware(entry.expires_at) < dt.datetime.now(dt.timezone.utc)
             if entry.step in (JournalStep.DOWNLOADED, JournalStep.INSTALLED):
                 home = home or self.slots[0]  # the certificate is held already: any issuer hands it over
@@ -205,7 +207,8 @@ class IssuerChain:
             except errors.AcmeError as e:
                 if not isinstance(e, DOWN_ERRORS + FALLBACK_ERRORS):
                     raise  # a validation verdict or an unknown failure: not another CA's business
-                if isinstance(e, DOWN_ERRORS):
+                if isinstance(e, DOWN_ERRORS) and len(self.slots) > 1:
+                    # Left alone for a while (a single CA is retried on the manager's own schedule instead).
                     slot.down_until = time.monotonic() + self.down_cooldown
                     slot.down_error = e
                 open_now = await self.storage.open_order(domain_id)
