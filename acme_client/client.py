@@ -161,9 +161,23 @@ class AcmeSession:
             raise errors.OrderFailed(f"{what}: {e}") from e
 
     # -- account ---------------------------------------------------------------------------------------------
-    def register(self, *, email: str | None = None) -> str:
-        """Create (or find, for this key) the account; returns its URL."""
-        reg = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
+    def register(self, *, email: str | None = None, eab_kid: str | None = None,
+                 eab_hmac_key: str | None = None) -> str:
+        """Create (or find, for this key) the account; returns its URL.
+
+        ``eab_kid`` / ``eab_hmac_key`` (base64url, as the CA hands it out): External Account Binding (RFC 8555
+        7.3.4), required by ZeroSSL and Google Trust Services; the account key is signed with the HMAC key."""
+        eab = None
+        if eab_kid and eab_hmac_key:
+            try:
+                eab = messages.ExternalAccountBinding.from_data(
+                    account_public_key=self.net.key.public_key(), kid=eab_kid, hmac_key=eab_hmac_key,
+                    directory=self.directory)
+            except (ValueError, TypeError) as e:
+                raise errors.AccountProblem(f"newAccount: the External Account Binding HMAC key cannot be used "
+                                            f"({e}); check eab_hmac_key (base64url, as the CA gave it)") from None
+        reg = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True,
+                                                 external_account_binding=eab)
 
         def do() -> str:
             try:
@@ -173,6 +187,19 @@ class AcmeSession:
                 self.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
                 return e.location
         return self._call("newAccount", do)
+
+    def meta(self) -> dict[str, Any]:
+        """The directory's ``meta`` object as JSON (``profiles``, ``caaIdentities``, ``externalAccountRequired``)."""
+        try:
+            meta = self.directory["meta"]
+        except (KeyError, AttributeError):
+            return {}
+        if meta is None:
+            return {}
+        try:
+            return dict(meta.to_partial_json())
+        except Exception:  # noqa: BLE001 - an odd meta object is no reason to fail an order
+            return {}
 
     @property
     def account_uri(self) -> str | None:

@@ -7,12 +7,14 @@ datetime) is the earliest time the CA allows, read from its ``Retry-After`` head
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 __all__ = ["AcmeError", "RetryableError", "FinalError", "RateLimited", "ServerUnavailable", "NetworkError",
            "BadNonce", "ChallengeFailed", "OrderFailed", "Unauthorized", "RejectedIdentifier", "CAARefused",
            "AccountProblem", "OrderTimeout", "DnsNotReady", "from_problem", "PROBLEM_PREFIX", "plain_reason", "is_plain",
-           "WHO_ACTS", "PLAIN_TEXT"]
+           "WHO_ACTS", "PLAIN_TEXT", "IdentifierPaused", "LocalLimit", "NoIssuer", "ProfileUnknown", "OPERATOR_MARK",
+           "tenant_text", "tenant_event", "unpause_url"]
 
 PROBLEM_PREFIX = "urn:ietf:params:acme:error:"
 
@@ -101,6 +103,34 @@ class AccountProblem(FinalError):
     code = "account_problem"
 
 
+class IdentifierPaused(FinalError):
+    """Let's Encrypt paused new orders for this name at this account after repeated failed validations: nothing
+    helps until the operator unpauses it at ``url`` (the CA's self-service page), then asks for a renewal."""
+
+    code = "identifier_paused"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "unpause_url": self.url}
+
+
+class LocalLimit(RateLimited):
+    """Held by edgecert's own copy of the CA's limits (no request was made): its message is safe for tenants."""
+
+    code = "rate_limited"
+
+
+class ProfileUnknown(FinalError):
+    """The ACME profile asked for is not offered by the CA (its directory's ``meta.profiles``)."""
+
+    code = "profile_unknown"
+
+
+class NoIssuer(FinalError):
+    """The caller's ``directories`` list names no configured issuer."""
+
+    code = "no_issuer"
+
+
 _FINAL = {
     "rejectedIdentifier": RejectedIdentifier,
     "unsupportedIdentifier": RejectedIdentifier,
@@ -128,15 +158,34 @@ _RETRY = {
 }
 
 
+_URL_RE = re.compile(r"https?://[^\s\"'<>)]+")
+
+
+def unpause_url(detail: str | None) -> str | None:
+    """The self-service unpause URL of a paused-identifier problem (Let's Encrypt: ``https://portal.letsencrypt.org/
+    sfe/v1/unpause?jwt=...``), or None when ``detail`` carries none."""
+    for u in _URL_RE.findall(detail or ""):
+        if "unpause" in u.lower():
+            return u.rstrip(".,;")
+    return None
+
+
 def from_problem(problem_type: str | None, detail: str | None, *, status: int | None = None,
                  retry_after: dt.datetime | None = None, subproblems: list[dict[str, Any]] | None = None,
                  url: str | None = None, context: str = "") -> AcmeError:
-    """Map an RFC 7807 problem document from the CA to the matching typed error."""
+    """Map an RFC 7807 problem document from the CA to the matching typed error.
+
+    A ``rateLimited`` or ``unauthorized`` problem whose detail carries an unpause URL is Let's Encrypt's *paused
+    identifier* (:class:`IdentifierPaused`, ``url`` = the unpause page)."""
     short = (problem_type or "")
     if short.startswith(PROBLEM_PREFIX):
         short = short[len(PROBLEM_PREFIX):]
     cls: type[AcmeError]
-    if short in _FINAL:
+    paused = unpause_url(detail) if short in ("rateLimited", "unauthorized", "") else None
+    if paused:
+        cls = IdentifierPaused
+        url = paused
+    elif short in _FINAL:
         cls = _FINAL[short]
     elif short in _RETRY:
         cls = _RETRY[short]
@@ -169,6 +218,9 @@ WHO_ACTS = {
     "rejected_identifier": "operator",
     "unauthorized": "operator",
     "account_problem": "operator",
+    "identifier_paused": "operator",
+    "profile_unknown": "operator",
+    "no_issuer": "operator",
 }
 
 PLAIN_TEXT = {
@@ -194,12 +246,67 @@ PLAIN_TEXT = {
                        "operator has to act: check the acme_directory setting (EDGECERT_ACME_DIRECTORY) and that "
                        "the CA accepts new accounts (acme_email, External Account Binding), then run "
                        "`edgecert domains renew <hostname>`.",
+    "identifier_paused": "The certificate authority has paused new certificates for this name after repeated failed "
+                         "attempts. The service operator has to act (unpause it at the CA); nothing is needed from "
+                         "you.",
+    "profile_unknown": "The certificate profile configured for this name is not offered by our certificate "
+                       "authority. The service operator has to act.",
+    "no_issuer": "No certificate authority is configured for this name. The service operator has to act.",
 }
+
+#: What follows this mark in a domain's ``last_error`` is for the operator only (a URL to act on): tenant answers
+#: and the status page cut it off (:func:`tenant_text`).
+OPERATOR_MARK = " Operator: "
 
 
 def is_plain(text: str | None) -> bool:
-    """Whether ``text`` is one of :func:`plain_reason`'s sentences (safe to show a tenant as it is)."""
-    return bool(text) and any(text.startswith(t) for t in PLAIN_TEXT.values())  # type: ignore[union-attr]
+    """Whether ``text`` is one of :func:`plain_reason`'s sentences (safe to show a tenant as it is): no URL, no
+    operator-only part."""
+    return bool(text) and "://" not in text and OPERATOR_MARK not in text \
+        and any(text.startswith(t) for t in PLAIN_TEXT.values())  # type: ignore[union-attr, operator]
+
+
+def tenant_text(text: str | None) -> str | None:
+    """``text`` as a tenant may read it: the operator-only part (after :data:`OPERATOR_MARK`) cut off and any URL
+    left replaced by ``[link for the operator]``."""
+    if not text:
+        return text
+    text = text.split(OPERATOR_MARK, 1)[0]
+    return _URL_RE.sub("[link for the operator]", text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_RE.sub("[link for the operator]", value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()
+                if k not in ("message", "detail", "order_url", "old_account", "new_account", "unpause_url",
+                             "directory", "problem_type")}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def tenant_event(kind: str, message: str, data: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """An event as a tenant may read it (``GET /v1/domains/{h}/events`` with a tenant token): a CA failure becomes
+    the plain sentence of its code; no exception text, no CA detail, no URL anywhere."""
+    data = data or {}
+    err = data.get("error")
+    if isinstance(err, dict) and err.get("code"):
+        code = str(err["code"])
+        msg = PLAIN_TEXT.get(code) or ("The certificate authority did not issue the certificate this time; we try "
+                                       "again automatically." if err.get("retryable", True) else
+                                       "The certificate authority refused the request. The service operator has to "
+                                       "act.")
+        return msg, _scrub(data)
+    if kind in ("account_recreated", "issuer_skipped", "order_placed", "order_resumed", "order_downloaded"):
+        msg = {"account_recreated": "The service renewed its account with the certificate authority.",
+               "issuer_skipped": "One certificate authority could not issue this time; the next one is tried.",
+               "order_placed": "A certificate was requested from the certificate authority.",
+               "order_resumed": "The certificate request in progress is being continued.",
+               "order_downloaded": "The certificate was received from the certificate authority."}[kind]
+        return msg, _scrub(data)
+    return _URL_RE.sub("[link for the operator]", tenant_text(message) or ""), _scrub(data)
 
 
 def plain_reason(e: AcmeError) -> str:
@@ -213,9 +320,17 @@ def plain_reason(e: AcmeError) -> str:
                                 "The certificate authority refused the request. The service operator has to act.")
     if code == "ca_unavailable" and e.retry_after is not None:
         text = PLAIN_TEXT["ca_unavailable_wait"]
+    if isinstance(e, LocalLimit):
+        return e.message  # our own ledger's words: the limit, the scope and the time (no CA text, no URL)
     short = (e.problem_type or "").rsplit(":", 1)[-1]
     if short and short.replace("_", "").isalnum() and len(short) <= 40:
         text += f" (CA problem: {short})"
     elif e.status:
         text += f" (HTTP {e.status})"
+    if isinstance(e, (AccountProblem, ProfileUnknown, NoIssuer)) and e.message:
+        # The operator reads which setting to fix (cut off for tenants by tenant_text / is_plain).
+        text += OPERATOR_MARK + e.message
+    elif isinstance(e, IdentifierPaused) and e.url:
+        # For the operator only (cut off for tenants by tenant_text / is_plain): where to unpause, then what to run.
+        text += f"{OPERATOR_MARK}unpause the name at {e.url} then run `edgecert domains renew <hostname>`."
     return text

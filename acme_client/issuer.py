@@ -9,6 +9,9 @@ CA has is read again by its URL and continued from whatever state it is in (pend
 Transient errors (transport, 5xx, bad nonce, timeout) retry the same order within the attempt
 (:class:`OrderAttempt`, :mod:`acme_client.journal`); only the CA's verdict ends an entry (``invalid``). The
 synchronous ``acme`` package runs in a dedicated thread pool, one :class:`AcmeSession` per attempt.
+
+One concern: obtaining certificates from ONE CA (its account, healed when the CA forgot it; its directory: ARI,
+profiles, CAA identities; the order journal). Several CAs in order are :mod:`acme_client.issuers`.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class IssuedCertificate:
     order_id: int | None
     key_type: str
     acme_requests: int = 0
+    directory: str | None = None   #: the ACME directory (issuer) that issued it
+    profile: str | None = None     #: the ACME profile it was ordered with (None: the CA's default)
+    challenge: str | None = None   #: the challenge method that validated it (http-01, dns-01, tls-alpn-01)
 
     @property
     def fullchain_pem(self) -> str:
@@ -61,7 +67,8 @@ class Issuer(Protocol):
 
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
                     is_renewal: bool = False, on_event: EventSink | None = None,
-                    challenges: tuple[str, ...] | None = None) -> IssuedCertificate: ...
+                    challenges: tuple[str, ...] | None = None, directories: list[str] | None = None,
+                    profile: str | None = None) -> IssuedCertificate: ...
 
 
 async def _noop(kind: str, message: str, data: dict[str, Any]) -> None:
@@ -79,14 +86,32 @@ class AcmeIssuer:
         max_workers: threads for the synchronous protocol client (= orders in flight at once).
         order_timeout: seconds one order may take.
         on_request: ``(kind, status)`` callback for every CA request (metrics, pacing).
-        before_request: called (in the protocol thread) before every order is placed (pacing hook).
+        eab_kid / eab_hmac_key: External Account Binding at registration (base64url HMAC key).
+        profile: the ACME profile asked for when the caller names none (checked against ``meta.profiles``).
+        caa_identities: overrides the directory's ``meta.caaIdentities`` (the CAA check reads them).
+        setting: how the operator names this issuer in messages (e.g. ``issuers[2]``, ``EDGECERT_ACME_DIRECTORY``).
+        new_order_wait: seconds transient errors (unreachable, 5xx) are retried before a NEW order is placed (an
+            order the CA already has is retried up to ``order_timeout``); a chain then tries the next issuer.
+        on_account_recreated: called with the directory URL when the account was registered again (metric).
     """
 
     def __init__(self, *, storage, keybox: KeyBox, publisher: ChallengePublisher, directory_url: str,
                  ca_bundle: str | None = None, email: str | None = None, max_workers: int = 4,
                  order_timeout: float = 300.0, on_request: Callable[[str, int], None] | None = None,
-                 preferred_challenges: tuple[str, ...] = ("http-01",)) -> None:
+                 preferred_challenges: tuple[str, ...] = ("http-01",), eab_kid: str | None = None,
+                 eab_hmac_key: str | None = None, profile: str | None = None,
+                 caa_identities: list[str] | None = None, setting: str = "acme_directory (EDGECERT_ACME_DIRECTORY)",
+                 new_order_wait: float | None = None,
+                 on_account_recreated: Callable[[str], None] | None = None) -> None:
         self.storage = storage
+        self.eab_kid = eab_kid
+        self.eab_hmac_key = eab_hmac_key
+        self.profile = profile
+        self.caa_override = list(caa_identities) if caa_identities is not None else None
+        self.setting = setting
+        self.new_order_wait = new_order_wait
+        self.on_account_recreated = on_account_recreated
+        self._directory_json: dict[str, Any] | None = None
         self.keybox = keybox
         self.publisher = publisher
         self.directory_url = directory_url
@@ -104,6 +129,11 @@ class AcmeIssuer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def current_account(self) -> AcmeAccount | None:
+        """The account in use (None until first loaded or registered)."""
+        return self._account
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -125,36 +155,104 @@ class AcmeIssuer:
                     acct = await self.storage.save_account(acct)
                 if not acct.uri:
                     key_pem = self.keybox.decrypt(acct.key_enc, purpose=b"acme-account")
-
-                    def register() -> str:
-                        sess = self._session(key_pem, None)
-                        return sess.register(email=self.email)
-                    acct.uri = await self._in_thread(register)
+                    acct.uri = await self._register(key_pem)
                     acct = await self.storage.save_account(acct)
                     log.info("registered ACME account %s", acct.uri)
                 self._account = acct
                 return acct
 
+    async def _register(self, key_pem: bytes) -> str:
+        """newAccount (with External Account Binding when configured). A refusal that is not the CA being down
+        becomes :class:`errors.AccountProblem` naming the setting to check."""
+        def register() -> str:
+            return self._session(key_pem, None).register(email=self.email, eab_kid=self.eab_kid,
+                                                         eab_hmac_key=self.eab_hmac_key)
+        try:
+            return await self._in_thread(register)
+        except errors.AcmeError as e:
+            if e.retryable and not isinstance(e, (errors.OrderFailed, errors.ChallengeFailed)):
+                raise  # unreachable, 5xx, rate limited: the CA's trouble, tried again later
+            short = (e.problem_type or e.code).rsplit(":", 1)[-1]
+            if self.eab_kid or short == "externalAccountRequired" or "external account" in (e.detail or "").lower():
+                what = (f"the External Account Binding of {self.setting} (eab_kid / eab_hmac_key; "
+                        "EDGECERT_ACME_EAB_KID / EDGECERT_ACME_EAB_HMAC_KEY for the first issuer): the CA wants the "
+                        "key ID and the base64url HMAC key it gave you for this account")
+            else:
+                what = f"{self.setting} and acme_email (EDGECERT_ACME_EMAIL)"
+            raise errors.AccountProblem(
+                f"the CA at {self.directory_url} refused to register edgecert's ACME account ({short}: "
+                f"{(e.detail or e.message)[:200]}); an operator must check {what}, then run "
+                "`edgecert domains renew HOSTNAME`", problem_type=e.problem_type, detail=e.detail,
+                status=e.status) from e
+
+    async def directory_json(self, *, max_age: float = 3600.0) -> dict[str, Any]:
+        """The CA's directory (read at most once per ``max_age`` seconds; unauthenticated GET)."""
+        now = time.monotonic()
+        if self._directory_json is not None and self._ari_checked_at is not None \
+                and now - self._ari_checked_at <= max_age:
+            return self._directory_json
+
+        def directory() -> dict[str, Any]:
+            import requests
+            try:
+                r = requests.get(self.directory_url, timeout=30, verify=self.ca_bundle or True)
+            except requests.RequestException as e:
+                raise errors.NetworkError(f"directory: cannot reach the CA: {e}") from e
+            if self.on_request is not None:
+                self.on_request("directory", r.status_code)
+            if r.status_code >= 500:
+                raise errors.ServerUnavailable(f"directory: the CA answered HTTP {r.status_code}",
+                                               status=r.status_code)
+            try:
+                r.raise_for_status()
+                doc = r.json()
+            except (requests.RequestException, ValueError) as e:
+                raise errors.NetworkError(f"directory: {e}") from e
+            return doc if isinstance(doc, dict) else {}
+        self._directory_json = await self._in_thread(directory)
+        self._ari_url = self._directory_json.get("renewalInfo")
+        self._ari_checked_at = now
+        return self._directory_json
+
+    async def profiles(self) -> dict[str, str] | None:
+        """The directory's ``meta.profiles`` (name -> description), or None when the CA offers none."""
+        meta = (await self.directory_json()).get("meta") or {}
+        profiles = meta.get("profiles") if isinstance(meta, dict) else None
+        return dict(profiles) if isinstance(profiles, dict) else None
+
+    async def caa_identities(self) -> list[str]:
+        """The issuer domain names this CA's CAA records must allow: the ``caa_identities`` setting, else the
+        directory's ``meta.caaIdentities`` (empty when neither says)."""
+        if self.caa_override is not None:
+            return list(self.caa_override)
+        meta = (await self.directory_json()).get("meta") or {}
+        ids = meta.get("caaIdentities") if isinstance(meta, dict) else None
+        return [str(x) for x in ids] if isinstance(ids, list) else []
+
     def _session(self, account_key_pem: bytes, account_uri: str | None) -> AcmeSession:
         return AcmeSession(self.directory_url, account_key_pem, ca_bundle=self.ca_bundle, account_uri=account_uri,
                            on_request=self.on_request)
 
-    async def renewal_window(self, cert_id: str) -> tuple[dt.datetime, dt.datetime, dt.datetime | None] | None:
+    async def renewal_window(self, cert_id: str, *, on_event: EventSink | None = None
+                             ) -> tuple[dt.datetime, dt.datetime, dt.datetime | None] | None:
         """The CA's ARI window for an RFC 9773 certID, or None when the CA has no renewalInfo.
 
-        The directory is read at most once an hour; the renewalInfo GET is unauthenticated (RFC 9773 4.1)."""
-        now = time.monotonic()
-        if self._ari_checked_at is None or now - self._ari_checked_at > 3600:
-            def directory() -> str | None:
-                import requests
-                try:
-                    r = requests.get(self.directory_url, timeout=30, verify=self.ca_bundle or True)
-                    r.raise_for_status()
-                    return r.json().get("renewalInfo")
-                except (requests.RequestException, ValueError) as e:
-                    raise errors.NetworkError(f"directory: {e}") from e
-            self._ari_url = await self._in_thread(directory)
-            self._ari_checked_at = now
+        The directory is read at most once an hour; the renewalInfo GET is unauthenticated (RFC 9773 4.1). A CA
+        that answers it with ``accountDoesNotExist`` (it forgot edgecert's account) gets the same heal as an order:
+        the account is registered again once (event ``account_recreated``) and the window asked again."""
+        try:
+            return await self._renewal_window(cert_id)
+        except errors.AcmeError as e:
+            if not account_gone(e):
+                raise
+            stale = self._account or await self.storage.get_account(self.directory_url)
+            if stale is None or stale.id == self._healed_account_id:
+                raise self._operator_error(e) from e
+            await self.recreate_account(stale, e, on_event or _noop)
+            return await self._renewal_window(cert_id)
+
+    async def _renewal_window(self, cert_id: str) -> tuple[dt.datetime, dt.datetime, dt.datetime | None] | None:
+        await self.directory_json()
         if not self._ari_url:
             return None
         url = self._ari_url.rstrip("/") + "/" + cert_id
@@ -169,7 +267,13 @@ class AcmeIssuer:
             if self.on_request is not None:
                 self.on_request("renewalInfo", r.status_code)
             if r.status_code != 200:
-                raise errors.from_problem(None, r.text[:200], status=r.status_code,
+                try:
+                    doc = r.json()
+                except ValueError:
+                    doc = None
+                ptype = doc.get("type") if isinstance(doc, dict) else None
+                detail = doc.get("detail") if isinstance(doc, dict) else r.text[:200]
+                raise errors.from_problem(ptype, detail, status=r.status_code,
                                           retry_after=parse_retry_after(r.headers.get("Retry-After")),
                                           context="renewalInfo")
             win = r.json()["suggestedWindow"]
@@ -177,29 +281,6 @@ class AcmeIssuer:
             end = dt.datetime.fromisoformat(win["end"].replace("Z", "+00:00"))
             return start, end, parse_retry_after(r.headers.get("Retry-After"))
         return await self._in_thread(fetch)
-
-    async def caa_identities(self) -> dict[str, list[str]]:
-        """{directory URL: the CA's CAA identities} from the directory's ``meta.caaIdentities`` (RFC 8555 §7.1.1;
-        empty when the CA publishes none). Read at most once an hour; raises :class:`errors.NetworkError` when the
-        directory cannot be read (nothing cached then)."""
-        now = time.monotonic()
-        cached = getattr(self, "_caa_ids", None)
-        if cached is not None and now - cached[0] < 3600:
-            return {self.directory_url: list(cached[1])}
-
-        def read() -> list[str]:
-            import requests
-            try:
-                r = requests.get(self.directory_url, timeout=30, verify=self.ca_bundle or True)
-                r.raise_for_status()
-                meta = r.json().get("meta") or {}
-            except (requests.RequestException, ValueError, AttributeError) as e:
-                raise errors.NetworkError(f"directory: {e}") from e
-            ids = meta.get("caaIdentities") if isinstance(meta, dict) else None
-            return [str(i) for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
-        ids = await self._in_thread(read)
-        self._caa_ids = (now, ids)
-        return {self.directory_url: list(ids)}
 
     # -- issuance ------------------------------------------------------------------------------------------------
     def issued_from(self, order: AcmeOrder, *, acme_requests: int = 0) -> IssuedCertificate:
@@ -213,19 +294,27 @@ class AcmeIssuer:
         info = read_certificate(certs[0])
         return IssuedCertificate(names=tuple(json.loads(order.names)), cert_pem=certs[0],
                                  chain_pem="".join(certs[1:]), key_pem=key_pem, info=info,
-                                 order_id=order.id, key_type=info.key_type, acme_requests=acme_requests)
+                                 order_id=order.id, key_type=info.key_type, acme_requests=acme_requests,
+                                 directory=order.directory_url or self.directory_url, profile=order.profile,
+                                 challenge=order.challenge)
 
     async def issue(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
                     is_renewal: bool = False, on_event: EventSink | None = None,
-                    challenges: tuple[str, ...] | None = None) -> IssuedCertificate:
+                    challenges: tuple[str, ...] | None = None, directories: list[str] | None = None,
+                    profile: str | None = None) -> IssuedCertificate:
         """:meth:`issue_once`, healing the account once: when the CA no longer knows it (``accountDoesNotExist``,
         a CA reset, a wiped staging CA), a new account is registered (event ``account_recreated``) and the same
         step is tried again. A second failure in a row (the account registered just now is refused too) raises
         :class:`errors.AccountProblem` naming what an operator must check."""
         sink = on_event or _noop
+        if directories is not None and self.directory_url not in directories:
+            raise errors.NoIssuer(f"this issuer ({self.directory_url}) is not among the directories asked for: "
+                                  f"{', '.join(directories) or '(none)'}")
+        profile = profile or self.profile
         try:
             issued = await self.issue_once(domain_id=domain_id, names=names, key_type=key_type, replaces=replaces,
-                                           is_renewal=is_renewal, on_event=on_event, challenges=challenges)
+                                           is_renewal=is_renewal, on_event=on_event, challenges=challenges,
+                                           profile=profile)
         except errors.AcmeError as e:
             if not account_gone(e):
                 raise
@@ -236,7 +325,7 @@ class AcmeIssuer:
             try:
                 issued = await self.issue_once(domain_id=domain_id, names=names, key_type=key_type,
                                                replaces=replaces, is_renewal=is_renewal, on_event=on_event,
-                                               challenges=challenges)
+                                               challenges=challenges, profile=profile)
             except errors.AcmeError as e2:
                 if account_gone(e2):
                     raise self._operator_error(e2) from e2
@@ -247,7 +336,7 @@ class AcmeIssuer:
     def _operator_error(self, e: errors.AcmeError) -> errors.AccountProblem:
         return errors.AccountProblem(
             "the CA refused the ACME account edgecert registered just now "
-            f"({(e.problem_type or e.code).rsplit(':', 1)[-1]}); an operator must check the acme_directory setting (EDGECERT_ACME_DIRECTORY) "
+            f"({(e.problem_type or e.code).rsplit(':', 1)[-1]}); an operator must check {self.setting} "
             "and that the CA accepts new accounts (External Account Binding, contact email: acme_email), then run "
             "`edgecert domains renew HOSTNAME`", problem_type=e.problem_type, detail=e.detail, status=e.status)
 
@@ -267,10 +356,7 @@ class AcmeIssuer:
                     current.name = f"gone-{current.id}-{int(time.time())}"
                     await self.storage.save_account(current)
                 key_pem = private_key_pem(generate_private_key("ecdsa-p256"))
-
-                def register() -> str:
-                    return self._session(key_pem, None).register(email=self.email)
-                uri = await self._in_thread(register)
+                uri = await self._register(key_pem)
                 acct = await self.storage.save_account(AcmeAccount(
                     directory_url=self.directory_url, email=self.email, uri=uri,
                     key_enc=self.keybox.encrypt(key_pem, purpose=b"acme-account")))
@@ -278,14 +364,21 @@ class AcmeIssuer:
                 self._healed_account_id = acct.id
         log.warning("the CA no longer knows ACME account %s (%s); registered a new account %s",
                     stale.uri, cause.code, acct.uri)
+        if self.on_account_recreated is not None:
+            try:
+                self.on_account_recreated(self.directory_url)
+            except Exception:  # noqa: BLE001 - a metric must never break the heal
+                log.exception("on_account_recreated hook failed")
         await on_event("account_recreated", "the CA no longer knew edgecert's ACME account; a new account was "
                        "registered and the step is tried again",
-                       {"old_account": stale.uri, "new_account": acct.uri, "problem_type": cause.problem_type})
+                       {"old_account": stale.uri, "new_account": acct.uri, "problem_type": cause.problem_type,
+                        "directory": self.directory_url})
         return acct
 
     async def issue_once(self, *, domain_id: int, names: list[str], key_type: str, replaces: str | None = None,
                          is_renewal: bool = False, on_event: EventSink | None = None,
-                         challenges: tuple[str, ...] | None = None) -> IssuedCertificate:
+                         challenges: tuple[str, ...] | None = None, profile: str | None = None
+                         ) -> IssuedCertificate:
         """Run the domain's order journal to ``downloaded`` (see :class:`store.models.JournalStep`): continue the
         open entry from its last durable step (a downloaded certificate is returned as it is, an order the CA has
         is fetched again by its URL), or start one. Transient errors retry the same order within this call
@@ -305,6 +398,9 @@ class AcmeIssuer:
                 order.tokens = None
                 order = await self.storage.save_order(order)
             return self.issued_from(order)
+        if order is not None and order.url and order.directory_url and order.directory_url != self.directory_url:
+            # Exactly one order per name: an order open at another CA is continued there (acme_client/issuers.py).
+            raise errors.OrderFailed(f"an order for these names is open at another CA ({order.directory_url})")
         if order is not None and (order.account_id != acct.id or order.key_enc is None or order.csr_pem is None):
             order.step = JournalStep.ABANDONED
             order.error = "made with another ACME account"
@@ -317,7 +413,8 @@ class AcmeIssuer:
             order = await self.storage.save_order(AcmeOrder(
                 domain_id=domain_id, account_id=acct.id, status="creating", step=JournalStep.INTENT,
                 names=json.dumps(names), replaces=replaces, csr_pem=csr_pem.decode(),
-                key_enc=self.keybox.encrypt(key_pem, purpose=purpose), is_renewal=is_renewal))
+                key_enc=self.keybox.encrypt(key_pem, purpose=purpose), is_renewal=is_renewal,
+                directory_url=self.directory_url, profile=profile))
             crash_point(JournalStep.INTENT)
         else:
             assert order.key_enc is not None and order.csr_pem is not None
@@ -325,17 +422,31 @@ class AcmeIssuer:
             csr_pem = order.csr_pem.encode()
             names = json.loads(order.names)
             replaces = order.replaces
+            profile = order.profile
             if order.url:
                 await on_event("order_resumed", f"continuing order {order.url} from step {order.step}",
                                {"order_url": order.url, "step": order.step, "order_id": order.id})
         resumed = order.url is not None
-        run = OrderAttempt(self, order, deadline=time.monotonic() + self.order_timeout, challenges=challenges)
+        full_deadline = time.monotonic() + self.order_timeout
+        run = OrderAttempt(self, order, deadline=full_deadline, challenges=challenges)
+        if order.url is None and self.new_order_wait is not None:
+            # Nothing at the CA yet: a CA that stays down (unreachable, 5xx) this long is given up for this
+            # attempt, so a chain can try the next one. Once the order exists, it is waited for in full.
+            run.deadline = min(full_deadline, time.monotonic() + self.new_order_wait)
         sess: AcmeSession = await run.call(lambda: self._session(account_key_pem, acct.uri))
         tokens: dict[str, tuple[str, str]] = {}   # token -> (identifier, kind): withdrawn once the order is over
         verdict = False
         try:
             if order.url is None:
-                created = await run.call(lambda: sess.create_order(csr_pem, replaces=replaces))
+                if profile:
+                    offered = await self.profiles()
+                    if not offered or profile not in offered:
+                        raise errors.ProfileUnknown(
+                            f"profile {profile!r} is not offered by the CA at {self.directory_url} (it offers: "
+                            f"{', '.join(sorted(offered)) if offered else 'none'}); "
+                            f"check the domain's profile or the profile of {self.setting}")
+                created = await run.call(lambda: sess.create_order(csr_pem, replaces=replaces, profile=profile))
+                run.deadline = full_deadline
                 order.url = created.uri
                 order.status = created.body.status.name if created.body.status else "pending"
                 order.expires_at = created.body.expires
@@ -446,9 +557,10 @@ class AcmeIssuer:
         if token not in run.published:
             # Journaled first, so that the answer is withdrawn once the order is over, whatever happens meanwhile.
             known = _journal_tokens(run.order)
-            if token not in known:
+            if token not in known or run.order.challenge != kind:
                 known[token] = (ident, kind)
                 run.order.tokens = json.dumps([[i, k, t] for t, (i, k) in known.items()])
+                run.order.challenge = kind
                 run.order = await self.storage.save_order(run.order)
             await self.publisher.publish(hostname=ident, kind=kind, token=token, key_authorization=validation)
             run.published.add(token)

@@ -15,6 +15,7 @@ Renewals inside the CA's ARI window are exempt (neither checked nor counted), as
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import datetime as dt
 import time
 import json
@@ -95,7 +96,7 @@ class Hold:
     scope: str
 
     def message(self) -> str:
-        return (f"held by our own copy of the CA's {self.limit.replace('_', ' ')} limit ({self.scope}) until "
+        return (f"held by our own copy of the CA's {self.limit.replace('_', ' ')} limit ({self.scope.split('@')[0]}) until "
                 f"{self.retry_at.isoformat()}")
 
 
@@ -104,17 +105,30 @@ class RateLedger:
     authorizations), never mere intentions. ``check_and_reserve`` is atomic across nodes (it holds
     a lease per scope in the store), so twelve workers cannot all see the last free token."""
 
-    def __init__(self, storage, limits: dict[str, Limit] | None = None) -> None:
+    def __init__(self, storage, limits: dict[str, Limit] | None = None, *, ca: str | None = None) -> None:
         self.storage = storage
         self.limits = limits or dict(DEFAULT_LIMITS)
+        #: The CA (directory URL) whose limits this ledger keeps, when edgecert uses several: its per-name scopes
+        #: carry a short tag of it (``regdom:example.com@3f2a9c1b0d4e``), so each CA has its own counts. None: the
+        #: one CA (scopes as before).
+        self.ca = ca
+        self._tag = hashlib.sha256(ca.encode()).hexdigest()[:12] if ca else ""
+
+    def _at(self, scope: str) -> str:
+        return f"{scope}@{self._tag}" if self._tag else scope
 
     def _scopes(self, names: list[str], account_id: int) -> list[tuple[Limit, str]]:
         regs = sorted({registered_domain(n.lstrip("*.")) or n for n in names})
         out = [(self.limits["new_orders_per_account"], f"account:{account_id}")]
-        out += [(self.limits["certificates_per_registered_domain"], f"regdom:{r}") for r in regs]
-        out.append((self.limits["duplicate_certificates"], "names:" + ",".join(sorted(names))))
+        out += [(self.limits["certificates_per_registered_domain"], self._at(f"regdom:{r}")) for r in regs]
+        out.append((self.limits["duplicate_certificates"], self._at("names:" + ",".join(sorted(names)))))
         out += [(self.limits["failed_validations_per_name"], f"failed:{account_id}:{n}") for n in names]
         return out
+
+    async def record_failed_validation(self, names: list[str], account_id: int, *, now: dt.datetime) -> None:
+        """The CA's verdict on an authorization was ``invalid``: one failed validation per name (its limit)."""
+        for n in names:
+            await self.storage.ledger_add("failed_authz", f"failed:{account_id}:{n}", account_id=account_id, at=now)
 
     async def check(self, names: list[str], account_id: int, *, now: dt.datetime) -> Hold | None:
         worst: Hold | None = None
@@ -149,8 +163,8 @@ class RateLedger:
         """(kind, scope) of the rows one order (``order``) and its certificate (``certificate``) count."""
         regs = sorted({registered_domain(n.lstrip("*.")) or n for n in names})
         out = [("order", f"account:{account_id}")]
-        out += [("certificate", f"regdom:{r}") for r in regs]
-        out.append(("certificate", "names:" + ",".join(sorted(names))))
+        out += [("certificate", self._at(f"regdom:{r}")) for r in regs]
+        out.append(("certificate", self._at("names:" + ",".join(sorted(names)))))
         return out
 
     async def confirm(self, kind: str, reservation: "Reservation", names: list[str], account_id: int, *,
@@ -188,7 +202,8 @@ class RateLedger:
         between the CA's answer and the ledger's write). Returns how many rows changed."""
         changed = await self.storage.ledger_drop_reservations(now - stale_after)
         longest = max(limit.period for limit in self.limits.values())
-        entries = [e for e in await self.storage.journal_since(now - longest) if e.id is not None]
+        entries = [e for e in await self.storage.journal_since(now - longest) if e.id is not None
+                   and (self.ca is None or getattr(e, "directory_url", None) in (None, self.ca))]
         if not entries:
             return changed
         ids = [e.id for e in entries]

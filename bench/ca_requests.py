@@ -5,7 +5,8 @@
 
 Scenarios: ``clean``; ``nonce30`` (Pebble refuses 30% of nonces); ``outage`` (the CA unreachable for --outage
 seconds, starting at the first challenge answer); ``5xx`` (503s on order polls and a 500 on finalize); ``kill``
-(``edgecert serve`` killed right after each name's order URL is journaled, then restarted). For each: orders and
+(``edgecert serve`` killed right after each name's order URL is journaled, then restarted); ``renew`` (every name
+issued, then renewed once: the row counts the renewals only, ``requests per issuance`` is per renewal). For each: orders and
 certificates at the CA (should both be N), names active, requests per issuance (all, and by kind), requests the CA
 never answered (the outage), and the wall time until every name is active (or --timeout). No figure is asserted anywhere.
 """
@@ -81,10 +82,30 @@ def run(name: str, work: Path, dns: ChallTestSrv, n: int, *, outage: float, time
                 break
             time.sleep(0.5)
         seconds = time.monotonic() - t0
+        issued0 = 0
+        if name == "renew":
+            # Every name renewed once (POST .../renew), counted on its own: requests to the CA per renewal.
+            serials = {h: edge.domain(h)["certificate"]["serial"] for h in names}
+            issued0 = pebble.issued_count()
+            proxy.reset_records()
+            t0 = time.monotonic()
+            for h in names:
+                edge.call("POST", f"/v1/domains/{h}/renew")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ds = [edge.domain(h) for h in names]
+                active = sum(d["status"] == "active" and d["certificate"]["serial"] != serials[d["hostname"]]
+                             for d in ds)
+                if active == len(names):
+                    break
+                time.sleep(0.5)
+            seconds = time.monotonic() - t0
         by_kind = {k: proxy.count(k) for k in KINDS}
-        return {"scenario": name, "names": n, "active": active, "orders": pebble.order_count(), "certificates": pebble.issued_count(),
+        issued = pebble.issued_count() - issued0
+        return {"scenario": name, "names": n, "active": active,
+                "orders": pebble.order_count() - (n if name == "renew" else 0), "certificates": issued,
                 "requests": proxy.count(), "unanswered": proxy.count(status=0),
-                "per_issuance": proxy.count() / max(1, pebble.issued_count()), "by_kind": by_kind,
+                "per_issuance": proxy.count() / max(1, issued), "by_kind": by_kind,
                 "seconds": seconds}
     finally:
         stop.set()
@@ -98,7 +119,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--names", type=int, default=10)
     p.add_argument("--outage", type=float, default=10.0, help="seconds the CA is unreachable (outage scenario)")
-    p.add_argument("--scenarios", default="clean,nonce30,outage,5xx,kill")
+    p.add_argument("--scenarios", default="clean,nonce30,outage,5xx,kill,renew")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every name to be active")
     args = p.parse_args()
     # ``edgecert serve`` runs from this checkout (not whatever the virtualenv has installed).

@@ -14,6 +14,8 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from acme_client.issuer import AcmeIssuer
+from acme_client.issuers import IssuerChain
+from acme_client.ratelimit import load_limits
 from store import SQLStorage, load_keybox, open_storage
 from store.crypto import KeyBox
 from store.models import utcnow
@@ -95,7 +97,7 @@ class Services:
     dns: DnsChecker
     events: EventBus
     hook: ReloadHook
-    issuer: AcmeIssuer
+    issuer: IssuerChain
     manager: DomainManager
     metrics: Metrics
     prober: Prober | None = None
@@ -140,6 +142,34 @@ class Services:
             m.cert_expiry_min.set(soonest)
 
 
+def build_issuers(settings: Settings, *, storage, keybox: KeyBox, publisher, metrics: Metrics) -> IssuerChain:
+    """One :class:`AcmeIssuer` per configured CA (``[[issuers]]`` or ``acme_directory``), in order, as a chain
+    (acme_client/issuers.py): each with its own account, EAB, profile, ledger scope, limits and pacing."""
+    default_limits = load_limits(settings.rate_limits)
+    several = len(settings.issuer_specs()) > 1
+    issuers, limits = [], {}
+    for spec in settings.issuer_specs():
+        directory = spec["directory"]
+
+        def on_request(kind: str, status: int, _d: str = directory) -> None:
+            metrics.acme_requests.labels(kind=kind, status=str(status)).inc()
+            metrics.issuer_requests.labels(directory=_d).inc()
+        issuers.append(AcmeIssuer(
+            storage=storage, keybox=keybox, publisher=publisher, directory_url=directory,
+            ca_bundle=spec["ca_bundle"], email=settings.acme_email, max_workers=settings.max_concurrent_orders,
+            order_timeout=settings.order_timeout, on_request=on_request, eab_kid=spec["eab_kid"],
+            eab_hmac_key=spec["eab_hmac_key"], profile=spec["profile"], caa_identities=spec["caa_identities"],
+            setting=spec["setting"], new_order_wait=settings.issuer_fallback_wait if several else None,
+            on_account_recreated=lambda d: metrics.account_recreated.labels(directory=d).inc()))
+        if spec["rate_limits"] is not None:
+            limits[directory] = load_limits({**settings.rate_limits, **spec["rate_limits"]})
+    return IssuerChain(issuers, storage=storage, limits=limits, default_limits=default_limits,
+                       orders_per_10s=settings.orders_per_10s,
+                       pacing={sp["directory"]: sp["orders_per_10s"] for sp in settings.issuer_specs()},
+                       down_cooldown=settings.issuer_down_cooldown,
+                       on_skip=lambda d, code: metrics.issuer_skips.labels(directory=d, reason=code).inc())
+
+
 async def build_services(settings: Settings) -> Services:
     """Open the store (running migrations), load keys and the default certificate, assemble the services."""
     apply_tls_settings(settings)
@@ -170,12 +200,7 @@ async def build_services(settings: Settings) -> Services:
                       retry_delays=settings.hook_retry_delays,
                       webhook_url=settings.reload_webhook, webhook_secret=settings.reload_webhook_secret)
     publisher = StorePublisher(storage, max_entries=settings.challenge_memory_max)
-    issuer = AcmeIssuer(storage=storage, keybox=keybox, publisher=publisher,
-                        directory_url=settings.acme_directory, ca_bundle=settings.acme_ca_bundle,
-                        email=settings.acme_email, max_workers=settings.max_concurrent_orders,
-                        order_timeout=settings.order_timeout,
-                        on_request=lambda kind, status: metrics.acme_requests.labels(kind=kind,
-                                                                                     status=str(status)).inc())
+    issuer = build_issuers(settings, storage=storage, keybox=keybox, publisher=publisher, metrics=metrics)
     manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
                             files=files, dns=dns, events=events, hook=hook,
                             retry_schedule=settings.retry_schedule)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from edge.config_issuers import issuer_specs, issuers_check, optional_b64url, optional_profile
 from edge.names import InvalidHostPort, parse_hostport as _split_hostport
 
 __all__ = ["Settings", "ConfigError", "ConfigWarning", "LETSENCRYPT_PRODUCTION", "LETSENCRYPT_STAGING",
@@ -104,6 +105,18 @@ def _url(*schemes: str) -> Callable[[str | None], str | None]:
     return check
 
 
+def _directories(v: str) -> str | None:
+    urls = [u.strip() for u in (v or "").split(",")]
+    if not v or any(not u for u in urls):
+        return "must be an https:// URL, or several separated by commas (in order of preference)"
+    for u in urls:
+        if not u.startswith(("https://", "http://")):
+            return f"must be https:// (or http://) URLs, comma-separated; {u!r} is not one"
+    if len(set(urls)) != len(urls):
+        return "names the same directory twice"
+    return None
+
+
 def _at_least(n: float) -> Callable[[Any], str | None]:
     return lambda v: None if v is None or v >= n else f"must be at least {n:g}"
 
@@ -182,7 +195,7 @@ class Settings:
     state_dir: str = "./edgecert-state"
     secret_key: str | None = None
     # -- the CA ----------------------------------------------------------------------------------------------
-    acme_directory: str = _s(LETSENCRYPT_PRODUCTION, _url("https", "http"))
+    acme_directory: str = _s(LETSENCRYPT_PRODUCTION, _directories)
     acme_ca_bundle: str | None = None
     acme_email: str | None = None
     key_type: str = _s("ecdsa-p256", _key_type)
@@ -306,6 +319,18 @@ class Settings:
     # Delays between delivery attempts, seconds; after the last one the delivery is "failed".
     webhook_retry_schedule: tuple[float, ...] = _s((10.0, 60.0, 600.0, 3600.0, 21600.0), _nonempty_delays)
     # -- several issuers, EAB, profiles (acme_client/issuers.py) -----------------------------------------------
+    # ``[[issuers]]`` tables (directory, eab_kid, eab_hmac_key, ca_bundle, profile, caa_identities, rate_limits,
+    # orders_per_10s), in order of preference; empty: acme_directory (a comma-separated list) is the list.
+    issuers: tuple[dict, ...] = _s((), issuers_check)
+    # External Account Binding for the first directory of acme_directory (ZeroSSL, Google Trust Services).
+    acme_eab_kid: str | None = None
+    acme_eab_hmac_key: str | None = _s(None, optional_b64url)
+    # The ACME profile asked for when neither the domain nor its issuer names one (meta.profiles of the CA).
+    acme_profile: str | None = _s(None, optional_profile)
+    # Seconds an issuer may stay unreachable / answer 5xx before a NEW order goes to the next issuer.
+    issuer_fallback_wait: float = _s(30.0, _at_least(0))
+    # Seconds an issuer found down is skipped (no request at all) before it is tried again.
+    issuer_down_cooldown: float = _s(60.0, _at_least(0))
     # -- challenge methods: DNS-01 delegation, TLS-ALPN-01, CAA ----------------------------------------------
     # CAA (RFC 8659) checked before every order: a name whose CAA records allow none of the configured CAs gets no
     # order (last_error_code caa_forbidden) until the record is fixed (docs/caa.md).
@@ -350,6 +375,8 @@ class Settings:
             section = data.get("edgecert", data)
             if not isinstance(section, dict):
                 raise ConfigError(f"[edgecert] in {config_file} must be a table")
+            if section is not data and "issuers" in data and "issuers" not in section:
+                values["issuers"] = data["issuers"]  # [[issuers]] at the top level next to [edgecert]
             for k, v in section.items():
                 key = k.replace("-", "_").lower()
                 if key == "extra":
@@ -358,6 +385,8 @@ class Settings:
                     raise ConfigError(f"unknown setting {k!r} in {config_file}{_did_you_mean(key, known)}")
                 else:
                     values[key] = v
+        if env.get("EDGECERT_ACME_DIRECTORY") and not env.get("EDGECERT_ISSUERS"):
+            values.pop("issuers", None)  # the variable wins over the file's [[issuers]]
         if env.get("EDGECERT_EXTRA"):
             values.update(_legacy_extra(env["EDGECERT_EXTRA"], "EDGECERT_EXTRA", known))
         for name in sorted(env):
@@ -395,11 +424,20 @@ class Settings:
             check = f.metadata.get("check")
             problem = check(getattr(self, f.name)) if check else None
             if problem:
+                if f.name in ("issuers", "acme_eab_hmac_key"):  # may hold an HMAC key: never echoed
+                    raise ConfigError(f"{var(f.name)} ({f.name}) {problem}")
                 raise ConfigError(f"{var(f.name)} ({f.name}) {problem}; got {getattr(self, f.name)!r}")
         if self.webhook_url and not self.webhook_secret:
             raise ConfigError("EDGECERT_WEBHOOK_URL needs EDGECERT_WEBHOOK_SECRET: deliveries are signed")
+        if bool(self.acme_eab_kid) != bool(self.acme_eab_hmac_key):
+            raise ConfigError("EDGECERT_ACME_EAB_KID and EDGECERT_ACME_EAB_HMAC_KEY go together (External Account "
+                              "Binding of the first directory): set both or neither")
         if self.dns_recheck_max < self.dns_recheck_initial:
             raise ConfigError("EDGECERT_DNS_RECHECK_MAX must not be smaller than EDGECERT_DNS_RECHECK_INITIAL")
+
+    def issuer_specs(self) -> list[dict[str, Any]]:
+        """The issuers in order (:func:`edge.config_issuers.issuer_specs`)."""
+        return issuer_specs(self)
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` (checked like any other value)."""
@@ -409,7 +447,7 @@ class Settings:
 
     def summary(self) -> list[str]:
         """What is enabled and what is not, in words, for the start-up log."""
-        ca = self.acme_directory
+        ca = self.acme_directory if not self.issuers else ", ".join(t["directory"] for t in self.issuers)
         ca_words = ("Let's Encrypt PRODUCTION (test with EDGECERT_ACME_DIRECTORY=" + LETSENCRYPT_STAGING + " first)"
                     if ca == LETSENCRYPT_PRODUCTION else "Let's Encrypt staging" if ca == LETSENCRYPT_STAGING else ca)
         return [
@@ -437,9 +475,11 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets replaced, for logs and ``/v1/config``."""
         d = dataclasses.asdict(self)
-        for k in ("admin_token", "secret_key", "reload_webhook_secret", "webhook_secret"):
+        for k in ("admin_token", "secret_key", "reload_webhook_secret", "webhook_secret", "acme_eab_hmac_key"):
             if d.get(k):
                 d[k] = "***"
+        d["issuers"] = [{**t, **({"eab_hmac_key": "***"} if t.get("eab_hmac_key") else {})}
+                        for t in d.get("issuers") or ()]
         if d.get("database_url") and "@" in d["database_url"]:
             scheme, _, rest = d["database_url"].partition("://")
             d["database_url"] = scheme + "://***@" + rest.split("@", 1)[1]

@@ -86,6 +86,12 @@ class Metrics:
         self.webhook_deliveries = Counter("edgecert_webhook_deliveries", "Webhook delivery attempts by result",
                                           ["result"], registry=r)
         self.events = Counter("edgecert_events", "Domain events by kind", ["kind"], registry=r)
+        self.account_recreated = Counter("edgecert_acme_account_recreated", "ACME accounts registered again because "
+                                         "the CA no longer knew them", ["directory"], registry=r)
+        self.issuer_skips = Counter("edgecert_issuer_skips", "Names sent on to the next issuer, by issuer and reason",
+                                    ["directory", "reason"], registry=r)
+        self.issuer_requests = Counter("edgecert_issuer_requests", "Requests to each CA (ACME directory)",
+                                       ["directory"], registry=r)
         self.stale = Counter("edgecert_served_certificate_stale", "Post-swap checks that found an old certificate",
                              registry=r)
         self.state_write_errors = Counter("edgecert_state_write_errors", "Failed writes into the state dir by errno",

@@ -28,6 +28,7 @@ from edge.api.analysis import analyse
 from edge.api.auth import Caller, caller
 from edge.api.errors import ApiError, json_body, query_int
 from edge.api.hostsettings import settings_fields
+from acme_client.errors import tenant_event
 from edge.api.serialize import domain_json, iso
 from edge.api.state import SERVICES, ApiServices
 from edge.api.tenants import valid_tenant_name
@@ -57,21 +58,23 @@ async def visible_domain(request: web.Request, c: Caller | None) -> Domain:
     return d
 
 
-async def render_domain(services: ApiServices, d: Domain) -> dict:
-    """The domain object of ``d``, with its tenant's name, current certificate and expected DNS record."""
+async def render_domain(services: ApiServices, d: Domain, *, for_tenant: bool = False) -> dict:
+    """The domain object of ``d``, with its tenant's name, current certificate and expected DNS record
+    (``for_tenant``: as a tenant token sees it, without operator-only text)."""
     storage = services.storage
     tenant = await storage.get_tenant_by_id(d.tenant_id)
     cert = await storage.get_certificate(d.current_cert_id) if d.current_cert_id else None
     name = tenant.name if tenant else "?"
     return domain_json(d, name, cert, expected_record=services.dns.expected_record(d.hostname),
-                       dns_records=services.dns.dns_records(d.hostname, name, ownership=d.ownership_pending))
+                       dns_records=services.dns.dns_records(d.hostname, name, ownership=d.ownership_pending),
+                       for_tenant=for_tenant)
 
 
 async def create_domain(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     c = await caller(request)
     d = await add_checked(services, c, await json_body(request))
-    return web.json_response(await render_domain(services, d), status=201,
+    return web.json_response(await render_domain(services, d, for_tenant=not c.admin), status=201,
                              headers={"Location": f"/v1/domains/{d.hostname}"})
 
 
@@ -107,7 +110,12 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
     if key_type is not None and key_type not in _KEY_TYPES:
         raise ApiError(422, "invalid_key_type", "key_type must be ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or "
                        "rsa4096", field="key_type")
-    fields: dict = dict(next_check_at=utcnow(), key_type=key_type, **host_fields)
+    profile = body.get("profile")
+    if profile is not None and (not isinstance(profile, str) or not 0 < len(profile) <= 64
+                                or not all(33 <= ord(ch) < 127 for ch in profile)):
+        raise ApiError(422, "invalid_profile", "profile must be an ACME profile name the CA lists (a printable "
+                       "token of at most 64 characters, e.g. tlsserver)", field="profile")
+    fields: dict = dict(next_check_at=utcnow(), key_type=key_type, profile=profile, **host_fields)
     proof = None
     if not c.admin and services.settings.tenant_claims_require_proof:
         # Ownership before binding: look for the tenant's TXT proof now (one bounded lookup); else pending.
@@ -123,7 +131,7 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
         existing = await storage.get_domain(hn.ascii)
         if existing is not None and c.can_see(existing):
             raise ApiError(409, "already_exists", f"{hn.ascii} is already registered",
-                           domain=await render_domain(services, existing)) from None
+                           domain=await render_domain(services, existing, for_tenant=not c.admin)) from None
         if proof is None or existing is None or not existing.ownership_pending:
             raise ApiError(409, "already_exists", f"{hn.ascii} is already registered") from None
         d = await _take_unproven_claim(services, hn.ascii, tenant, proof, fields)
@@ -175,7 +183,7 @@ async def patch_domain(request: web.Request) -> web.Response:
     await apply_host_settings(services, [d.hostname])
     await services.events.emit(d.hostname, "settings_changed", f"settings of {d.hostname} changed: "
                                f"{', '.join(sorted(body))}", {k: body[k] for k in sorted(body) if k != "metadata"})
-    return web.json_response(await render_domain(services, d))
+    return web.json_response(await render_domain(services, d, for_tenant=not c.admin))
 
 
 #: At most this many items in one ``POST /v1/domains/batch``, and how many of them are worked on at once.
@@ -383,7 +391,8 @@ async def list_domains(request: web.Request) -> web.Response:
     out = [domain_json(d, names.get(d.tenant_id, "?"), certs.get(d.hostname),
                        expected_record=services.dns.expected_record(d.hostname),
                        dns_records=services.dns.dns_records(d.hostname, names.get(d.tenant_id, "?"),
-                                                            ownership=d.ownership_pending)) for d in domains]
+                                                            ownership=d.ownership_pending),
+                       for_tenant=not c.admin) for d in domains]
     return web.json_response({"domains": out, "count": len(out), "total": total,
                               "next": _cursor(domains[-1]) if more and domains else None})
 
@@ -391,7 +400,7 @@ async def list_domains(request: web.Request) -> web.Response:
 async def get_domain(request: web.Request) -> web.Response:
     c = await caller(request)
     d = await visible_domain(request, c)
-    return web.json_response(await render_domain(request.app[SERVICES], d))
+    return web.json_response(await render_domain(request.app[SERVICES], d, for_tenant=not c.admin))
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -457,7 +466,7 @@ async def renew_domain(request: web.Request) -> web.Response:
     d2 = await storage.get_domain(d.hostname)
     if d2 is None:
         raise ApiError(404, "not_found", f"no domain {d.hostname!r}")
-    return web.json_response(await render_domain(services, d2), status=202)
+    return web.json_response(await render_domain(services, d2, for_tenant=not c.admin), status=202)
 
 
 async def upload_certificate(request: web.Request) -> web.Response:
@@ -482,7 +491,7 @@ async def upload_certificate(request: web.Request) -> web.Response:
         except SwapRejected as e:
             raise ApiError(422, "swap_rejected", str(e)) from None
     d2 = await services.storage.get_domain(d.hostname)
-    return web.json_response(await render_domain(services, d2 or d))
+    return web.json_response(await render_domain(services, d2 or d, for_tenant=not c.admin))
 
 
 async def domain_events(request: web.Request) -> web.Response:
@@ -496,6 +505,10 @@ async def domain_events(request: web.Request) -> web.Response:
         since = d.created_at if d.created_at.tzinfo else d.created_at.replace(tzinfo=dt.timezone.utc)
         evs = [e for e in evs if (e.created_at if e.created_at.tzinfo
                                   else e.created_at.replace(tzinfo=dt.timezone.utc)) >= since]
-    return web.json_response({"hostname": d.hostname, "events": [
-        {"id": e.id, "at": iso(e.created_at), "kind": e.kind, "message": e.message,
-         "data": json.loads(e.data) if e.data else {}} for e in evs]})
+    def shown(e) -> dict:
+        data = json.loads(e.data) if e.data else {}
+        message = e.message
+        if not c.admin:  # tenants read plain words: no exception text, no CA detail, no URL
+            message, data = tenant_event(e.kind, message, data)
+        return {"id": e.id, "at": iso(e.created_at), "kind": e.kind, "message": message, "data": data}
+    return web.json_response({"hostname": d.hostname, "events": [shown(e) for e in evs]})

@@ -81,7 +81,9 @@ def _schemas() -> dict[str, Any]:
                             "sha256": {"type": "string", "description": "SHA-256 of the DER leaf, hex"},
                             "names": {"type": "array", "items": {"type": "string"}},
                             "key_type": {"type": "string"}, "source": {"type": "string"},
-                            "days_left": {"type": "number"}}},
+                            "days_left": {"type": "number"},
+                            "issuer_directory": {**nstr, "description": "the ACME directory (CA) that issued it"},
+                            "profile": {**nstr, "description": "the ACME profile it was ordered with"}}},
         "DnsRecord": {"type": "object", "properties": {
             "type": {"type": "string", "enum": ["CNAME", "A", "AAAA", "any"]}, "name": {"type": "string"},
             "value": nstr, "text": {"type": "string", "description": "the record exactly as it must look"}}},
@@ -95,6 +97,7 @@ def _schemas() -> dict[str, Any]:
                        "last_error_code": nstr,
                        "next_renewal_at": _dt(), "retry_at": _dt("next attempt after a failure"),
                        "next_check_at": _dt(), "attempts": {"type": "integer"},
+                       "profile": {**nstr, "description": "the ACME profile asked for (null: the issuer's)"},
                        "certificate": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
                        "dns": {"type": "object", "properties": {
                            "expected_record": {"oneOf": [_ref("DnsRecord"), {"type": "null"}]},
@@ -130,7 +133,9 @@ def _schemas() -> dict[str, Any]:
             "hostname": {"type": "string", "examples": ["shop.example.com"]},
             "tenant": {"type": "string", "description": "required with the operator token; with a tenant token it "
                                                         "may only name the caller's own tenant"},
-            "key_type": {"type": "string", "enum": ["ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"]}}},
+            "key_type": {"type": "string", "enum": ["ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"]},
+            "profile": {"type": "string", "maxLength": 64, "description": "ACME profile (e.g. tlsserver, shortlived): "
+                        "checked against each CA's meta.profiles; 422 invalid_profile when not a printable token"}}},
         "CertificateUpload": {"type": "object", "required": ["certificate", "private_key"], "properties": {
             "certificate": {"type": "string", "description": "PEM: the leaf (and optionally its chain)"},
             "private_key": {"type": "string", "description": "PEM, unencrypted"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from acme_client.errors import tenant_text
 from store.models import CertificateVersion, Domain, utcnow
 
 from edge.api.hostsettings import settings_json
@@ -26,24 +27,27 @@ def cert_json(c: CertificateVersion | None) -> dict | None:
         return None
     return {"serial": c.serial, "not_before": iso(c.not_before), "not_after": iso(c.not_after), "issuer": c.issuer,
             "sha256": c.sha256, "names": json.loads(c.names), "key_type": c.key_type, "source": c.source,
+            "issuer_directory": c.issuer_directory, "profile": c.profile,
             "days_left": round((c.not_after - utcnow()).total_seconds() / 86400, 2)}
 
 
 def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expected_record: dict | None = None,
-                dns_records: list[dict] | None = None) -> dict:
+                dns_records: list[dict] | None = None, for_tenant: bool = False) -> dict:
     """The domain object. ``dns_records``: every record the tenant must create (``{"name", "type", "value",
-    "purpose"}``, no trailing dots; ``purpose`` is ``pointing``, ``acme-challenge`` or ``ownership``)."""
+    "purpose"}``, no trailing dots; ``purpose`` is ``pointing``, ``acme-challenge`` or ``ownership``).
+    ``for_tenant``: a tenant token asked: ``last_error`` without its operator-only part (an unpause URL, ...)."""
     observed = json.loads(d.dns_observed) if d.dns_observed else None
     return {
         "hostname": d.hostname,
         "tenant": tenant,
         "status": d.status,
-        "last_error": d.last_error,
+        "last_error": tenant_text(d.last_error) if for_tenant else d.last_error,
         "last_error_code": d.last_error_code,
         "next_renewal_at": iso(d.next_renewal_at),
         "retry_at": iso(d.retry_at),
         "next_check_at": iso(d.next_check_at),
         "attempts": d.attempts,
+        "profile": d.profile,
         "certificate": cert_json(cert),
         "reload": {"pending": bool(d.hook_pending), "verified_serial": d.served_serial},
         "last_probe": json.loads(d.last_probe) if d.last_probe else None,

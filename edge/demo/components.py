@@ -479,7 +479,8 @@ class Pebble(ManagedProcess):
     ``always_valid`` sets ``PEBBLE_VA_ALWAYS_VALID=1`` (no validation at all).
     ``authz_reuse_percent`` sets ``PEBBLE_AUTHZREUSE`` (Pebble's default is 50: half of the
     orders for an identifier the account already validated reuse that valid authz); pass 0
-    for deterministic validation counts.  ``env`` adds/overrides environment variables,
+    for deterministic validation counts.  ``eab_keys`` (``{kid: base64url HMAC key}``) makes
+    External Account Binding required.  ``env`` adds/overrides environment variables,
     e.g. ``{"PEBBLE_CHAIN_LENGTH": "2"}``.  Always set: ``PEBBLE_VA_NOSLEEP=1`` and
     ``PEBBLE_WFE_NONCEREJECT=0`` (override through ``env`` if wanted); ``PEBBLE_*``
     variables of the calling environment are not passed on.  ``tls``: Pebble's HTTPS
@@ -502,6 +503,7 @@ class Pebble(ManagedProcess):
         domain_blocklist: Sequence[str] | None = None,
         always_valid: bool = False,
         authz_reuse_percent: int | None = None,
+        eab_keys: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         tls: TLSFiles | None = None,
         binary: str | os.PathLike | None = None,
@@ -519,6 +521,9 @@ class Pebble(ManagedProcess):
         self.domain_blocklist = list(domain_blocklist or [])
         self.always_valid = always_valid
         self.authz_reuse_percent = authz_reuse_percent
+        # External Account Binding: {kid: base64url HMAC key}; when given, newAccount requires EAB (as ZeroSSL and
+        # Google Trust Services do).
+        self.eab_keys = dict(eab_keys or {})
         self.extra_env = dict(env or {})
         self._tls = tls
         self._binary = binary
@@ -574,8 +579,10 @@ class Pebble(ManagedProcess):
             "httpPort": int(self.http_port),
             "tlsPort": int(self.tls_port),
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
+            "externalAccountBindingRequired": bool(self.eab_keys),
         }
+        if self.eab_keys:
+            cfg["externalAccountMACKeys"] = dict(self.eab_keys)
         if self.certificate_validity_period is not None:
             cfg["certificateValidityPeriod"] = int(self.certificate_validity_period)
         if self.domain_blocklist:

@@ -136,8 +136,8 @@ class DomainManager:
         """After a crash: reconcile the rate ledger with what the CA did (per the order journal) and continue
         every open journal entry (any step that is not terminal) now."""
         try:
-            fixed = await self.ledger.reconcile(utcnow(), stale_after=dt.timedelta(
-                seconds=self.s.order_timeout + 2 * LEASE_TTL))
+            reconcile = getattr(self.issuer, "reconcile", self.ledger.reconcile)  # per CA with several CAs
+            fixed = await reconcile(utcnow(), stale_after=dt.timedelta(seconds=self.s.order_timeout + 2 * LEASE_TTL))
             if fixed:
                 log.info("rate ledger reconciled with the order journal (%d change(s))", fixed)
         except Exception:
@@ -370,7 +370,10 @@ class DomainManager:
         window = (domain.ari_window_start, domain.ari_window_end) if domain.ari_window_start else None
         if cert.ari_cert_id and (domain.ari_next_check_at is None or domain.ari_next_check_at <= now):
             try:
-                res = await self.issuer.renewal_window(cert.ari_cert_id)
+                res = await (self.issuer.renewal_window(cert.ari_cert_id, directory=cert.issuer_directory,
+                                                        on_event=self._event_sink(domain.hostname))
+                             if getattr(self.issuer, "manages_limits", False) else
+                             self.issuer.renewal_window(cert.ari_cert_id))
             except acme_errors.AcmeError as e:
                 log.warning("%s: ARI check failed: %s", domain.hostname, e)
                 res = None
@@ -475,13 +478,14 @@ class DomainManager:
         #    becomes the CA's actions as they happen (order created, certificate issued) and is released otherwise.
         names = [h]
         reservation = Reservation()
+        chain = getattr(self.issuer, "manages_limits", False)  # acme_client/issuers.py: ledger/pacing per CA
         try:
-            acct = await self.issuer.account() if hasattr(self.issuer, "account") else None
+            acct = await self.issuer.account() if hasattr(self.issuer, "account") and not chain else None
         except acme_errors.AcmeError as e:  # no account yet and the CA is down: the CA's problem, not the tenant's
             await self._failed(domain, e, has_valid=has_valid, dns_observed=observed)
             return
         account_id = acct.id if acct is not None else 0
-        if not resuming:
+        if not resuming and not chain:
             hold, reservation = await self.ledger.check_and_reserve(names, account_id, now=utcnow(),
                                                                     exempt=in_window)
             if hold is not None:
@@ -502,14 +506,14 @@ class DomainManager:
         is_renewal = cert is not None
         key_type = domain.key_type or self.s.key_type
         replaces = cert.ari_cert_id if (cert is not None and domain.ari_window_start is not None) else None
-        if not resuming:
+        if not resuming and not chain:
             await self.pacer.wait()
 
         emit = self._event_sink(h)
 
         async def on_event(kind: str, message: str, data: dict[str, Any]) -> None:
             # The ledger counts what the CA did, when it did it.
-            if kind in ("order_placed", "order_downloaded"):
+            if kind in ("order_placed", "order_downloaded") and not chain:
                 try:
                     await self.ledger.confirm("order" if kind == "order_placed" else "certificate", reservation,
                                               names, account_id, order_id=data.get("order_id"), now=utcnow())
@@ -521,18 +525,20 @@ class DomainManager:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
                                                  replaces=replaces, is_renewal=is_renewal, on_event=on_event,
-                                                 **caa.issue_kwargs(self.issuer))
+                                                 **caa.issue_kwargs(self.issuer),
+                                                 **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
                     await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
                                                      replaces=None, is_renewal=is_renewal, on_event=on_event,
-                                                     **caa.issue_kwargs(self.issuer))
+                                                     **caa.issue_kwargs(self.issuer),
+                                                     **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
                 else:
                     raise
         except acme_errors.AcmeError as e:
-            if isinstance(e, acme_errors.ChallengeFailed):  # the CA's verdict on an authorization
+            if isinstance(e, acme_errors.ChallengeFailed) and not chain:  # the CA's verdict on an authorization
                 await self.ledger.record_failed_validation(names, account_id, now=utcnow())
             await self._failed(domain, e, has_valid=has_valid)
             return
@@ -643,7 +649,9 @@ class DomainManager:
             domain_id=domain.id, names=json.dumps(list(issued.names)), serial=info.serial,
             not_before=info.not_before, not_after=info.not_after, issuer=info.issuer, sha256=info.sha256,
             cert_pem=issued.cert_pem, chain_pem=issued.chain_pem, key_enc=key_enc, key_type=issued.key_type,
-            source="acme", order_id=issued.order_id, ari_cert_id=info.ari_cert_id)
+            source="acme", order_id=issued.order_id, ari_cert_id=info.ari_cert_id,
+            issuer_directory=getattr(issued, "directory", None), profile=getattr(issued, "profile", None),
+            challenge=getattr(issued, "challenge", None))
         if issued.order_id is not None:
             before = await self.storage.get_order(issued.order_id)
             version = await self.storage.install_from_journal(issued.order_id, cv)

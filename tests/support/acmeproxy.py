@@ -355,6 +355,7 @@ class AcmeProxy:
         ari_retry_after: Any = 21600,
         upstream_management_url: str | None = None,
         upstream_timeout: float = 30.0,
+        directory_meta: Mapping[str, Any] | None = None,
     ) -> None:
         u = URL(upstream)
         self.upstream = str(u.with_path("").with_query(None).with_fragment(None)).rstrip("/")
@@ -368,6 +369,9 @@ class AcmeProxy:
         self.ari_retry_after = ari_retry_after
         self.upstream_management_url = upstream_management_url.rstrip("/") if upstream_management_url else None
         self.upstream_timeout = upstream_timeout
+        #: Merged into the relayed directory's ``meta`` (e.g. ``{"profiles": {...}, "caaIdentities": [...]}``):
+        #: Pebble 2.4 has neither. Change it at run time with :meth:`set_directory_meta`.
+        self.directory_meta: dict[str, Any] = dict(directory_meta or {})
         self._tls = tls
         self._ca_bundle: str | None = None
         self._lock = threading.Lock()
@@ -526,6 +530,27 @@ class AcmeProxy:
         with self._lock:
             self._rules.append(rule)
         return rule
+
+    def inject_paused(self, identifier: str, *, kind: str = "newOrder", status: int = 429,
+                      times: int | None = 1, jwt: str = "eyJhbGciOiJIUzI1NiJ9.test.paused") -> FaultRule:
+        """Let's Encrypt's *paused identifier* answer (after many failed validations, newOrder for the name is
+        refused until the subscriber unpauses it): a ``rateLimited`` problem whose detail carries the unpause
+        URL ``https://portal.letsencrypt.org/sfe/v1/unpause?jwt=...``."""
+        return self.inject(kind=kind, status=status, times=times,
+                           problem_type="rateLimited" if status == 429 else "unauthorized",
+                           detail=(f"Your account is temporarily prevented from requesting certificates for "
+                                   f"{identifier} and possibly others. Please visit: "
+                                   f"https://portal.letsencrypt.org/sfe/v1/unpause?jwt={jwt}"))
+
+    def set_directory_meta(self, meta: Mapping[str, Any] | None) -> None:
+        """Fields merged into the directory's ``meta`` from now on (``None``: none)."""
+        with self._lock:
+            self.directory_meta = dict(meta or {})
+
+    def profiles_seen(self) -> list[str | None]:
+        """The ``profile`` field of every newOrder payload relayed so far (None when absent), in order."""
+        return [r.payload.get("profile") if isinstance(r.payload, dict) else None
+                for r in self.records("newOrder") if r.method == "POST"]
 
     def set_unreachable(self, down: bool = True) -> None:
         """While ``down``: every request's connection is reset without an answer (recorded with status 0), as if
@@ -741,6 +766,11 @@ class AcmeProxy:
             if isinstance(directory, dict):
                 if self.ari:
                     directory["renewalInfo"] = f"https://{request.host}{RENEWAL_INFO_PATH}"
+                with self._lock:
+                    extra_meta = dict(self.directory_meta)
+                if extra_meta:
+                    meta = directory.get("meta") if isinstance(directory.get("meta"), dict) else {}
+                    directory["meta"] = {**meta, **extra_meta}
                 data = json.dumps(directory, indent=2).encode()
         elif kind == "certificate" and status == 200 and b"-----BEGIN CERTIFICATE" in data:
             with contextlib.suppress(Exception):
