@@ -109,7 +109,7 @@ class Remover:
         directory = directory or getattr(issuer, "directory_url", None) or self.m.s.acme_directory
         more = [c for attr in ("issuers", "chain") for c in (getattr(issuer, attr, None) or ())
                 if isinstance(getattr(issuer, attr, None), (list, tuple))]
-        for cand in (issuer, *more):
+        for cand in (*more, issuer):  # the chain's own CAs first: the chain itself has no ca_bundle
             if getattr(cand, "directory_url", None) == directory:
                 return directory, getattr(cand, "ca_bundle", None)
         return directory, self.m.s.acme_ca_bundle
