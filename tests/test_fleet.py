@@ -166,7 +166,7 @@ def test_batch_refuses_unsupported_fields_and_bad_items_alone(edge):
     assert st == 200, body
     res = [(r["result"], (r.get("error") or {}).get("code")) for r in body["results"]]
     assert res == [("added", None), ("refused", "unsupported_field"), ("refused", "unsupported_field"),
-                   ("refused", "unsupported_field"), ("refused", "ip_literal"), ("exists", None),
+                   ("refused", "dns01_not_configured"), ("refused", "ip_literal"), ("exists", None),
                    ("refused", "already_exists"), ("refused", "invalid_item")]
     for h in ("b2", "b3", "b4"):  # nothing stored for a refused item
         assert call(edge, "GET", f"/v1/domains/{h}.batch.example.com")[0] == 404

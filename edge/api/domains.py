@@ -76,8 +76,8 @@ async def create_domain(request: web.Request) -> web.Response:
 
 #: Fields of a domain that the product does not support yet: refused (422 ``unsupported_field``), never ignored.
 _UNSUPPORTED_FIELDS = ("origin", "metadata", "min_tls_version")
-#: ``validation`` values this product handles today.
-_VALIDATIONS = ("auto", "http-01")
+#: ``validation`` values (edge/lifecycle/methods.py decides what ``auto`` means for each order).
+_VALIDATIONS = ("auto", "http-01", "tls-alpn-01", "dns-01")
 
 
 async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
@@ -90,13 +90,21 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
         if body.get(f) not in (None, "", {}):
             raise ApiError(422, "unsupported_field", f"{f} per hostname is not supported yet; remove it (the "
                            f"global setting applies)", field=f)
-    if body.get("validation") not in (None, "", *_VALIDATIONS):
-        raise ApiError(422, "unsupported_field", f"validation {str(body.get('validation'))[:40]!r} is not "
-                       f"supported yet; use one of {', '.join(_VALIDATIONS)}", field="validation")
+    validation = body.get("validation") or "auto"
+    if validation not in _VALIDATIONS:
+        raise ApiError(422, "invalid_validation", f"validation {str(validation)[:40]!r} is not one of "
+                       f"{', '.join(_VALIDATIONS)}", field="validation")
+    dns01 = services.settings.dns01_enabled
     try:
-        hn = validate_hostname(body.get("hostname"), allow_wildcard=False)
+        hn = validate_hostname(body.get("hostname"), allow_wildcard=dns01)
     except InvalidHostname as e:
         raise ApiError(422, e.code, e.message, field="hostname") from None
+    if hn.wildcard and validation not in ("auto", "dns-01"):
+        raise ApiError(422, "wildcard_needs_dns01", f"a wildcard name can only be validated with DNS-01; send "
+                       f"\"validation\": \"dns-01\" (or \"auto\"), not {validation!r}", field="validation")
+    if validation == "dns-01" and not dns01:
+        raise ApiError(422, "dns01_not_configured", "DNS-01 validation is not configured on this edge (the operator "
+                       "sets EDGECERT_DNS01_SERVER, EDGECERT_DNS01_ZONE and EDGECERT_DNS01_TSIG)", field="validation")
     if c.admin:
         if "tenant" not in body:
             raise ApiError(422, "invalid_tenant", "tenant is required with the operator token", field="tenant")
@@ -110,7 +118,7 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
     if key_type is not None and key_type not in _KEY_TYPES:
         raise ApiError(422, "invalid_key_type", "key_type must be ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or "
                        "rsa4096", field="key_type")
-    fields: dict = dict(next_check_at=utcnow(), key_type=key_type)
+    fields: dict = dict(next_check_at=utcnow(), key_type=key_type, validation=validation)
     proof = None
     if not c.admin and services.settings.tenant_claims_require_proof:
         # Ownership before binding: look for the tenant's TXT proof now (one bounded lookup); else pending.

@@ -43,6 +43,7 @@ from edge.lifecycle.dnscheck import DnsChecker
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles, StateWriteError
 from edge.lifecycle.hooks import HookResult, ReloadHook
+from edge.lifecycle.methods import MethodChooser
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex
 from edge.lifecycle.swap import SwapRejected, Swapper
@@ -91,6 +92,9 @@ class DomainManager:
         self._in_flight: set[str] = set()
         self.swap = Swapper(settings=settings, storage=storage, index=index, files=files, events=events, hook=hook,
                             update=self._set)
+        # The challenge method of each order, the cutover and the DNS-01 delegation (edge/lifecycle/methods.py).
+        self.methods = MethodChooser(settings=settings, dns=dns, publisher=getattr(issuer, "publisher", None),
+                                     events=events, update=self._set)
 
     @property
     def own_address(self) -> str | None:
@@ -393,8 +397,9 @@ class DomainManager:
         if has_valid and not domain.renew_requested and not resuming:
             assert cert is not None
             plan, domain = await self._plan(domain, cert, now)
+            domain, watch_at = await self.methods.watch(domain, cert, now)  # cutover, DNS-01 delegation
             if plan.at > now:
-                nxt = min(x for x in (plan.at, domain.ari_next_check_at) if x is not None)
+                nxt = min(x for x in (plan.at, domain.ari_next_check_at, watch_at) if x is not None)
                 await self._set(domain, next_check_at=nxt)
                 return
             in_window = plan.in_ari_window
@@ -417,14 +422,15 @@ class DomainManager:
                                      dns_attempts=0, last_error=None, last_error_code=None)
             await self.events.emit(h, "ownership_verified", proof.message, {"record": proof.record["name"]})
 
-        # 1. Does the name point at the edge? Never ask the CA otherwise.
-        result = await self.dns.check(h)
-        observed = json.dumps(result.to_dict())
+        # 1. Does the name point at the edge, or is its _acme-challenge delegated (DNS-01, also before the cutover
+        #    and for a wildcard)? Which method then (edge/lifecycle/methods.py)? Never ask the CA otherwise.
+        result = await self.methods.decide(domain)
+        observed = result.observed()
         if not result.ok:
             attempts = domain.dns_attempts + 1
             delay = self.dns_schedule.base(attempts)
             recheck_at = utcnow() + dt.timedelta(seconds=self.dns_schedule.spread(delay))
-            fields: dict[str, Any] = dict(last_error=result.message, last_error_code=f"dns_{result.reason}",
+            fields: dict[str, Any] = dict(last_error=result.message, last_error_code=result.code,
                                           dns_attempts=attempts, dns_observed=observed, next_check_at=recheck_at)
             if not has_valid:
                 fields["status"] = DomainStatus.PENDING_DNS
@@ -484,13 +490,15 @@ class DomainManager:
         try:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event,
+                                                 challenges=result.challenges)
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
                     await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                     replaces=None, is_renewal=is_renewal, on_event=on_event)
+                                                     replaces=None, is_renewal=is_renewal, on_event=on_event,
+                                                     challenges=result.challenges)
                 else:
                     raise
         except acme_errors.AcmeError as e:
@@ -502,6 +510,7 @@ class DomainManager:
             await self.ledger.release(reservation)
         self.last_issuance_seconds = time.monotonic() - started
         await self._install(domain, issued, has_valid=has_valid)
+        await self.methods.installed(await self.storage.get_domain(h) or domain, issued, result)
 
     def _event_sink(self, hostname: str):
         async def emit(kind: str, message: str, data: dict[str, Any]) -> None:
