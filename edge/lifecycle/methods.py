@@ -44,9 +44,9 @@ METHODS = ("auto", "http-01", "tls-alpn-01", "dns-01")
 #: Seconds the HTTP-01 reachability probe may take.
 PROBE_TIMEOUT = 5.0
 #: The delegation of a DNS-01 domain is re-checked every tenth of its certificate's lifetime, at most this often
-#: apart (and at least every 30 s).
+#: apart (and at least 5 s apart).
 DELEGATION_WATCH_MAX = dt.timedelta(days=1)
-DELEGATION_WATCH_MIN = dt.timedelta(seconds=30)
+DELEGATION_WATCH_MIN = dt.timedelta(seconds=5)
 
 
 @dataclass
