@@ -81,7 +81,14 @@ def _schemas() -> dict[str, Any]:
                        "dns": {"type": "object", "properties": {
                            "expected_record": {"oneOf": [_ref("DnsRecord"), {"type": "null"}]},
                            "observed": {"type": ["object", "null"],
-                                        "description": "what the last DNS check saw (cname_chain, addresses)"}}},
+                                        "description": "what the last DNS check saw (cname_chain, addresses)"},
+                           "ready_for_cutover": {"type": "boolean", "description": "a certificate obtained before "
+                                                 "the cutover (DNS-01) is served while the name does not point "
+                                                 "here yet: switch the DNS now (docs/dns-01.md)"},
+                           "delegation_seen_at": _dt("the _acme-challenge delegation was last seen in place")}},
+                       "validation": {"type": "string", "enum": ["auto", "http-01", "tls-alpn-01", "dns-01"]},
+                       "validation_method": {**nstr, "description": "the challenge method that last worked"},
+                       "wildcard": {"type": "boolean"},
                        "dns_records": {"type": "array", "description": "every record the tenant must create",
                                        "items": {"type": "object", "required": ["name", "type", "value", "purpose"],
                                                  "properties": {
@@ -108,7 +115,10 @@ def _schemas() -> dict[str, Any]:
             "hostname": {"type": "string", "examples": ["shop.example.com"]},
             "tenant": {"type": "string", "description": "required with the operator token; with a tenant token it "
                                                         "may only name the caller's own tenant"},
-            "key_type": {"type": "string", "enum": ["ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"]}}},
+            "key_type": {"type": "string", "enum": ["ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"]},
+            "validation": {"type": "string", "enum": ["auto", "http-01", "tls-alpn-01", "dns-01"],
+                           "description": "how the CA validates the name (default auto; a wildcard *.name needs "
+                                          "dns-01 or auto, and DNS-01 configured; see docs/dns-01.md)"}}},
         "CertificateUpload": {"type": "object", "required": ["certificate", "private_key"], "properties": {
             "certificate": {"type": "string", "description": "PEM: the leaf (and optionally its chain)"},
             "private_key": {"type": "string", "description": "PEM, unencrypted"},
@@ -122,8 +132,7 @@ def _schemas() -> dict[str, Any]:
         "DomainBatch": {"type": "object", "required": ["domains"], "properties": {
             "domains": {"type": "array", "maxItems": 500, "items": {"type": "object", "properties": {
                 "hostname": {"type": "string"}, "tenant": {"type": "string"},
-                "validation": {"type": "string", "description": "auto or http-01 (others: refused, "
-                                                                "unsupported_field)"},
+                "validation": {"type": "string", "enum": ["auto", "http-01", "tls-alpn-01", "dns-01"]},
                 "origin": {"description": "not supported yet: the item is refused (unsupported_field)"},
                 "metadata": {"description": "not supported yet: the item is refused (unsupported_field)"},
                 "key_type": {"type": "string"}}}}}},
