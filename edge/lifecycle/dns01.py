@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ TXT_TTL = 30
 VISIBLE_TIMEOUT = 20.0
 #: How long the challenge table keeps a published value (to remove it after a restart), seconds.
 JOURNAL_TTL = 7 * 86400.0
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 #: TSIG algorithms accepted in ``EDGECERT_DNS01_TSIG`` (RFC 8945; hmac-md5 is not offered).
 TSIG_ALGORITHMS = {
     "hmac-sha1": dns.tsig.HMAC_SHA1,
@@ -114,10 +116,8 @@ class TsigKey:
         alg = alg.lower()
         if alg not in TSIG_ALGORITHMS:
             raise ValueError(f"algorithm {alg[:20]!r} is not one of {', '.join(TSIG_ALGORITHMS)}")
-        try:
-            dns.name.from_text(name)
-        except dns.exception.DNSException:
-            raise ValueError(f"key name {name[:40]!r} is not a DNS name") from None
+        if not _KEY_NAME.match(name):
+            raise ValueError(f"key name {name[:40]!r} is not a DNS name (letters, digits, '-', '_', '.')")
         try:
             secret = base64.b64decode(secret_b64, validate=True)
         except (binascii.Error, ValueError):

@@ -281,8 +281,11 @@ class MethodChooser:
         if res.reason == "dns_error" or domain.last_error_code == "dns01_delegation_missing":
             return domain  # a lookup failure is retried; a missing delegation was told already
         expires = cert.not_after.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        msg = (f"The DNS record that lets this service renew the certificate of {h} is gone: {res.message} The "
-               f"current certificate stays valid until {expires}; without the record it cannot be renewed.")
+        rec = res.record
+        now_is = f" (it is now a CNAME to {res.found})" if res.found else ""
+        msg = (f"The DNS record that lets this service renew the certificate of {h} is gone{now_is}. Create it "
+               f"again: {rec.get('name')}. CNAME {rec.get('value')}. The current certificate stays valid until "
+               f"{expires}; without the record it cannot be renewed.")
         domain = await self.update(domain, last_error=msg, last_error_code="dns01_delegation_missing")
         await self.events.emit(h, "delegation_missing", msg, {"record": res.record, "reason": res.reason,
                                                                "not_after": cert.not_after.isoformat()})
