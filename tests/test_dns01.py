@@ -175,6 +175,7 @@ def test_wildcard_via_dns01_served_one_label_below_and_delegation_loss_told(dns0
     assert format(deeper.serial_number, "x") != d["certificate"]["serial"]
     st, page = edge.call("GET", f"/status/{wild}", token=None)
     assert st == 200 and acme["value"] in page and "wildcard" in page.lower()
+    assert not _events(edge, wild, "probe_failed") and not _events(edge, wild, "swap_rejected")
 
     # The tenant removes the delegation: told (event, last_error, status page) while the certificate is valid.
     dns.clear_cname(acme["name"])

@@ -21,8 +21,10 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import ipaddress
 import logging
 import re
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -95,6 +97,13 @@ class Dns01Error(acme_errors.RetryableError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+# What a tenant reads on the domain (``last_error``, the status page) and who acts, like the CA's own error kinds.
+acme_errors.PLAIN_TEXT.setdefault(
+    Dns01Error.code, "The certificate could not be requested through DNS this time (the service's DNS server did not "
+                     "take or show the answer). Nothing is wrong with your records; we try again automatically.")
+acme_errors.WHO_ACTS.setdefault(Dns01Error.code, "nobody (the operator if it lasts)")
 
 
 @dataclass(frozen=True)
@@ -177,10 +186,21 @@ class Rfc2136Publisher:
             raise Dns01Error(f"{fqdn} is not inside the challenge zone {self.zone.to_text()}", reason="refused")
         return name.relativize(self.zone)
 
+    async def _where(self) -> str:
+        """The server's address (``EDGECERT_DNS01_SERVER`` may name it: resolved by the system on each use)."""
+        host, port = self.server
+        try:
+            ipaddress.ip_address(host)
+            return host
+        except ValueError:
+            pass
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return infos[0][4][0]
+
     async def _send(self, msg: dns.message.Message, what: str) -> None:
         host, port = self.server
         try:
-            resp = await dns.asyncquery.tcp(msg, host, timeout=self.timeout, port=port)
+            resp = await dns.asyncquery.tcp(msg, await self._where(), timeout=self.timeout, port=port)
         except dns.tsig.PeerError as e:
             raise Dns01Error(f"the DNS server {host}:{port} refused the TSIG signature of the {what} "
                              f"({type(e).__name__}): check EDGECERT_DNS01_TSIG against the key on the server",
@@ -210,9 +230,8 @@ class Rfc2136Publisher:
     async def visible(self, fqdn: str, value: str) -> bool:
         q = dns.message.make_query(fqdn.rstrip(".") + ".", "TXT")
         q.flags &= ~dns.flags.RD
-        host, port = self.server
         try:
-            resp = await dns.asyncquery.tcp(q, host, timeout=self.timeout, port=port)
+            resp = await dns.asyncquery.tcp(q, await self._where(), timeout=self.timeout, port=self.server[1])
         except (OSError, EOFError, dns.exception.DNSException):
             return False
         for rrset in resp.answer:

@@ -147,7 +147,8 @@ class DnsChecker:
             raise RuntimeError("DnsChecker was built without an ownership key")
         mac = hmac.new(self._ownership_key, f"{tenant}:{hostname}".encode(), hashlib.sha256).digest()[:20]
         value = _OWNERSHIP_PREFIX + base64.b32encode(mac).decode().lower()
-        return {"name": f"{OWNERSHIP_LABEL}.{hostname}", "type": "TXT", "value": value, "purpose": "ownership"}
+        base = hostname[2:] if hostname.startswith("*.") else hostname  # a wildcard's proof sits at its base name
+        return {"name": f"{OWNERSHIP_LABEL}.{base}", "type": "TXT", "value": value, "purpose": "ownership"}
 
     def acme_challenge_record(self, hostname: str) -> dict | None:
         """The ``_acme-challenge`` CNAME delegation of ``hostname`` (a wildcard's base name), or None when DNS-01

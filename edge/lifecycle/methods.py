@@ -170,7 +170,8 @@ class MethodChooser:
         """Does ``http://<hostname>/.well-known/acme-challenge/<probe>``, sent to the name's own address, reach
         this service? A probe answer is published like a real one (any node answers it) and withdrawn after.
         None: not probed (no publisher, no address, or the probe disabled with ``http01_probe_port = -1``)."""
-        if self.publisher is None or not addresses or getattr(self.s, "http01_probe_port", None) == -1:
+        if self.publisher is None or not addresses or getattr(self.s, "http01_probe_port", None) == -1 \
+                or not self.probe_port():  # http_listen on port 0 (tests, benchmarks): nothing to aim at
             return None
         token = secrets.token_urlsafe(32)
         value = f"{token}.edgecert-reachability-probe"
