@@ -250,6 +250,9 @@ async def test_the_method_that_last_worked_comes_first(http01_server):
     assert (await m.decide(_domain("a.m.test", validation_method="tls-alpn-01"))).challenges == ("tls-alpn-01",)
     m, _ = _chooser(_Dns(points=False, delegated=True), answers, port)  # no longer pointing: the delegation
     assert (await m.decide(_domain("a.m.test", validation_method="http-01"))).challenges == ("dns-01",)
+    from edge.demo.process import free_port
+    m, _ = _chooser(_Dns(points=True, delegated=True), answers, port, http01_probe_port=free_port())
+    assert (await m.decide(_domain("a.m.test", validation_method="http-01"))).challenges == ("dns-01",)  # port shut
 
 
 async def test_wildcards_and_explicit_dns01_need_the_delegation(http01_server):

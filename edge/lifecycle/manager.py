@@ -95,6 +95,7 @@ class DomainManager:
         # The challenge method of each order, the cutover and the DNS-01 delegation (edge/lifecycle/methods.py).
         self.methods = MethodChooser(settings=settings, dns=dns, publisher=getattr(issuer, "publisher", None),
                                      events=events, update=self._set)
+        self.swap.live_fields = self.methods.live_fields
 
     @property
     def own_address(self) -> str | None:
@@ -509,8 +510,9 @@ class DomainManager:
         finally:
             await self.ledger.release(reservation)
         self.last_issuance_seconds = time.monotonic() - started
+        self.methods.expect(domain, issued, result)  # fields that go live with it (method, pre-cutover status)
         await self._install(domain, issued, has_valid=has_valid)
-        await self.methods.installed(await self.storage.get_domain(h) or domain, issued, result)
+        await self.methods.installed(await self.storage.get_domain(h) or domain)
 
     def _event_sink(self, hostname: str):
         async def emit(kind: str, message: str, data: dict[str, Any]) -> None:

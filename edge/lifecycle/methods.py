@@ -95,6 +95,7 @@ class MethodChooser:
         self.publisher = publisher
         self.events = events
         self.update = update
+        self._expected: dict[str, tuple[dict[str, Any], Decision]] = {}  # hostname -> go-live fields, decision
 
     # -- before an order -------------------------------------------------------------------------------------
     async def decide(self, domain: Domain) -> Decision:
@@ -143,6 +144,8 @@ class MethodChooser:
                    f"edge, or choose validation \"tls-alpn-01\" or \"auto\".")
             return Decision(False, msg, "http01_unreachable", "http01_unreachable", pointing=pointing,
                             delegation=delegation)
+        if deleg_ok:
+            return go("dns-01", why=f"port {port} does not reach the edge; {delegation.message}")  # type: ignore[union-attr]
         d = go("tls-alpn-01", why=pointing.message + f"; port {port} does not reach the edge, so TLS-ALPN-01 on the "
                                                      f"HTTPS port is used")
         d.notes["http01_unreachable"] = True
@@ -206,10 +209,11 @@ class MethodChooser:
         return ok
 
     # -- after an order ----------------------------------------------------------------------------------------
-    async def installed(self, domain: Domain, issued: Any, decision: Decision) -> None:
-        """The certificate ``issued`` after ``decision`` is live: record the method that worked (the issuer's
-        ``IssuedCertificate.challenge`` when it says, else the one asked for), when the delegation was seen, and
-        hold a name obtained before the cutover in ``pending_dns`` (its certificate already served)."""
+    def expect(self, domain: Domain, issued: Any, decision: Decision) -> None:
+        """``issued`` (after ``decision``) is about to go live: the fields its go-live update carries (see
+        :meth:`live_fields`): the method that worked (the issuer's ``IssuedCertificate.challenge`` when it says,
+        else the one asked for), when the delegation was seen, and ``pending_dns`` for a certificate obtained
+        before the cutover (served, but the name does not point here yet)."""
         now = utcnow()
         fields: dict[str, Any] = {}
         method = getattr(issued, "challenge", None) or decision.method
@@ -217,21 +221,30 @@ class MethodChooser:
             fields["validation_method"] = method
         if decision.delegation is not None and decision.delegation.ok:
             fields["delegation_seen_at"] = now
-        d = domain
-        if decision.precutover and domain.status == DomainStatus.ACTIVE:
-            assert decision.pointing is not None
-            rec = self.dns.expected_record(domain.hostname)
-            fields.update(status=DomainStatus.PENDING_DNS, dns_attempts=0, dns_observed=decision.observed(),
-                          last_error=None, last_error_code=None,
-                          next_check_at=min(x for x in (now + dt.timedelta(seconds=self.s.dns_recheck_initial),
-                                                        domain.next_check_at) if x is not None))
-            d = await self.update(domain, **fields)
-            await self.events.emit(domain.hostname, "ready_for_cutover",
-                                   f"certificate obtained before the cutover and served for {domain.hostname}; "
-                                   f"ready: switch your DNS now ({rec['text']})", {"record": rec})
+        if decision.precutover:
+            fields.update(status=DomainStatus.PENDING_DNS, dns_attempts=0, dns_observed=decision.observed())
+        self._expected[domain.hostname] = (fields, decision)
+
+    def live_fields(self, domain: Domain) -> dict[str, Any]:
+        """The extra fields of ``domain``'s go-live update (``Swapper.live_fields``), once."""
+        got = self._expected.get(domain.hostname)
+        return dict(got[0]) if got is not None else {}
+
+    async def installed(self, domain: Domain) -> None:
+        """After the install attempt: a certificate now served before the cutover is announced ("ready: switch
+        your DNS now") and its pointing re-checked soon."""
+        fields, decision = self._expected.pop(domain.hostname, ({}, None))
+        if decision is None or not decision.precutover:
             return
-        if fields:
-            await self.update(d, **fields)
+        if domain.status != DomainStatus.PENDING_DNS or not domain.current_cert_id:
+            return  # not installed (a failed write is retried with its own state)
+        now = utcnow()
+        rec = self.dns.expected_record(domain.hostname)
+        await self.update(domain, next_check_at=min(x for x in (now + dt.timedelta(seconds=self.s.dns_recheck_initial),
+                                                                domain.next_check_at) if x is not None))
+        await self.events.emit(domain.hostname, "ready_for_cutover",
+                               f"certificate obtained before the cutover and served for {domain.hostname}; "
+                               f"ready: switch your DNS now ({rec['text']})", {"record": rec})
 
     # -- while a certificate is served -------------------------------------------------------------------------
     async def watch(self, domain: Domain, cert: CertificateVersion, now: dt.datetime
