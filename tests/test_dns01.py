@@ -15,11 +15,10 @@ DNS-01 lookup; nothing is mocked. Certificates live 40 s here, so renewals happe
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from tests.helpers import EdgeProcess, openssl_s_client, require_binary, served_leaf
+from tests.helpers import ADMIN_TOKEN, EdgeProcess, openssl_s_client, require_binary, served_leaf
 
 ZONE = "acme.edgecert.test"
 
@@ -82,6 +81,7 @@ def _events(edge: EdgeProcess, host: str, kind: str) -> list[dict]:
     return [e for e in edge.events(host) if e["kind"] == kind]
 
 
+@pytest.mark.slow
 def test_certificate_before_the_cutover_then_active_with_no_gap_and_renewal_by_dns01(dns01_edge, ca, dns, knot):
     """Items 2, 4, 6, 8: the name still points elsewhere; the tenant creates the delegation CNAME listed in
     dns_records; the certificate is obtained through DNS-01 (TXT via RFC 2136 in Knot), served for the SNI at once
@@ -123,6 +123,15 @@ def test_certificate_before_the_cutover_then_active_with_no_gap_and_renewal_by_d
     assert format(served_leaf(edge.https_port, host).serial_number, "x") == first_serial
     st, page = edge.call("GET", f"/status/{host}", token=None)
     assert st == 200 and "Ready: switch your DNS now" in page and f"{host}. CNAME edge.test." in page, page
+    # ... and in the CLI, with every record the tenant keeps (the delegation among them).
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECERT_")}
+    r = subprocess.run([sys.executable, "-m", "edge", "domains", "show", host, "--api", edge.api, "--token",
+                        ADMIN_TOKEN], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "ready: switch your DNS now" in r.stdout and f"_acme-challenge.{host}. CNAME {label_target}." in r.stdout
 
     # The DNS flips: active, the very same certificate (no new order, no gap).
     orders = ca.order_count()
@@ -142,6 +151,7 @@ def test_certificate_before_the_cutover_then_active_with_no_gap_and_renewal_by_d
     assert knot.tsig.rsplit(":", 1)[1] not in edge.log_text()  # the TSIG secret is never logged
 
 
+@pytest.mark.slow
 def test_wildcard_via_dns01_served_one_label_below_and_delegation_loss_told(dns01_edge, ca, dns, knot):
     """Item 3 (+8): ``*.shop-wild.test`` is ordered as that identifier, validated by DNS-01 only (Pebble offers
     nothing else for a wildcard), active once served, and selected by the SNI index for names one label below
@@ -187,6 +197,7 @@ def test_wildcard_via_dns01_served_one_label_below_and_delegation_loss_told(dns0
     assert st == 200 and "_acme-challenge" in page
 
 
+@pytest.mark.slow
 def test_explicit_http01_with_port_80_closed_is_held_without_asking_the_ca(dns01_edge, ca, dns):
     """Item 6: before the CA is told to validate HTTP-01, edgecert fetches its own probe answer through the name's
     address; a closed port holds the name with a plain reason and no order (no failed validation burnt)."""
@@ -206,6 +217,7 @@ def test_explicit_http01_with_port_80_closed_is_held_without_asking_the_ca(dns01
     assert ca.order_count() == orders and not _events(edge, host, "order_placed")
 
 
+@pytest.mark.slow
 def test_auto_uses_http01_when_the_probe_reaches_the_edge(dns01_edge, ca):
     """Item 6: a name pointing at the edge, no delegation, port reachable -> HTTP-01 (checked by our own probe
     first), recorded as the method that worked."""

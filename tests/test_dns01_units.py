@@ -4,7 +4,6 @@ are given: the end-to-end tests in test_dns01.py take them from real servers).""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 import pytest
