@@ -247,6 +247,10 @@ async def status_page(request: web.Request) -> web.Response:
     acme = services.dns.acme_challenge_record(d.hostname)
     wildcard = d.hostname.startswith("*.")
     ready_for_cutover = d.status == DomainStatus.PENDING_DNS and cert is not None and not wildcard
+    delegation_missing = d.last_error_code == "dns01_delegation_missing" and cert is not None
+    if delegation_missing:  # served now, but the renewal depends on the record the tenant removed
+        headline, who = "Your certificate is served, but it cannot be renewed", "tenant"
+        what = d.last_error or ""
     if ready_for_cutover:
         headline, who = "Ready: switch your DNS now", "tenant"
         what = (f"Your certificate is issued and already served for {d.hostname}. Switch your DNS now: create "
@@ -273,7 +277,7 @@ async def status_page(request: web.Request) -> web.Response:
                       current_step=current_step, openssl=openssl, openssl_dates=openssl_dates,
                       dig=_dig_command(expected), days_left=days_left, ownership=ownership,
                       acme=acme, acme_dig=f"dig +short CNAME {shlex.quote(acme['name'])}" if acme else None,
-                      ready_for_cutover=ready_for_cutover, wildcard=wildcard,
+                      ready_for_cutover=ready_for_cutover, wildcard=wildcard, delegation_missing=delegation_missing,
                       ownership_dig=f"dig +short TXT {shlex.quote(ownership['name'])}" if ownership else None, probe=probe,
                       refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
     return web.Response(text=html, content_type="text/html", headers=_HEADERS)
