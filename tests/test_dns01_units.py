@@ -286,3 +286,14 @@ async def test_watch_tells_a_missing_delegation_once_and_the_restoration():
     dns.delegated = True
     d, _ = await m.watch(d, Cert, now)  # type: ignore[arg-type]
     assert d.last_error is None and ev.kinds == ["delegation_missing", "delegation_restored"]
+
+
+async def test_a_certificate_downloaded_before_a_restart_keeps_its_pre_cutover_state():
+    m, _ = _chooser(_Dns(points=False, delegated=True), _Answers(), 80)
+    d = _domain("moving.m.test", status=DomainStatus.ISSUING)
+    await m.expect_resumed(d, object())
+    fields = m.live_fields(d)
+    assert fields["status"] == DomainStatus.PENDING_DNS and fields["validation_method"] == "dns-01"
+    m, _ = _chooser(_Dns(points=True, delegated=True), _Answers(), 80)
+    await m.expect_resumed(d, object())
+    assert m.live_fields(d) == {}  # pointing already: it goes live as active

@@ -391,7 +391,9 @@ class DomainManager:
             except acme_errors.AcmeError as e:
                 await self._failed(domain, e, has_valid=has_valid)
                 return
+            await self.methods.expect_resumed(domain, issued)  # a certificate from before the cutover stays so
             await self._install(domain, issued, has_valid=has_valid)
+            await self.methods.installed(await self.storage.get_domain(h) or domain)
             return
         resuming = entry is not None and entry.url is not None
         in_window = False

@@ -225,6 +225,22 @@ class MethodChooser:
             fields.update(status=DomainStatus.PENDING_DNS, dns_attempts=0, dns_observed=decision.observed())
         self._expected[domain.hostname] = (fields, decision)
 
+    async def expect_resumed(self, domain: Domain, issued: Any) -> None:
+        """A certificate downloaded before a restart is installed now (the decision that ordered it is gone): a
+        first certificate for a name that does not point here yet, while its delegation is in place, was obtained
+        before the cutover and goes live as such."""
+        h = domain.hostname
+        if h.startswith("*.") or domain.current_cert_id is not None or self.dns.dns01_zone is None:
+            return
+        pointing = await self.dns.check(h)
+        if pointing.ok:
+            return
+        delegation = await self.dns.check_delegation(h)
+        if delegation.ok:
+            self.expect(domain, issued, Decision(True, delegation.message, "ok", "ok", method="dns-01",
+                                                 challenges=("dns-01",), precutover=True, pointing=pointing,
+                                                 delegation=delegation))
+
     def live_fields(self, domain: Domain) -> dict[str, Any]:
         """The extra fields of ``domain``'s go-live update (``Swapper.live_fields``), once."""
         got = self._expected.get(domain.hostname)
