@@ -25,6 +25,7 @@ from edge.api import make_api_app
 from edge.config import Settings, parse_hostport
 from edge.names import format_hostport
 from edge.lifecycle.dnscheck import DnsChecker
+from edge.lifecycle.dns01 import dns01_publisher
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles, atomic_write
 from edge.lifecycle.hooks import ReloadHook
@@ -186,7 +187,8 @@ async def build_services(settings: Settings) -> Services:
                      engine=use_tls_engine(settings))
     files = LiveFiles(state, on_error=metrics.on_write_error)
     dns = DnsChecker(resolver=settings.dns_resolver_hostport(), edge_target=settings.edge_target,
-                     ownership_key=keybox.derive_key(b"edgecert ownership txt v1"))
+                     ownership_key=keybox.derive_key(b"edgecert ownership txt v1"),
+                     dns01_zone=settings.dns01_zone if settings.dns01_enabled else None)
     events = EventBus(storage)
     events.subscribe(metrics.on_event)
     webhooks = None
@@ -200,7 +202,8 @@ async def build_services(settings: Settings) -> Services:
                       retry_delays=settings.hook_retry_delays,
                       webhook_url=settings.reload_webhook, webhook_secret=settings.reload_webhook_secret)
     publisher = StorePublisher(storage, max_entries=settings.challenge_memory_max)
-    issuer = build_issuers(settings, storage=storage, keybox=keybox, publisher=publisher, metrics=metrics)
+    issuer = build_issuers(settings, storage=storage, keybox=keybox,
+                           publisher=dns01_publisher(settings, storage, publisher), metrics=metrics)
     manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
                             files=files, dns=dns, events=events, hook=hook,
                             retry_schedule=settings.retry_schedule)

@@ -226,6 +226,8 @@ def _show_domain(d: dict) -> str:
     if d.get("last_error"):
         lines.append(f"  problem: {d['last_error']}")
     rec = (d.get("dns") or {}).get("expected_record") or {}
+    if (d.get("dns") or {}).get("ready_for_cutover"):
+        lines.append(f"  ready: switch your DNS now ({rec.get('text')}); the certificate is already served")
     if d.get("dns_records"):
         lines.append(_records_text(d["dns_records"], "DNS record (keep it)" if d["status"] == "active"
                                    else "DNS record to create"))
@@ -298,6 +300,8 @@ def domains_parser() -> argparse.ArgumentParser:
     a.add_argument("--tenant", help="tenant name (required with the operator token; created if new)")
     _settings_args(a, patch=False)
     a.add_argument("--wait", action="store_true", help="show progress until active or failed")
+    a.add_argument("--validation", choices=("auto", "http-01", "tls-alpn-01", "dns-01"),
+                   help="how the CA validates the name (default auto; a wildcard needs dns-01 or auto)")
     a.add_argument("--timeout", type=float, default=600, metavar="S", help="seconds --wait waits (default 600)")
     _api_args(a)
     ls = sub.add_parser("list", help="list domains, in natural order (first page; --all for every one)",
@@ -371,6 +375,8 @@ def cmd_domains(argv: list[str]) -> int:
     q = urllib.parse.quote
     if args.action == "add":
         body = {"hostname": args.hostname, **_settings_body(args, p)}
+        if args.validation:
+            body["validation"] = args.validation
         if args.tenant:
             body["tenant"] = args.tenant
         st, d = api.call("POST", "/v1/domains", body)

@@ -178,6 +178,39 @@ def _log_level(v: str) -> str | None:
         "must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
 
 
+# -- checks of the challenge-method settings (DNS-01 delegation) -----------------------------------------------
+#: Settings whose value is never echoed in an error or a log line (secrets).
+NEVER_ECHOED = frozenset({"dns01_tsig", "issuers", "acme_eab_hmac_key"})
+
+
+def _dns01_server(v: str | None) -> str | None:
+    return _hostport_check(v, default_port=53)
+
+
+def _dns01_zone(v: str | None) -> str | None:
+    if not v:
+        return None
+    from edge.names import InvalidHostname, validate_hostname
+    try:
+        validate_hostname(v, registrable=False)
+    except InvalidHostname as e:
+        return f"must be a DNS zone name such as acme.saas.example: {e.message}"
+    if "." not in v.strip().rstrip("."):
+        return "must be a zone of at least two labels, such as acme.saas.example"
+    return None
+
+
+def _dns01_tsig(v: str | None) -> str | None:
+    if not v:
+        return None
+    from edge.lifecycle.dns01 import TsigKey
+    try:
+        TsigKey.parse(v)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def _s(default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
     """A setting with its check (a function returning what is wrong, or None)."""
     if isinstance(default, (dict, list)):
@@ -335,6 +368,17 @@ class Settings:
     # CAA (RFC 8659) checked before every order: a name whose CAA records allow none of the configured CAs gets no
     # order (last_error_code caa_forbidden) until the record is fixed (docs/caa.md).
     caa_check: bool = True
+    # DNS-01 through a delegated CNAME (docs/dns-01.md): the authoritative DNS server (host:port) that takes RFC 2136
+    # updates for the challenge zone, the zone tenants delegate _acme-challenge to, and the TSIG key signing the
+    # updates (name:algorithm:base64secret; never logged). All three, or none (DNS-01 off).
+    dns01_server: str | None = _s(None, _dns01_server)
+    dns01_zone: str | None = _s(None, _dns01_zone)
+    dns01_tsig: str | None = _s(None, _dns01_tsig)
+    # Before asking the CA for HTTP-01, edgecert fetches its own probe answer through the name's address on this
+    # port: 0 = the port of http_listen (80 in production), -1 = no probe (e.g. when the edge cannot reach its own
+    # public address); a closed port makes "auto" use TLS-ALPN-01 without a failed validation at the CA.
+    http01_probe_port: int = _s(0, lambda v: None if -1 <= v <= 65535 else "must be -1 (off), 0 (the port of "
+                                "http_listen) or a port 1-65535")
     # -- per-hostname settings and fleet tooling -------------------------------------------------------------
     # Upstream pools the edge keeps at most for per-hostname / per-tenant origins (one keep-alive pool per origin
     # URL; the least recently used beyond this is closed). The global EDGECERT_UPSTREAM pool is not counted.
@@ -424,9 +468,8 @@ class Settings:
             check = f.metadata.get("check")
             problem = check(getattr(self, f.name)) if check else None
             if problem:
-                if f.name in ("issuers", "acme_eab_hmac_key"):  # may hold an HMAC key: never echoed
-                    raise ConfigError(f"{var(f.name)} ({f.name}) {problem}")
-                raise ConfigError(f"{var(f.name)} ({f.name}) {problem}; got {getattr(self, f.name)!r}")
+                got = "(value not shown: it holds a secret)" if f.name in NEVER_ECHOED else repr(getattr(self, f.name))
+                raise ConfigError(f"{var(f.name)} ({f.name}) {problem}; got {got}")
         if self.webhook_url and not self.webhook_secret:
             raise ConfigError("EDGECERT_WEBHOOK_URL needs EDGECERT_WEBHOOK_SECRET: deliveries are signed")
         if bool(self.acme_eab_kid) != bool(self.acme_eab_hmac_key):
@@ -434,6 +477,11 @@ class Settings:
                               "Binding of the first directory): set both or neither")
         if self.dns_recheck_max < self.dns_recheck_initial:
             raise ConfigError("EDGECERT_DNS_RECHECK_MAX must not be smaller than EDGECERT_DNS_RECHECK_INITIAL")
+        dns01 = {"dns01_server": self.dns01_server, "dns01_zone": self.dns01_zone, "dns01_tsig": self.dns01_tsig}
+        if any(dns01.values()) and not all(dns01.values()):
+            missing = [var(k) for k, v in dns01.items() if not v]
+            raise ConfigError(f"DNS-01 needs EDGECERT_DNS01_SERVER, EDGECERT_DNS01_ZONE and EDGECERT_DNS01_TSIG "
+                              f"together; {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set")
 
     def issuer_specs(self) -> list[dict[str, Any]]:
         """The issuers in order (:func:`edge.config_issuers.issuer_specs`)."""
@@ -461,11 +509,19 @@ class Settings:
             f"TLS edge workers: {self.workers}; TLS driver: {'C engine if built' if self.tls_engine else 'python-ssl'}",
             "reload hook: " + (self.reload_command or self.reload_webhook or "none"),
             f"store: {self.redacted()['database_url']}; state dir: {self.state_dir}",
+            "DNS-01 (delegated _acme-challenge): " + (f"on, zone {self.dns01_zone} updated on {self.dns01_server} "
+                                                      f"with TSIG key {self.redacted()['dns01_tsig']}"
+                                                      if self.dns01_enabled else "off (EDGECERT_DNS01_SERVER not set)"),
         ]
 
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir)
+
+    @property
+    def dns01_enabled(self) -> bool:
+        """DNS-01 through a delegated CNAME is configured (server, zone and TSIG key)."""
+        return bool(self.dns01_server and self.dns01_zone and self.dns01_tsig)
 
     def dns_resolver_hostport(self) -> tuple[str, int] | None:
         if not self.dns_resolver:
@@ -480,6 +536,8 @@ class Settings:
                 d[k] = "***"
         d["issuers"] = [{**t, **({"eab_hmac_key": "***"} if t.get("eab_hmac_key") else {})}
                         for t in d.get("issuers") or ()]
+        if d.get("dns01_tsig"):
+            d["dns01_tsig"] = ":".join(d["dns01_tsig"].split(":", 2)[:2] + ["***"])
         if d.get("database_url") and "@" in d["database_url"]:
             scheme, _, rest = d["database_url"].partition("://")
             d["database_url"] = scheme + "://***@" + rest.split("@", 1)[1]

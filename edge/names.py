@@ -60,7 +60,8 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False, registrable:
 
     Args:
         raw: the name as received (str expected).
-        allow_wildcard: accept ``*.example.com`` (only meaningful with DNS-01).
+        allow_wildcard: accept ``*.example.com`` (only meaningful with DNS-01): one whole left-most ``*`` label,
+            over a base that is itself a registrable name (not ``*.*``, ``*.com``, ``*.co.uk``, ``*.github.io``).
         registrable: True (a name a tenant may register, see the module docstring). False (any name a client
             could connect to, as diagnostics takes it): an IP literal (``[v6]`` too) comes back in canonical
             form; single labels, public suffixes, underscores, an all-digit top-level label (not an all-digit
@@ -110,7 +111,11 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False, registrable:
         wildcard = True
         name = name[2:]
     if "*" in name:
-        raise InvalidHostname("invalid_hostname", "'*' is only allowed as the whole left-most label")
+        raise InvalidHostname("invalid_hostname", "'*' is only allowed as the whole left-most label, once "
+                              "(*.customer.com; not *.*.customer.com, a.*.customer.com or x*.customer.com)")
+    if wildcard and "." not in name:
+        raise InvalidHostname("not_fully_qualified", f"*.{name} would cover a whole top-level domain; a wildcard "
+                              f"needs a registrable base such as *.customer.{name}")
     if ".." in name or name.startswith("."):
         raise InvalidHostname("empty_label", "hostname has an empty label (two dots in a row)")
     for label in name.split("."):
@@ -153,6 +158,9 @@ def validate_hostname(raw: object, *, allow_wildcard: bool = False, registrable:
     if labels[-1].isdigit() and (registrable or all(label.isdigit() for label in labels)):
         raise InvalidHostname("invalid_label", "the top-level label cannot be all digits")
     if registrable and public_suffix_list().is_public(ascii_name):
+        if wildcard:
+            raise InvalidHostname("public_suffix", f"*.{ascii_name} would cover every name under the public suffix "
+                                  f"{ascii_name}; a wildcard needs a registrable base such as *.customer.{ascii_name}")
         raise InvalidHostname("public_suffix",
                               f"{ascii_name} is a public suffix (like co.uk); register a name under it")
     reg = registered_domain(ascii_name) or ascii_name

@@ -78,8 +78,8 @@ async def create_domain(request: web.Request) -> web.Response:
                              headers={"Location": f"/v1/domains/{d.hostname}"})
 
 
-#: ``validation`` values this product handles today.
-_VALIDATIONS = ("auto", "http-01")
+#: ``validation`` values (edge/lifecycle/methods.py decides what ``auto`` means for each order).
+_VALIDATIONS = ("auto", "http-01", "tls-alpn-01", "dns-01")
 
 
 async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
@@ -90,13 +90,21 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
         raise ApiError(422, "invalid_item", "each domain must be a JSON object")
     # Per-hostname settings (origin, min_tls_version, metadata, http2): edge/api/hostsettings.py.
     host_fields = await settings_fields(body, tenant_caller=not c.admin, resolver=services.dns.resolver)
-    if body.get("validation") not in (None, "", *_VALIDATIONS):
-        raise ApiError(422, "unsupported_field", f"validation {str(body.get('validation'))[:40]!r} is not "
-                       f"supported yet; use one of {', '.join(_VALIDATIONS)}", field="validation")
+    validation = body.get("validation") or "auto"
+    if validation not in _VALIDATIONS:
+        raise ApiError(422, "invalid_validation", f"validation {str(validation)[:40]!r} is not one of "
+                       f"{', '.join(_VALIDATIONS)}", field="validation")
+    dns01 = services.settings.dns01_enabled
     try:
-        hn = validate_hostname(body.get("hostname"), allow_wildcard=False)
+        hn = validate_hostname(body.get("hostname"), allow_wildcard=dns01)
     except InvalidHostname as e:
         raise ApiError(422, e.code, e.message, field="hostname") from None
+    if hn.wildcard and validation not in ("auto", "dns-01"):
+        raise ApiError(422, "wildcard_needs_dns01", f"a wildcard name can only be validated with DNS-01; send "
+                       f"\"validation\": \"dns-01\" (or \"auto\"), not {validation!r}", field="validation")
+    if validation == "dns-01" and not dns01:
+        raise ApiError(422, "dns01_not_configured", "DNS-01 validation is not configured on this edge (the operator "
+                       "sets EDGECERT_DNS01_SERVER, EDGECERT_DNS01_ZONE and EDGECERT_DNS01_TSIG)", field="validation")
     if c.admin:
         if "tenant" not in body:
             raise ApiError(422, "invalid_tenant", "tenant is required with the operator token", field="tenant")
@@ -115,7 +123,8 @@ async def add_checked(services: ApiServices, c: Caller, body: dict) -> Domain:
                                 or not all(33 <= ord(ch) < 127 for ch in profile)):
         raise ApiError(422, "invalid_profile", "profile must be an ACME profile name the CA lists (a printable "
                        "token of at most 64 characters, e.g. tlsserver)", field="profile")
-    fields: dict = dict(next_check_at=utcnow(), key_type=key_type, profile=profile, **host_fields)
+    fields: dict = dict(next_check_at=utcnow(), key_type=key_type, profile=profile, validation=validation,
+                        **host_fields)
     proof = None
     if not c.admin and services.settings.tenant_claims_require_proof:
         # Ownership before binding: look for the tenant's TXT proof now (one bounded lookup); else pending.

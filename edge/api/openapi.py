@@ -102,7 +102,14 @@ def _schemas() -> dict[str, Any]:
                        "dns": {"type": "object", "properties": {
                            "expected_record": {"oneOf": [_ref("DnsRecord"), {"type": "null"}]},
                            "observed": {"type": ["object", "null"],
-                                        "description": "what the last DNS check saw (cname_chain, addresses)"}}},
+                                        "description": "what the last DNS check saw (cname_chain, addresses)"},
+                           "ready_for_cutover": {"type": "boolean", "description": "a certificate obtained before "
+                                                 "the cutover (DNS-01) is served while the name does not point "
+                                                 "here yet: switch the DNS now (docs/dns-01.md)"},
+                           "delegation_seen_at": _dt("the _acme-challenge delegation was last seen in place")}},
+                       "validation": {"type": "string", "enum": ["auto", "http-01", "tls-alpn-01", "dns-01"]},
+                       "validation_method": {**nstr, "description": "the challenge method that last worked"},
+                       "wildcard": {"type": "boolean"},
                        "dns_records": {"type": "array", "description": "every record the tenant must create",
                                        "items": {"type": "object", "required": ["name", "type", "value", "purpose"],
                                                  "properties": {
@@ -135,7 +142,10 @@ def _schemas() -> dict[str, Any]:
                                                         "may only name the caller's own tenant"},
             "key_type": {"type": "string", "enum": ["ecdsa-p256", "ecdsa-p384", "rsa2048", "rsa3072", "rsa4096"]},
             "profile": {"type": "string", "maxLength": 64, "description": "ACME profile (e.g. tlsserver, shortlived): "
-                        "checked against each CA's meta.profiles; 422 invalid_profile when not a printable token"}}},
+                        "checked against each CA's meta.profiles; 422 invalid_profile when not a printable token"},
+            "validation": {"type": "string", "enum": ["auto", "http-01", "tls-alpn-01", "dns-01"],
+                           "description": "how the CA validates the name (default auto; a wildcard *.name needs "
+                                          "dns-01 or auto, and DNS-01 configured; see docs/dns-01.md)"}}},
         "CertificateUpload": {"type": "object", "required": ["certificate", "private_key"], "properties": {
             "certificate": {"type": "string", "description": "PEM: the leaf (and optionally its chain)"},
             "private_key": {"type": "string", "description": "PEM, unencrypted"},
@@ -149,8 +159,7 @@ def _schemas() -> dict[str, Any]:
         "DomainBatch": {"type": "object", "required": ["domains"], "properties": {
             "domains": {"type": "array", "maxItems": 500, "items": {"type": "object", "properties": {
                 "hostname": {"type": "string"}, "tenant": {"type": "string"},
-                "validation": {"type": "string", "description": "auto or http-01 (others: refused, "
-                                                                "unsupported_field)"},
+                "validation": {"type": "string", "enum": ["auto", "http-01", "tls-alpn-01", "dns-01"]},
                 **_settings_props(),
                 "key_type": {"type": "string"}}}}}},
         "DomainBatchResult": {"type": "object", "required": ["results"], "properties": {

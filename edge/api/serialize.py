@@ -54,7 +54,13 @@ def domain_json(d: Domain, tenant: str, cert: CertificateVersion | None, *, expe
         "renewal": {"reason": d.renewal_reason, "ari_window": {"start": iso(d.ari_window_start),
                                                                "end": iso(d.ari_window_end)}
                     if d.ari_window_start else None},
-        "dns": {"expected_record": expected_record, "observed": observed},
+        "dns": {"expected_record": expected_record, "observed": observed,
+                # A certificate obtained before the cutover (DNS-01) is served while the name does not point here.
+                "ready_for_cutover": d.status == "pending_dns" and cert is not None,
+                "delegation_seen_at": iso(d.delegation_seen_at)},
+        "validation": d.validation or "auto",
+        "validation_method": d.validation_method,
+        "wildcard": d.hostname.startswith("*."),
         "dns_records": list(dns_records or []),
         **settings_json(d),  # per-hostname settings: origin, min_tls_version, metadata, http2 (null: the default)
         "ownership": {"required": bool(d.ownership_required), "verified": not d.ownership_pending,

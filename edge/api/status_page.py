@@ -104,6 +104,11 @@ _EVENT_TEXT = {
     "expiry_warning": None,
     "probe_ok": "Self-check of https://{h}/ passed.",
     "probe_failed": "Self-check of https://{h}/ found a problem.",
+    "ready_for_cutover": "Certificate issued before the DNS switch and already served: ready to switch your DNS.",
+    "cutover_complete": "Your DNS now points here; the certificate was already served (no gap).",
+    "delegation_missing": None,  # its own message (names the record to create again)
+    "delegation_restored": "The _acme-challenge record is back in place.",
+    "http01_unreachable": "Port 80 does not reach us; the certificate is validated on the HTTPS port instead.",
 }
 
 
@@ -241,7 +246,7 @@ async def status_page(request: web.Request) -> web.Response:
                                              f"{'s' if wait != 1 else ''}.\n", headers={"Retry-After": str(wait)})
     raw = request.match_info["hostname"]
     try:
-        name = validate_hostname(raw).ascii
+        name = validate_hostname(raw, allow_wildcard=True).ascii
     except InvalidHostname:
         name = None
     d = await services.storage.get_domain(name) if name else None
@@ -287,6 +292,19 @@ async def status_page(request: web.Request) -> web.Response:
     if d.last_error_code == "hook_failed" and d.status == DomainStatus.ACTIVE:
         who, what = "operator", "A new certificate was issued but not yet loaded everywhere; the service " \
                                 "operator has been told."
+    # DNS-01 (edge/lifecycle/methods.py): the _acme-challenge delegation, and a certificate served before the cutover.
+    acme = services.dns.acme_challenge_record(d.hostname)
+    wildcard = d.hostname.startswith("*.")
+    ready_for_cutover = d.status == DomainStatus.PENDING_DNS and cert is not None and not wildcard
+    delegation_missing = d.last_error_code == "dns01_delegation_missing" and cert is not None
+    if delegation_missing:  # served now, but the renewal depends on the record the tenant removed
+        headline, who = "Your certificate is served, but it cannot be renewed", "tenant"
+        what = d.last_error or ""
+    if ready_for_cutover:
+        headline, who = "Ready: switch your DNS now", "tenant"
+        what = (f"Your certificate is issued and already served for {d.hostname}. Switch your DNS now: create "
+                f"{expected['text']}. HTTPS works the moment the record changes; there is no gap.")
+        steps = ["current", "done", "done"]
     port = int(getattr(s, "https_public_port", 443) or 443)
     target = f"{d.hostname}:{port}"
     openssl = (f"openssl s_client -connect {shlex.quote(target)} -servername {shlex.quote(d.hostname)} "
@@ -311,6 +329,8 @@ async def status_page(request: web.Request) -> web.Response:
                       dig=_dig_command(expected, services.dns.pointing_records(d.hostname)),
                       days_left=days_left, expires_in=expires_in, tone=tone,
                       badge_text=_badge_text(d.status, tone), ownership=ownership,
+                      acme=acme, acme_dig=f"dig +short CNAME {shlex.quote(acme['name'])}" if acme else None,
+                      ready_for_cutover=ready_for_cutover, wildcard=wildcard, delegation_missing=delegation_missing,
                       ownership_dig=f"dig +short TXT {shlex.quote(ownership['name'])}" if ownership else None, probe=probe,
                       refresh=REFRESH_SECONDS if pending else None, brand=_brand(s), now=utcnow())
     return web.Response(text=html, content_type="text/html", headers=_HEADERS)

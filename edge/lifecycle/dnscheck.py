@@ -6,7 +6,11 @@ are among the edge's addresses (the target's own addresses, or the target itself
 Ownership before binding (``tenant_claims_require_proof``): a tenant proves control of a name with the TXT record
 ``_edgecert-verify.<name>`` = ``edgecert-verify=<HMAC(key, tenant:name)>``; the value is stable, differs per tenant
 and cannot be computed by another tenant (the key derives from the service's secret key). :meth:`DnsChecker.dns_records`
-lists every record a tenant must create (``pointing`` and, while unproven, ``ownership``).
+lists every record a tenant must create (``pointing``, while unproven ``ownership``, and with DNS-01 configured the
+``acme-challenge`` delegation).
+
+DNS-01 delegation (``EDGECERT_DNS01_ZONE``, :mod:`edge.lifecycle.dns01`): :meth:`DnsChecker.check_delegation` asks
+the resolver whether ``_acme-challenge.<name>`` is a CNAME to ``<label>.<zone>`` (a wildcard's base name).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import dns.exception
 import dns.resolver
 
 from edge.dns import lookup, lookup_txt, make_resolver
+from edge.lifecycle.dns01 import CHALLENGE_PREFIX, challenge_target
 
-__all__ = ["PointingResult", "OwnershipResult", "DnsChecker", "local_addresses", "OWNERSHIP_LABEL"]
+__all__ = ["PointingResult", "OwnershipResult", "DelegationResult", "DnsChecker", "local_addresses",
+           "OWNERSHIP_LABEL"]
 
 #: The label under the claimed name that carries the ownership TXT record.
 OWNERSHIP_LABEL = "_edgecert-verify"
@@ -75,12 +81,29 @@ class OwnershipResult:
         return {"ok": self.ok, "reason": self.reason, "message": self.message, "record": self.record}
 
 
+@dataclass
+class DelegationResult:
+    ok: bool
+    hostname: str
+    reason: str                       # ok | missing | wrong_target | dns_error | not_configured
+    message: str                      # one sentence a tenant can act on
+    record: dict = field(default_factory=dict)   # the record expected ({"name", "type", "value", "purpose"})
+    found: str | None = None          # the CNAME target seen, if any
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "message": self.message, "record": self.record,
+                "found": self.found}
+
+
 class DnsChecker:
-    """Resolve names through one resolver (host, port) or the system's, with bounded time."""
+    """Resolve names through one resolver (host, port) or the system's, with bounded time.
+
+    ``dns01_zone``: the challenge zone tenants delegate ``_acme-challenge`` to (None: DNS-01 is off)."""
 
     def __init__(self, *, resolver: tuple[str, int] | None, edge_target: str | None, timeout: float = 4.0,
-                 ownership_key: bytes | None = None) -> None:
+                 ownership_key: bytes | None = None, dns01_zone: str | None = None) -> None:
         self._ownership_key = ownership_key
+        self.dns01_zone = dns01_zone.strip().rstrip(".").lower() if dns01_zone else None
         self.resolver = make_resolver(resolver, lifetime=timeout, timeout=timeout / 2)
         self.edge_target = edge_target.strip().rstrip(".").lower() if edge_target else None
         self._target_names: list[str] = []
@@ -124,13 +147,54 @@ class DnsChecker:
             raise RuntimeError("DnsChecker was built without an ownership key")
         mac = hmac.new(self._ownership_key, f"{tenant}:{hostname}".encode(), hashlib.sha256).digest()[:20]
         value = _OWNERSHIP_PREFIX + base64.b32encode(mac).decode().lower()
-        return {"name": f"{OWNERSHIP_LABEL}.{hostname}", "type": "TXT", "value": value, "purpose": "ownership"}
+        base = hostname[2:] if hostname.startswith("*.") else hostname  # a wildcard's proof sits at its base name
+        return {"name": f"{OWNERSHIP_LABEL}.{base}", "type": "TXT", "value": value, "purpose": "ownership"}
+
+    def acme_challenge_record(self, hostname: str) -> dict | None:
+        """The ``_acme-challenge`` CNAME delegation of ``hostname`` (a wildcard's base name), or None when DNS-01
+        is not configured."""
+        if not self.dns01_zone:
+            return None
+        base = hostname[2:] if hostname.startswith("*.") else hostname
+        return {"name": f"{CHALLENGE_PREFIX}.{base}", "type": "CNAME",
+                "value": challenge_target(base, self.dns01_zone), "purpose": "acme-challenge"}
 
     def dns_records(self, hostname: str, tenant: str, *, ownership: bool) -> list[dict]:
         """Every record the tenant must create for ``hostname``: the ownership TXT first when it is still needed,
-        then the pointing record(s)."""
+        then the pointing record(s), then the ``_acme-challenge`` delegation when DNS-01 is configured (it lets
+        the certificate be obtained before the cutover, and is the only way for a wildcard)."""
         out = [self.ownership_record(hostname, tenant)] if ownership else []
-        return out + self.pointing_records(hostname)
+        out += self.pointing_records(hostname)
+        rec = self.acme_challenge_record(hostname)
+        return out + ([rec] if rec is not None else [])
+
+    async def check_delegation(self, hostname: str) -> DelegationResult:
+        """Is ``_acme-challenge.<hostname>`` a CNAME to its label in the challenge zone? (one bounded lookup of
+        type CNAME through the resolver)"""
+        rec = self.acme_challenge_record(hostname)
+        if rec is None:
+            return DelegationResult(False, hostname, "not_configured", "DNS-01 is not configured on this edge")
+        text = f"{rec['name']}. CNAME {rec['value']}."
+        try:
+            ans = await self.resolver.resolve(rec["name"] + ".", "CNAME", raise_on_no_answer=False, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            ans = None
+        except Exception as e:  # noqa: BLE001 - Timeout, NoNameservers, ...: the resolver's trouble, retried
+            return DelegationResult(False, hostname, "dns_error",
+                                    f"DNS lookup of {rec['name']} failed ({type(e).__name__}); will retry. The "
+                                    f"record it needs: {text}", rec)
+        targets = [rr.target.to_text().rstrip(".").lower() for rr in ans.rrset] \
+            if ans is not None and ans.rrset is not None else []
+        if rec["value"] in targets:
+            return DelegationResult(True, hostname, "ok", f"{rec['name']} is delegated to {rec['value']}", rec,
+                                    rec["value"])
+        if targets:
+            return DelegationResult(False, hostname, "wrong_target",
+                                    f"{rec['name']} is a CNAME to {targets[0]}, not to this service's challenge "
+                                    f"zone. Replace it with this record: {text}", rec, targets[0])
+        return DelegationResult(False, hostname, "missing",
+                                f"To get a certificate through DNS (before switching your traffic, or for a "
+                                f"wildcard), create this DNS record once: {text}", rec)
 
     async def check_ownership(self, hostname: str, tenant: str) -> OwnershipResult:
         """Is ``tenant``'s ownership TXT record published for ``hostname``? (one bounded lookup)"""

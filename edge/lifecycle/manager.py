@@ -45,6 +45,7 @@ from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles, StateWriteError
 from edge.lifecycle.hooks import HookResult, ReloadHook
 from edge.lifecycle.removal import RemovalReport, RemovalSnapshot, Remover, snapshot as removal_snapshot
+from edge.lifecycle.methods import MethodChooser
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.index import CertEntry, SniIndex, load_host_settings
 from edge.lifecycle.swap import SwapRejected, Swapper
@@ -100,6 +101,10 @@ class DomainManager:
         self.caa = CaaGate(dns_fetch(resolver), enabled=settings.caa_check and resolver is not None)
         self.swap = Swapper(settings=settings, storage=storage, index=index, files=files, events=events, hook=hook,
                             update=self._set)
+        # The challenge method of each order, the cutover and the DNS-01 delegation (edge/lifecycle/methods.py).
+        self.methods = MethodChooser(settings=settings, dns=dns, publisher=getattr(issuer, "publisher", None),
+                                     events=events, update=self._set)
+        self.swap.live_fields = self.methods.live_fields
 
     @property
     def own_address(self) -> str | None:
@@ -420,15 +425,18 @@ class DomainManager:
             except acme_errors.AcmeError as e:
                 await self._failed(domain, e, has_valid=has_valid)
                 return
+            await self.methods.expect_resumed(domain, issued)  # a certificate from before the cutover stays so
             await self._install(domain, issued, has_valid=has_valid)
+            await self.methods.installed(await self.storage.get_domain(h) or domain)
             return
         resuming = entry is not None and entry.url is not None
         in_window = False
         if has_valid and not domain.renew_requested and not resuming:
             assert cert is not None
             plan, domain = await self._plan(domain, cert, now)
+            domain, watch_at = await self.methods.watch(domain, cert, now)  # cutover, DNS-01 delegation
             if plan.at > now:
-                nxt = min(x for x in (plan.at, domain.ari_next_check_at) if x is not None)
+                nxt = min(x for x in (plan.at, domain.ari_next_check_at, watch_at) if x is not None)
                 await self._set(domain, next_check_at=nxt)
                 return
             in_window = plan.in_ari_window
@@ -451,14 +459,15 @@ class DomainManager:
                                      dns_attempts=0, last_error=None, last_error_code=None)
             await self.events.emit(h, "ownership_verified", proof.message, {"record": proof.record["name"]})
 
-        # 1. Does the name point at the edge? Never ask the CA otherwise.
-        result = await self.dns.check(h)
-        observed = json.dumps(result.to_dict())
+        # 1. Does the name point at the edge, or is its _acme-challenge delegated (DNS-01, also before the cutover
+        #    and for a wildcard)? Which method then (edge/lifecycle/methods.py)? Never ask the CA otherwise.
+        result = await self.methods.decide(domain)
+        observed = result.observed()
         if not result.ok:
             attempts = domain.dns_attempts + 1
             delay = self.dns_schedule.base(attempts)
             recheck_at = utcnow() + dt.timedelta(seconds=self.dns_schedule.spread(delay))
-            fields: dict[str, Any] = dict(last_error=result.message, last_error_code=f"dns_{result.reason}",
+            fields: dict[str, Any] = dict(last_error=result.message, last_error_code=result.code,
                                           dns_attempts=attempts, dns_observed=observed, next_check_at=recheck_at)
             if not has_valid:
                 fields["status"] = DomainStatus.PENDING_DNS
@@ -525,7 +534,7 @@ class DomainManager:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
                                                  replaces=replaces, is_renewal=is_renewal, on_event=on_event,
-                                                 **caa.issue_kwargs(self.issuer),
+                                                 challenges=result.challenges, **caa.issue_kwargs(self.issuer),
                                                  **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
@@ -533,7 +542,7 @@ class DomainManager:
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
                                                      replaces=None, is_renewal=is_renewal, on_event=on_event,
-                                                     **caa.issue_kwargs(self.issuer),
+                                                     challenges=result.challenges, **caa.issue_kwargs(self.issuer),
                                                      **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
                 else:
                     raise
@@ -545,7 +554,9 @@ class DomainManager:
         finally:
             await self.ledger.release(reservation)
         self.last_issuance_seconds = time.monotonic() - started
+        self.methods.expect(domain, issued, result)  # fields that go live with it (method, pre-cutover status)
         await self._install(domain, issued, has_valid=has_valid)
+        await self.methods.installed(await self.storage.get_domain(h) or domain)
 
     async def _caa_gate(self, domain: Domain, *, resuming: bool, has_valid: bool, observed: str) -> CaaOutcome | None:
         """CAA before an order (docs/caa.md): the outcome, or None when the domain is held (no order now)."""

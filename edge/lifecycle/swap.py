@@ -64,6 +64,9 @@ class Swapper:
         self._stale_retries = 0
         self._export_lock = threading.Lock()
         self._going_live: set[str] = set()  # staged, exported, not yet in the index
+        # Extra fields of the go-live update, by domain (edge/lifecycle/methods.py: the method that worked, and
+        # ``pending_dns`` for a certificate obtained before the cutover), so that they land with the certificate.
+        self.live_fields: Callable[[Domain], dict[str, Any]] | None = None
 
     async def go_live(self, domain: Domain, version: CertificateVersion, key_pem: bytes, **fields: Any) -> Domain:
         """Check ``version``, write the files, flip the SNI index and store it as current (with ``fields``);
@@ -109,10 +112,13 @@ class Swapper:
             self.index.put(entry, prebuild=False)
         finally:
             self._going_live.discard(h)
-        d = await self.update(domain, current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
-                              last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
-                              ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
-                              hook_pending=self.hook.enabled, **fields)
+        live = dict(current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
+                    last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
+                    ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
+                    hook_pending=self.hook.enabled)
+        if self.live_fields is not None:
+            live.update(self.live_fields(domain))
+        d = await self.update(domain, **{**live, **fields})
         await self.storage.notify_change(h)  # other nodes swap now (LISTEN)
         own = await served_certificate(self.own_address, h) if self.own_address else None
         delay_ms = (time.monotonic() - t_swap) * 1000
