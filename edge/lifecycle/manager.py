@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 RETRY_SCHEDULE = RetrySchedule("issuance", (60.0, 600.0, 6000.0, 21600.0), jitter=0.1)
 
 
+def _challenges_for(domain: Domain) -> tuple[str, ...] | None:
+    """The challenge kinds a domain's ``validation`` asks for; None: the issuer's default (HTTP-01)."""
+    return ("tls-alpn-01",) if domain.validation == "tls-alpn-01" else None
+
+
 class DomainManager:
     PRIORITY_RENEWAL = 0
     PRIORITY_NEW = 1
@@ -484,13 +489,15 @@ class DomainManager:
         try:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event)
+                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event,
+                                                 challenges=_challenges_for(domain))
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
                     await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                     replaces=None, is_renewal=is_renewal, on_event=on_event)
+                                                     replaces=None, is_renewal=is_renewal, on_event=on_event,
+                                                     challenges=_challenges_for(domain))
                 else:
                     raise
         except acme_errors.AcmeError as e:
