@@ -110,3 +110,31 @@ def test_edgecert_serve_follows_min_tls_version_from_the_store(edge_factory, peb
     finally:
         storage.close()
     assert "Traceback" not in edge.log_text()
+
+
+async def test_the_edge_store_reads_floors_and_tls_alpn_answers(database_url):
+    """``store.readonly.EdgeStore`` (what every edge process follows), on SQLite and PostgreSQL: the domains'
+    ``min_tls_version`` (all set ones, or those of given names) and the TLS-ALPN-01 answers not expired."""
+    from store import open_storage
+    from store.readonly import EdgeStore
+    storage = open_storage(database_url)
+    edge_store = EdgeStore(database_url)
+    try:
+        t = await storage.ensure_tenant("floors")
+        await storage.add_domain("a.rows.test", t.id, min_tls_version="1.3")
+        await storage.add_domain("b.rows.test", t.id)
+        await storage.add_domain("c.rows.test", t.id, min_tls_version="1.2")
+        assert sorted(edge_store.min_tls_rows()) == [("a.rows.test", "1.3"), ("c.rows.test", "1.2")]
+        assert sorted(edge_store.min_tls_rows(["a.rows.test", "b.rows.test"])) == [("a.rows.test", "1.3"),
+                                                                                 ("b.rows.test", None)]
+        await storage.put_challenge("tok-1", "tok-1.thumb", "a.rows.test", kind="tls-alpn-01", ttl=60)
+        await storage.put_challenge("tok-2", "tok-2.thumb", "b.rows.test", kind="http-01", ttl=60)
+        await storage.put_challenge("tok-3", "tok-3.thumb", "c.rows.test", kind="tls-alpn-01", ttl=-5)
+        assert [tuple(r) for r in edge_store.tls_alpn_answers()] == [("tok-1", "a.rows.test", "tok-1.thumb")]
+        dpem, dkey = generate_default_certificate()
+        index = SniIndex(default_fullchain=dpem, default_key=dkey)
+        load_min_tls_rows(index, edge_store.min_tls_rows())
+        assert index.min_tls == {"a.rows.test": 0x0304}
+    finally:
+        edge_store.close()
+        await asyncio.to_thread(storage.close)
