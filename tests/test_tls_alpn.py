@@ -92,6 +92,23 @@ def _normal_client(port: int, name: str) -> tuple[bytes, str | None, bytes]:
             return tls.getpeercert(binary_form=True), tls.selected_alpn_protocol(), body
 
 
+def _validator(port: int, name: str) -> tuple[bytes, str | None, bytes]:
+    """What an ACME validator does (ALPN acme-tls/1 only), then an HTTP request the edge must not answer."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["acme-tls/1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=name) as tls:
+            der, alpn = tls.getpeercert(binary_form=True), tls.selected_alpn_protocol()
+            try:
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n".encode())
+                rest = tls.recv(65536)
+            except (ssl.SSLError, OSError):
+                rest = b""
+            return der, alpn, rest
+
+
 async def test_acme_tls_1_gets_the_challenge_certificate_and_others_the_tenant_one(driver):
     require_binary("openssl")
     srv, index, port, tenant_pem = await _edge(driver == "engine")
@@ -102,10 +119,13 @@ async def test_acme_tls_1_gets_the_challenge_certificate_and_others_the_tenant_o
         # The validator and a visitor at the same moment, on the same name.
         validator = asyncio.to_thread(_s_client, port, NAME, "-alpn", "acme-tls/1")
         visitors = [asyncio.to_thread(_normal_client, port, NAME) for _ in range(4)]
-        out, *seen = await asyncio.gather(validator, *visitors)
+        out, (vder, valpn, rest), *seen = await asyncio.gather(validator, asyncio.to_thread(_validator, port, NAME),
+                                                               *visitors)
         assert "ALPN protocol: acme-tls/1" in out, out
         _assert_challenge_cert(_leaf(out), NAME, KEY_AUTH)
-        assert "HTTP/1.1" not in out  # the edge closed after the handshake: no HTTP on a validation connection
+        assert valpn == "acme-tls/1"
+        _assert_challenge_cert(x509.load_der_x509_certificate(vder), NAME, KEY_AUTH)
+        assert rest == b""  # the edge closed after the handshake: no HTTP on a validation connection
         tenant_der = ssl.PEM_cert_to_DER_cert(tenant_pem.decode())
         for der, alpn, body in seen:
             assert der == tenant_der and alpn == "http/1.1"
