@@ -512,7 +512,7 @@ static int client_hello_cb(SSL *s, int *al, void *arg)
     }
     Py_CLEAR(c->acme); /* (called again for the second ClientHello after a HelloRetryRequest) */
     c->acme_only = (char)hello_offers_acme_only(s);
-    if (eng == NULL || c->hello_sni[0] == 0)
+    if (eng == NULL || eng->challenges == NULL || eng->min_versions == NULL || c->hello_sni[0] == 0)
         return SSL_CLIENT_HELLO_SUCCESS;
     if (c->acme_only && PyDict_GET_SIZE(eng->challenges) > 0) {
         PyObject *ck = lookup_name(eng->challenges, c->hello_sni, 0);
