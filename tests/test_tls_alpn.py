@@ -212,15 +212,15 @@ def test_client_hello_parser_reads_alpn_and_versions():
         return c2s.read()
 
     h = hello(["acme-tls/1"])
-    assert parse(h) == (True, True, 0x0304)
+    assert parse(h) == (True, True, 0x0304, "p.alpn.test")
     assert parse(h[:3]) is None and parse(h[:-1]) is None  # more bytes needed
-    assert parse(hello(["acme-tls/1", "http/1.1"])) == (True, False, 0x0304)
-    assert parse(hello(None, ssl.TLSVersion.TLSv1_2)) == (True, False, 0x0303)
+    assert parse(hello(["acme-tls/1", "http/1.1"])) == (True, False, 0x0304, "p.alpn.test")
+    assert parse(hello(None, ssl.TLSVersion.TLSv1_2)) == (True, False, 0x0303, "p.alpn.test")
     # The same hello cut into two records: reassembled.
     body = h[5:]
     two = b"\x16\x03\x01" + (100).to_bytes(2, "big") + body[:100] + \
         b"\x16\x03\x01" + (len(body) - 100).to_bytes(2, "big") + body[100:]
-    assert parse(two) == (True, True, 0x0304)
+    assert parse(two) == (True, True, 0x0304, "p.alpn.test")
     assert parse(b"GET / HTTP/1.1\r\n\r\n") == UNPARSEABLE
     assert parse(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00") == UNPARSEABLE  # a handshake, not a ClientHello
 
@@ -277,3 +277,23 @@ def test_pebble_validates_tls_alpn_01_on_the_edge_https_port_with_http_closed(tm
     finally:
         edge.stop()
     assert "Traceback" not in edge.log_text()
+
+
+async def test_a_validation_never_resumes_a_session(driver, tmp_path):
+    """A ticket from a normal TLS 1.2 visit offered with ALPN acme-tls/1 is not used: a full handshake with the
+    challenge certificate (the same ticket offered by a normal client resumes)."""
+    require_binary("openssl")
+    srv, index, port, _pem = await _edge(driver == "engine")
+    try:
+        cert_pem, key_pem = await asyncio.to_thread(make_challenge_certificate, NAME, KEY_AUTH)
+        await asyncio.to_thread(index.put_challenge, NAME, cert_pem, key_pem)
+        sess = str(tmp_path / "sess.pem")
+        out = await asyncio.to_thread(_s_client, port, NAME, "-tls1_2", "-alpn", "http/1.1", "-sess_out", sess)
+        assert "New, TLSv1.2" in out and "TLS session ticket:" in out, out
+        again = await asyncio.to_thread(_s_client, port, NAME, "-tls1_2", "-alpn", "http/1.1", "-sess_in", sess)
+        assert "Reused, TLSv1.2" in again, again
+        out = await asyncio.to_thread(_s_client, port, NAME, "-tls1_2", "-alpn", "acme-tls/1", "-sess_in", sess)
+        assert "New, TLSv1.2" in out and "ALPN protocol: acme-tls/1" in out, out
+        _assert_challenge_cert(_leaf(out), NAME, KEY_AUTH)
+    finally:
+        await srv.stop()

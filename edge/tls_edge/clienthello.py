@@ -29,6 +29,7 @@ class Hello(NamedTuple):
     ok: bool            # the bytes were a ClientHello this parser could read
     acme_only: bool     # ALPN offers exactly one protocol: acme-tls/1
     max_version: int    # the highest TLS version offered (0x0304 = TLS 1.3; 0 when unparseable)
+    server_name: str | None = None  # the SNI host_name, lower-cased, without a trailing dot
 
 
 UNPARSEABLE = Hello(False, False, 0)
@@ -75,6 +76,7 @@ def _parse_body(b: bytes) -> Hello:
     i += 2
     acme_only = False
     max_version = legacy
+    server_name = None
     while i < end:
         typ = (b[i] << 8) | b[i + 1]
         n = (b[i + 2] << 8) | b[i + 3]
@@ -84,11 +86,15 @@ def _parse_body(b: bytes) -> Hello:
         i += 4 + n
         if typ == 16:                         # application_layer_protocol_negotiation
             acme_only = ext == _ACME_ONLY
+        elif typ == 0 and n >= 5 and ext[2] == 0:  # server_name: list length, then host_name (0), length, name
+            k = (ext[3] << 8) | ext[4]
+            if 0 < k <= n - 5:
+                server_name = ext[5:5 + k].decode("latin-1").lower().rstrip(".")
         elif typ == 43 and n >= 3:            # supported_versions: length (1), then 2-byte versions
             versions = [(ext[k] << 8) | ext[k + 1] for k in range(1, min(1 + ext[0], n) - 1, 2)]
             known = [v for v in versions if 0x0300 <= v <= 0x0304]  # GREASE and drafts ignored
             max_version = max(known) if known else 0
-    return Hello(True, acme_only, max_version)
+    return Hello(True, acme_only, max_version, server_name)
 
 
 def peek(obj, data: bytes) -> bytes | None:

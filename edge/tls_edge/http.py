@@ -158,6 +158,11 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 data = peek_client_hello(self.obj, data)
                 if data is None:
                     return
+                if self.obj.edgecert_hello.acme_only:  # a validation: the challenge context from the start
+                    obj = index.challenge_object(self.obj.edgecert_hello.server_name, self.inc, self.out)
+                    if obj is not None:
+                        obj.edgecert_hello = self.obj.edgecert_hello
+                        self.obj = obj
         self.inc.write(data)
         obj = self.obj
         if not self.hs_done:

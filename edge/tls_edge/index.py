@@ -293,6 +293,17 @@ class SniIndex:
     def remove_challenge(self, hostname: str) -> None:
         self.challenges.pop(hostname, None)
 
+    def challenge_object(self, server_name: str | None, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO):
+        """The ``ssl`` fallback's connection for a validation (a ClientHello offering only ``acme-tls/1``): an
+        ``SSLObject`` of the name's challenge context from the start, so that nothing of the default context (a
+        session ticket, the session cache) applies; None when no answer is pending (the SNI callback refuses)."""
+        ctx = self.challenges.get(server_name) if server_name else None
+        if ctx is None or self.engine is not None:
+            return None
+        obj = ctx.wrap_bio(incoming, outgoing, server_side=True)  # type: ignore[attr-defined]
+        obj.edgecert_sni = server_name
+        return obj
+
     def set_min_tls(self, hostname: str, version: str | None) -> None:
         """``hostname``'s ``min_tls_version`` (``"1.2"``, ``"1.3"`` or None: the edge's floor, TLS 1.2)."""
         v = TLS_VERSIONS.get(version or "")
