@@ -6,9 +6,27 @@ from typing import Protocol
 
 from acme import challenges, messages
 
-__all__ = ["ChallengePublisher", "pick_challenge", "answer_value", "SUPPORTED"]
+__all__ = ["ChallengePublisher", "pick_challenge", "answer_value", "SUPPORTED", "TLSALPN01"]
 
 SUPPORTED = ("http-01",)
+
+
+@challenges.ChallengeResponse.register
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """The answer to a tls-alpn-01 challenge (RFC 8737): ``{}`` on the wire, like http-01's."""
+    typ = "tls-alpn-01"
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """tls-alpn-01 (RFC 8737), which acme 5.x no longer knows (it would arrive as ``UnrecognizedChallenge``, without
+    a token): the publisher gets the key authorization; the edge serves the acmeIdentifier certificate made from it
+    (``edge/tls_edge/certificates.py``) to ALPN ``acme-tls/1``."""
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key, **unused_kwargs) -> str:
+        return self.key_authorization(account_key)
 
 
 class ChallengePublisher(Protocol):

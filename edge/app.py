@@ -36,6 +36,7 @@ from edge.lifecycle.probes import Prober
 from edge.tls_edge.certificates import apply_settings as apply_tls_settings
 from edge.tls_edge.certificates import load_default_certificate
 from edge.tls_edge.engine import use_tls_engine
+from edge.tls_edge.handshake_rules import HandshakeRules
 from edge.tls_edge.http import EdgeHttpServer
 from edge.tls_edge.index import SniIndex
 from edge.lifecycle.webhooks import WebhookSender
@@ -49,11 +50,14 @@ class StorePublisher:
     """HTTP-01 answers go into the store, where every node's plain-HTTP listener finds them, and into this node's
     memory (bounded: at most ``max_entries``, each until withdrawn or ``ttl`` seconds), so that this node keeps
     answering the validations it started while the database is unreachable (``edge/api/http01.py`` asks
-    :meth:`answer` first, then the store). TLS-ALPN-01, once added, answers from the same memory copy (in the SNI
-    path of ``edge/tls_edge/index.py``, memory only)."""
+    :meth:`answer` first, then the store). TLS-ALPN-01 answers are also installed in this process's SNI path
+    (``tls_alpn``: :class:`edge.tls_edge.handshake_rules.HandshakeRules`, memory only in the handshake) before they
+    are stored, and the publish waits (bounded) until the other processes following the store have them too."""
 
-    def __init__(self, storage: SQLStorage, *, max_entries: int = 10000, ttl: float = 3600.0) -> None:
+    def __init__(self, storage: SQLStorage, *, max_entries: int = 10000, ttl: float = 3600.0,
+                 tls_alpn: HandshakeRules | None = None) -> None:
         self.storage = storage
+        self.tls_alpn = tls_alpn
         self.max_entries = max(1, max_entries)
         self.ttl = ttl
         # token -> (hostname, kind, key_authorization, expires at (monotonic)); oldest first.
@@ -73,6 +77,9 @@ class StorePublisher:
         return len(self._mem)
 
     async def publish(self, *, hostname: str, kind: str, token: str, key_authorization: str) -> None:
+        alpn = self.tls_alpn if kind == "tls-alpn-01" else None
+        if alpn is not None:  # this process answers in its handshakes from now on
+            await alpn.publish(hostname=hostname, token=token, key_authorization=key_authorization)
         self._mem.pop(token, None)
         self._mem[token] = (hostname, kind, key_authorization, time.monotonic() + self.ttl)
         while len(self._mem) > self.max_entries:
@@ -81,9 +88,15 @@ class StorePublisher:
             await self.storage.put_challenge(token, key_authorization, hostname, kind=kind, ttl=self.ttl)
         except BaseException:
             self._mem.pop(token, None)  # not published: the other nodes could not answer it
+            if alpn is not None:
+                alpn.withdraw(hostname=hostname, token=token)
             raise
+        if alpn is not None:
+            await alpn.settle()  # the other processes / nodes have looked at the store (bounded wait)
 
     async def withdraw(self, *, hostname: str, kind: str, token: str) -> None:
+        if kind == "tls-alpn-01" and self.tls_alpn is not None:
+            self.tls_alpn.withdraw(hostname=hostname, token=token)
         self._mem.pop(token, None)
         await self.storage.delete_challenge(token)
 
@@ -104,6 +117,7 @@ class Services:
     prober: Prober | None = None
     webhooks: WebhookSender | None = None
     publisher: StorePublisher | None = None
+    handshake_rules: HandshakeRules | None = None
     version: str = __version__
     https_bound: tuple[str, int] | None = None
     bench_stats: dict = field(default_factory=lambda: {"connections": 0, "resumed": 0})
@@ -201,7 +215,9 @@ async def build_services(settings: Settings) -> Services:
                       batch_window=settings.hook_batch_window,
                       retry_delays=settings.hook_retry_delays,
                       webhook_url=settings.reload_webhook, webhook_secret=settings.reload_webhook_secret)
-    publisher = StorePublisher(storage, max_entries=settings.challenge_memory_max)
+    handshake_rules = HandshakeRules(index, database_url=settings.database_url, floors_interval=settings.sweep_interval,
+                                     peers=settings.workers > 1 or storage.notifies)
+    publisher = StorePublisher(storage, max_entries=settings.challenge_memory_max, tls_alpn=handshake_rules)
     issuer = build_issuers(settings, storage=storage, keybox=keybox,
                            publisher=dns01_publisher(settings, storage, publisher), metrics=metrics)
     manager = DomainManager(settings=settings, storage=storage, keybox=keybox, issuer=issuer, index=index,
@@ -210,7 +226,7 @@ async def build_services(settings: Settings) -> Services:
     hook.on_result = manager.on_hook_result
     services = Services(settings=settings, storage=storage, keybox=keybox, index=index, files=files, dns=dns,
                         events=events, hook=hook, issuer=issuer, manager=manager, metrics=metrics, webhooks=webhooks,
-                        publisher=publisher)
+                        publisher=publisher, handshake_rules=handshake_rules)
     probe_address = settings.probe_address
     services.prober = Prober(settings=settings, storage=storage, events=events, metrics=metrics,
                              address_fn=lambda: probe_address or services.public_address())
@@ -225,6 +241,8 @@ def services_ctx(services: Services):
             await services.webhooks.start()
         await services.hook.start()
         await services.manager.start()
+        if services.handshake_rules is not None:
+            await services.handshake_rules.start()
         listener = None
         if services.storage.notifies:
             from edge.lifecycle.cluster import ChangeListener
@@ -236,6 +254,8 @@ def services_ctx(services: Services):
         yield
         if listener is not None:
             await listener.stop()
+        if services.handshake_rules is not None:
+            await services.handshake_rules.stop()
         if services.prober is not None:
             await services.prober.stop()
         await services.manager.stop()

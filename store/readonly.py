@@ -4,7 +4,7 @@ The edge's start-up load and its worker processes read through this module: it i
 nor alembic, and SQLite goes through the standard library's ``sqlite3`` (importing SQLAlchemy costs ~0.2 s and
 ~15 MB, a tenth of the 2 s / 250 MB budget of an edge worker at 100k names); other databases through SQLAlchemy Core.
 The full service owns the schema (:mod:`store.database` migrates it); this module only reads the ``domains``,
-``certificates`` and (for the per-hostname origin) ``tenants`` tables. The key box comes from :func:`store.crypto.load_keybox` (``store``'s ``__init__`` is lazy, so
+``certificates``, ``challenge_tokens`` and (for the per-hostname origin) ``tenants`` tables. The key box comes from :func:`store.crypto.load_keybox` (``store``'s ``__init__`` is lazy, so
 importing it does not pull in the ORM either).
 """
 
@@ -44,6 +44,11 @@ class EdgeStore:
                              Column("current_cert_id", Integer), Column("updated_at", DateTime(timezone=True)))
         self.certs = Table("certificates", md, Column("id", Integer), Column("cert_pem", Text),
                            Column("chain_pem", Text), Column("key_enc", LargeBinary))
+        # TLS-handshake rules kept apart from the served rows: per-name TLS floors, TLS-ALPN-01 answers.
+        self.floors = Table("domains", MetaData(), Column("hostname", String), Column("min_tls_version", String))
+        self.tokens = Table("challenge_tokens", md, Column("token", String), Column("hostname", String),
+                            Column("kind", String), Column("key_authorization", Text),
+                            Column("expires_at", DateTime(timezone=True)))
 
     def _connect_sqlite(self):
         import sqlite3
@@ -151,6 +156,48 @@ class EdgeStore:
         d = self.domains
         with self.engine.connect() as conn:  # type: ignore[union-attr]
             return [r[0] for r in conn.execute(select(d.c.hostname).where(d.c.updated_at >= since))]
+
+    def min_tls_rows(self, hostnames: Iterable[str] | None = None) -> list[tuple[str, str | None]]:
+        """``(hostname, min_tls_version)`` of every domain that has one (or of ``hostnames``, None included)."""
+        names = None if hostnames is None else list(hostnames)
+        if self._sqlite is not None:
+            conn = self._connect_sqlite()
+            try:
+                if names is None:
+                    return conn.execute("SELECT hostname, min_tls_version FROM domains "
+                                        "WHERE min_tls_version IS NOT NULL").fetchall()
+                out: list[tuple[str, str | None]] = []
+                for i in range(0, len(names), 500):
+                    chunk = names[i:i + 500]
+                    out += conn.execute("SELECT hostname, min_tls_version FROM domains WHERE hostname IN (%s)"
+                                        % ",".join("?" * len(chunk)), chunk).fetchall()
+                return out
+            finally:
+                conn.close()
+        from sqlalchemy import select
+        f = self.floors
+        q = select(f.c.hostname, f.c.min_tls_version)
+        q = q.where(f.c.min_tls_version.is_not(None)) if names is None else q.where(f.c.hostname.in_(names))
+        with self.engine.connect() as conn:  # type: ignore[union-attr]
+            return [tuple(r) for r in conn.execute(q)]
+
+    def tls_alpn_answers(self, now: dt.datetime | None = None) -> list[tuple[str, str, str]]:
+        """``(token, hostname, key_authorization)`` of every TLS-ALPN-01 answer not expired (a handful at most)."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if self._sqlite is not None:
+            naive = now.astimezone(dt.timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+            conn = self._connect_sqlite()
+            try:
+                return conn.execute("SELECT token, hostname, key_authorization FROM challenge_tokens "
+                                    "WHERE kind = 'tls-alpn-01' AND expires_at > ?", (naive,)).fetchall()
+            finally:
+                conn.close()
+        from sqlalchemy import select
+        t = self.tokens
+        q = select(t.c.token, t.c.hostname, t.c.key_authorization).where(t.c.kind == "tls-alpn-01",
+                                                                         t.c.expires_at > now)
+        with self.engine.connect() as conn:  # type: ignore[union-attr]
+            return [tuple(r) for r in conn.execute(q)]
 
     def close(self) -> None:
         if self.engine is not None:

@@ -13,9 +13,16 @@
  *   CertKey(leaf_der, key_der, chain=None)
  *                                    a leaf and its private key (PKCS#8, SEC1 or PKCS#1 DER), proven to match;
  *                                    raises ValueError otherwise
- *   Engine(select, default, *, ciphers, tickets, release_buffers)
+ *   Engine(select, default, *, ciphers, tickets, release_buffers, challenges, min_versions)
  *                                    select(server_name: str | None) -> CertKey | None is called once per handshake,
  *                                    in the handshake, with the GIL held; None (or an exception) -> ``default``
+ *                                    challenges: dict name -> CertKey, the TLS-ALPN-01 (RFC 8737) answers: a
+ *                                    ClientHello offering only ALPN acme-tls/1 for such a name gets acme-tls/1 and
+ *                                    that certificate (offering only acme-tls/1 for another name: alert 120)
+ *                                    min_versions: dict name (or "*.parent") -> TLS1_2_VERSION / TLS1_3_VERSION, the
+ *                                    lowest version a name accepts (SSL_set_min_proto_version before the version is
+ *                                    chosen: a lower-only client gets alert 70). Both dicts are read in the
+ *                                    ClientHello callback (memory only) and changed from Python (GIL held).
  *   Engine.conn() -> Conn            one server-side connection
  *   Conn.feed(data) -> (out, plain)  bytes from the peer in; TLS records to send and decrypted data out (None when
  *                                    there is none); raises Error(reason, out) when the connection fails (``out``
@@ -194,6 +201,8 @@ typedef struct {
     char eof;
     char failed;
     char hello_sni[256]; /* the SNI of the ClientHello ("" when none), read before any extension is processed */
+    char acme_only;      /* TLS-ALPN-01: the ClientHello offers exactly one ALPN protocol, acme-tls/1 */
+    PyObject *acme;      /* TLS-ALPN-01: the challenge CertKey chosen for this handshake (strong), or NULL */
 } ConnObject;
 
 /* ------------------------------------------------------------------------------------------------ Chain */
@@ -345,6 +354,8 @@ typedef struct {
     SSL_CTX *ctx;
     PyObject *select;         /* callable(server_name) -> CertKey | None */
     CertKeyObject *deflt;     /* served without SNI, for unknown names, or when select fails */
+    PyObject *challenges;     /* dict: name -> CertKey, TLS-ALPN-01 answers (RFC 8737) */
+    PyObject *min_versions;   /* dict: name or "*.parent" -> lowest TLS version accepted (int) */
     unsigned long long select_errors;
 } EngineObject;
 
@@ -353,6 +364,11 @@ static PyTypeObject EngineType;
 static int cert_cb(SSL *ssl, void *arg)
 {
     EngineObject *eng = (EngineObject *)arg;
+    ConnObject *conn = (ConnObject *)SSL_get_app_data(ssl);
+    if (conn != NULL && conn->acme != NULL) { /* TLS-ALPN-01: chosen in client_hello_cb, no select() */
+        CertKeyObject *ack = (CertKeyObject *)conn->acme;
+        return SSL_use_cert_and_key(ssl, ack->x, ack->pkey, NULL, 1) == 1;
+    }
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     PyObject *pyname;
     if (name != NULL)
@@ -384,6 +400,16 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, c
 {
     static const unsigned char protos[] = "\x08http/1.1";
     (void)ssl; (void)arg;
+    /* TLS-ALPN-01 (RFC 8737), decided in client_hello_cb: acme-tls/1 with the challenge certificate; offered alone
+     * for a name without a pending answer: no_application_protocol (alert 120). Then the edge's own list. */
+    ConnObject *ac = (ConnObject *)SSL_get_app_data(ssl);
+    if (ac != NULL && ac->acme_only) {
+        if (ac->acme == NULL)
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        *out = in + 1; /* the one protocol offered: acme-tls/1 */
+        *outlen = in[0];
+        return SSL_TLSEXT_ERR_OK;
+    }
     if (SSL_select_next_proto((unsigned char **)out, outlen, protos, sizeof(protos) - 1, in, inlen)
             == OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_OK;
@@ -396,11 +422,77 @@ static int ticket_gen_cb(SSL *s, void *arg)
     return 1;
 }
 
-/* The SNI of the ClientHello, kept on the connection for ticket_dec_cb (SSL_get_servername is not set yet when a
- * TLS 1.3 ticket is decrypted). */
+/* TLS-ALPN-01 (RFC 8737): the ClientHello offers exactly one ALPN protocol, acme-tls/1 (what an ACME validator
+ * sends; CertMagic tests the same). Browsers and other clients never do. */
+static int hello_offers_acme_only(SSL *s)
+{
+    const unsigned char *p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(s, TLSEXT_TYPE_application_layer_protocol_negotiation, &p, &len) || len != 13)
+        return 0;
+    return p[0] == 0 && p[1] == 11 && p[2] == 10 && memcmp(p + 3, "acme-tls/1", 10) == 0;
+}
+
+/* ``name`` lower-cased (ASCII) without one trailing dot, as the SNI index keys its names, as a str (Latin-1: bytes
+ * that are not ASCII never match a key). */
+static PyObject *index_key(const char *name, int wildcard)
+{
+    char buf[258];
+    size_t n = strlen(name);
+    if (n > 0 && name[n - 1] == '.')
+        n--;
+    const char *from = name;
+    size_t at = 0;
+    if (wildcard) { /* "*" + the name from its first dot: the wildcard one label up */
+        const char *dot = memchr(name, '.', n);
+        if (dot == NULL || dot == name)
+            return Py_NewRef(Py_None);
+        buf[at++] = '*';
+        n -= (size_t)(dot - name);
+        from = dot;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = from[i];
+        buf[at++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    return PyUnicode_DecodeLatin1(buf, (Py_ssize_t)at, NULL);
+}
+
+/* The value of ``d`` for the SNI (exact name, then the wildcard one label up when ``wildcard``), borrowed, or NULL
+ * (a Python error is reported as unraisable: the handshake goes on without it). */
+static PyObject *lookup_name(PyObject *d, const char *sni, int wildcard)
+{
+    for (int w = 0; w <= wildcard; w++) {
+        PyObject *key = index_key(sni, w);
+        if (key == NULL)
+            break;
+        if (key == Py_None) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyObject *v = PyDict_GetItemWithError(d, key);
+        Py_DECREF(key);
+        if (v != NULL)
+            return v;
+        if (PyErr_Occurred())
+            break;
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(d);
+    return NULL;
+}
+
+/* The ClientHello callback runs first, before the TLS version is chosen and before SNI, tickets, the certificate
+ * and ALPN are processed. Memory only. It keeps:
+ * - the SNI on the connection, for ticket_dec_cb (SSL_get_servername is not set yet when a TLS 1.3 ticket is
+ *   decrypted);
+ * - TLS-ALPN-01: whether only acme-tls/1 is offered, and the name's challenge CertKey (cert_cb and alpn_cb use them;
+ *   no resumption, no tickets for such a handshake);
+ * - the name's minimum TLS version (per-hostname min_tls_version), applied with SSL_set_min_proto_version. */
 static int client_hello_cb(SSL *s, int *al, void *arg)
 {
-    (void)al; (void)arg;
+    (void)al;
+    EngineObject *eng = (EngineObject *)arg;
     ConnObject *c = (ConnObject *)SSL_get_app_data(s);
     const unsigned char *p;
     size_t len;
@@ -418,6 +510,29 @@ static int client_hello_cb(SSL *s, int *al, void *arg)
             }
         }
     }
+    Py_CLEAR(c->acme); /* (called again for the second ClientHello after a HelloRetryRequest) */
+    c->acme_only = (char)hello_offers_acme_only(s);
+    if (eng == NULL || eng->challenges == NULL || eng->min_versions == NULL || c->hello_sni[0] == 0)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    if (c->acme_only && PyDict_GET_SIZE(eng->challenges) > 0) {
+        PyObject *ck = lookup_name(eng->challenges, c->hello_sni, 0);
+        if (ck != NULL && Py_TYPE(ck) == &CertKeyType) {
+            c->acme = Py_NewRef(ck);
+            SSL_set_options(s, SSL_OP_NO_TICKET);
+            SSL_set_num_tickets(s, 0);
+            return SSL_CLIENT_HELLO_SUCCESS; /* a validation: no per-name version floor */
+        }
+    }
+    if (PyDict_GET_SIZE(eng->min_versions) > 0) {
+        PyObject *v = lookup_name(eng->min_versions, c->hello_sni, 1);
+        if (v != NULL) {
+            long ver = PyLong_AsLong(v);
+            if (ver == -1 && PyErr_Occurred())
+                PyErr_WriteUnraisable(eng->min_versions);
+            else if (ver == TLS1_2_VERSION || ver == TLS1_3_VERSION)
+                SSL_set_min_proto_version(s, (int)ver);
+        }
+    }
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
@@ -430,19 +545,21 @@ static SSL_TICKET_RETURN ticket_dec_cb(SSL *s, SSL_SESSION *ss, const unsigned c
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     const char *was = SSL_SESSION_get0_hostname(ss);
     ConnObject *c = (ConnObject *)SSL_get_app_data(s);
-    if (was == NULL || c == NULL || c->hello_sni[0] == 0 || strcasecmp(was, c->hello_sni) != 0)
+    if (was == NULL || c == NULL || c->hello_sni[0] == 0 || c->acme_only || strcasecmp(was, c->hello_sni) != 0)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
 
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"select", "default", "ciphers", "tickets", "release_buffers", NULL};
-    PyObject *select, *deflt;
+    static char *kwlist[] = {"select", "default", "ciphers", "tickets", "release_buffers", "challenges",
+                             "min_versions", NULL};
+    PyObject *select, *deflt, *challenges = NULL, *min_versions = NULL;
     const char *ciphers = NULL;
     int tickets = 1, release_buffers = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!|$zpp:Engine", kwlist, &select, &CertKeyType, &deflt,
-                                     &ciphers, &tickets, &release_buffers))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!|$zppO!O!:Engine", kwlist, &select, &CertKeyType, &deflt,
+                                     &ciphers, &tickets, &release_buffers, &PyDict_Type, &challenges,
+                                     &PyDict_Type, &min_versions))
         return -1;
     if (!PyCallable_Check(select)) {
         PyErr_SetString(PyExc_TypeError, "select must be callable");
@@ -468,11 +585,11 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* resumption only by tickets (stateless) */
     if (tickets) {
         SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, NULL);
-        SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
     } else {
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
         SSL_CTX_set_num_tickets(ctx, 0);
     }
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, self);
     if (release_buffers)
         SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_cert_cb(ctx, cert_cb, self);
@@ -483,6 +600,10 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds)
     self->select = select;
     Py_INCREF(deflt);
     self->deflt = (CertKeyObject *)deflt;
+    self->challenges = challenges != NULL ? Py_NewRef(challenges) : PyDict_New();
+    self->min_versions = min_versions != NULL ? Py_NewRef(min_versions) : PyDict_New();
+    if (self->challenges == NULL || self->min_versions == NULL)
+        return -1;
     return 0;
 }
 
@@ -490,6 +611,8 @@ static int Engine_traverse(EngineObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->select);
     Py_VISIT(self->deflt);
+    Py_VISIT(self->challenges);
+    Py_VISIT(self->min_versions);
     return 0;
 }
 
@@ -497,6 +620,8 @@ static int Engine_clear(EngineObject *self)
 {
     Py_CLEAR(self->select);
     Py_CLEAR(self->deflt);
+    Py_CLEAR(self->challenges);
+    Py_CLEAR(self->min_versions);
     return 0;
 }
 
@@ -533,8 +658,20 @@ static PyMethodDef Engine_methods[] = {
     {NULL}
 };
 
+static PyObject *Engine_get_challenges(EngineObject *self, void *closure)
+{
+    return Py_NewRef(self->challenges ? self->challenges : Py_None);
+}
+
+static PyObject *Engine_get_min_versions(EngineObject *self, void *closure)
+{
+    return Py_NewRef(self->min_versions ? self->min_versions : Py_None);
+}
+
 static PyGetSetDef Engine_getset[] = {
     {"select_errors", (getter)Engine_get_select_errors, NULL, "select() calls that raised", NULL},
+    {"challenges", (getter)Engine_get_challenges, NULL, "the TLS-ALPN-01 answers: name -> CertKey", NULL},
+    {"min_versions", (getter)Engine_get_min_versions, NULL, "name -> lowest TLS version accepted", NULL},
     {NULL}
 };
 
@@ -574,6 +711,8 @@ static PyObject *Engine_conn(EngineObject *self, PyObject *unused)
     c->engine = NULL;
     c->established = c->eof = c->failed = 0;
     c->hello_sni[0] = 0;
+    c->acme_only = 0;
+    c->acme = NULL;
     SSL *ssl = SSL_new(self->ctx);
     BIO *rbio = BIO_new(BIO_s_mem());
     BIO *wbio = BIO_new(BIO_s_mem());
@@ -602,6 +741,7 @@ static void Conn_dealloc(ConnObject *self)
 {
     if (self->ssl != NULL)
         SSL_free(self->ssl);
+    Py_XDECREF(self->acme);
     Py_XDECREF(self->engine);
     PyObject_Free(self);
 }

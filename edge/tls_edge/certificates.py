@@ -1,5 +1,6 @@
-"""The TLS edge's certificate material and TLS settings: PEM/DER helpers, the default certificate, the server
-``SSLContext`` (Python's ``ssl``, the fallback driver), and the process-wide TLS switches.
+"""The TLS edge's certificate material and TLS settings: PEM/DER helpers, the default certificate, the TLS-ALPN-01
+challenge certificate (RFC 8737), the server ``SSLContext`` (Python's ``ssl``, the fallback driver), and the
+process-wide TLS switches.
 
 Imports run ``certificates`` <- ``engine`` <- ``index``: this module needs neither of the others.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import hashlib
 import os
 import ssl
 from pathlib import Path
@@ -15,13 +17,21 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from edge.lifecycle.files import atomic_write  # the one writer of the state dir (whole, fsynced, renamed)
 
 __all__ = ["MOZILLA_INTERMEDIATE", "TICKETS", "apply_settings", "make_server_context", "memory_handshake",
            "pem_cert_to_der", "pem_chain_ders", "split_fullchain", "generate_default_certificate",
-           "load_default_certificate"]
+           "load_default_certificate", "ACME_TLS_ALPN", "ID_PE_ACME_IDENTIFIER", "TLS_VERSIONS",
+           "make_challenge_certificate", "make_challenge_context"]
+
+#: The ALPN protocol of TLS-ALPN-01 validations (RFC 8737 section 6.2).
+ACME_TLS_ALPN = "acme-tls/1"
+#: id-pe-acmeIdentifier (RFC 8737 section 6.1): critical, an OCTET STRING holding SHA-256(key authorization).
+ID_PE_ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+#: ``domains.min_tls_version`` values -> the protocol version numbers of the wire and of OpenSSL (TLS1_x_VERSION).
+TLS_VERSIONS = {"1.2": 0x0303, "1.3": 0x0304}
 
 # Mozilla "intermediate" TLS 1.2 suites (TLS 1.3 suites are always on). DHE omitted: no DH params configured.
 MOZILLA_INTERMEDIATE = ":".join([
@@ -134,6 +144,35 @@ def generate_default_certificate(*, common_name: str = "edgecert default certifi
     return (cert.public_bytes(serialization.Encoding.PEM),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()))
+
+
+def make_challenge_certificate(hostname: str, key_authorization: str) -> tuple[bytes, bytes]:
+    """The TLS-ALPN-01 challenge certificate of ``hostname`` (RFC 8737 section 3): self-signed, one SAN (the name),
+    the critical acmeIdentifier extension holding SHA-256 of the key authorization. A fresh P-256 key each time (it
+    is thrown away with the answer). CPU work (~1-2 ms): call it off the event loop. Returns (cert PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgecert tls-alpn-01 challenge")])
+    digest = hashlib.sha256(key_authorization.encode()).digest()
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.UnrecognizedExtension(ID_PE_ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def make_challenge_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """The fallback's context for a TLS-ALPN-01 answer: the challenge certificate, ALPN ``acme-tls/1`` only, no
+    session tickets (a validation never resumes)."""
+    ctx = make_server_context(cert_pem, key_pem)
+    ctx.set_alpn_protocols([ACME_TLS_ALPN])
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
+    return ctx
 
 
 def load_default_certificate(cert_path: str | None, key_path: str | None, state_dir: Path) -> tuple[bytes, bytes]:

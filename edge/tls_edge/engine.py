@@ -102,10 +102,16 @@ def build_entry_certkey(entry):
     return certkey(entry.leaf_der, entry.chain_pem, entry.key_pem)
 
 
-def make_engine(select, default_fullchain: bytes, default_key: bytes, *, tickets: bool = True):
-    """An Engine with edgecert's TLS settings (TLS 1.2-1.3, Mozilla intermediate suites, ALPN http/1.1)."""
+def make_engine(select, default_fullchain: bytes, default_key: bytes, *, tickets: bool = True,
+                challenges: dict | None = None, min_versions: dict | None = None):
+    """An Engine with edgecert's TLS settings (TLS 1.2-1.3, Mozilla intermediate suites, ALPN http/1.1).
+
+    ``challenges`` (name -> CertKey: TLS-ALPN-01 answers) and ``min_versions`` (name or ``*.parent`` -> 0x0303 /
+    0x0304) are the dicts the engine reads in its ClientHello callback; the caller keeps changing them."""
     default = certkey(*split_fullchain(default_fullchain), default_key)
-    return _edgetls.Engine(select, default, ciphers=MOZILLA_INTERMEDIATE, tickets=tickets)
+    return _edgetls.Engine(select, default, ciphers=MOZILLA_INTERMEDIATE, tickets=tickets,
+                           challenges={} if challenges is None else challenges,
+                           min_versions={} if min_versions is None else min_versions)
 
 
 def handshake_with(engine, server_hostname: str | None, *, alpn: list[str] | None = None,

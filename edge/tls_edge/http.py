@@ -39,6 +39,7 @@ from typing import Any
 import httptools
 
 from edge.tls_edge import routing
+from edge.tls_edge.clienthello import peek as peek_client_hello
 from edge.tls_edge.engine import Error as TLSError
 from edge.tls_edge.routing import response
 from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head,
@@ -149,6 +150,19 @@ class EdgeHttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if not self.hs_done:
+            index = self.srv.index
+            if (index.challenges or index.min_tls) and not hasattr(self.obj, "edgecert_hello"):
+                # TLS-ALPN-01 answers / per-name TLS floors: the SNI callback needs the whole ClientHello (its ALPN
+                # offer and versions), which Python's ssl does not show it (edge/tls_edge/clienthello.py).
+                data = peek_client_hello(self.obj, data)
+                if data is None:
+                    return
+                if self.obj.edgecert_hello.acme_only:  # a validation: the challenge context from the start
+                    obj = index.challenge_object(self.obj.edgecert_hello.server_name, self.inc, self.out)
+                    if obj is not None:
+                        obj.edgecert_hello = self.obj.edgecert_hello
+                        self.obj = obj
         self.inc.write(data)
         obj = self.obj
         if not self.hs_done:
@@ -196,6 +210,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
             count["connections"] += 1
             if reused:
                 count["resumed"] += 1
+        if srv.index.challenges and self.obj.selected_alpn_protocol() == "acme-tls/1":
+            self.close()  # TLS-ALPN-01 (RFC 8737): the certificate was the answer; no HTTP on this connection
 
     def _flush(self) -> None:
         out = self.out.read()

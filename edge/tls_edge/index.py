@@ -12,6 +12,12 @@ that decode the private key and the two certificates' public keys) and ~25 KiB; 
 that off the handshake path, :meth:`SniIndex.start_prewarm` builds them in a background thread until the LRU is full,
 after start and after every index update; the handshake path builds only on a miss (in memory, no I/O). Prewarmed
 objects enter the LRU at its cold end, so those that served a handshake are evicted last.
+
+Two per-name rules are read in the ClientHello path too, from memory (kept apart from the certificate entries):
+``challenges`` (TLS-ALPN-01 answers, RFC 8737: the challenge certificate, built off the handshake path by
+:meth:`SniIndex.put_challenge`) and ``min_tls`` (a domain's ``min_tls_version``; only ``"1.3"`` narrows anything,
+TLS 1.2 being the edge's floor). The C engine reads both dicts in its ClientHello callback; the ``ssl`` fallback in
+:meth:`SniIndex._sni_callback`, from the ClientHello the HTTP layer parsed (:mod:`edge.tls_edge.clienthello`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from typing import Callable, Iterable, NamedTuple
 
 from edge.tls_edge import certificates
 from edge.tls_edge import engine as tlsengine
-from edge.tls_edge.certificates import make_server_context, pem_cert_to_der, split_fullchain
+from edge.tls_edge.certificates import (TLS_VERSIONS, make_challenge_context, make_server_context, pem_cert_to_der,
+                                        split_fullchain)
 
 __all__ = ["CertEntry", "SniIndex", "SniOutcome", "CONTEXT_BYTES", "entry_from_row", "load_index_rows",
-           "build_entry_context", "HostSettings", "load_host_settings"]
+           "build_entry_context", "HostSettings", "load_host_settings", "load_min_tls_rows"]
+
+_NO_APPLICATION_PROTOCOL = 120  # TLS alert (RFC 7301); Python's ssl names no constant for it
 
 
 # Memory of one built SSLContext with a P-256 leaf, one intermediate and its key (OpenSSL 3.0.x, measured as the RSS
@@ -172,6 +181,10 @@ def load_host_settings(index: "SniIndex", rows: Iterable[tuple], *, hostnames: I
     routes = index.routes
     if hostnames is None:
         index.routes = fresh  # one assignment: readers see the old table or the new one
+        for h in [h for h in index.min_tls if h not in fresh]:
+            index.set_min_tls(h, None)
+        for h, st in fresh.items():
+            index.set_min_tls(h, st.min_tls_version)  # the handshake's floor (edge/tls_edge/handshake_rules.py)
     else:
         for h in hostnames:
             s = fresh.get(h)
@@ -179,6 +192,7 @@ def load_host_settings(index: "SniIndex", rows: Iterable[tuple], *, hostnames: I
                 routes.pop(h, None)
             else:
                 routes[h] = s
+            index.set_min_tls(h, s.min_tls_version if s is not None else None)
     return len(index.routes)
 # -- end of per-hostname settings --------------------------------------------------------------------------------
 
@@ -199,6 +213,10 @@ class SniIndex:
         self._exact: dict[str, CertEntry] = {}
         self.routes: dict[str, HostSettings] = {}  # per-hostname settings (load_host_settings; issue 17)
         self._lru: OrderedDict[int, CertEntry] = OrderedDict()
+        # Read in the ClientHello path (see the module docstring): name -> built challenge certificate (CertKey or
+        # SSLContext), and name (or "*.parent") -> lowest TLS version accepted (0x0304; 1.2 is everyone's floor).
+        self.challenges: dict[str, object] = {}
+        self.min_tls: dict[str, int] = {}
         # With ``engine`` (edge/tls_edge/engine.py: one SSL_CTX, certificates handed over per handshake), what the LRU
         # holds per entry is a CertKey (~9 KiB, ~0.2 ms to build) instead of an SSLContext (~25 KiB, ~1.2 ms).
         self.engine = None
@@ -206,7 +224,8 @@ class SniIndex:
         self.unit_bytes = CONTEXT_BYTES
         if engine and tlsengine.available():
             self.engine = tlsengine.make_engine(self.select, default_fullchain, default_key,
-                                                tickets=certificates.TICKETS)
+                                                tickets=certificates.TICKETS, challenges=self.challenges,
+                                                min_versions=self.min_tls)
             self._builder = tlsengine.build_entry_certkey
             self.unit_bytes = tlsengine.CERTKEY_BYTES
             log.info("TLS edge: C engine (edge.tls_edge._edgetls, %s); one SSL_CTX, certificates by SNI",
@@ -298,6 +317,47 @@ class SniIndex:
 
     def __contains__(self, hostname: str) -> bool:
         return hostname in self._exact
+
+    # -- TLS-ALPN-01 answers and per-name TLS floors ----------------------------------------------------------
+    def put_challenge(self, hostname: str, cert_pem: bytes, key_pem: bytes) -> None:
+        """Serve this TLS-ALPN-01 challenge certificate (:func:`certificates.make_challenge_certificate`) to
+        ClientHellos offering only ``acme-tls/1`` for ``hostname``. Builds the TLS object: call it off the loop."""
+        if self.engine is not None:
+            built = tlsengine.certkey(pem_cert_to_der(cert_pem.decode()), b"", key_pem)
+        else:
+            built = make_challenge_context(cert_pem, key_pem)
+        self.challenges[hostname] = built
+
+    def remove_challenge(self, hostname: str) -> None:
+        self.challenges.pop(hostname, None)
+
+    def challenge_object(self, server_name: str | None, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO):
+        """The ``ssl`` fallback's connection for a validation (a ClientHello offering only ``acme-tls/1``): an
+        ``SSLObject`` of the name's challenge context from the start, so that nothing of the default context (a
+        session ticket, the session cache) applies; None when no answer is pending (the SNI callback refuses)."""
+        ctx = self.challenges.get(server_name) if server_name else None
+        if ctx is None or self.engine is not None:
+            return None
+        obj = ctx.wrap_bio(incoming, outgoing, server_side=True)  # type: ignore[attr-defined]
+        obj.edgecert_sni = server_name
+        return obj
+
+    def set_min_tls(self, hostname: str, version: str | None) -> None:
+        """``hostname``'s ``min_tls_version`` (``"1.2"``, ``"1.3"`` or None: the edge's floor, TLS 1.2)."""
+        v = TLS_VERSIONS.get(version or "")
+        if v is not None and v > TLS_VERSIONS["1.2"]:
+            self.min_tls[hostname] = v
+        else:
+            self.min_tls.pop(hostname, None)
+
+    def min_tls_for(self, name: str) -> int | None:
+        """The TLS floor of a normalised SNI name: its own, else its wildcard's one label up."""
+        v = self.min_tls.get(name)
+        if v is None:
+            dot = name.find(".")
+            if dot > 0:
+                v = self.min_tls.get("*" + name[dot:])
+        return v
 
     # -- readers ---------------------------------------------------------------------------------------------
     def lookup(self, name: str) -> CertEntry | None:
@@ -449,6 +509,19 @@ class SniIndex:
             return None
         name = server_name.lower().rstrip(".")
         sslobj.edgecert_sni = name  # read by the HTTP layer for the Host == SNI check
+        if self.challenges or self.min_tls:
+            # The ClientHello as the HTTP layer parsed it (edge/tls_edge/clienthello.py): the same rules as the
+            # engine's ClientHello callback.
+            hello = getattr(sslobj, "edgecert_hello", None)
+            if hello is not None and hello.acme_only:
+                answer = self.challenges.get(name)
+                if answer is None:
+                    return _NO_APPLICATION_PROTOCOL
+                sslobj.context = answer
+                return None
+            floor = self.min_tls_for(name) if self.min_tls else None
+            if floor is not None and (hello is None or hello.max_version < floor):
+                return ssl.ALERT_DESCRIPTION_PROTOCOL_VERSION
         ctx = self._built_for(name)
         if ctx is not None:
             sslobj.context = ctx
@@ -481,6 +554,22 @@ class SniIndex:
     def _outcome(self, outcome: str) -> None:
         if self._on_outcome is not None:
             self._on_outcome(outcome)
+
+
+def load_min_tls_rows(index: SniIndex, rows: Iterable[tuple[str, str | None]], *,
+                      hostnames: Iterable[str] | None = None) -> int:
+    """Apply ``(hostname, min_tls_version)`` rows (``store.readonly.EdgeStore.min_tls_rows``) to the index's TLS
+    floors; with ``hostnames``, those names without a row lose theirs. Returns how many rows were applied."""
+    n = 0
+    seen: set[str] = set()
+    for h, version in rows:
+        index.set_min_tls(h, version)
+        seen.add(h)
+        n += 1
+    for h in hostnames or ():
+        if h not in seen:
+            index.set_min_tls(h, None)
+    return n
 
 
 def load_index_rows(index: SniIndex, rows: Iterable[tuple], keybox, *, hostnames: Iterable[str] | None = None,

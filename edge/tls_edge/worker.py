@@ -38,6 +38,7 @@ from store.readonly import EdgeStore
 from edge.tasks import cancel_and_wait
 from edge.tls_edge.certificates import apply_settings, load_default_certificate
 from edge.tls_edge.engine import use_tls_engine
+from edge.tls_edge.handshake_rules import HandshakeRules
 from edge.tls_edge.index import SniIndex, load_host_settings, load_index_rows
 
 __all__ = ["run_edge_worker", "serve_edge", "spawn_edge_workers", "apply_memory_target", "limit_malloc_arenas",
@@ -74,6 +75,9 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     gc.freeze()  # the index is long-lived: keep it out of every later collection
     t_loaded = time.monotonic()
     apply_memory_target(index, settings)
+    # TLS-ALPN-01 answers and per-name TLS floors (edge/tls_edge/handshake_rules.py), in place before listening.
+    rules = HandshakeRules(index, database_url=settings.database_url, floors_interval=settings.sweep_interval)
+    await rules.start()
     services = SimpleNamespace(settings=settings, index=index, bench_stats={"connections": 0, "resumed": 0})
     server = EdgeHttpServer(services)
     host, port = parse_hostport(settings.https_listen, setting="https")
@@ -113,6 +117,7 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
         index.stop_prewarm()
         index.warm_done.set()
         await asyncio.gather(cancel_and_wait(follower), cancel_and_wait(warm_waiter))
+        await rules.stop()
         await server.stop()
         store.close()
     out = dict(services.bench_stats)
