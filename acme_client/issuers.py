@@ -111,6 +111,11 @@ class IssuerChain:
         """The first issuer's directory."""
         return self.slots[0].directory_url
 
+    @property
+    def publisher(self):
+        """Where challenge answers are published (one publisher, shared by every issuer of the chain)."""
+        return self.slots[0].issuer.publisher
+
     def slot(self, directory_url: str | None) -> IssuerSlot | None:
         for s in self.slots:
             if s.directory_url == directory_url:

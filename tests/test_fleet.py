@@ -168,7 +168,7 @@ def test_batch_checks_settings_and_refuses_bad_items_alone(edge):
     assert st == 200, body
     res = [(r["result"], (r.get("error") or {}).get("code")) for r in body["results"]]
     assert res == [("added", None), ("refused", "invalid_origin"), ("refused", "invalid_metadata"),
-                   ("refused", "dns01_not_configured"), ("refused", "ip_literal"), ("exists", None),
+                   ("refused", "invalid_validation"), ("refused", "ip_literal"), ("exists", None),
                    ("refused", "already_exists"), ("refused", "invalid_item"), ("added", None)]
     assert body["results"][1]["error"]["field"] == "origin"
     for h in ("b2", "b3", "b4"):  # nothing stored for a refused item

@@ -262,7 +262,10 @@ def test_pebble_validates_tls_alpn_01_on_the_edge_https_port_with_http_closed(tm
         out = _s_client(https_port, "tls.alpn.test", "-CAfile", pebble.roots_file, "-verify_hostname",
                         "tls.alpn.test", "-verify_return_error")
         assert "Verify return code: 0 (ok)" in out, out
-        assert format(served_leaf(https_port, "tls.alpn.test").serial_number, "x") == d["certificate"]["serial"]
+        # Two edge workers: each swaps in the new certificate when it hears of it; wait until both serve it.
+        edge.wait_for(lambda: all(format(served_leaf(https_port, "tls.alpn.test").serial_number, "x")
+                                  == d["certificate"]["serial"] for _ in range(6)), timeout=15,
+                      what="every worker to serve the new certificate")
         # The answer was withdrawn once the order was over: within a poll of the store, no process serves it (six
         # validator handshakes in a row, spread over both processes by the kernel, get alert 120).
         import time

@@ -1,5 +1,6 @@
-"""The TLS edge's certificate selection: an in-memory SNI index, lazily built TLS objects, the LRU that bounds them,
-the background prewarm, and the bulk load of store rows into the index.
+"""One concern: what the handshake reads for a name, from memory only. The TLS edge's certificate selection: an
+in-memory SNI index, lazily built TLS objects, the LRU that bounds them, the background prewarm, and the bulk load of
+store rows into the index.
 
 The handshake path (``sni_callback`` / the engine's ``select``) only reads memory, in a fixed order: exact name, then
 the wildcard one label up, then the default certificate. A name not in memory never triggers any I/O or CA order: it
