@@ -41,6 +41,46 @@ MAX_REPORT_BYTES = 64 * 1024
 
 ALL_RULES = RULES + FAMILY_RULES
 
+_sre = getattr(re, "_parser")  # the stdlib's pattern parser: literal prefixes of a rule's alternatives
+_sre_c = getattr(re, "_constants")
+
+
+def _prefixes(items) -> list[str] | None:
+    """The literal start of every way ``items`` (a parsed pattern) can match, lower-cased; ``None`` when one of
+    them starts with something other than a literal (then the rule is always searched)."""
+    items = [(op, av) for op, av in items if op is not _sre_c.AT]
+    if not items:
+        return None
+    op, av = items[0]
+    if op is _sre_c.BRANCH:
+        out: list[str] = []
+        for b in av[1]:
+            sub = _prefixes(list(b))
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if op is _sre_c.SUBPATTERN:
+        return _prefixes(list(av[-1]))
+    lit = ""
+    for op, av in items:
+        if op is not _sre_c.LITERAL:
+            break
+        lit += chr(av)
+    return [lit.lower()] if len(lit) >= 3 else None
+
+
+def _needles(rule) -> tuple[str, ...] | None:
+    try:
+        found = _prefixes(list(_sre.parse(rule.pattern.pattern, rule.pattern.flags)))
+    except Exception:  # an unusual pattern is simply always searched
+        return None
+    return tuple(sorted(set(found))) if found else None
+
+
+#: per rule, strings one of which a matching report must contain (lower-cased): a cheap test before the search
+_NEEDLES = [_needles(r) for r in ALL_RULES]
+
 def _parse_openssl_date(text: str) -> dt.datetime | None:
     text = re.sub(r"\s+", " ", text.strip())
     for fmt in ("%b %d %H:%M:%S %Y GMT", "%b %d %H:%M:%S %Y %Z", "%a %b %d %H:%M:%S %Z %Y", "%Y-%m-%dT%H:%M:%SZ",
@@ -266,8 +306,11 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
                             "weight": round(weight, 2)})
 
     # the innermost words decide; the wrappers' own words only when nothing else is said
-    for body in (inner, corrected):
-        for rule in ALL_RULES:
+    for body in (inner, corrected) if inner != corrected else (corrected,):
+        low = body.lower()
+        for rule, needles in zip(ALL_RULES, _NEEDLES):
+            if needles is not None and not any(n in low for n in needles):
+                continue
             m = rule.pattern.search(body)
             if m:
                 add(rule.mode, rule.weight, rule.source, m.group(0), rule.candidates)
