@@ -367,7 +367,15 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
     # Go's combined date message: "current time X is after/before Y"
     gm = re.search(r"current time \S{1,64} is (after|before) \S{1,64}", text)
     if gm:
+        # the dates decide between the two halves of "has expired or is not yet valid"
+        scores.pop("not_yet_valid" if gm.group(1) == "after" else "expired", None)
         add("expired" if gm.group(1) == "after" else "not_yet_valid", 0.92, "Go", gm.group(0))
+
+    # a must-staple leaf (TLS Feature status_request) and no OCSP staple in the same transcript
+    if re.search(r"OCSP response: no response sent", text) and re.search(
+            r"TLS Feature|1\.3\.6\.1\.5\.5\.7\.1\.24|status_request", text):
+        add("must_staple_missing", 0.85, "openssl", "a must-staple certificate and no OCSP response sent",
+            ("revoked",))
 
     # openssl s_client transcript
     is_transcript = bool(re.search(r"CONNECTED\(|verify error:num=|Verify return code:|SSL handshake has read|"

@@ -88,14 +88,18 @@ _r("untrusted_root", r"The certificate is NOT trusted|certificate of '[^']{1,300
 _r("untrusted_root", r"certificate issuer is unknown|doesn.t have a known issuer|hasn.t got a known issuer"
    r"|signer not found|issuer is not known", 0.75, "GnuTLS", ("incomplete_chain", "self_signed"))
 _r("expired", r"chain uses expired certificate|The certificate of '[^']{1,300}' has expired|certificate has "
-   r"expired", 0.9, "GnuTLS", ("client_clock_skew",))
+   r"expired(?! or is not yet valid)|Issued certificate has expired", 0.9, "GnuTLS / wget", ("client_clock_skew",))
+_r("incomplete_chain", r"Unable to locally verify the issuer.s authority", 0.8, "wget (OpenSSL)",
+   ("untrusted_root", "tls_interception"))
+_r("self_signed", r"Self-signed certificate encountered", 0.9, "wget (OpenSSL)")
 _r("not_yet_valid", r"not yet activated|chain uses not yet valid certificate|has not yet been activated", 0.9,
    "GnuTLS", ("client_clock_skew",))
 _r("hostname_mismatch", r"name in the certificate does not match|certificate.s owner does not match hostname"
    r"|no certificate subject alternative name matches|certificate subject name \([^)]{1,300}\) does not match"
    r"|does not match target host name|Peer certificate CN=[^\n]{1,300} did not match expected CN"
    r"|Hostname [^ ]{1,253} not verified|certificate not valid for name|NotValidForName|CertNotValidForName"
-   r"|upstream SSL certificate does not match", 0.93, "GnuTLS / PHP / OkHttp / rustls / nginx")
+   r"|upstream SSL certificate does not match|doesn.t match any of the subject alternative names"
+   r"|doesn.t match common name of the certificate", 0.93, "GnuTLS / PHP / OkHttp / rustls / nginx / Apache HttpClient")
 _r("weak_signature", r"uses insecure algorithm|signed using an insecure algorithm|insecure signature algorithm"
    r"|signature algorithm is not supported|UnsupportedSignatureAlgorithm", 0.8, "GnuTLS / rustls")
 _r("handshake_failure", r"Error in the pull function|Error in the push function|non-properly terminated"
@@ -107,7 +111,8 @@ _r("plain_http_on_tls_port", r"unexpected TLS packet was received|TLS packet wit
    r"|corrupt message of type InvalidContentType|InvalidContentType|received corrupt message", 0.85,
    "GnuTLS / rustls")
 _r("cipher_mismatch", r"Could not negotiate a supported cipher suite|NoCipherSuitesInCommon|no cipher suites in "
-   r"common|HandshakeFailure|Handshake failed", 0.6, "GnuTLS / rustls",
+   r"common|HandshakeFailure|alert \[40\]: Handshake failed|gnutls_handshake\(\) failed: Handshake failed", 0.6,
+   "GnuTLS / rustls",
    ("client_certificate_required", "protocol_version_mismatch"))
 _r("sni_unrecognized", r"server name sent was not recognized|UnrecognisedName|UnrecognizedName", 0.93,
    "GnuTLS / rustls")
@@ -144,6 +149,12 @@ _r("unsuitable_purpose", r"ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE", 0.9, ".NET/Wi
 _r("handshake_failure", r"SEC_E_ILLEGAL_MESSAGE|0x80090326|message received was unexpected or badly formatted"
    r"|SEC_E_INVALID_TOKEN|0x80090308|token supplied to the function is invalid", 0.6, ".NET/Windows",
    ("protocol_version_mismatch", "cipher_mismatch", "plain_http_on_tls_port"))
+_r("untrusted_root", r"rejected by the provided RemoteCertificateValidationCallback|SEC_E_CERT_UNKNOWN|0x80090327",
+   0.6, ".NET/Windows", ("self_signed", "incomplete_chain", "hostname_mismatch", "expired"))
+_r("protocol_version_mismatch", r"bad protocol version", 0.85, "macOS / .NET", ("cipher_mismatch",))
+_r("connection_refused", r"refused to connect", 0.9, "Chrome/Edge")
+_r("connection_timeout", r"Client\.Timeout exceeded|request canceled while waiting for connection", 0.6, "Go",
+   ("handshake_timeout",))
 _r("handshake_failure", r"AuthenticationException|The SSL connection could not be established"
    r"|ERROR_WINHTTP_SECURE_FAILURE|\b12175\b", 0.3, ".NET/Windows", ("untrusted_root",) + _HSK)
 _r("connection_timeout", r"ERROR_(?:WINHTTP|INTERNET)_TIMEOUT|\b12002\b", 0.7, "WinHTTP")
@@ -187,8 +198,9 @@ _r("untrusted_root", r"CERTIFICATE_VERIFY_FAILED|upstream SSL certificate verify
 _r("handshake_failure", r"SSL handshake failure|SSL handshake failed|Connection closed during SSL handshake", 0.55,
    "HAProxy / server log", _HSK)
 _r("handshake_failure", r"upstream connect error or disconnect/reset|TLS_error|TLS error: ", 0.35, "Envoy", _HSK)
-_r("handshake_failure", r"Unable to establish SSL connection|A TLS fatal alert has been received", 0.45, "GnuTLS",
-   ("handshake_timeout", "client_certificate_required", "cipher_mismatch"))
+_r("handshake_failure", r"A TLS fatal alert has been received", 0.45, "GnuTLS",
+   ("client_certificate_required", "cipher_mismatch"))
+_r("handshake_failure", r"Unable to establish SSL connection", 0.2, "wget", ("handshake_timeout", "untrusted_root"))
 _r("client_certificate_required", r"recv error \(-12\)|SSL_read: [^\n]{0,100}alert", 0.5,
    "GnuTLS / curl (a fatal alert after the handshake: what TLS 1.3 servers send for a missing client certificate)",
    ("handshake_failure",))
