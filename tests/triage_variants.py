@@ -61,7 +61,9 @@ def variant(text: str, rng: random.Random) -> tuple[str, str]:
         done.append("host")
     t2 = re.sub(r"(?<=:)\d{4,5}\b", lambda m: str(rng.randrange(1025, 65000)), t)
     back = rng.randrange(1, 6)  # every date moves back by the same number of years: their order is kept
-    t2 = re.sub(r"\b20(\d\d)(?=-\d\d-\d\d)", lambda m: f"20{int(m.group(1)) - back:02d}", t2)
+    if re.search(r"current time|not ?after|not ?before", t, re.I):
+        back = 0  # dates compared with today: moving them would change what the report means
+    t2 = t if not back else re.sub(r"\b20(\d\d)(?=-\d\d-\d\d)", lambda m: f"20{int(m.group(1)) - back:02d}", t2)
     if t2 != t:
         done.append("ports/dates")
     t = t2

@@ -93,7 +93,7 @@ def _parse_openssl_date(text: str) -> dt.datetime | None:
     return None
 
 
-def _clock_evidence(text: str, now: dt.datetime) -> list[str]:
+def _clock_evidence(text: str, now: dt.datetime, flat: str | None = None) -> list[str]:
     """Date errors whose dates show the certificate is valid today: the client's clock is off."""
     found = []
     for m in re.finditer(r"verify error:num=10:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
@@ -106,10 +106,10 @@ def _clock_evidence(text: str, now: dt.datetime) -> list[str]:
         d = _parse_openssl_date(m.group(1))
         if d and d < now:
             found.append(f"openssl says not yet valid, but notBefore {m.group(1).strip()} has passed")
-    m = re.search(r"current time (\S{1,64}) is (after|before) (\S{1,64})", text)
+    m = re.search(r"current time (\S{1,64}) is (after|before) (\S{1,64})", flat or text, re.I)
     if m:
-        client, how, bound = (_parse_openssl_date(m.group(1).rstrip(":,")), m.group(2),
-                              _parse_openssl_date(m.group(3).rstrip(":,")))
+        client, how, bound = (_parse_openssl_date(m.group(1).rstrip(":,").upper()), m.group(2).lower(),
+                              _parse_openssl_date(m.group(3).rstrip(":,").upper()))
         if client and bound and abs((client - now).total_seconds()) > 86400 and (
                 (how == "after" and bound > now) or (how == "before" and bound < now)):
             found.append(f"the client's clock said {m.group(1)}, the certificate is valid today")
@@ -207,8 +207,7 @@ def _rule_vocabulary() -> tuple[set[str], set[str]]:
     for rule in ALL_RULES:
         src = rule.pattern.pattern.replace("\\b", " ").replace("\\", " ")
         for w in re.findall(r"(?<![A-Za-z_])[A-Za-z]{5,40}(?![A-Za-z_])", src):
-            if not w.isupper():
-                words_.add(w.lower())
+            words_.add(w.lower())  # ETIMEDOUT, ECONNRESET: matched case-insensitively, corrected like words
         for c in re.findall(r"[A-Z][A-Z0-9]{1,40}(?:_[A-Z0-9]{1,40}){1,12}", src):
             codes.add(c)
     for mode in FAILURE_MODES.values():
@@ -218,6 +217,9 @@ def _rule_vocabulary() -> tuple[set[str], set[str]]:
 
 
 _W, _C = _rule_vocabulary()
+#: words the transcript parsing below looks for, besides the rules' own
+_W |= {"current", "response", "feature", "connected", "acceptable", "request", "timed", "before", "after",
+       "handshake", "certificate", "status", "names", "failed", "verify"}
 #: common words that look like typos of rule words but are not
 _KEEP = ("expires", "expiring", "renewed", "trusts", "verified", "verifies", "connected", "connects", "refuses",
          "handshakes", "certificates", "requested", "requests", "response", "responses", "server", "servers",
@@ -365,15 +367,16 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
             del scores[k]
 
     # Go's combined date message: "current time X is after/before Y"
-    gm = re.search(r"current time \S{1,64} is (after|before) \S{1,64}", text)
+    gm = re.search(r"current time \S{1,64} is (after|before) \S{1,64}", corrected, re.I)
     if gm:
         # the dates decide between the two halves of "has expired or is not yet valid"
-        scores.pop("not_yet_valid" if gm.group(1) == "after" else "expired", None)
-        add("expired" if gm.group(1) == "after" else "not_yet_valid", 0.92, "Go", gm.group(0))
+        after = gm.group(1).lower() == "after"
+        scores.pop("not_yet_valid" if after else "expired", None)
+        add("expired" if after else "not_yet_valid", 0.92, "Go", gm.group(0))
 
     # a must-staple leaf (TLS Feature status_request) and no OCSP staple in the same transcript
-    if re.search(r"OCSP response: no response sent", text) and re.search(
-            r"TLS Feature|1\.3\.6\.1\.5\.5\.7\.1\.24|status_request", text):
+    if re.search(r"OCSP response: no response sent", corrected, re.I) and re.search(
+            r"TLS Feature|1\.3\.6\.1\.5\.5\.7\.1\.24|status_request", corrected, re.I):
         add("must_staple_missing", 0.85, "openssl", "a must-staple certificate and no OCSP response sent",
             ("revoked",))
 
@@ -403,7 +406,7 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
         add("tls_interception", 0.85, "issuer", f"issuer {issuers[0]} is a known TLS-inspection product")
 
     # clock skew shown by the report's own dates
-    for ev in _clock_evidence(text, now):
+    for ev in _clock_evidence(text, now, corrected):
         add("client_clock_skew", 0.9, "dates", ev, ("expired",))
 
     # hostname given: is the name in the report the same?

@@ -155,7 +155,7 @@ class Corrector:
         """``flat`` with known typos put right, and the (typo, fix) pairs."""
         fixes: dict[str, str] = {}
         seen = 0
-        for m in re.finditer(r"[A-Za-z][A-Za-z0-9]{0,63}(?:[_:]{1,2}[A-Za-z0-9]{1,63}){0,12}", flat):
+        for m in re.finditer(r"[A-Za-z][A-Za-z0-9]{0,63}(?:_{1,2}[A-Za-z0-9]{1,63}){1,12}|[A-Za-z]{5,40}", flat):
             tok = m.group(0)
             if tok in fixes:
                 continue
@@ -163,17 +163,17 @@ class Corrector:
             if seen > MAX_TOKENS:
                 break
             if "_" in tok:
-                core = tok[5:] if tok.upper().startswith("NET::") else tok
-                fix = self.code(core)
+                fix = self.code(tok)
                 if fix:
-                    fixes[tok] = ("NET::" if core is not tok else "") + fix
+                    fixes[tok] = fix
             elif tok.isalpha():
                 fix = self.word(tok)
                 if fix:
                     fixes[tok] = fix
         if not fixes:
             return flat, []
-        pattern = re.compile("|".join(re.escape(k) for k in sorted(fixes, key=len, reverse=True)))
+        pattern = re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(k) for k in sorted(fixes, key=len, reverse=True))
+                             + r")(?![A-Za-z0-9_])")
         out = pattern.sub(lambda m: fixes[m.group(0)], flat)
         return out, sorted(fixes.items())
 
