@@ -31,7 +31,8 @@ from .command import report_command
 from .modes import FAILURE_MODES
 from .rules import CURL_EXIT, INTERCEPTORS, RULES
 from .target import normalize_hostname
-from .triage_patterns import ALERTS, FAMILY_RULES, SERVER_SIDE, VERIFY_CODES, alerts_in, verify_codes_in
+from .triage_patterns import (ALERTS, CHROMIUM_NET_ERRORS, FAMILY_RULES, SERVER_SIDE, VERIFY_CODES, alerts_in,
+                              chromium_net_errors_in, verify_codes_in)
 from .triage_text import Corrector, flatten, strip_wrappers
 from .triage_vocab import NEXT_STEPS, vocabulary, words
 
@@ -338,6 +339,11 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
             mode, weight, alts = ALERTS[n]
             add(mode, weight, f"TLS alert {n}", ev, alts)
 
+    for n, ev in chromium_net_errors_in(inner):
+        if n in CHROMIUM_NET_ERRORS:
+            mode, weight = CHROMIUM_NET_ERRORS[n]
+            add(mode, weight, "Chromium net error number", ev)
+
     if server_side and scores.get("client_certificate_required", 1.0) < 0.7:
         # "bad certificate" in a server's log is the visitor refusing the served certificate, not a client cert
         scores.pop("client_certificate_required")
@@ -397,7 +403,8 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
     if is_transcript and re.search(r"no peer certificate available", text) and not codes:
         for mode in ("expired", "not_yet_valid", "incomplete_chain", "untrusted_root", "self_signed"):
             scores.pop(mode, None)
-    if is_transcript and not scores and re.fullmatch(r"\s{0,64}CONNECTED\(\w{1,16}\)\s{0,64}", text):
+    if is_transcript and not scores and "CONNECTED(" in text and not re.search(
+            r"Certificate chain|handshake has read|error|verify|no peer certificate|Cipher|alert|errno", text, re.I):
         add("handshake_timeout", 0.6, "openssl", "CONNECTED(...) and nothing after it", ("connection_timeout",))
 
     # interception products named as the issuer (the report's own words)

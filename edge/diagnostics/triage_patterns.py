@@ -17,7 +17,7 @@ import re
 
 from .rules import Rule
 
-__all__ = ["FAMILY_RULES", "ALERTS", "ALERT_NAMES", "VERIFY_CODES", "SERVER_SIDE", "alerts_in", "verify_codes_in"]
+__all__ = ["FAMILY_RULES", "CHROMIUM_NET_ERRORS", "chromium_net_errors_in", "ALERTS", "ALERT_NAMES", "VERIFY_CODES", "SERVER_SIDE", "alerts_in", "verify_codes_in"]
 
 FAMILY_RULES: list[Rule] = []
 
@@ -107,6 +107,11 @@ _r("handshake_failure", r"Error in the pull function|Error in the push function|
    r"|peer closed connection without sending TLS close_notify|tls handshake eof|unexpected end of file"
    r"|Connection closed by peer|transport stream|remote party has closed", 0.75, "GnuTLS / rustls / .NET",
    _HSK)
+_r("handshake_failure", r"Failure when receiving data from the peer|SSLZeroReturnError|connection has been closed \(EOF\)"
+   r"|Connection was reset|connection was closed unexpectedly|unexpected EOF or 0 bytes", 0.6, "curl / Python / .NET",
+   ("client_certificate_required",) + _HSK)
+_r("invalid_chain", r"certificate signature failure|CERT_SIGNATURE_FAILURE|verify error:num=7\b", 0.8, "OpenSSL",
+   ("untrusted_root", "tls_interception"))
 _r("plain_http_on_tls_port", r"unexpected TLS packet was received|TLS packet with unexpected length"
    r"|corrupt message of type InvalidContentType|InvalidContentType|received corrupt message", 0.85,
    "GnuTLS / rustls")
@@ -295,7 +300,7 @@ ALERT_NAMES = {
 }
 
 #: OpenSSL verify code -> mode (``verify error:num=N``, ``Verify return code: N``, nginx ``(N:text)``).
-VERIFY_CODES = {2: "incomplete_chain", 9: "not_yet_valid", 10: "expired", 12: "expired", 18: "self_signed",
+VERIFY_CODES = {2: "incomplete_chain", 7: "invalid_chain", 9: "not_yet_valid", 10: "expired", 12: "expired", 18: "self_signed",
                 19: "untrusted_root", 20: "incomplete_chain", 21: "incomplete_chain", 23: "revoked",
                 24: "invalid_chain", 25: "invalid_chain", 26: "unsuitable_purpose", 32: "invalid_chain",
                 47: "invalid_chain", 48: "invalid_chain", 62: "hostname_mismatch", 64: "hostname_mismatch",
@@ -361,5 +366,26 @@ def verify_codes_in(flat: str) -> list[tuple[int, str]]:
         if n:
             out.append((n, m.group(0)))
         if len(out) >= 20:
+            break
+    return out
+
+
+#: Chromium's numeric net errors (net_error_list.h), as Android WebView and chrome://net-export print them
+CHROMIUM_NET_ERRORS: dict[int, tuple[str, float]] = {
+    -100: ("handshake_failure", 0.6), -101: ("handshake_failure", 0.7), -102: ("connection_refused", 0.9),
+    -105: ("dns_not_configured", 0.9), -107: ("handshake_failure", 0.5), -110: ("client_certificate_required", 0.9),
+    -113: ("protocol_version_mismatch", 0.8), -117: ("client_certificate_required", 0.9),
+    -118: ("connection_timeout", 0.9), -200: ("hostname_mismatch", 0.8), -201: ("expired", 0.6),
+    -202: ("untrusted_root", 0.6), -206: ("revoked", 0.9), -207: ("unsuitable_purpose", 0.5),
+    -208: ("weak_signature", 0.9), -211: ("weak_key", 0.9), -212: ("invalid_chain", 0.9),
+}
+_NET_ERROR = re.compile(r"net_error[ =:]{0,3}(-\d{1,3})\b|net::ERR (-\d{1,3})\b", re.I)
+
+
+def chromium_net_errors_in(flat: str) -> list[tuple[int, str]]:
+    out = []
+    for m in _NET_ERROR.finditer(flat):
+        out.append((int(m.group(1) or m.group(2)), m.group(0)))
+        if len(out) >= 10:
             break
     return out
