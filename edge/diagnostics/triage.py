@@ -31,6 +31,7 @@ from .command import report_command
 from .modes import FAILURE_MODES
 from .rules import CURL_EXIT, INTERCEPTORS, RULES
 from .target import normalize_hostname
+from .triage_transcript import clock_evidence, extract_host, issuer_matches, issuers_in, leaf_subject_cn
 from .triage_patterns import (ALERTS, CHROMIUM_NET_ERRORS, FAMILY_RULES, SERVER_SIDE, VERIFY_CODES, alerts_in,
                               chromium_net_errors_in, verify_codes_in)
 from .triage_text import Corrector, flatten, strip_wrappers
@@ -81,126 +82,6 @@ def _needles(rule) -> tuple[str, ...] | None:
 
 #: per rule, strings one of which a matching report must contain (lower-cased): a cheap test before the search
 _NEEDLES = [_needles(r) for r in ALL_RULES]
-
-def _parse_openssl_date(text: str) -> dt.datetime | None:
-    text = re.sub(r"\s+", " ", text.strip())
-    for fmt in ("%b %d %H:%M:%S %Y GMT", "%b %d %H:%M:%S %Y %Z", "%a %b %d %H:%M:%S %Z %Y", "%Y-%m-%dT%H:%M:%SZ",
-                "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S %Z"):
-        try:
-            d = dt.datetime.strptime(text, fmt)
-            return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
-        except ValueError:
-            continue
-    return None
-
-
-def _clock_evidence(text: str, now: dt.datetime, flat: str | None = None) -> list[str]:
-    """Date errors whose dates show the certificate is valid today: the client's clock is off."""
-    found = []
-    for m in re.finditer(r"verify error:num=10:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
-                         r"notAfter=([^\n]{1,100})", text):
-        d = _parse_openssl_date(m.group(1))
-        if d and d > now:
-            found.append(f"openssl says expired, but notAfter {m.group(1).strip()} is still in the future")
-    for m in re.finditer(r"verify error:num=9:[^\n]{0,300}\n(?:[^\n]{0,300}\n)?[ \t]{0,16}"
-                         r"notBefore=([^\n]{1,100})", text):
-        d = _parse_openssl_date(m.group(1))
-        if d and d < now:
-            found.append(f"openssl says not yet valid, but notBefore {m.group(1).strip()} has passed")
-    m = re.search(r"current time (\S{1,64}) is (after|before) (\S{1,64})", flat or text, re.I)
-    if m:
-        client, how, bound = (_parse_openssl_date(m.group(1).rstrip(":,").upper()), m.group(2).lower(),
-                              _parse_openssl_date(m.group(3).rstrip(":,").upper()))
-        if client and bound and abs((client - now).total_seconds()) > 86400 and (
-                (how == "after" and bound > now) or (how == "before" and bound < now)):
-            found.append(f"the client's clock said {m.group(1)}, the certificate is valid today")
-    for m in re.finditer(r"(NotAfter|NotBefore): (\w{3} \w{3} \d{1,2} [\d:]{8} \w{1,8} \d{4})", text):
-        d = _parse_openssl_date(m.group(2))
-        if d and ((m.group(1) == "NotAfter" and d > now) or (m.group(1) == "NotBefore" and d < now)):
-            found.append(f"the report's {m.group(1)} {m.group(2)} is fine today")
-    return found
-
-
-def _issuers(text: str) -> list[str]:
-    out = []
-    for m in re.finditer(r"^[ \t]{0,16}(?:issuer=|i:)[ \t]{0,16}([^\n]{1,300})", text, re.M):
-        out.append(m.group(1).strip())
-    for m in re.finditer(r"Issuer: ([^\n]{1,300})", text, re.M):
-        out.append(m.group(1).strip())
-    return out
-
-
-def _issuer_matches(issuer: str, edge_issuers: list[str]) -> bool:
-    norm = re.sub(r"\s+", " ", issuer.lower().replace(" = ", "=").replace(", ", ","))
-    for e in edge_issuers:
-        en = re.sub(r"\s+", " ", e.lower().replace(" = ", "=").replace(", ", ","))
-        if en and (en in norm or norm in en):
-            return True
-        cn = re.search(r"cn=([^,/]{1,200})", en)
-        o = re.search(r"\bo=([^,/]{1,200})", en)
-        if (cn and cn.group(1).strip() in norm) or (o and o.group(1).strip() in norm):
-            return True
-    return False
-
-
-def _leaf_subject_cn(text: str) -> str | None:
-    m = (re.search(r"^[ \t]{0,16}0 s:[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M)
-         or re.search(r"^subject=[^\n]{0,300}?CN ?= ?([^,/\n]{1,200})", text, re.M))
-    return m.group(1).strip() if m else None
-
-
-def _extract_host(text: str) -> str | None:
-    for pat in (r"https://([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?::\d{1,5})?",
-                r"Could not resolve host: ([A-Za-z0-9.-]{1,253})",
-                r"Failed to connect to ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}) port",
-                r"-servername ([A-Za-z0-9.-]{1,253})",
-                r"lookup ([A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63})(?: on |: )",
-                r"getaddrinfo ENOTFOUND ([A-Za-z0-9.-]{1,253})"):
-        m = re.search(pat, text)
-        if m:
-            try:
-                return normalize_hostname(m.group(1))
-            except ValueError:
-                continue
-    return None
-
-
-_NEXT_STEPS = {
-    "dns_not_configured": ["Check the record from outside: `dig +short {h} A` and `dig +short {h} CNAME`.",
-                           "If the record was just created, wait for the negative-cache TTL (SOA minimum)."],
-    "wrong_endpoint": ["Compare `dig +short {h}` with the edge target; remove stale A/AAAA records."],
-    "connection_refused": ["Check that the server listens on 443 (`ss -ltnp 'sport = :443'`) and the load balancer "
-                           "forwards it."],
-    "connection_timeout": ["Check firewalls / security groups for port 443 from the visitor's network; "
-                           "`curl -v --connect-timeout 10 https://{h}/`."],
-    "plain_http_on_tls_port": ["`curl -v http://{h}:443/` answering HTTP confirms it; enable TLS on the listener."],
-    "protocol_version_mismatch": ["List what the server accepts: `openssl s_client -connect {h}:443 -tls1_2` and "
-                                  "`-tls1_3` (and `-tls1 -cipher DEFAULT:@SECLEVEL=0`)."],
-    "cipher_mismatch": ["List the server's suites with `nmap --script ssl-enum-ciphers -p 443 {h}` or "
-                        "`openssl s_client -cipher ALL:@SECLEVEL=0`."],
-    "sni_unrecognized": ["Check the server has a site/certificate for {h}; compare with `-noservername`."],
-    "handshake_failure": ["Run the command from inside and outside the network: a middlebox cuts the handshake if "
-                          "only one side fails.", "Read the server's TLS error log at the time of the attempt."],
-    "default_certificate": ["Compare the served certificate's subject with the name: "
-                            "`... | openssl x509 -noout -subject -ext subjectAltName`.",
-                            "Check the domain is registered on the edge and its certificate issued."],
-    "hostname_mismatch": ["Read the SANs: `... | openssl x509 -noout -ext subjectAltName`."],
-    "expired": ["Read the dates: `... | openssl x509 -noout -dates`; renew and reload."],
-    "not_yet_valid": ["Read the dates: `... | openssl x509 -noout -dates`; check the issuing machine's clock."],
-    "client_clock_skew": ["Compare the visitor's device date with the real date; enable automatic time."],
-    "incomplete_chain": ["Count the certificates the server sends (`-showcerts`); serve fullchain.pem."],
-    "self_signed": ["Replace the certificate with one from a public CA."],
-    "untrusted_root": ["Read the chain's top issuer (`-showcerts`); check it is publicly trusted."],
-    "tls_interception": ["Compare the issuer seen on the affected network with the one seen elsewhere; if it "
-                         "differs, a proxy or antivirus re-signs the traffic."],
-    "weak_signature": ["Read the signature algorithm: `... | openssl x509 -noout -text | grep 'Signature Alg'`."],
-    "weak_key": ["Read the key size: `... | openssl x509 -noout -text | grep 'Public-Key'`."],
-    "revoked": ["Check the CRL / OCSP status with the CA; issue a new certificate."],
-    "mixed_content": ["Open the browser console on the page and fix every http:// URL it lists."],
-}
-
-
-
 
 def _rule_vocabulary() -> tuple[set[str], set[str]]:
     """The words (5+ letters) and the codes (``A_B_C``) the rules are written in: what typos are corrected to."""
@@ -396,7 +277,7 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
             add("default_certificate", 0.8, "openssl",
                 "verify errors " + ",".join(map(str, codes)) + ": an unchained certificate for another name",
                 ("hostname_mismatch", "self_signed" if 18 in codeset else "incomplete_chain"))
-        cn = _leaf_subject_cn(text)
+        cn = leaf_subject_cn(text)
         if host and cn and not name_matches(cn, host) and 62 not in codeset and codeset & {18, 20, 21}:
             add("default_certificate", 0.75, "openssl", f"leaf CN {cn} is not {host} (verify error hides it)",
                 ("hostname_mismatch",))
@@ -408,12 +289,12 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
         add("handshake_timeout", 0.6, "openssl", "CONNECTED(...) and nothing after it", ("connection_timeout",))
 
     # interception products named as the issuer (the report's own words)
-    issuers = _issuers(text)
+    issuers = issuers_in(text)
     if issuers and re.search(INTERCEPTORS, " ".join(issuers), re.I):
         add("tls_interception", 0.85, "issuer", f"issuer {issuers[0]} is a known TLS-inspection product")
 
     # clock skew shown by the report's own dates
-    for ev in _clock_evidence(text, now, corrected):
+    for ev in clock_evidence(text, now, corrected):
         add("client_clock_skew", 0.9, "dates", ev, ("expired",))
 
     # hostname given: is the name in the report the same?
@@ -499,9 +380,9 @@ def _context(result: dict, text: str, host: str | None, edge_issuers: list[str] 
             notes.append(f"The certificate the edge serves for {name} is outside its validity window now: the "
                          "server may be at fault too (expired).")
             promote("expired")
-    issuers = _issuers(text)
+    issuers = issuers_in(text)
     if edge_issuers and issuers:
-        if not _issuer_matches(issuers[0], edge_issuers):
+        if not issuer_matches(issuers[0], edge_issuers):
             if mode in ("untrusted_root", "incomplete_chain", "self_signed", "tls_interception", "invalid_chain",
                         "default_certificate") or mode == "hostname_mismatch":
                 notes.append(f"The report's issuer ({issuers[0][:120]}) is not one of the edge's issuers: a middlebox "
@@ -559,9 +440,9 @@ def triage(
         explanation += " Also possible: " + ", ".join(candidates[:4]) + "."
     if context:
         explanation += " " + " ".join(context)
-    h = host or _extract_host(text) or "HOSTNAME"
+    h = host or extract_host(text) or "HOSTNAME"
     steps = [mode.fix] if mode_id != "unclassified" else []
-    steps += [s.format(h=h) for s in _NEXT_STEPS.get(mode_id, NEXT_STEPS.get(mode_id, []))]
+    steps += [s.format(h=h) for s in NEXT_STEPS.get(mode_id, [])]
     if mode_id != "unclassified":
         steps.append(f"Reproduce from the affected network: {_command(mode_id, h)}")
     else:

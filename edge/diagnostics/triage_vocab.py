@@ -74,7 +74,42 @@ _NEW = {
         "-"),
 }
 
-NEXT_STEPS = {
+_OLD_STEPS = {
+    "dns_not_configured": ["Check the record from outside: `dig +short {h} A` and `dig +short {h} CNAME`.",
+                           "If the record was just created, wait for the negative-cache TTL (SOA minimum)."],
+    "wrong_endpoint": ["Compare `dig +short {h}` with the edge target; remove stale A/AAAA records."],
+    "connection_refused": ["Check that the server listens on 443 (`ss -ltnp 'sport = :443'`) and the load balancer "
+                           "forwards it."],
+    "connection_timeout": ["Check firewalls / security groups for port 443 from the visitor's network; "
+                           "`curl -v --connect-timeout 10 https://{h}/`."],
+    "plain_http_on_tls_port": ["`curl -v http://{h}:443/` answering HTTP confirms it; enable TLS on the listener."],
+    "protocol_version_mismatch": ["List what the server accepts: `openssl s_client -connect {h}:443 -tls1_2` and "
+                                  "`-tls1_3` (and `-tls1 -cipher DEFAULT:@SECLEVEL=0`)."],
+    "cipher_mismatch": ["List the server's suites with `nmap --script ssl-enum-ciphers -p 443 {h}` or "
+                        "`openssl s_client -cipher ALL:@SECLEVEL=0`."],
+    "sni_unrecognized": ["Check the server has a site/certificate for {h}; compare with `-noservername`."],
+    "handshake_failure": ["Run the command from inside and outside the network: a middlebox cuts the handshake if "
+                          "only one side fails.", "Read the server's TLS error log at the time of the attempt."],
+    "default_certificate": ["Compare the served certificate's subject with the name: "
+                            "`... | openssl x509 -noout -subject -ext subjectAltName`.",
+                            "Check the domain is registered on the edge and its certificate issued."],
+    "hostname_mismatch": ["Read the SANs: `... | openssl x509 -noout -ext subjectAltName`."],
+    "expired": ["Read the dates: `... | openssl x509 -noout -dates`; renew and reload."],
+    "not_yet_valid": ["Read the dates: `... | openssl x509 -noout -dates`; check the issuing machine's clock."],
+    "client_clock_skew": ["Compare the visitor's device date with the real date; enable automatic time."],
+    "incomplete_chain": ["Count the certificates the server sends (`-showcerts`); serve fullchain.pem."],
+    "self_signed": ["Replace the certificate with one from a public CA."],
+    "untrusted_root": ["Read the chain's top issuer (`-showcerts`); check it is publicly trusted."],
+    "tls_interception": ["Compare the issuer seen on the affected network with the one seen elsewhere; if it "
+                         "differs, a proxy or antivirus re-signs the traffic."],
+    "weak_signature": ["Read the signature algorithm: `... | openssl x509 -noout -text | grep 'Signature Alg'`."],
+    "weak_key": ["Read the key size: `... | openssl x509 -noout -text | grep 'Public-Key'`."],
+    "revoked": ["Check the CRL / OCSP status with the CA; issue a new certificate."],
+    "mixed_content": ["Open the browser console on the page and fix every http:// URL it lists."],
+}
+
+
+NEXT_STEPS = {**_OLD_STEPS, 
     "client_certificate_required": [
         "Look for \"Acceptable client certificate CA names\" in the transcript: the server asks for a client "
         "certificate."],
