@@ -310,6 +310,11 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
             re.search(r"Cipher is (?!\(NONE\))|SSL handshake has read [1-9]", text):
         add("ok", 0.7, "openssl", "Verify return code: 0 (ok) after a completed handshake")
 
+    # a clean curl -v: the certificate was verified and nothing failed after it
+    if not scores and re.search(r"SSL certificate verify ok", corrected, re.I) and not re.search(
+            r"curl: \(\d{1,3}\)|error|fail", corrected.replace("verify ok", ""), re.I):
+        add("ok", 0.65, "curl", "SSL certificate verify ok, and no error after it")
+
     # a default / platform certificate named in the report explains the name or trust error next to it
     if "default_certificate" in scores and scores.keys() & {"hostname_mismatch", "self_signed", "untrusted_root",
                                                              "incomplete_chain"}:

@@ -81,6 +81,22 @@ _r("must_staple_missing", r"REQUIRED_TLS_FEATURE_MISSING|required TLS feature (?
    r"|requires the server to include an OCSP status|OCSP status [^.]{0,40}missing|MISSING_OCSP_STATUS", 0.9,
    "Firefox / GnuTLS", ("revoked",))
 
+# ------------------------------------------------------------------ more browser codes (net_error_list.h, NSS / pkix)
+_r("unsuitable_purpose", r"ERR_SSL_KEY_USAGE_INCOMPATIBLE|SEC_ERROR_INADEQUATE_KEY_USAGE", 0.85, "Chrome/Firefox")
+_r("invalid_chain", r"ERR_CERT_NAME_CONSTRAINT_VIOLATION|MOZILLA_PKIX_ERROR_V1_CERT_USED_AS_CA"
+   r"|SEC_ERROR_UNKNOWN_CRITICAL_EXTENSION|SEC_ERROR_BAD_SIGNATURE|ERR_SSL_SERVER_CERT_BAD_FORMAT"
+   r"|ERR_CERT_CONTAINS_ERRORS|SEC_ERROR_EXTENSION_VALUE_INVALID|MOZILLA_PKIX_ERROR_INVALID_INTEGER_ENCODING", 0.75,
+   "Chrome/Firefox", ("untrusted_root",))
+_r("untrusted_root", r"ERR_CERT_SYMANTEC_LEGACY|ERR_CERTIFICATE_TRANSPARENCY_REQUIRED", 0.6, "Chrome/Edge",
+   ("tls_interception",))
+_r("tls_interception", r"ERR_SSL_PINNED_KEY_NOT_IN_CERT_CHAIN|MOZILLA_PKIX_ERROR_KEY_PINNING_FAILURE", 0.6,
+   "Chrome/Firefox", ("untrusted_root",))
+_r("client_certificate_required", r"ERR_SSL_CLIENT_AUTH_CERT_NEEDED|ERR_SSL_CLIENT_AUTH_SIGNATURE_FAILED"
+   r"|SSL_ERROR_BAD_CERT_ALERT|SSL_ERROR_NO_CERTIFICATE|SSL_ERROR_CERTIFICATE_REQUIRED_ALERT", 0.85, "Chrome/Firefox")
+_r("alpn_mismatch", r"ERR_ALPN_NEGOTIATION_FAILED|ALPN_NEGOTIATION_FAILED", 0.95, "Chrome/Edge")
+_r("cipher_mismatch", r"ERR_HTTP2_INADEQUATE_TRANSPORT_SECURITY", 0.75, "Chrome/Edge", ("protocol_version_mismatch",))
+_r("weak_key", r"SSL_ERROR_WEAK_SERVER_CERT_KEY", 0.9, "Firefox")
+
 # ------------------------------------------------------------------ GnuTLS clients (wget, git, gnutls-cli)
 _r("untrusted_root", r"The certificate is NOT trusted|certificate of '[^']{1,300}' is not trusted"
    r"|server certificate verification failed|PKI verification of server certificate failed", 0.55, "GnuTLS",
