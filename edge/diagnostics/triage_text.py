@@ -101,19 +101,22 @@ class Corrector:
         self.words = {w.lower() for w in words if len(w) >= 5}
         self.keep = {w.lower() for w in keep} | self.words
         self.codes = {c.upper() for c in codes if len(c) >= 8}
-        self._word_index: dict[str, set[str]] = {}
-        for w in self.words:
-            for d in _deletes(w, 2 if len(w) >= 9 else 1):
-                self._word_index.setdefault(d, set()).add(w)
-        self._code_index: dict[str, set[str]] = {}
-        for c in self.codes:
-            for d in _deletes(c, 2 if len(c) >= 12 else 1):
-                self._code_index.setdefault(d, set()).add(c)
+        # deletion -> the known strings it comes from, "\0"-joined (cheaper to build than a set per key)
+        self._word_index: dict[str, str] = {}
+        self._code_index: dict[str, str] = {}
+        for known, index, long_at in ((self.words, self._word_index, 9), (self.codes, self._code_index, 12)):
+            get = index.get
+            for w in sorted(known):
+                for d in _deletes(w, 2 if len(w) >= long_at else 1):
+                    prev = get(d)
+                    index[d] = w if prev is None else prev + "\0" + w
 
-    def _lookup(self, token: str, index: dict[str, set[str]], bound: int, words: bool) -> str | None:
+    def _lookup(self, token: str, index: dict[str, str], bound: int, words: bool) -> str | None:
         found: set[str] = set()
         for d in _deletes(token, bound):
-            found |= index.get(d, set())
+            hit = index.get(d)
+            if hit is not None:
+                found.update(hit.split("\0"))
         ranked = []
         for cand in found:
             dist = bounded_distance(token, cand, bound if len(cand) >= (9 if words else 12) else 1)
