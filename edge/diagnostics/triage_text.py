@@ -17,6 +17,8 @@ from typing import Iterable
 __all__ = ["flatten", "Corrector", "strip_wrappers", "bounded_distance"]
 
 MAX_TOKENS = 3000
+MAX_CODE_LOOKUPS = 200  # distinct unknown code-like tokens looked up per report
+MAX_WORD_LOOKUPS = 1500  # distinct unknown words looked up per report
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u00b4": "'", "`": "'",
                          "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
@@ -101,6 +103,8 @@ class Corrector:
         self.words = {w.lower() for w in words if len(w) >= 5}
         self.keep = {w.lower() for w in keep} | self.words
         self.codes = {c.upper() for c in codes if len(c) >= 8}
+        self.max_code = max((len(c) for c in self.codes), default=0) + 2
+        self.max_word = max((len(w) for w in self.words), default=0) + 2
         # deletion -> the known strings it comes from, "\0"-joined (cheaper to build than a set per key)
         self._word_index: dict[str, str] = {}
         self._code_index: dict[str, str] = {}
@@ -131,7 +135,7 @@ class Corrector:
     @lru_cache(maxsize=8192)
     def word(self, token: str) -> str | None:
         t = token.lower()
-        if len(t) < 5 or len(t) > 40 or t in self.keep or not t.isalpha():
+        if len(t) < 5 or len(t) > self.max_word or t in self.keep or not t.isalpha():
             return None
         fix = self._lookup(t, self._word_index, 2 if len(t) >= 9 else 1, True)
         return fix if fix != t else None
@@ -141,14 +145,16 @@ class Corrector:
         t = token.upper()
         if t in self.codes or len(t) < 8 or len(t) > 64:
             return None
-        fix = self._lookup(t, self._code_index, 2 if len(t) >= 12 else 1, False)
-        if fix:
-            return fix
-        # a known code behind an unknown prefix (ERR_SSL_ + UNRECOGNISED_NAME_ALERT)
-        starts = [i + 1 for i, ch in enumerate(t) if ch == "_"][:12]
+        if len(t) <= self.max_code:
+            fix = self._lookup(t, self._code_index, 2 if len(t) >= 12 else 1, False)
+            if fix:
+                return fix
+        # a known code behind an unknown prefix (ERR_SSL_ + UNRECOGNISED_NAME_ALERT): the three longest tails that
+        # could be a code
+        starts = [i + 1 for i, ch in enumerate(t) if ch == "_" and 12 <= len(t) - i - 1 <= self.max_code][:3]
         for i in starts:
             tail = t[i:]
-            if len(tail) >= 12 and tail not in self.codes:
+            if tail not in self.codes:
                 fix = self._lookup(tail, self._code_index, 2, False)
                 if fix:
                     return t[:i] + fix
@@ -157,7 +163,7 @@ class Corrector:
     def correct(self, flat: str) -> tuple[str, list[tuple[str, str]]]:
         """``flat`` with known typos put right, and the (typo, fix) pairs."""
         fixes: dict[str, str] = {}
-        seen = 0
+        seen = codes_looked = words_looked = 0
         for m in re.finditer(r"[A-Za-z][A-Za-z0-9]{0,63}(?:_{1,2}[A-Za-z0-9]{1,63}){1,12}|[A-Za-z]{5,40}", flat):
             tok = m.group(0)
             if tok in fixes:
@@ -166,10 +172,16 @@ class Corrector:
             if seen > MAX_TOKENS:
                 break
             if "_" in tok:
+                if tok.upper() in self.codes or codes_looked >= MAX_CODE_LOOKUPS:
+                    continue
+                codes_looked += 1
                 fix = self.code(tok)
                 if fix:
                     fixes[tok] = fix
             elif tok.isalpha():
+                if tok.lower() in self.keep or words_looked >= MAX_WORD_LOOKUPS:
+                    continue
+                words_looked += 1
                 fix = self.word(tok)
                 if fix:
                     fixes[tok] = fix

@@ -181,3 +181,36 @@ def test_cli_triage_is_linear(prefix):
     assert p.returncode != -signal.SIGXCPU, f"killed after 4 CPU seconds on {prefix!r} x {REPORT // len(prefix)}"
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout)["failure_mode"]
+
+
+_TYPO_CHILD = r"""
+import random, resource, string, sys
+from edge.diagnostics.triage import triage
+rng = random.Random(int(sys.argv[1]))
+def tok(n, abc=string.ascii_uppercase):
+    return "".join(rng.choice(abc) for _ in range(n))
+inputs = {
+    "distinct codes": " ".join("_".join(tok(5) for _ in range(8)) for _ in range(1400)),
+    "short-part codes": " ".join("_".join(tok(3) for _ in range(11)) for _ in range(1600)),
+    "distinct long words": " ".join(tok(rng.randrange(9, 40), string.ascii_lowercase) for _ in range(3000)),
+    "near-miss codes": " ".join("ERR_CERT_" + tok(12) + "_INVALID" for _ in range(2500)),
+}
+for name, text in inputs.items():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    resource.setrlimit(resource.RLIMIT_CPU, (int(u.ru_utime + u.ru_stime) + 1 + int(sys.argv[2]),
+                                             resource.getrlimit(resource.RLIMIT_CPU)[1]))
+    print(name, flush=True)
+    triage(text[:65000])
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_typo_correction_is_bounded_on_hostile_reports():
+    """64 KiB of distinct code-like tokens or long unknown words: the typo lookups are capped per report, so the
+    classifier stays within its CPU budget (the API gives a call 5 s)."""
+    p = subprocess.run([sys.executable, "-c", _TYPO_CHILD, "7", "3"], capture_output=True, text=True, cwd=ROOT,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    lines = p.stdout.strip().splitlines()
+    assert p.returncode != -signal.SIGXCPU, f"over 3 CPU seconds on: {lines[-1] if lines else '?'}"
+    assert p.returncode == 0 and lines[-1] == "done", p.stderr[-2000:]
