@@ -179,6 +179,7 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
     scores: dict[str, float] = {}
     cands: dict[str, float] = {}
     matched: list[dict] = []
+    notes: list[str] = []
 
     def add(mode: str, weight: float, source: str, evidence: str, candidates: tuple[str, ...] = ()) -> None:
         prev = scores.get(mode, 0.0)
@@ -299,11 +300,14 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
 
     # hostname given: is the name in the report the same?
     if host and "hostname_mismatch" in scores:
-        m = re.search(r"(?:valid for|altnames:?)[ \t]{0,16}(?:DNS:)?([A-Za-z0-9*.,: -]{1,300}?)(?:, not|\.|$)", flat)
+        m = re.search(r"(?:is valid for|altnames:) ?([^\n]{1,400})", flat)
         if m:
-            names = [n.strip().removeprefix("DNS:") for n in re.split(r"[, ]+", m.group(1)) if n.strip()]
+            listed = re.split(r", not |\. |\)|$", m.group(1), maxsplit=1)[0]
+            names = [n.strip().removeprefix("DNS:").rstrip(".") for n in re.split(r"[, ]{1,4}", listed) if n.strip()]
             if names and any(name_matches(n, host) for n in names):
-                scores["hostname_mismatch"] *= 0.8
+                # evidence, not a verdict: the report may be about another name than the one given
+                notes.append(f"The certificate in the report does cover {host}: the error may concern another name "
+                             "(a redirect, an API host) than the one given.")
 
     # a clean openssl transcript: the handshake and verification succeeded
     if is_transcript and not codes and not scores and re.search(r"Verify return code: 0 \(ok\)", text) and \
@@ -325,7 +329,7 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
 
     if not scores:
         return {"failure_mode": "unclassified", "confidence": 0.05, "candidates": _hints(corrected),
-                "matched": [], "corrections": corrections}
+                "matched": [], "corrections": corrections, "notes": notes}
 
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], _PRIO.get(kv[0], 99)))
     mode_id, best = ranked[0]
@@ -351,7 +355,7 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
     if runner_up >= best - 0.1 and not overridden:
         confidence = max(0.3, confidence - 0.15)
     return {"failure_mode": mode_id, "confidence": round(confidence, 2), "candidates": candidates[:6],
-            "matched": matched, "corrections": corrections}
+            "matched": matched, "corrections": corrections, "notes": notes}
 
 
 def _context(result: dict, text: str, host: str | None, edge_issuers: list[str] | None,
@@ -431,7 +435,7 @@ def triage(
     result = classify(report, hostname)
     host = normalize_hostname(hostname) if hostname else None
     text = report.replace("\r\n", "\n")
-    context = _context(result, text, host, edge_issuers, served_certificate_valid)
+    context = result["notes"] + _context(result, text, host, edge_issuers, served_certificate_valid)
     mode_id = result["failure_mode"]
     mode = words(mode_id)
     candidates = result["candidates"]
