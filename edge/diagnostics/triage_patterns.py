@@ -115,7 +115,7 @@ _r("hostname_mismatch", r"name in the certificate does not match|certificate.s o
    r"|does not match target host name|Peer certificate CN=[^\n]{1,300} did not match expected CN"
    r"|Hostname [^ ]{1,253} not verified|certificate not valid for name|NotValidForName|CertNotValidForName"
    r"|upstream SSL certificate does not match|doesn.t match any of the subject alternative names"
-   r"|doesn.t match common name of the certificate", 0.93, "GnuTLS / PHP / OkHttp / rustls / nginx / Apache HttpClient")
+   r"|doesn.t match common name of the certificate|is not in the cert.s altnames", 0.93, "GnuTLS / PHP / OkHttp / rustls / nginx / Apache HttpClient")
 _r("weak_signature", r"uses insecure algorithm|signed using an insecure algorithm|insecure signature algorithm"
    r"|signature algorithm is not supported|UnsupportedSignatureAlgorithm", 0.8, "GnuTLS / rustls")
 _r("handshake_failure", r"Error in the pull function|Error in the push function|non-properly terminated"
