@@ -3,7 +3,7 @@ into triage.
 
 ``build(workdir)`` makes a small PKI (``cryptography``) and starts one ``openssl s_server`` (or a raw socket
 server) per broken setup; ``collect(endpoints, clients)`` runs each installed client (openssl s_client, curl,
-Python ``ssl``, Node ``tls``, Java ``SSLSocket``, wget, git, gnutls-cli) against each and returns what it printed.
+Python ``ssl``, Node ``tls``, Java ``SSLSocket``, wget, git, gnutls-cli, PHP streams) against each and returns what it printed.
 ``python -m tests.triage_realclients OUT.jsonl`` writes the records (``text``, ``expected``, ``source``) that
 ``tests/data/triage_corpus.jsonl`` was seeded from. Nothing here is faked: every text is a client's own output.
 """
@@ -412,8 +412,25 @@ def java(ep: Endpoint, classes: Path) -> str:
                  "1" if ep.alpn else "0"], timeout=30)
 
 
+_PHP = r"""
+$opts = ["ssl" => ["cafile" => $argv[4], "peer_name" => $argv[3], "verify_peer" => true, "verify_peer_name" => true]];
+if ($argv[5] === "1") { $opts["ssl"]["alpn_protocols"] = "h2,http/1.1"; }
+$ctx = stream_context_create($opts);
+$s = stream_socket_client("ssl://" . $argv[1] . ":" . $argv[2], $errno, $errstr, %d, STREAM_CLIENT_CONNECT, $ctx);
+if ($s === false) { exit(1); }
+fwrite($s, "GET / HTTP/1.0\r\nHost: " . $argv[3] . "\r\n\r\n");
+$r = fread($s, 100);
+echo ($r === false || $r === "") ? "read failed\n" : "OK\n";
+""" % TIMEOUT
+
+
+def php(ep: Endpoint) -> str:
+    return _run(["php", "-d", "display_errors=stderr", "-d", "error_reporting=E_ALL", "-r", _PHP, "127.0.0.1",
+                 str(ep.port), ep.hostname, ep.cafile, "1" if ep.alpn else "0"])
+
+
 CLIENTS = {"openssl": "openssl", "curl": "curl", "curl -v": "curl", "python": None, "node": "node", "java": "javac",
-           "wget": "wget", "git": "git", "gnutls-cli": "gnutls-cli"}
+           "wget": "wget", "git": "git", "gnutls-cli": "gnutls-cli", "php": "php"}
 
 
 def available() -> list[str]:
@@ -430,7 +447,7 @@ def collect(endpoints: list[Endpoint], workdir: Path, clients: list[str] | None 
         subprocess.run(["javac", "-d", str(classes), str(classes / "TriageProbe.java")], check=True,
                        capture_output=True, timeout=120)
     runners = {"openssl": openssl, "curl": curl, "curl -v": curl_verbose, "python": python, "node": node,
-               "wget": wget, "git": git, "gnutls-cli": gnutls, "java": lambda ep: java(ep, classes)}
+               "wget": wget, "git": git, "gnutls-cli": gnutls, "php": php, "java": lambda ep: java(ep, classes)}
     out = []
     for ep in endpoints:
         for c in clients:

@@ -183,7 +183,8 @@ def classify(report: str, hostname: str | None = None, *, now: dt.datetime | Non
 
     def add(mode: str, weight: float, source: str, evidence: str, candidates: tuple[str, ...] = ()) -> None:
         prev = scores.get(mode, 0.0)
-        scores[mode] = max(prev, weight) + (0.03 if prev else 0.0)
+        # more evidence for the same mode adds a little; generic words (under 0.5) add nothing
+        scores[mode] = max(prev, weight) + (0.03 if prev and weight >= 0.5 else 0.0)
         for c in candidates:
             cands[c] = max(cands.get(c, 0.0), weight * 0.6)
         if len(matched) < 40:

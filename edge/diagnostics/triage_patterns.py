@@ -113,6 +113,7 @@ _r("not_yet_valid", r"not yet activated|chain uses not yet valid certificate|has
 _r("hostname_mismatch", r"name in the certificate does not match|certificate.s owner does not match hostname"
    r"|no certificate subject alternative name matches|certificate subject name \([^)]{1,300}\) does not match"
    r"|does not match target host name|Peer certificate CN=[^\n]{1,300} did not match expected CN"
+   r"|Peer certificate subjectAltName did not match expected name"
    r"|Hostname [^ ]{1,253} not verified|certificate not valid for name|NotValidForName|CertNotValidForName"
    r"|upstream SSL certificate does not match|doesn.t match any of the subject alternative names"
    r"|doesn.t match common name of the certificate|is not in the cert.s altnames", 0.93, "GnuTLS / PHP / OkHttp / rustls / nginx / Apache HttpClient")
@@ -214,6 +215,8 @@ _r("connection_refused", r"CloudFront wasn.t able to connect to the origin|delay
    "CloudFront / Envoy", ("handshake_failure",))
 
 # ------------------------------------------------------------------ proxy logs
+_r("untrusted_root", r"certificate verify failed", 0.25, "TLS library (the reason is not given)",
+   _CERT + ("not_yet_valid", "unsuitable_purpose"))
 _r("untrusted_root", r"CERTIFICATE_VERIFY_FAILED|upstream SSL certificate verify error", 0.4,
    "Envoy / nginx (the origin's certificate was refused)", _CERT)
 _r("handshake_failure", r"SSL handshake failure|SSL handshake failed|Connection closed during SSL handshake", 0.55,

@@ -211,6 +211,7 @@ WRAPPERS = re.compile(
     r"|HTTPSConnectionPool\([^)]{0,300}\): ?"
     r"|npm (?:ERR!|error) (?:request to \S{1,300} failed, reason: ?|network )"  # npm
     r"|fatal: unable to access '[^']{1,300}': ?"  # git
+    r"|Unable to connect to (?:ssl|tls)://\S{1,300} \((?:Unknown error|Success)\)"  # PHP, after a TLS failure
     r"|SSL validation failed for \S{1,300} ?"  # aws
     r"|Get \"https?://[^\"]{1,300}\": ?|Post \"https?://[^\"]{1,300}\": ?",  # Go wrappers
     re.I)
