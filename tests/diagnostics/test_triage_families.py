@@ -34,7 +34,7 @@ def test_the_corpus_is_sourced_and_speaks_the_vocabulary():
         assert r["source"].startswith(("real: ", "documented: ")), r
         assert r["split"] in ("real", "dev", "holdout")
     real_clients = {r["family"] for r in ROWS if r["split"] == "real"}
-    assert {"openssl", "curl", "python", "node", "java", "wget", "git", "gnutls-cli"} <= real_clients
+    assert {"openssl", "curl", "python", "node", "java", "wget", "git", "gnutls-cli", "php"} <= real_clients
     new_modes = {"client_certificate_required", "alpn_mismatch", "handshake_timeout", "unsuitable_purpose",
                  "invalid_chain", "must_staple_missing"}
     assert new_modes <= {r["expected"] for r in ROWS if r["split"] == "real"}

@@ -15,9 +15,9 @@ from .conftest import need
 
 #: endpoint -> the clients whose message names the cause
 CLEAR = {
-    "client_cert_tls13": ["openssl", "curl", "node", "gnutls-cli"],
+    "client_cert_tls13": ["openssl", "curl", "node", "gnutls-cli", "php"],
     "client_cert_tls12": ["openssl", "curl -v"],
-    "alpn_mismatch": ["openssl", "curl", "python", "node", "gnutls-cli", "git"],
+    "alpn_mismatch": ["openssl", "curl", "python", "node", "gnutls-cli", "git", "php"],
     "unsuitable_purpose": ["openssl", "curl", "python", "node", "gnutls-cli"],
     "invalid_ca": ["openssl", "curl", "python", "node", "wget", "gnutls-cli"],
     "name_constraints": ["openssl", "curl", "python", "node"],
@@ -25,7 +25,7 @@ CLEAR = {
     "must_staple": ["gnutls-cli"],
 }
 BINARIES = {"openssl": "openssl", "curl": "curl", "curl -v": "curl", "node": "node", "gnutls-cli": "gnutls-cli",
-            "wget": "wget", "git": "git", "python": None}
+            "wget": "wget", "git": "git", "php": "php", "python": None}
 
 
 @pytest.fixture(scope="module")
