@@ -429,12 +429,67 @@ def php(ep: Endpoint) -> str:
                  str(ep.port), ep.hostname, ep.cafile, "1" if ep.alpn else "0"])
 
 
+GO = r"""
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	addr, name, ca, alpn := os.Args[1], os.Args[2], os.Args[3], os.Args[4] == "1"
+	pem, _ := os.ReadFile(ca)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	conf := &tls.Config{RootCAs: pool}
+	if alpn {
+		conf.NextProtos = []string{"h2", "http/1.1"}
+	}
+	d := &net.Dialer{Timeout: 4 * time.Second}
+	tr := &http.Transport{TLSClientConfig: conf, TLSHandshakeTimeout: 4 * time.Second,
+		DialContext: func(ctx context.Context, n, a string) (net.Conn, error) { return d.DialContext(ctx, n, addr) }}
+	c := &http.Client{Transport: tr, Timeout: 8 * time.Second}
+	_, port, _ := net.SplitHostPort(addr)
+	resp, err := c.Get("https://" + name + ":" + port + "/")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	resp.Body.Close()
+	fmt.Println("OK")
+}
+"""
+
+
+def go(ep: Endpoint, binary: Path) -> str:
+    return _run([str(binary), ep.connect, ep.hostname, ep.cafile, "1" if ep.alpn else "0"], timeout=20)
+
+
+def kubectl(ep: Endpoint) -> str:
+    return _run([_kubectl(), f"--server=https://{ep.connect}", f"--tls-server-name={ep.hostname}",
+                 f"--certificate-authority={ep.cafile}", "--token=triage-lab", "--request-timeout=4s", "get", "pods"],
+                env={"KUBECONFIG": "/dev/null"}, timeout=30)
+
+
+def _kubectl() -> str:
+    return shutil.which("kubectl") or "/usr/lib/google-cloud-sdk/bin/kubectl"
+
+
 CLIENTS = {"openssl": "openssl", "curl": "curl", "curl -v": "curl", "python": None, "node": "node", "java": "javac",
-           "wget": "wget", "git": "git", "gnutls-cli": "gnutls-cli", "php": "php"}
+           "wget": "wget", "git": "git", "gnutls-cli": "gnutls-cli", "php": "php", "go": "go", "kubectl": "kubectl"}
 
 
 def available() -> list[str]:
-    return [c for c, binary in CLIENTS.items() if binary is None or shutil.which(binary)]
+    def have(binary: str | None) -> bool:
+        return binary is None or bool(shutil.which(binary)) or (binary == "kubectl" and os.path.exists(_kubectl()))
+    return [c for c, binary in CLIENTS.items() if have(binary)]
 
 
 def collect(endpoints: list[Endpoint], workdir: Path, clients: list[str] | None = None) -> list[dict]:
@@ -446,8 +501,16 @@ def collect(endpoints: list[Endpoint], workdir: Path, clients: list[str] | None 
         (classes / "TriageProbe.java").write_text(JAVA)
         subprocess.run(["javac", "-d", str(classes), str(classes / "TriageProbe.java")], check=True,
                        capture_output=True, timeout=120)
+    gobin = workdir / "goprobe"
+    if "go" in clients:
+        (workdir / "goprobe.go").write_text(GO)
+        subprocess.run(["go", "build", "-o", str(gobin), str(workdir / "goprobe.go")], check=True, capture_output=True,
+                       timeout=600, cwd=workdir, env={**os.environ, "GO111MODULE": "off",
+                                                      "GOCACHE": str(workdir / "gocache"),
+                                                      "HOME": str(workdir)})
     runners = {"openssl": openssl, "curl": curl, "curl -v": curl_verbose, "python": python, "node": node,
-               "wget": wget, "git": git, "gnutls-cli": gnutls, "php": php, "java": lambda ep: java(ep, classes)}
+               "wget": wget, "git": git, "gnutls-cli": gnutls, "php": php, "java": lambda ep: java(ep, classes),
+               "go": lambda ep: go(ep, gobin), "kubectl": kubectl}
     out = []
     for ep in endpoints:
         for c in clients:
