@@ -240,7 +240,9 @@ _CONN_NOT_PRIVATE = (r"Dies ist keine sichere Verbindung|Ihre Verbindung ist nic
                      r"|A sua ligacao nao e privada|La connessione non e privata|Je verbinding is niet prive"
                      r"|この接続ではプライバシーが保護されません|接続はプライバシーが保護されていません"
                      r"|Mogliches Sicherheitsrisiko erkannt|riesgo potencial de seguridad|risque probable de securite"
-                     r"|Potencial risco de seguranca|潜在的なセキュリティリスク")
+                     r"|Potencial risco de seguranca|潜在的なセキュリティリスク|您的连接不是私密连接|你的連線不是私人連線"
+                     r"|연결이 비공개로 설정되어 있지 않습니다|Подключение не защищено|Ваше подключение не является закрытым"
+                     r"|Po.aczenie nie jest prywatne|Baglantiniz gizli degil|Pripojeni neni soukrome")
 _r("untrusted_root", _CONN_NOT_PRIVATE, 0.3, "browser (localized)",
    ("hostname_mismatch", "expired", "self_signed", "incomplete_chain", "client_clock_skew"))
 _r("expired", r"Zertifikat ist (?:vor [^.]{1,40} )?abgelaufen|Sicherheitszertifikat ist abgelaufen"
