@@ -97,6 +97,14 @@ _r("alpn_mismatch", r"ERR_ALPN_NEGOTIATION_FAILED|ALPN_NEGOTIATION_FAILED", 0.95
 _r("cipher_mismatch", r"ERR_HTTP2_INADEQUATE_TRANSPORT_SECURITY", 0.75, "Chrome/Edge", ("protocol_version_mismatch",))
 _r("weak_key", r"SSL_ERROR_WEAK_SERVER_CERT_KEY", 0.9, "Firefox")
 
+# codes shared by several modes in failure-modes.md: the newer modes among their candidates
+_r("handshake_failure", r"\bERR_SSL_PROTOCOL_ERROR\b", 0.5, "Chrome/Edge", ("alpn_mismatch",) + _HSK)
+_r("connection_timeout", r"\bERR_TIMED_OUT\b|The connection has timed out", 0.9, "browser", ("handshake_timeout",))
+_r("cipher_mismatch", r"SSL_ERROR_HANDSHAKE_FAILURE_ALERT", 0.65, "Firefox",
+   ("client_certificate_required", "handshake_failure"))
+_r("untrusted_root", r"ERR_CERT_AUTHORITY_INVALID", 0.6, "Chrome/Edge",
+   ("self_signed", "incomplete_chain", "tls_interception", "invalid_chain"))
+
 # ------------------------------------------------------------------ GnuTLS clients (wget, git, gnutls-cli)
 _r("untrusted_root", r"The certificate is NOT trusted|certificate of '[^']{1,300}' is not trusted"
    r"|server certificate verification failed|PKI verification of server certificate failed", 0.55, "GnuTLS",
