@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from edge.demo.process import free_port
 from edge.lifecycle.probes import warning_thresholds
@@ -106,9 +108,13 @@ def test_diagnose_endpoint_in_a_lab_setup_and_triage(tmp_path, pebble, dns):
         # Triage of a pasted browser error, with the hostname: the command to run from the affected network.
         st, tri = edge.call("POST", "/v1/triage", {"report": "NET::ERR_CERT_DATE_INVALID", "hostname": "lab.diag.test"},
                             token=None)
-        assert st == 200 and tri["failure_mode"] in ("expired", "client_clock_skew", "not_yet_valid")
-        # The served certificate is valid, so a date error means the visitor's clock.
-        assert tri["failure_mode"] == "client_clock_skew", tri
+        # The report's words decide, as on the command line (issue 16); the served certificate being valid is
+        # evidence: the visitor's clock is the first candidate and the context says why.
+        assert st == 200 and tri["failure_mode"] == "expired", tri
+        assert tri["candidates"][0] == "client_clock_skew" and any("valid now" in c for c in tri["context"]), tri
+        cli = subprocess.run([sys.executable, "-m", "edge", "triage", "NET::ERR_CERT_DATE_INVALID", "--hostname",
+                              "lab.diag.test", "--json"], capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0 and json.loads(cli.stdout)["failure_mode"] == tri["failure_mode"], cli.stderr
         assert "lab.diag.test" in tri["openssl_command"]
         st, tri = edge.call("POST", "/v1/triage", {"report": "curl: (35) error:0A00010B:SSL routines::wrong version number"},
                             token=None)

@@ -109,16 +109,20 @@ def _human_triage(r: dict) -> str:
 
 def triage_main(argv: list[str]) -> int:
     """``edgecert triage [TEXT | -] [--hostname H] [--json]``: ``-`` or no TEXT reads standard input.
-    Exit 0 with a classification (``unknown`` included), 2 on bad usage or an empty/oversized report."""
+    Exit 0 with a classification (``unclassified`` included), 2 on bad usage or an empty/oversized report. The
+    failure mode is the same as ``POST /v1/triage`` answers for the same report and hostname (one function decides:
+    ``triage.classify``); ``--edge-issuer`` and ``--served-valid`` only add evidence (candidates, context)."""
     p = argparse.ArgumentParser(prog="edgecert triage",
                                 description="Classify a pasted TLS error report (browser code, curl/openssl output, "
                                             "stack trace, server log line).")
     p.add_argument("text", nargs="?", default="-", help="the report; - or nothing reads standard input")
     p.add_argument("--hostname", help="the affected name: prints the openssl command to run")
     p.add_argument("--edge-issuer", action="append", dest="edge_issuers", metavar="NAME",
-                   help="issuer (CN/O) of the edge's certificates (repeatable): others mean interception")
+                   help="issuer (CN/O) of the edge's certificates (repeatable): another issuer in the report makes "
+                        "interception the first candidate")
     p.add_argument("--served-valid", action="store_true", default=None,
-                   help="the served certificate is valid now (date errors then mean the client's clock)")
+                   help="the served certificate is valid now (a date error then makes the client's clock the first "
+                        "candidate)")
     p.add_argument("--json", action="store_true", help="print the triage object as JSON")
     try:
         args = p.parse_args(argv)

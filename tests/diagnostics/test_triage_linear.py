@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.diagnostics.rules import INTERCEPTORS, RULES
+from edge.diagnostics.rules import INTERCEPTORS
+from edge.diagnostics.triage import ALL_RULES as RULES
+from edge.diagnostics.triage_patterns import SERVER_SIDE
+from edge.diagnostics.triage_text import WRAPPERS
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = 65_000  # under triage's 64 KiB limit
@@ -28,6 +31,10 @@ TRIAGE_PREFIXES = ["tls: ", "http request ", "certificate ", "\n", " \n", "\t", 
                    "verify error:num=9:", "verify error:num=10:\n", "i: ", "issuer=", "Issuer: ", "0 s:", "subject=",
                    "CN=", "cn=", "valid for ", "altnames: ", "DNS:", "current time ", "current time x is after ",
                    "NotAfter: ", "curl: (", "curl: (9", "https://", "https://a.", "Could not resolve host: ",
+                   "ERR_CERT_X ", "err_cert_comon_name_invalid ", "certifcate ", "alert number 1", "alert [4",
+                   "error:0A00045C:", "268436572 ", "Get \"https://a\": ", "fatal: unable to access '",
+                   "could not connect to a: ", "Received fatal alert: ", "remote error: tls: ", "verify error: (",
+                   "TLS handshake error from ", "* Connected to ", "Request CERT (13)", "Dies ist keine ",
                    "Failed to connect to a.", "-servername ", "lookup a.", "getaddrinfo ENOTFOUND ", "CONNECTED(",
                    "Verify return code: 0 (ok)", "Cipher is ", "error ", "Code= ", "a", "9"]
 
@@ -105,9 +112,21 @@ def test_interceptor_names_have_only_bounded_repeats():
     assert not _unbounded(_parser.parse(INTERCEPTORS))
 
 
+def test_wrapper_and_context_patterns_have_only_bounded_repeats():
+    import importlib
+
+    t = importlib.import_module("edge.diagnostics.triage")
+    tp = importlib.import_module("edge.diagnostics.triage_patterns")
+
+    patterns = [WRAPPERS, SERVER_SIDE, t._CONNECTED, t._TIMED_OUT, t._CERT_REQUEST, tp._ALERT_NUMBER, tp._ALERT_NAME,
+                tp._OPENSSL_HEX, tp._BORINGSSL_DEC, tp._VERIFY]
+    for p in patterns:
+        assert not _unbounded(_parser.parse(p.pattern, p.flags)), p.pattern[:80]
+
+
 _CHILD = r"""
 import json, resource, sys
-from edge.diagnostics.rules import RULES
+from edge.diagnostics.triage import ALL_RULES as RULES
 from edge.diagnostics.triage import triage
 budget, size = int(sys.argv[1]), int(sys.argv[2])
 for kind, index, prefix in json.load(sys.stdin):
@@ -162,3 +181,36 @@ def test_cli_triage_is_linear(prefix):
     assert p.returncode != -signal.SIGXCPU, f"killed after 4 CPU seconds on {prefix!r} x {REPORT // len(prefix)}"
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout)["failure_mode"]
+
+
+_TYPO_CHILD = r"""
+import random, resource, string, sys
+from edge.diagnostics.triage import triage
+rng = random.Random(int(sys.argv[1]))
+def tok(n, abc=string.ascii_uppercase):
+    return "".join(rng.choice(abc) for _ in range(n))
+inputs = {
+    "distinct codes": " ".join("_".join(tok(5) for _ in range(8)) for _ in range(1400)),
+    "short-part codes": " ".join("_".join(tok(3) for _ in range(11)) for _ in range(1600)),
+    "distinct long words": " ".join(tok(rng.randrange(9, 40), string.ascii_lowercase) for _ in range(3000)),
+    "near-miss codes": " ".join("ERR_CERT_" + tok(12) + "_INVALID" for _ in range(2500)),
+}
+for name, text in inputs.items():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    resource.setrlimit(resource.RLIMIT_CPU, (int(u.ru_utime + u.ru_stime) + 1 + int(sys.argv[2]),
+                                             resource.getrlimit(resource.RLIMIT_CPU)[1]))
+    print(name, flush=True)
+    triage(text[:65000])
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_typo_correction_is_bounded_on_hostile_reports():
+    """64 KiB of distinct code-like tokens or long unknown words: the typo lookups are capped per report, so the
+    classifier stays within its CPU budget (the API gives a call 5 s)."""
+    p = subprocess.run([sys.executable, "-c", _TYPO_CHILD, "7", "3"], capture_output=True, text=True, cwd=ROOT,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    lines = p.stdout.strip().splitlines()
+    assert p.returncode != -signal.SIGXCPU, f"over 3 CPU seconds on: {lines[-1] if lines else '?'}"
+    assert p.returncode == 0 and lines[-1] == "done", p.stderr[-2000:]
