@@ -40,9 +40,10 @@ import httptools
 
 from edge.tls_edge import routing
 from edge.tls_edge.engine import Error as TLSError
+from edge.tls_edge.h2 import H2Session
 from edge.tls_edge.routing import response
 from edge.tls_edge.upstream import (HOLD_UPGRADE, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head,
-                                    set_nodelay)
+                                    response_head, set_nodelay)
 
 __all__ = ["EdgeHttpServer", "EdgeHttpProtocol", "EngineHttpProtocol"]
 
@@ -84,7 +85,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
 
     __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
                  "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
-                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing")
+                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing", "h2")
 
     def __init__(self, srv: "EdgeHttpServer") -> None:
         self.srv = srv
@@ -111,6 +112,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.hsize = 0                          # bytes of the current head so far
         self.line = 0                           # bytes of its current line so far
         self.advancing = False
+        self.h2: H2Session | None = None        # ALPN chose h2: the HTTP/2 session (edge/tls_edge/h2.py)
 
     def _admit(self, transport: Any) -> bool:
         """Common part of connection_made: the per-address cap, the handshake deadline."""
@@ -196,6 +198,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
             count["connections"] += 1
             if reused:
                 count["resumed"] += 1
+        if srv.h2_offered and self.obj.selected_alpn_protocol() == "h2":
+            self.parser = None
+            self.h2 = H2Session(self)
 
     def _flush(self) -> None:
         out = self.out.read()
@@ -267,6 +272,13 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self._app_data(data)
 
     def _app_data(self, data: bytes) -> None:
+        h2 = self.h2
+        if h2 is not None:
+            if self.holds or self.pending:
+                self.pending += data  # at most what was in flight when reading was held
+            else:
+                h2.data_received(data)
+            return
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
             return
@@ -327,6 +339,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 srv.per_ip.pop(ip, None)
         self.pending = self.tail = b""
         self.queue = None
+        if self.h2 is not None:
+            self.h2.connection_lost()
         if self.up is not None:
             self.up.abort()
         if self.tunnel is not None:
@@ -341,6 +355,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
         (they wait, then reading stops), and give the client ``edge_body_timeout`` to read on."""
         self.write_paused = True
         self.wdeadline = self.srv.loop.time() + self.srv.body_timeout
+        if self.h2 is not None:
+            self.h2.pause_writing()
+            return
         for other in (self.up, self.tunnel):
             if other is not None:
                 other.transport.pause_reading()
@@ -348,6 +365,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.wdeadline = 0.0
+        if self.h2 is not None:
+            self.h2.resume_writing()
+            return
         for other in (self.up, self.tunnel):
             if other is not None:
                 other.transport.resume_reading()
@@ -358,6 +378,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
         """The sweeper found the current phase's deadline passed."""
         phase = self.phase
         self.deadline = 0.0
+        if self.h2 is not None:
+            self.h2.timed_out()
+            return
         if phase == PH_HANDSHAKE:
             self.abort()
         elif phase == PH_IDLE:
@@ -366,6 +389,13 @@ class EdgeHttpProtocol(asyncio.Protocol):
         elif phase in (PH_HEAD, PH_BODY):
             log.debug("TLS edge: %s timed out", "request head" if phase == PH_HEAD else "request body")
             self.close()
+
+    def send_head(self, r: _Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
+                  tunnel: bool) -> str:
+        """The origin's response head, as HTTP/1.1 (upstream.Downstream)."""
+        head, down = response_head(r, status, reason, headers, framing, tunnel)
+        self.send(head)
+        return down
 
     # -- parser callbacks ------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -754,6 +784,17 @@ class EdgeHttpServer:
         self.max_per_ip = int(settings.edge_max_conns_per_ip)
         self.public_port = int(settings.https_public_port)
         self.per_ip: dict[str, int] = {}
+        # HTTP/2 (edge/tls_edge/h2.py): offered by ALPN per name (h2_allowed), with these limits.
+        self.h2_default = bool(settings.edge_http2)
+        self.h2_offered = True   # whether any connection may have chosen h2 (checked after each handshake)
+        self.h2_max_streams = int(settings.edge_http2_max_streams)
+        self.h2_table = int(settings.edge_http2_header_table_bytes)
+        self.h2_stream_window = int(settings.edge_http2_stream_window)
+        self.h2_conn_window = int(settings.edge_http2_connection_window)
+        self.h2_max_resets = int(settings.edge_http2_max_resets)
+        self.h2_max_controls = int(settings.edge_http2_max_control_frames)
+        self.h2_flood_window = float(settings.edge_http2_flood_window)
+        self.h2_calmed = 0       # HTTP/2 connections cut with GOAWAY(ENHANCE_YOUR_CALM)
         self.refused = 0  # connections closed at once: their address had edge_max_conns_per_ip open
         # One sweeper checks every connection's deadline (no timer per connection); it runs often enough that no
         # deadline is passed by more than a quarter of the shortest timeout (and at most a second).
@@ -775,11 +816,22 @@ class EdgeHttpServer:
             self.pool = UpstreamPool(self.upstream, connect_timeout=s.edge_upstream_connect_timeout,
                                      read_timeout=s.edge_upstream_read_timeout, max_head=self.max_head)
         self.nodelay = not _loop_sets_nodelay(loop)
+        if self.engine is not None:
+            self.engine.h2 = self.h2_allowed  # ALPN: h2 per name (the C engine asks during the handshake)
         proto = EngineHttpProtocol if self.engine is not None else EdgeHttpProtocol
         self.server = await loop.create_server(lambda: proto(self), host or None, port,
                                                backlog=backlog, reuse_address=True, reuse_port=reuse_port or None)
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self.server
+
+    def h2_allowed(self, server_name: str | None) -> bool:
+        """Whether ALPN may choose h2 on a connection for ``server_name`` (the engine asks in the handshake; memory
+        only): the name's own ``http2`` switch (an index entry's, when it has one), else ``edge_http2``."""
+        if server_name is None:
+            return self.h2_default
+        e = self.index.lookup(server_name.lower().rstrip("."))
+        v = getattr(e, "http2", None) if e is not None else None
+        return self.h2_default if v is None else bool(v)
 
     async def _sweep(self) -> None:
         """Close the connections whose phase is past its deadline (handshake, request head, keep-alive idle, body
@@ -809,7 +861,9 @@ class EdgeHttpServer:
         if self.server is not None:
             self.server.close()
         for c in list(self.conns):
-            if c.active is None and c.tunnel is None:
+            if c.h2 is not None:
+                c.h2.shutdown()  # GOAWAY; closes once its open streams are answered
+            elif c.active is None and c.tunnel is None:
                 c.close()
         deadline = time.monotonic() + grace
         while self.conns and time.monotonic() < deadline:

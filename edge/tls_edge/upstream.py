@@ -5,7 +5,8 @@ a 101 turns the exchange into a byte tunnel, only for a valid websocket handshak
 ``Sec-WebSocket-Accept``. Timeouts: connecting, and each read (the first byte included); the response head is
 bounded like the request's.
 
-The downstream side (:mod:`edge.tls_edge.http`) is seen through the small :class:`Downstream` protocol. Responses
+The downstream side (:mod:`edge.tls_edge.http`, or an HTTP/2 stream of :mod:`edge.tls_edge.h2`) is seen through
+the small :class:`Downstream` protocol, which also writes the response head in its own framing. Responses
 from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
 resume_reading on the other side when a write buffer is full).
 """
@@ -67,6 +68,14 @@ class Downstream(Protocol):
     tail: bytes
 
     def send(self, data: bytes) -> None: ...
+
+    def send_head(self, r: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
+                  tunnel: bool) -> str:
+        """Send the origin's response head (HTTP/1.1: :func:`response_head`; HTTP/2: a HEADERS frame); returns
+        the downstream framing: "length", "chunked", "close", "none", "tunnel" (HTTP/1.1), "h2", "h2-none"."""
+
+    def end_stream(self) -> None:
+        """HTTP/2 only (framing "h2"/"h2-none"): the response is complete."""
 
     def close(self, last: bytes = b"") -> None: ...
 
@@ -354,8 +363,7 @@ class UpstreamConn(asyncio.Protocol):
         self.upgrading = tunnel
         self.framing = framing
         self.head_sent = True
-        head, self.down_framing = response_head(r, status, self.reason, self.headers, framing, tunnel)
-        self.down.send(head)
+        self.down_framing = self.down.send_head(r, status, self.reason, self.headers, framing, tunnel)
         self.reusable = p.should_keep_alive() and framing != "close"
         if r.method == b"HEAD":
             # llhttp would wait for a body that a HEAD response does not have: the exchange ends here, and this
@@ -378,9 +386,10 @@ class UpstreamConn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         d = self.down
-        if d is None or self.down_framing == "none":
+        f = self.down_framing
+        if d is None or f == "none" or f == "h2-none":
             return
-        if self.down_framing == "chunked":
+        if f == "chunked":
             d.send(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             d.send(body)
@@ -393,8 +402,12 @@ class UpstreamConn(asyncio.Protocol):
 
     def _complete(self, reuse: bool) -> None:
         d = self.down
-        if d is not None and self.down_framing == "chunked":
-            d.send(b"0\r\n\r\n")
+        if d is not None:
+            f = self.down_framing
+            if f == "chunked":
+                d.send(b"0\r\n\r\n")
+            elif f == "h2" or f == "h2-none":
+                d.end_stream()  # an HTTP/2 stream (edge/tls_edge/h2.py): END_STREAM
         fut = self.done
         r = self.req
         self._detach()
