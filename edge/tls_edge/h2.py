@@ -213,6 +213,7 @@ class H2Session:
         self.controls = 0
         self.idle_since = now
         self.first = True              # no request yet: the first one is due within the head timeout
+        self.requests = 0              # streams accepted on this connection
         self._reschedule()
         self.flush()
 
@@ -227,7 +228,7 @@ class H2Session:
         try:
             events = self.conn.receive_data(data)
         except ProtocolError as e:  # h2 has queued its GOAWAY (its error code)
-            log.debug("HTTP/2 protocol error from the client: %s", e)
+            log.debug("HTTP/2 protocol error from the client (%s): %s", self.p.sni, e)
             self._terminate()
             return
         for ev in events:
@@ -320,6 +321,7 @@ class H2Session:
                 self.calm("too many streams refused")
             return
         self.first = False
+        self.requests += 1
         s = _Stream(self, sid)
         s.last_rx = srv.loop.time()
         self.streams[sid] = s
