@@ -156,6 +156,12 @@ class _Stream:
             return
         self.sess.end_stream(self)
 
+    def cork(self) -> None:  # frames are gathered anyway: one TLS write per loop iteration (H2Session.flush)
+        pass
+
+    def uncork(self) -> None:
+        pass
+
     def close(self, last: bytes = b"") -> None:  # a tunnel's end: no tunnels over HTTP/2
         self.sess.reset_stream(self, ErrorCodes.CANCEL)
 

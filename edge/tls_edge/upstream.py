@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import socket
 import ssl
 import urllib.parse
@@ -77,6 +78,11 @@ class Downstream(Protocol):
     def end_stream(self) -> None:
         """HTTP/2 only (framing "h2"/"h2-none"): the response is complete."""
 
+    def cork(self) -> None:
+        """Gather what is sent until :meth:`uncork` (one read of the origin's) into one write."""
+
+    def uncork(self) -> None: ...
+
     def close(self, last: bytes = b"") -> None: ...
 
     def hold_reading(self, why: int) -> None: ...
@@ -99,8 +105,11 @@ def websocket_accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
+_QUOTE = re.compile(r'[:\[\]";,= ]')
+
+
 def _quoted(v: str) -> str:
-    return f'"{v}"' if any(c in v for c in ':[]";,= ') else v
+    return f'"{v}"' if _QUOTE.search(v) else v
 
 
 def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port: int = 443) -> bytes:
@@ -293,6 +302,8 @@ class UpstreamConn(asyncio.Protocol):
                 self._fail("the origin's response head is too large")
                 self.abort()
                 return
+        d = self.down
+        d.cork()  # the head and the body of this read in one write downstream
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -301,6 +312,8 @@ class UpstreamConn(asyncio.Protocol):
             why = e.__context__
             self._fail(str(why) if isinstance(why, UpstreamFailed) else f"bad response from the origin: {e}")
             self.abort()
+        finally:
+            d.uncork()
 
     def eof_received(self) -> bool | None:
         return None  # the downstream side is TLS: no half-close; both close
