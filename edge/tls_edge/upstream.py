@@ -218,27 +218,36 @@ class UpstreamConn(asyncio.Protocol):
         self.tunnel_open = False
         self.upgrading = False
         self.write_paused = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        # One timer per connection, not per exchange: it checks, when it fires, whether the exchange in progress
+        # has read nothing for read_timeout, or the idle connection has waited _UPSTREAM_IDLE in the pool, and
+        # re-arms itself (a call_later + cancel per request cost more than the rest of the exchange's bookkeeping).
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.last_io = 0.0
-        self.read_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.head_bytes = 0  # bytes of the response head read so far (bounded by the pool's max_head)
         self.reusable = False
 
     # exchange ---------------------------------------------------------------------------------------------
     def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         self.down, self.req = down, r
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
         self.head_bytes = 0
-        loop = asyncio.get_running_loop()
+        loop = self.pool.loop
         self.done = loop.create_future()
         down.up = self
-        self.last_io = loop.time()
-        self.read_timer = loop.call_later(self.pool.read_timeout, self._check_read)
+        now = self.last_io = loop.time()
+        limit = self.pool.read_timeout
+        if self.timer is None or self.timer_at > now + limit:
+            self._arm(loop, limit)
         self.transport.write(head)
         return self.done
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = loop.time() + delay
+        self.timer = loop.call_at(self.timer_at, self._tick)
 
     def send_body(self, chunk: bytes, chunked: bool) -> None:
         if self.closed or not chunk:
@@ -252,15 +261,29 @@ class UpstreamConn(asyncio.Protocol):
         if chunked and not self.closed:
             self.transport.write(b"0\r\n\r\n")
 
-    def _check_read(self) -> None:
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - self.last_io
-        limit = self.pool.read_timeout
-        if idle >= limit:
-            self._fail("timeout reading from the origin")
-            self.abort()
+    def _tick(self) -> None:
+        """The connection's timer: an exchange that read nothing for read_timeout fails; a connection idle in the
+        pool for _UPSTREAM_IDLE is closed (checked when the timer fires: up to read_timeout late)."""
+        self.timer = None
+        if self.closed or self.tunnel_open:
+            return
+        loop = self.pool.loop
+        now = loop.time()
+        if self.down is not None:
+            idle = now - self.last_io
+            limit = self.pool.read_timeout
+            if idle >= limit:
+                self._fail("timeout reading from the origin")
+                self.abort()
+            else:
+                self._arm(loop, limit - idle)
         else:
-            self.read_timer = loop.call_later(limit - idle, self._check_read)
+            idle = now - self.idle_since
+            if idle >= _UPSTREAM_IDLE:
+                self.pool.forget(self)
+                self.abort()
+            else:
+                self._arm(loop, _UPSTREAM_IDLE - idle)
 
     def _fail(self, msg: str) -> None:
         d = self.done
@@ -269,9 +292,6 @@ class UpstreamConn(asyncio.Protocol):
         self._detach()
 
     def _detach(self) -> None:
-        if self.read_timer is not None:
-            self.read_timer.cancel()
-            self.read_timer = None
         if self.down is not None and self.down.up is self:
             self.down.up = None
             if self.write_paused:
@@ -321,8 +341,9 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.tunnel_open:
             if self.down is not None:
                 self.down.close()
@@ -440,9 +461,9 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
             return
         self.tunnel_open = True
-        if self.read_timer is not None:
-            self.read_timer.cancel()
-            self.read_timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         d.up = None
         d.tunnel = self
         if tail:
@@ -496,12 +517,9 @@ class UpstreamPool:
         c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
         c.transport.resume_reading()  # in case the last client was slow (flow control paused it)
         self.idle.append(c)
-        c.idle_timer = self.loop.call_later(_UPSTREAM_IDLE, self._expire, c)
-
-    def _expire(self, c: UpstreamConn) -> None:
-        c.idle_timer = None
-        self.forget(c)
-        c.abort()
+        c.idle_since = self.loop.time()
+        if c.timer is None:
+            c._arm(self.loop, _UPSTREAM_IDLE)
 
     def forget(self, c: UpstreamConn) -> None:
         try:
