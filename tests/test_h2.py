@@ -520,3 +520,38 @@ async def test_flow_control_pauses_the_origin_and_ping_flood_is_cut(tmp_path):
         p.close()
     finally:
         await edge.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the switch that raises, on purpose
+def test_engine_alpn_switch_in_memory():
+    """The C engine's ALPN: h2 only when its ``h2`` switch says so for the ClientHello's SNI; a switch that raises
+    offers http/1.1 (the handshake goes on)."""
+    if not tlsengine.available():
+        if IN_CI:
+            pytest.fail(f"the C TLS engine is not available in CI: {tlsengine.unavailable_reason()}")
+        pytest.skip("C TLS engine unavailable")
+    dpem, dkey = generate_default_certificate()
+    tpem, tkey, _ = self_signed("a.h2.test")
+    tenant = tlsengine.certkey(ssl.PEM_cert_to_DER_cert(tpem.decode()), b"", tkey)
+    eng = tlsengine.make_engine(lambda n: tenant, dpem, dkey)
+    seen: list = []
+
+    def per_name(name):
+        seen.append(name)
+        return name == "a.h2.test"
+
+    def broken(name):
+        raise RuntimeError("switch failed")
+
+    cases = [(None, "a.h2.test", "http/1.1"), (True, "b.h2.test", "h2"), (per_name, "a.h2.test", "h2"),
+             (per_name, "b.h2.test", "http/1.1"), (broken, "a.h2.test", "http/1.1")]
+    for switch, name, want in cases:
+        eng.h2 = switch
+        client, conn, _, _ = tlsengine.handshake_with(eng, name, alpn=["h2", "http/1.1"])
+        assert client.selected_alpn_protocol() == want == conn.selected_alpn_protocol(), (switch, name)
+    assert seen == ["a.h2.test", "b.h2.test"]
+    eng.h2 = per_name
+    client, conn, _, _ = tlsengine.handshake_with(eng, "a.h2.test", alpn=["http/1.1"])  # h2 not offered: no ask
+    assert client.selected_alpn_protocol() == "http/1.1" and seen == ["a.h2.test", "b.h2.test"]
+    with pytest.raises(TypeError):
+        eng.h2 = "yes"

@@ -415,7 +415,11 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, c
     static const unsigned char protos_h2[] = "\x02h2\x08http/1.1"; /* HTTP/2 (h2 helper): our preference order */
     const unsigned char *ours = protos;
     unsigned int ours_len = sizeof(protos) - 1;
-    if (alpn_h2_allowed(ssl, (EngineObject *)arg)) {
+    int offers_h2 = 0;
+    for (unsigned int i = 0; i < inlen; i += 1u + in[i]) /* the client's list: length-prefixed names */
+        if (in[i] == 2 && i + 3 <= inlen && in[i + 1] == 'h' && in[i + 2] == '2')
+            offers_h2 = 1;
+    if (offers_h2 && alpn_h2_allowed(ssl, (EngineObject *)arg)) {
         ours = protos_h2;
         ours_len = sizeof(protos_h2) - 1;
     }
