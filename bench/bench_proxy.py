@@ -160,7 +160,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--conns", type=int, default=8, help="client connections (h2load -c)")
     p.add_argument("--work", default="h1:1k,h1:64k,h2:1k,h2:64k", help="comma-separated proto:size")
-    p.add_argument("--servers", default="edge,nginx")
+    p.add_argument("--servers", default="edge,nginx",
+                   help="edge, nginx, and base (the edge of --baseline-tree: before/after in the same rounds)")
+    p.add_argument("--baseline-tree", type=Path, help="another checkout of this repository (with a bench_serve.py "
+                   "that takes --upstream), measured as server 'base'")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     certs = args.certs.resolve()
@@ -184,9 +187,11 @@ def main(argv: list[str]) -> int:
                 proto, size = work.split(":")
                 for kind in args.servers.split(","):
                     port = _free_port()
-                    if kind == "edge":
-                        env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-                        srv = Server(kind, [sys.executable, str(HERE / "bench_serve.py"), "--certs-dir", str(certs),
+                    if kind in ("edge", "base"):
+                        tree = HERE.parent if kind == "edge" else args.baseline_tree.resolve()
+                        env = dict(os.environ, PYTHONPATH=str(tree))
+                        srv = Server(kind, [sys.executable, str(tree / "bench" / "bench_serve.py"), "--certs-dir",
+                                            str(certs),
                                             "--listen", f"127.0.0.1:{port}", "--no-prewarm",
                                             "--upstream", f"http://127.0.0.1:{oport}"], port, env)
                     else:
@@ -205,9 +210,10 @@ def main(argv: list[str]) -> int:
     summary = {}
     for work, by in results.items():
         row = {k: statistics.median(x["cpu_us_per_req"] for x in v) for k, v in by.items()}
-        if "edge" in by and "nginx" in by:
-            row["edge/nginx"] = round(statistics.median(
-                e["cpu_us_per_req"] / n["cpu_us_per_req"] for e, n in zip(by["edge"], by["nginx"])), 2)
+        for a in ("edge", "base"):
+            if a in by and "nginx" in by:
+                row[f"{a}/nginx"] = round(statistics.median(
+                    e["cpu_us_per_req"] / n["cpu_us_per_req"] for e, n in zip(by[a], by["nginx"])), 2)
         summary[work] = row
         print(f"median {work:7s} " + "  ".join(f"{k} {v}" for k, v in row.items()))
     if args.json:
