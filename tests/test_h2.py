@@ -555,3 +555,29 @@ def test_engine_alpn_switch_in_memory():
     assert client.selected_alpn_protocol() == "http/1.1" and seen == ["a.h2.test", "b.h2.test"]
     with pytest.raises(TypeError):
         eng.h2 = "yes"
+
+
+async def test_idle_and_header_block_deadlines(tmp_path):
+    """A connection whose streams are all answered closes after edge_keepalive_timeout (GOAWAY NO_ERROR); a header
+    block left unfinished closes it after edge_request_head_timeout."""
+    edge = await _edge("engine" if tlsengine.available() else "pyssl", tmp_path, edge_keepalive_timeout=1.0,
+                       edge_request_head_timeout=1.0)
+    try:
+        c = await _Client.open(edge.port)
+        c.c.send_headers(1, _req(), end_stream=True)
+        await c.flush()
+        ev = await c.pump(10, until=lambda evs: any(isinstance(e, StreamEnded) for e in evs))
+        assert [dict(e.headers)[b":status"] for e in ev if isinstance(e, ResponseReceived)] == [b"200"]
+        await c.pump(8)  # idle: the edge says goodbye
+        g = c.goaway()
+        assert c.closed and g is not None and g.error_code == ErrorCodes.NO_ERROR
+        c.close()
+        c = await _Client.open(edge.port)
+        f = HeadersFrame(1)
+        f.data = c.c.encoder.encode(_req())  # no END_HEADERS, and nothing more
+        await c.write_raw(f.serialize())
+        await c.pump(8, answer=False)
+        assert c.closed and c.goaway() is not None
+        c.close()
+    finally:
+        await edge.close()

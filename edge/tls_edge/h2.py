@@ -561,6 +561,8 @@ class H2Session:
             self.idle_since = self.srv.loop.time()
             if self.goaway:
                 self._terminate()
+            elif not self.closed:
+                self._reschedule()  # the keep-alive deadline starts now
 
     # -- the reverse proxy ------------------------------------------------------------------------------------
     async def _proxy(self, s: _Stream) -> None:
