@@ -318,7 +318,7 @@ class Settings:
     # HPACK dynamic table the edge keeps for a client's request headers, bytes (SETTINGS_HEADER_TABLE_SIZE).
     edge_http2_header_table_bytes: int = _s(4096, _at_least(0))
     # Flow-control window per stream (request body bytes the edge accepts ahead of the origin) and per connection.
-    edge_http2_stream_window: int = _s(65535, _at_least(1024))
+    edge_http2_stream_window: int = _s(65535, _at_least(65535))  # less would break clients that send before our SETTINGS
     edge_http2_connection_window: int = _s(1048576, _at_least(65535))
     # Rapid reset (CVE-2023-44487) and control-frame floods: streams a client cancels, and SETTINGS/PING/
     # PRIORITY/empty frames it sends, per edge_http2_flood_window seconds; beyond, GOAWAY(ENHANCE_YOUR_CALM).
