@@ -541,7 +541,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
             r.keep_alive = False
             r.sync = response(routing.BAD_UPGRADE[r.bad_upgrade], False, r.method == b"HEAD")
         else:
-            r.task = asyncio.ensure_future(self._proxy(r, host))
+            if not self._proxy_now(r, host):
+                r.task = asyncio.ensure_future(self._proxy(r, host))
             return
         if r.body:
             self._unbuffer(r)
@@ -603,7 +604,59 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.close()
 
     # -- the reverse proxy -----------------------------------------------------------------------------------
-    async def _proxy(self, r: _Request, host: str) -> None:
+    def _proxy_now(self, r: _Request, host: str) -> bool:
+        """The common case without a task: an idle pooled origin connection is there and this is not an upgrade.
+        The exchange starts now and :meth:`_proxied` finishes it when the origin has answered. False: take the
+        coroutine path (:meth:`_proxy`: connecting, retrying)."""
+        pool: UpstreamPool = self.srv.pool
+        if r.upgrade or not pool.idle:
+            return False
+        ip = self.ip
+        if ip is None:
+            peer = self.transport.get_extra_info("peername")
+            ip = peer[0] if peer else ""
+        try:
+            head = request_head(r, host, False, pool.prefix, ip, self.srv.public_port)
+        except httptools.HttpParserError:
+            return False  # the coroutine path answers it
+        up = pool.take_idle()
+        if up is None:
+            return False
+        done = up.start(self, r, head)
+        if r.expect_continue:
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            r.expect_continue = False
+        if r.body:
+            for c in self._unbuffer(r):
+                up.send_body(c, r.chunked)
+        if r.done:
+            up.end_body(r.chunked)
+        r.sink = up
+        done.add_done_callback(lambda fut: self._proxied(r, host, fut))
+        return True
+
+    def _proxied(self, r: _Request, host: str, fut: asyncio.Future) -> None:
+        """The end of an exchange started by :meth:`_proxy_now`."""
+        r.sink = None
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if self.closed:
+            return  # the client went away (its origin connection was closed with it)
+        if exc is None:
+            if not r.done:
+                r.keep_alive = False  # the origin answered before the request body was all read (e.g. 413)
+            self._next(r)
+        elif isinstance(exc, UpstreamRetry) and not r.has_body:
+            # the reused connection was closed by the origin before answering: once more, on the coroutine path
+            r.task = asyncio.ensure_future(self._proxy(r, host, retried=True))
+        elif isinstance(exc, UpstreamFailed) and exc.head_sent:
+            log.warning("upstream error for %s: %s", host, exc)
+            self.abort()
+        else:
+            if not isinstance(exc, UpstreamRetry):
+                log.warning("upstream error for %s: %s", host, exc)
+            self._bad_gateway(r)
+
+    async def _proxy(self, r: _Request, host: str, retried: bool = False) -> None:
         pool: UpstreamPool = self.srv.pool
         ws = r.upgrade
         try:
@@ -642,7 +695,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
             try:
                 await done
             except UpstreamRetry:
-                if attempt == 1 and reused and not r.has_body:
+                if attempt == 1 and reused and not r.has_body and not retried:
                     r.sink = None
                     continue
                 self._bad_gateway(r)

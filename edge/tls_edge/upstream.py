@@ -510,6 +510,15 @@ class UpstreamPool:
             self.connect_timeout)
         return c, False
 
+    def take_idle(self) -> UpstreamConn | None:
+        """An idle pooled connection that is still open, or None (no waiting, no connecting)."""
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed and not c.transport.is_closing():
+                return c
+        return None
+
     def release(self, c: UpstreamConn) -> None:
         if len(self.idle) >= self.max_idle or c.closed:
             c.abort()
