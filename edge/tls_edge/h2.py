@@ -500,9 +500,11 @@ class H2Session:
             pass
         s.ended = True
         if not s.done:
-            # The response is complete before the request body (e.g. the origin's 413): stop the upload
-            # (RFC 9113 8.1: RST_STREAM with NO_ERROR).
-            self._reset(s, ErrorCodes.NO_ERROR)
+            # The response is complete before the request body (a 421, the origin's 413...): the rest of the body
+            # is read and dropped (acknowledged as it comes) until the client ends it, as nginx does, and as the
+            # HTTP/1.1 path does; edge_body_timeout bounds it. (RST_STREAM(NO_ERROR) is allowed by RFC 9113 8.1,
+            # but curl < 8 reports it as a failed transfer.)
+            self._schedule_flush()
             return
         self._maybe_forget(s)
         self._schedule_flush()
