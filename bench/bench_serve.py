@@ -5,8 +5,8 @@ Certificates from ``--certs-dir`` (``live/<name>/fullchain.pem`` + ``privkey.pem
 (``edge/edge_worker.py``, the process ``edgecert serve`` runs for its workers 1..N-1): the SNI index loaded from that
 store, the same SniIndex/context build/selection, the lean HTTP layer (``edge/fasthttp.py``), the prewarm thread.
 ``--full`` runs the whole service per process instead (API, plain HTTP, manager and the TLS edge, as ``edgecert
-serve`` with one worker). Every request gets 200 ``ok\\n``; TLS session tickets are off so every handshake is a full
-one. With ``--workers N`` the N processes share the port (SO_REUSEPORT). On SIGTERM one JSON line
+serve`` with one worker). Every request gets 200 ``ok\\n``, or with ``--upstream URL`` (or ``$EDGECERT_UPSTREAM``)
+is proxied to that origin; TLS session tickets are off so every handshake is a full one. With ``--workers N`` the N processes share the port (SO_REUSEPORT). On SIGTERM one JSON line
 ``{"bench_stats": {...}}`` totalled over the workers goes to stdout.
 """
 
@@ -95,7 +95,12 @@ def _settings(args, store_url: str, state_dir: Path):
                          placeholder_text="ok\n", probe_interval=0, reuse_port=args.workers > 1, exports=False,
                          bench_stats=True, tls_tickets=False, prewarm=not args.no_prewarm,
                          context_cache_mib=args.context_mib, edge_memory_mib=args.memory_mib,
-                         tls_engine=not args.no_engine)
+                         tls_engine=not args.no_engine, upstream=_upstream(args), edge_http2=not args.no_http2)
+
+
+def _upstream(args) -> str | None:
+    """``--upstream URL``, else ``$EDGECERT_UPSTREAM``, else none (every request answers the placeholder)."""
+    return args.upstream or os.environ.get("EDGECERT_UPSTREAM") or None
 
 
 async def _serve_full(settings) -> dict:
@@ -158,6 +163,9 @@ def bench_serve_main(argv: list[str]) -> int:
     p.add_argument("--import-if-missing", action="store_true",
                    help="import the certificates only if the store has none, then exit (bench/: untimed preparation)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--upstream", default=None,
+                   help="origin URL to proxy every request to (default: $EDGECERT_UPSTREAM; none: answer 'ok')")
+    p.add_argument("--no-http2", action="store_true", help="ALPN offers http/1.1 only (edge_http2 = false)")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     certs_dir = Path(args.certs_dir).resolve()
@@ -191,6 +199,8 @@ def bench_serve_main(argv: list[str]) -> int:
             cmd += ["--context-mib", str(args.context_mib)] if args.context_mib else []
             cmd += ["--memory-mib", str(args.memory_mib)] if args.memory_mib else []
             cmd += ["--no-engine"] if args.no_engine else []
+            cmd += ["--upstream", args.upstream] if args.upstream else []
+            cmd += ["--no-http2"] if args.no_http2 else []
             children = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(args.workers - 1)]
         else:
             from edge.tls_edge.worker import spawn_edge_workers

@@ -384,6 +384,22 @@ class Settings:
     # URL; the least recently used beyond this is closed). The global EDGECERT_UPSTREAM pool is not counted.
     edge_max_origin_pools: int = _s(256, _at_least(1))
     # -- HTTP/2 and the data plane ---------------------------------------------------------------------------
+    # HTTP/2 offered by ALPN (h2, then http/1.1) on the TLS edge; a domain's own ``http2`` (true/false) wins over
+    # this for its name (edge/tls_edge/h2.py, docs/http2.md).
+    edge_http2: bool = True
+    # Streams a client may have open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS; beyond:
+    # REFUSED_STREAM).
+    edge_http2_max_streams: int = _s(100, _at_least(1))
+    # HPACK dynamic table the edge keeps for a client's request headers, bytes (SETTINGS_HEADER_TABLE_SIZE).
+    edge_http2_header_table_bytes: int = _s(4096, _at_least(0))
+    # Flow-control window per stream (request body bytes the edge accepts ahead of the origin) and per connection.
+    edge_http2_stream_window: int = _s(65535, _at_least(65535))  # less would break clients that send before our SETTINGS
+    edge_http2_connection_window: int = _s(1048576, _at_least(65535))
+    # Rapid reset (CVE-2023-44487) and control-frame floods: streams a client cancels, and SETTINGS/PING/
+    # PRIORITY/empty frames it sends, per edge_http2_flood_window seconds; beyond, GOAWAY(ENHANCE_YOUR_CALM).
+    edge_http2_max_resets: int = _s(200, _at_least(1))
+    edge_http2_max_control_frames: int = _s(500, _at_least(10))
+    edge_http2_flood_window: float = _s(10.0, _positive)
     # -- renewal planning and removal ------------------------------------------------------------------------
     # Renew when less than this many seconds of the certificate are left (e.g. 2592000: "under 30 days"), instead of
     # renew_ratio; clamped to half the lifetime, and lifetimes of 10 days or less always renew at half (docs/renewal.md).

@@ -357,6 +357,7 @@ typedef struct {
     PyObject *challenges;     /* dict: name -> CertKey, TLS-ALPN-01 answers (RFC 8737) */
     PyObject *min_versions;   /* dict: name or "*.parent" -> lowest TLS version accepted (int) */
     unsigned long long select_errors;
+    PyObject *h2;             /* HTTP/2 (h2 helper): None -> ALPN http/1.1 only; True -> h2 too; callable(name) -> bool */
 } EngineObject;
 
 static PyTypeObject EngineType;
@@ -395,11 +396,38 @@ static int servername_cb(SSL *ssl, int *al, void *arg)
     return SSL_TLSEXT_ERR_OK; /* acknowledge SNI; the certificate is chosen in cert_cb */
 }
 
+/* ---- HTTP/2 through ALPN (edge/tls_edge/h2.py) ----------------------------------------------------------------
+ * h2 is chosen when the client offers it and the engine's `h2` says so for this connection's SNI: None (default)
+ * -> never; True -> always; a callable(server_name or None) -> its truth (the per-hostname switch; memory only).
+ * The SNI callback has run when OpenSSL asks for ALPN, so SSL_get_servername is the name of the ClientHello. */
+static int alpn_h2_allowed(SSL *ssl, EngineObject *eng)
+{
+    PyObject *h2 = eng != NULL ? eng->h2 : NULL;
+    if (h2 == NULL || h2 == Py_None || h2 == Py_False)
+        return 0;
+    if (h2 == Py_True)
+        return 1;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    PyObject *pyname = name != NULL ? PyUnicode_DecodeLatin1(name, (Py_ssize_t)strlen(name), NULL)
+                                    : Py_NewRef(Py_None);
+    PyObject *r = pyname != NULL ? PyObject_CallOneArg(h2, pyname) : NULL;
+    Py_XDECREF(pyname);
+    int ok = 0;
+    if (r == NULL)
+        PyErr_WriteUnraisable(h2); /* a failing switch offers http/1.1 only */
+    else {
+        ok = PyObject_IsTrue(r) == 1;
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable(h2);
+        Py_DECREF(r);
+    }
+    return ok;
+}
+
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                    unsigned int inlen, void *arg)
 {
     static const unsigned char protos[] = "\x08http/1.1";
-    (void)ssl; (void)arg;
     /* TLS-ALPN-01 (RFC 8737), decided in client_hello_cb: acme-tls/1 with the challenge certificate; offered alone
      * for a name without a pending answer: no_application_protocol (alert 120). Then the edge's own list. */
     ConnObject *ac = (ConnObject *)SSL_get_app_data(ssl);
@@ -410,7 +438,18 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, c
         *outlen = in[0];
         return SSL_TLSEXT_ERR_OK;
     }
-    if (SSL_select_next_proto((unsigned char **)out, outlen, protos, sizeof(protos) - 1, in, inlen)
+    static const unsigned char protos_h2[] = "\x02h2\x08http/1.1"; /* HTTP/2 (h2 helper): our preference order */
+    const unsigned char *ours = protos;
+    unsigned int ours_len = sizeof(protos) - 1;
+    int offers_h2 = 0;
+    for (unsigned int i = 0; i < inlen; i += 1u + in[i]) /* the client's list: length-prefixed names */
+        if (in[i] == 2 && i + 3 <= inlen && in[i + 1] == 'h' && in[i + 2] == '2')
+            offers_h2 = 1;
+    if (offers_h2 && alpn_h2_allowed(ssl, (EngineObject *)arg)) {
+        ours = protos_h2;
+        ours_len = sizeof(protos_h2) - 1;
+    }
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, ours_len, in, inlen)
             == OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_OK;
     return SSL_TLSEXT_ERR_NOACK;
@@ -594,7 +633,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds)
         SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_cert_cb(ctx, cert_cb, self);
     SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, self);
     self->ctx = ctx;
     Py_INCREF(select);
     self->select = select;
@@ -604,6 +643,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds)
     self->min_versions = min_versions != NULL ? Py_NewRef(min_versions) : PyDict_New();
     if (self->challenges == NULL || self->min_versions == NULL)
         return -1;
+    self->h2 = Py_NewRef(Py_None);
     return 0;
 }
 
@@ -613,6 +653,7 @@ static int Engine_traverse(EngineObject *self, visitproc visit, void *arg)
     Py_VISIT(self->deflt);
     Py_VISIT(self->challenges);
     Py_VISIT(self->min_versions);
+    Py_VISIT(self->h2);
     return 0;
 }
 
@@ -622,6 +663,7 @@ static int Engine_clear(EngineObject *self)
     Py_CLEAR(self->deflt);
     Py_CLEAR(self->challenges);
     Py_CLEAR(self->min_versions);
+    Py_CLEAR(self->h2);
     return 0;
 }
 
@@ -668,10 +710,29 @@ static PyObject *Engine_get_min_versions(EngineObject *self, void *closure)
     return Py_NewRef(self->min_versions ? self->min_versions : Py_None);
 }
 
+static PyObject *Engine_get_h2(EngineObject *self, void *closure)
+{
+    return Py_NewRef(self->h2 != NULL ? self->h2 : Py_None);
+}
+
+static int Engine_set_h2(EngineObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL)
+        value = Py_None;
+    if (value != Py_None && value != Py_True && value != Py_False && !PyCallable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "h2 must be None, a bool or a callable(server_name) -> bool");
+        return -1;
+    }
+    Py_XSETREF(self->h2, Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef Engine_getset[] = {
     {"select_errors", (getter)Engine_get_select_errors, NULL, "select() calls that raised", NULL},
     {"challenges", (getter)Engine_get_challenges, NULL, "the TLS-ALPN-01 answers: name -> CertKey", NULL},
     {"min_versions", (getter)Engine_get_min_versions, NULL, "name -> lowest TLS version accepted", NULL},
+    {"h2", (getter)Engine_get_h2, (setter)Engine_set_h2,
+     "HTTP/2 by ALPN: None (http/1.1 only), True, or callable(server_name) -> bool (per hostname)", NULL},
     {NULL}
 };
 

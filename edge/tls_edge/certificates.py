@@ -41,14 +41,16 @@ MOZILLA_INTERMEDIATE = ":".join([
 ])
 
 TICKETS = True  # set False (bench, tests of full handshakes) to turn TLS session tickets off
+HTTP2 = False   # HTTP/2 (h2 helper): ALPN offers h2 too (setting edge_http2; see apply_settings)
 
 
 def apply_settings(settings) -> None:
     """The process-wide TLS switch from the settings: ``tls_tickets = false`` (no session tickets: full
     handshakes only, for benchmarks). Call before the SNI index is built: its engine and contexts read it."""
-    global TICKETS
+    global TICKETS, HTTP2
     if not settings.tls_tickets:
         TICKETS = False
+    HTTP2 = bool(getattr(settings, "edge_http2", False))  # h2 helper: the Python ssl fallback offers h2 too
 
 
 _END_CERT = b"-----END CERTIFICATE-----"
@@ -91,7 +93,7 @@ def _configure(ctx: ssl.SSLContext) -> None:
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(MOZILLA_INTERMEDIATE)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if HTTP2 else ["http/1.1"])  # h2: HTTP/2 (h2 helper)
 
 
 def make_server_context(fullchain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:

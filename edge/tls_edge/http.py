@@ -41,9 +41,10 @@ import httptools
 from edge.tls_edge import routing
 from edge.tls_edge.clienthello import peek as peek_client_hello
 from edge.tls_edge.engine import Error as TLSError
+from edge.tls_edge.h2 import H2Session
 from edge.tls_edge.routing import response
-from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head,
-                                    set_nodelay)
+from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry,
+                                    request_head, response_head, set_nodelay)
 
 __all__ = ["EdgeHttpServer", "EdgeHttpProtocol", "EngineHttpProtocol"]
 
@@ -85,7 +86,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
 
     __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
                  "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
-                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing")
+                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing", "h2", "corked")
 
     def __init__(self, srv: "EdgeHttpServer") -> None:
         self.srv = srv
@@ -112,6 +113,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.hsize = 0                          # bytes of the current head so far
         self.line = 0                           # bytes of its current line so far
         self.advancing = False
+        self.h2: H2Session | None = None        # ALPN chose h2: the HTTP/2 session (edge/tls_edge/h2.py)
+        self.corked: list[bytes] | None = None  # sends gathered into one TLS write (see cork)
 
     def _admit(self, transport: Any) -> bool:
         """Common part of connection_made: the per-address cap, the handshake deadline."""
@@ -212,6 +215,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 count["resumed"] += 1
         if srv.index.challenges and self.obj.selected_alpn_protocol() == "acme-tls/1":
             self.close()  # TLS-ALPN-01 (RFC 8737): the certificate was the answer; no HTTP on this connection
+        elif srv.h2_offered and self.obj.selected_alpn_protocol() == "h2":
+            self.parser = None
+            self.h2 = H2Session(self)
 
     def _flush(self) -> None:
         out = self.out.read()
@@ -219,7 +225,10 @@ class EdgeHttpProtocol(asyncio.Protocol):
             self.transport.write(out)
 
     def send(self, data: bytes) -> None:
-        """Encrypt and write application data."""
+        """Encrypt and write application data (gathered while corked)."""
+        if self.corked is not None:
+            self.corked.append(data)
+            return
         if self.closed:
             return
         try:
@@ -235,6 +244,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.closed = self.closing = True
+        if self.corked:
+            last, self.corked = b"".join(self.corked) + last, None
         if self.hs_done:
             try:
                 if last:
@@ -249,7 +260,22 @@ class EdgeHttpProtocol(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = self.closing = True
+        self.corked = None
         self.transport.abort()
+
+    def cork(self) -> None:
+        """Gather what is sent until :meth:`uncork` into one TLS write: an origin's response head and the body
+        that came with it in one read go out as one record and one syscall (as nginx writes them)."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        buf = self.corked
+        if buf is None:
+            return
+        self.corked = None
+        if buf:
+            self.send(buf[0] if len(buf) == 1 else b"".join(buf))
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
@@ -283,6 +309,13 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self._app_data(data)
 
     def _app_data(self, data: bytes) -> None:
+        h2 = self.h2
+        if h2 is not None:
+            if self.holds or self.pending:
+                self.pending += data  # at most what was in flight when reading was held
+            else:
+                h2.data_received(data)
+            return
         if self.tunnel is not None:
             self.tunnel.transport.write(data)
             return
@@ -343,6 +376,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 srv.per_ip.pop(ip, None)
         self.pending = self.tail = b""
         self.queue = None
+        if self.h2 is not None:
+            self.h2.connection_lost()
         if self.up is not None:
             self.up.abort()
         if self.tunnel is not None:
@@ -357,6 +392,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
         (they wait, then reading stops), and give the client ``edge_body_timeout`` to read on."""
         self.write_paused = True
         self.wdeadline = self.srv.loop.time() + self.srv.body_timeout
+        if self.h2 is not None:
+            self.h2.pause_writing()
+            return
         for other in (self.up, self.tunnel):
             if other is not None:
                 other.transport.pause_reading()
@@ -364,6 +402,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.wdeadline = 0.0
+        if self.h2 is not None:
+            self.h2.resume_writing()
+            return
         for other in (self.up, self.tunnel):
             if other is not None:
                 other.transport.resume_reading()
@@ -374,6 +415,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
         """The sweeper found the current phase's deadline passed."""
         phase = self.phase
         self.deadline = 0.0
+        if self.h2 is not None:
+            self.h2.timed_out()
+            return
         if phase == PH_HANDSHAKE:
             self.abort()
         elif phase == PH_IDLE:
@@ -382,6 +426,13 @@ class EdgeHttpProtocol(asyncio.Protocol):
         elif phase in (PH_HEAD, PH_BODY):
             log.debug("TLS edge: %s timed out", "request head" if phase == PH_HEAD else "request body")
             self.close()
+
+    def send_head(self, r: _Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
+                  tunnel: bool) -> str:
+        """The origin's response head, as HTTP/1.1 (upstream.Downstream)."""
+        head, down = response_head(r, status, reason, headers, framing, tunnel)
+        self.send(head)
+        return down
 
     # -- parser callbacks ------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -507,7 +558,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
             r.keep_alive = False
             r.sync = response(routing.BAD_UPGRADE[r.bad_upgrade], False, r.method == b"HEAD")
         else:
-            r.task = asyncio.ensure_future(self._proxy(r, host, pool))
+            if not self._proxy_now(r, host, pool):
+                r.task = asyncio.ensure_future(self._proxy(r, host, pool))
             return
         if r.body:
             self._unbuffer(r)
@@ -569,7 +621,58 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.close()
 
     # -- the reverse proxy -----------------------------------------------------------------------------------
-    async def _proxy(self, r: _Request, host: str, pool: UpstreamPool) -> None:
+    def _proxy_now(self, r: _Request, host: str, pool: UpstreamPool) -> bool:
+        """The common case without a task: an idle pooled origin connection is there and this is not an upgrade.
+        The exchange starts now and :meth:`_proxied` finishes it when the origin has answered. False: take the
+        coroutine path (:meth:`_proxy`: connecting, retrying)."""
+        if r.upgrade or not pool.idle:
+            return False
+        ip = self.ip
+        if ip is None:
+            peer = self.transport.get_extra_info("peername")
+            ip = peer[0] if peer else ""
+        try:
+            head = request_head(r, host, False, pool.prefix, ip, self.srv.public_port)
+        except httptools.HttpParserError:
+            return False  # the coroutine path answers it
+        up = pool.take_idle()
+        if up is None:
+            return False
+        done = up.start(self, r, head)
+        if r.expect_continue:
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            r.expect_continue = False
+        if r.body:
+            for c in self._unbuffer(r):
+                up.send_body(c, r.chunked)
+        if r.done:
+            up.end_body(r.chunked)
+        r.sink = up
+        done.add_done_callback(lambda fut: self._proxied(r, host, pool, fut))
+        return True
+
+    def _proxied(self, r: _Request, host: str, pool: UpstreamPool, fut: asyncio.Future) -> None:
+        """The end of an exchange started by :meth:`_proxy_now`."""
+        r.sink = None
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if self.closed:
+            return  # the client went away (its origin connection was closed with it)
+        if exc is None:
+            if not r.done:
+                r.keep_alive = False  # the origin answered before the request body was all read (e.g. 413)
+            self._next(r)
+        elif isinstance(exc, UpstreamRetry) and not r.has_body:
+            # the reused connection was closed by the origin before answering: once more, on the coroutine path
+            r.task = asyncio.ensure_future(self._proxy(r, host, pool, retried=True))
+        elif isinstance(exc, UpstreamFailed) and exc.head_sent:
+            log.warning("upstream error for %s: %s", host, exc)
+            self.abort()
+        else:
+            if not isinstance(exc, UpstreamRetry):
+                log.warning("upstream error for %s: %s", host, exc)
+            self._bad_gateway(r)
+
+    async def _proxy(self, r: _Request, host: str, pool: UpstreamPool, retried: bool = False) -> None:
         ws = r.upgrade
         try:
             ip = self.ip
@@ -607,7 +710,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
             try:
                 await done
             except UpstreamRetry:
-                if attempt == 1 and reused and not r.has_body:
+                if attempt == 1 and reused and not r.has_body and not retried:
                     r.sink = None
                     continue
                 self._bad_gateway(r)
@@ -708,6 +811,9 @@ class EngineHttpProtocol(EdgeHttpProtocol):
             self.close()
 
     def send(self, data: bytes) -> None:
+        if self.corked is not None:
+            self.corked.append(data)
+            return
         if self.closed:
             return
         try:
@@ -719,6 +825,8 @@ class EngineHttpProtocol(EdgeHttpProtocol):
         if self.closed:
             return
         self.closed = self.closing = True
+        if self.corked:
+            last, self.corked = b"".join(self.corked) + last, None
         if self.hs_done:
             try:
                 out = self.obj.shutdown(last)
@@ -771,6 +879,17 @@ class EdgeHttpServer:
         self.max_per_ip = int(settings.edge_max_conns_per_ip)
         self.public_port = int(settings.https_public_port)
         self.per_ip: dict[str, int] = {}
+        # HTTP/2 (edge/tls_edge/h2.py): offered by ALPN per name (h2_allowed), with these limits.
+        self.h2_default = bool(settings.edge_http2)
+        self.h2_offered = True   # whether any connection may have chosen h2 (checked after each handshake)
+        self.h2_max_streams = int(settings.edge_http2_max_streams)
+        self.h2_table = int(settings.edge_http2_header_table_bytes)
+        self.h2_stream_window = int(settings.edge_http2_stream_window)
+        self.h2_conn_window = int(settings.edge_http2_connection_window)
+        self.h2_max_resets = int(settings.edge_http2_max_resets)
+        self.h2_max_controls = int(settings.edge_http2_max_control_frames)
+        self.h2_flood_window = float(settings.edge_http2_flood_window)
+        self.h2_calmed = 0       # HTTP/2 connections cut with GOAWAY(ENHANCE_YOUR_CALM)
         self.refused = 0  # connections closed at once: their address had edge_max_conns_per_ip open
         # One sweeper checks every connection's deadline (no timer per connection); it runs often enough that no
         # deadline is passed by more than a quarter of the shortest timeout (and at most a second).
@@ -793,11 +912,22 @@ class EdgeHttpServer:
                                    read_timeout=s.edge_upstream_read_timeout, max_head=self.max_head)
         self.pool = self.origins.default
         self.nodelay = not _loop_sets_nodelay(loop)
+        if self.engine is not None:
+            self.engine.h2 = self.h2_allowed  # ALPN: h2 per name (the C engine asks during the handshake)
         proto = EngineHttpProtocol if self.engine is not None else EdgeHttpProtocol
         self.server = await loop.create_server(lambda: proto(self), host or None, port,
                                                backlog=backlog, reuse_address=True, reuse_port=reuse_port or None)
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self.server
+
+    def h2_allowed(self, server_name: str | None) -> bool:
+        """Whether ALPN may choose h2 on a connection for ``server_name`` (the engine asks in the handshake; memory
+        only): the name's own ``http2`` switch (an index entry's, when it has one), else ``edge_http2``."""
+        if server_name is None:
+            return self.h2_default
+        hs = self.index.host_settings(server_name.lower().rstrip("."))  # domains.http2 (per-hostname settings)
+        v = hs.http2 if hs is not None else None
+        return self.h2_default if v is None else bool(v)
 
     async def _sweep(self) -> None:
         """Close the connections whose phase is past its deadline (handshake, request head, keep-alive idle, body
@@ -827,7 +957,9 @@ class EdgeHttpServer:
         if self.server is not None:
             self.server.close()
         for c in list(self.conns):
-            if c.active is None and c.tunnel is None:
+            if c.h2 is not None:
+                c.h2.shutdown()  # GOAWAY; closes once its open streams are answered
+            elif c.active is None and c.tunnel is None:
                 c.close()
         deadline = time.monotonic() + grace
         while self.conns and time.monotonic() < deadline:

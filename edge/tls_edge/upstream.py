@@ -5,7 +5,8 @@ a 101 turns the exchange into a byte tunnel, only for a valid websocket handshak
 ``Sec-WebSocket-Accept``. Timeouts: connecting, and each read (the first byte included); the response head is
 bounded like the request's.
 
-The downstream side (:mod:`edge.tls_edge.http`) is seen through the small :class:`Downstream` protocol. Responses
+The downstream side (:mod:`edge.tls_edge.http`, or an HTTP/2 stream of :mod:`edge.tls_edge.h2`) is seen through
+the small :class:`Downstream` protocol, which also writes the response head in its own framing. Responses
 from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
 resume_reading on the other side when a write buffer is full).
 """
@@ -16,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import ipaddress
+import re
 import socket
 import ssl
 import logging
@@ -71,6 +73,19 @@ class Downstream(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
+    def send_head(self, r: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
+                  tunnel: bool) -> str:
+        """Send the origin's response head (HTTP/1.1: :func:`response_head`; HTTP/2: a HEADERS frame); returns
+        the downstream framing: "length", "chunked", "close", "none", "tunnel" (HTTP/1.1), "h2", "h2-none"."""
+
+    def end_stream(self) -> None:
+        """HTTP/2 only (framing "h2"/"h2-none"): the response is complete."""
+
+    def cork(self) -> None:
+        """Gather what is sent until :meth:`uncork` (one read of the origin's) into one write."""
+
+    def uncork(self) -> None: ...
+
     def close(self, last: bytes = b"") -> None: ...
 
     def hold_reading(self, why: int) -> None: ...
@@ -93,8 +108,11 @@ def websocket_accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
+_QUOTE = re.compile(r'[:\[\]";,= ]')
+
+
 def _quoted(v: str) -> str:
-    return f'"{v}"' if any(c in v for c in ':[]";,= ') else v
+    return f'"{v}"' if _QUOTE.search(v) else v
 
 
 def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port: int = 443) -> bytes:
@@ -203,27 +221,36 @@ class UpstreamConn(asyncio.Protocol):
         self.tunnel_open = False
         self.upgrading = False
         self.write_paused = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        # One timer per connection, not per exchange: it checks, when it fires, whether the exchange in progress
+        # has read nothing for read_timeout, or the idle connection has waited _UPSTREAM_IDLE in the pool, and
+        # re-arms itself (a call_later + cancel per request cost more than the rest of the exchange's bookkeeping).
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.last_io = 0.0
-        self.read_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.head_bytes = 0  # bytes of the response head read so far (bounded by the pool's max_head)
         self.reusable = False
 
     # exchange ---------------------------------------------------------------------------------------------
     def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         self.down, self.req = down, r
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
         self.head_bytes = 0
-        loop = asyncio.get_running_loop()
+        loop = self.pool.loop
         self.done = loop.create_future()
         down.up = self
-        self.last_io = loop.time()
-        self.read_timer = loop.call_later(self.pool.read_timeout, self._check_read)
+        now = self.last_io = loop.time()
+        limit = self.pool.read_timeout
+        if self.timer is None or self.timer_at > now + limit:
+            self._arm(loop, limit)
         self.transport.write(head)
         return self.done
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = loop.time() + delay
+        self.timer = loop.call_at(self.timer_at, self._tick)
 
     def send_body(self, chunk: bytes, chunked: bool) -> None:
         if self.closed or not chunk:
@@ -237,15 +264,29 @@ class UpstreamConn(asyncio.Protocol):
         if chunked and not self.closed:
             self.transport.write(b"0\r\n\r\n")
 
-    def _check_read(self) -> None:
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - self.last_io
-        limit = self.pool.read_timeout
-        if idle >= limit:
-            self._fail("timeout reading from the origin")
-            self.abort()
+    def _tick(self) -> None:
+        """The connection's timer: an exchange that read nothing for read_timeout fails; a connection idle in the
+        pool for _UPSTREAM_IDLE is closed (checked when the timer fires: up to read_timeout late)."""
+        self.timer = None
+        if self.closed or self.tunnel_open:
+            return
+        loop = self.pool.loop
+        now = loop.time()
+        if self.down is not None:
+            idle = now - self.last_io
+            limit = self.pool.read_timeout
+            if idle >= limit:
+                self._fail("timeout reading from the origin")
+                self.abort()
+            else:
+                self._arm(loop, limit - idle)
         else:
-            self.read_timer = loop.call_later(limit - idle, self._check_read)
+            idle = now - self.idle_since
+            if idle >= _UPSTREAM_IDLE:
+                self.pool.forget(self)
+                self.abort()
+            else:
+                self._arm(loop, _UPSTREAM_IDLE - idle)
 
     def _fail(self, msg: str) -> None:
         d = self.done
@@ -254,9 +295,6 @@ class UpstreamConn(asyncio.Protocol):
         self._detach()
 
     def _detach(self) -> None:
-        if self.read_timer is not None:
-            self.read_timer.cancel()
-            self.read_timer = None
         if self.down is not None and self.down.up is self:
             self.down.up = None
             if self.write_paused:
@@ -287,6 +325,8 @@ class UpstreamConn(asyncio.Protocol):
                 self._fail("the origin's response head is too large")
                 self.abort()
                 return
+        d = self.down
+        d.cork()  # the head and the body of this read in one write downstream
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -295,6 +335,8 @@ class UpstreamConn(asyncio.Protocol):
             why = e.__context__
             self._fail(str(why) if isinstance(why, UpstreamFailed) else f"bad response from the origin: {e}")
             self.abort()
+        finally:
+            d.uncork()
 
     def eof_received(self) -> bool | None:
         return None  # the downstream side is TLS: no half-close; both close
@@ -302,8 +344,9 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.tunnel_open:
             if self.down is not None:
                 self.down.close()
@@ -357,8 +400,7 @@ class UpstreamConn(asyncio.Protocol):
         self.upgrading = tunnel
         self.framing = framing
         self.head_sent = True
-        head, self.down_framing = response_head(r, status, self.reason, self.headers, framing, tunnel)
-        self.down.send(head)
+        self.down_framing = self.down.send_head(r, status, self.reason, self.headers, framing, tunnel)
         self.reusable = p.should_keep_alive() and framing != "close"
         if r.method == b"HEAD":
             # llhttp would wait for a body that a HEAD response does not have: the exchange ends here, and this
@@ -381,9 +423,10 @@ class UpstreamConn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         d = self.down
-        if d is None or self.down_framing == "none":
+        f = self.down_framing
+        if d is None or f == "none" or f == "h2-none":
             return
-        if self.down_framing == "chunked":
+        if f == "chunked":
             d.send(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             d.send(body)
@@ -396,8 +439,12 @@ class UpstreamConn(asyncio.Protocol):
 
     def _complete(self, reuse: bool) -> None:
         d = self.down
-        if d is not None and self.down_framing == "chunked":
-            d.send(b"0\r\n\r\n")
+        if d is not None:
+            f = self.down_framing
+            if f == "chunked":
+                d.send(b"0\r\n\r\n")
+            elif f == "h2" or f == "h2-none":
+                d.end_stream()  # an HTTP/2 stream (edge/tls_edge/h2.py): END_STREAM
         fut = self.done
         r = self.req
         self._detach()
@@ -417,9 +464,9 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
             return
         self.tunnel_open = True
-        if self.read_timer is not None:
-            self.read_timer.cancel()
-            self.read_timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         d.up = None
         d.tunnel = self
         if tail:
@@ -484,6 +531,15 @@ class UpstreamPool:
         raise OSError(f"origin {self.host} resolves to no public address ({seen}); it was set with a tenant token, "
                       f"so only public addresses are used")
 
+    def take_idle(self) -> UpstreamConn | None:
+        """An idle pooled connection that is still open, or None (no waiting, no connecting)."""
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed and not c.transport.is_closing():
+                return c
+        return None
+
     def release(self, c: UpstreamConn) -> None:
         if len(self.idle) >= self.max_idle or c.closed or self.retired:
             c.abort()
@@ -491,12 +547,9 @@ class UpstreamPool:
         c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
         c.transport.resume_reading()  # in case the last client was slow (flow control paused it)
         self.idle.append(c)
-        c.idle_timer = self.loop.call_later(_UPSTREAM_IDLE, self._expire, c)
-
-    def _expire(self, c: UpstreamConn) -> None:
-        c.idle_timer = None
-        self.forget(c)
-        c.abort()
+        c.idle_since = self.loop.time()
+        if c.timer is None:
+            c._arm(self.loop, _UPSTREAM_IDLE)
 
     def forget(self, c: UpstreamConn) -> None:
         try:
