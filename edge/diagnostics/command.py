@@ -125,7 +125,7 @@ def openssl_command(mode: str, *, host: str, ip_literal: str | None, connect: st
             f"timed out: {hostport} accepted the connection but did not answer the ClientHello within 5 s")
     elif mode == "client_certificate_required":
         req = _REQUEST.format(host=host if not ip_literal else ip_literal)
-        line = f"printf {shlex.quote(req)} | {shlex.join(args)} 2>&1"
+        line = f"printf {shlex.quote(req)} | {shlex.join(args + ['-ign_eof'])} 2>&1"
     elif mode == "must_staple_missing":
         line = (f"{shlex.join(args)} </dev/null 2>&1 | tee /dev/stderr | "
                 "openssl x509 -noout -ext tlsfeature")
