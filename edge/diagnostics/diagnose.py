@@ -32,7 +32,8 @@ from .handshake import (ALL_CIPHERS, BROWSER_CIPHERS, TLS_VERSIONS, Handshake, c
 from .modes import FAILURE_MODES, PRIORITY, get_mode
 from .page import fetch_page, scan_mixed_content
 from .phases import PHASES, phased_probe
-from .population import FAMILIES, Outcome, judge, simulate
+from .client_texts import client_error
+from .population import FAMILIES, judge, simulate
 from .state import State
 from .target import check_allowed, normalize_hostname
 
@@ -158,6 +159,7 @@ async def diagnose(
 
     address: str | None = None
     addresses: list[dict] = []
+    address_failures: list[dict] = []
     results: dict[str, Any] = {}
     phases_info: dict[str, Any] = {}
     hs_main: Handshake | None = None
@@ -289,23 +291,35 @@ async def diagnose(
                 continue
             st.check("address", a["ok"], a["detail"])
             if not a["ok"]:
+                address_failures.append(a)
                 st.fail(a["failure_mode"])
                 if a["failure_mode"] == "wrong_endpoint" and not dns_info.get("points_to"):
                     dns_info["points_to"] = [a["address"]]
-                    wrong_endpoint_detail = (f"{host} also resolves to {a['address']}, which "
-                                             f"{a['detail'].split(': ', 1)[-1]}")
+                    wrong_endpoint_detail = (f"{host} also resolves to {a['address']}, which serves another site "
+                                             f"({a['detail'].split(': ', 1)[-1]})")
     else:
         offers = {}
 
     # ---- the client population
     cert_issues = (cert_obj or {}).pop("_issues", []) if cert_obj is not None else []
     chain_notes = (cert_obj or {}).pop("_warnings", []) if cert_obj is not None else []
-    pre_tls = [m for m in st.modes if FAILURE_MODES[m].phase in ("dns", "tcp")] or \
+    addr_modes = {a["failure_mode"] for a in address_failures}
+    pre_tls = [m for m in st.modes if FAILURE_MODES[m].phase in ("dns", "tcp") and not (
+        m in addr_modes and "points_to" in dns_info and dns_info["points_to"][0] in
+        {a["address"] for a in address_failures})] or \
         [m for m in st.modes if m in ("handshake_timeout", "plain_http_on_tls_port", "handshake_failure",
                                       "client_certificate_required") and not offers]
     clients = judge(FAMILIES, offers if not pre_tls else {}, cert_issues if not pre_tls else [], host=host,
                     private_trust=bool(cafile), post_handshake=st.primary() if pre_tls else
                     ("client_certificate_required" if "client_certificate_required" in st.modes else None))
+    for a in address_failures[:1]:
+        # a visitor's client may pick that address (IPv6 first on most networks): it fails there
+        fam = {f.id: f for f in FAMILIES}
+        for c in clients:
+            if c["ok"]:
+                c.update(ok=False, mode=a["failure_mode"],
+                         error=client_error(fam[c["client"]].texts, a["failure_mode"], host=host)
+                         + f" (when it connects to {a['address']})")
     failing = [c for c in clients if not c["ok"] and c["mainstream"]]
     for c in failing:
         if c["mode"] and c["mode"] not in st.modes:
