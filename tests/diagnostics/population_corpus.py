@@ -290,9 +290,18 @@ class PopulationCorpus:
         py("dual4", good, [inter], host="127.0.0.1", port=port)
         other = m.cert("dual_other", cn="old-host.test", issuer=inter, names=["old-host.test"])
         py("dual6", other, [inter], host="::1", port=port)
-        self.dns = DNSServer({"dual.test": [("A", "127.0.0.1"), ("AAAA", "::1")]})
+        # and a name still pointing at its old host while the edge (127.0.0.1, same port) already serves it
+        port2 = free_port("127.0.0.2")
+        moved = m.cert("moved", cn="moved.test", issuer=inter, names=["moved.test"])
+        py("moved_edge", moved, [inter], host="127.0.0.1", port=port2)
+        py("moved_old", m.cert("moved_old", cn="old-host.test", issuer=inter, names=["old-host.test"]), [inter],
+           host="127.0.0.2", port=port2)
+        self.dns = DNSServer({"dual.test": [("A", "127.0.0.1"), ("AAAA", "::1")],
+                              "moved.test": [("A", "127.0.0.2")]})
         self._closers.append(self.dns)
         add("ipv6_other_site", "wrong_endpoint", "dual.test", None, resolver=self.dns.address, port=port)
+        add("edge_ready_dns_elsewhere", "wrong_endpoint", "moved.test", None, resolver=self.dns.address, port=port2,
+            edge_targets=["127.0.0.1"])
 
     def close(self) -> None:
         for c in reversed(self._closers):

@@ -48,7 +48,7 @@ async def _diagnosed(pop, verdicts, name):
 NAMES = ["ok", "extra_out_of_order", "client_cert_tls13", "client_cert_tls12", "alpn_only_acme", "stall",
          "ca_false_intermediate", "pathlen_exceeded", "name_constraints", "eku_client_only", "must_staple",
          "expired_intermediate", "cn_only", "rsa1024", "ed25519_leaf", "dhe_only", "p521_only", "tls13_only",
-         "expiring_soon", "ipv6_other_site"]
+         "expiring_soon", "ipv6_other_site", "edge_ready_dns_elsewhere"]
 
 
 def test_every_new_mode_has_an_endpoint(pop):
@@ -129,6 +129,10 @@ async def test_phases_and_addresses(pop, verdicts):
     assert by_addr["127.0.0.1"]["ok"] and not by_addr["::1"]["ok"]
     assert by_addr["::1"]["failure_mode"] == "wrong_endpoint" and "old-host.test" in by_addr["::1"]["detail"]
     assert "::1" in dual["summary"]
+    moved = await _diagnosed(pop, verdicts, "edge_ready_dns_elsewhere")
+    edge = [a for a in moved["addresses"] if a["role"] == "edge"]
+    assert edge and edge[0]["address"] == "127.0.0.1" and edge[0]["ok"], moved["addresses"]
+    assert any(c["name"] == "edge_address" and "the edge is ready" in c["detail"] for c in moved["checks"])
 
 
 # What the reproducing commands must print, per endpoint: (openssl patterns, curl patterns); any one of each.
@@ -266,7 +270,7 @@ def _gnutls_fetch(ep) -> str:
         ln for ln in text.splitlines() if "NOT trusted" in ln or "Fatal" in ln or "alert" in ln)
 
 
-COMPARED = [n for n in NAMES if n not in ("stall", "ipv6_other_site")]
+COMPARED = [n for n in NAMES if n not in ("stall", "ipv6_other_site", "edge_ready_dns_elsewhere")]
 
 
 @pytest.mark.real
