@@ -357,7 +357,7 @@ async def diagnose(
         summary = f"{mode.summary} Here: {wrong_endpoint_detail}."
     if address is not None:
         addresses.insert(0, {"address": address, "role": "connect" if connect_hp else "dns",
-                             "ok": not any(FAILURE_MODES[m].phase in ("tcp", "handshake") for m in st.modes),
+                             "ok": not [m for m in st.modes if m not in addr_modes],
                              "failure_mode": None, "detail": "probed in full (the checks above)",
                              "sha256": sha256_hex(hs_main.chain[0]) if hs_main and hs_main.ok and hs_main.chain
                              else None})
