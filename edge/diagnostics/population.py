@@ -308,10 +308,13 @@ class CertIssue:
     #: texts that replace the mode's usual text for one family of texts (``{"java": ..., "firefox": ...}``)
     texts: dict[str, str] = field(default_factory=dict)
     kind: str = ""  # cn_only | sha1 | rsa:<bits> | incomplete | incomplete_fetchable | revoked | must_staple | ""
+    refused_by: frozenset[str] | None = None  # only these family ids refuse (None: as ``kind`` says)
     applies: set[str] = field(default_factory=set)  # filled by judge
 
 
 def _refuses(f: ClientFamily, issue: CertIssue, private_trust: bool) -> bool:
+    if issue.refused_by is not None:
+        return f.id in issue.refused_by
     k = issue.kind
     if k == "cn_only":
         return not f.cn_fallback

@@ -19,12 +19,16 @@ from __future__ import annotations
 import datetime as dt
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .chain import display_name, name_text, san_names, self_signed, to_der
 from .population import CertIssue
 
 __all__ = ["chain_rule_issues", "chain_warnings", "webpki_verdict", "dns_in_subtree"]
+
+#: Apple's TLS server certificate rules (serverAuth EKU required) apply to certificates issued from this date.
+_APPLE_POLICY = dt.datetime(2019, 7, 1, tzinfo=dt.timezone.utc)
 
 
 def _ext(c: x509.Certificate, cls):
@@ -126,6 +130,29 @@ def chain_rule_issues(path: list[x509.Certificate], host: str, *, staple: bool |
                                   "for a TLS server",
             verify_text="unsuitable certificate purpose", node_code="INVALID_PURPOSE"))
         break
+    eku = _ext(leaf, x509.ExtendedKeyUsage)
+    if eku is None and leaf.not_valid_before_utc >= _APPLE_POLICY and len(path) > 1:
+        issues.append(CertIssue(
+            "unsuitable_purpose", "the certificate has no extended key usage: Apple platforms (Safari, iOS, macOS) "
+                                  "refuse TLS server certificates issued since July 2019 without serverAuth",
+            kind="apple_eku", refused_by=frozenset({"safari"}),
+            texts={"safari": "NSURLErrorServerCertificateUntrusted -1202 (\"not standards compliant\": no serverAuth "
+                             "extended key usage)"}))
+    ku = _ext(leaf, x509.KeyUsage)
+    try:
+        is_rsa = isinstance(leaf.public_key(), rsa.RSAPublicKey)
+    except Exception:
+        is_rsa = False
+    if ku is not None and is_rsa and not ku.digital_signature:
+        issues.append(CertIssue(
+            "unsuitable_purpose", "the RSA certificate's key usage lacks digitalSignature (only "
+                                  + ", ".join(n for n in ("key_encipherment", "key_agreement", "data_encipherment")
+                                              if getattr(ku, n)) + "): TLS 1.3 and ECDHE sign with the key, and "
+                                  "Chrome, Java and GnuTLS refuse it",
+            kind="ku_signature", refused_by=frozenset({"chrome", "edge", "java8", "java11", "java17", "gnutls"}),
+            texts={"chrome": "ERR_SSL_KEY_USAGE_INCOMPATIBLE", "edge": "ERR_SSL_KEY_USAGE_INCOMPATIBLE",
+                   "java": "javax.net.ssl.SSLHandshakeException: KeyUsage does not allow digital signatures",
+                   "gnutls": "*** Fatal error: Key usage violation in certificate has been detected."}))
     feature = _ext(leaf, x509.TLSFeature)
     if feature is not None and x509.TLSFeatureType.status_request in list(feature) and staple is False:
         issues.append(CertIssue(

@@ -60,7 +60,7 @@ class Mint:
              pathlen: int | None = None, names: list[str] | None = None, eku: list | None = None,
              key_cert_sign: bool = True, permitted: list[str] | None = None, must_staple: bool = False,
              not_before: dt.datetime | None = None, not_after: dt.datetime | None = None, key=None,
-             ocsp_url: str | None = None) -> Minted:
+             ocsp_url: str | None = None, digital_signature: bool = True, with_eku: bool = True) -> Minted:
         key = key or self.key()
         self.serial += 1
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Edgecert Population"),
@@ -90,10 +90,11 @@ class Mint:
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         if not ca:
             b = b.add_extension(x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False), critical=True)
-            b = b.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                digital_signature=digital_signature, content_commitment=False,
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey), data_encipherment=False, key_agreement=False,
+                key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            if with_eku:
+                b = b.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         if permitted:
             b = b.add_extension(x509.NameConstraints(permitted_subtrees=[x509.DNSName(p) for p in permitted],
                                                      excluded_subtrees=None), critical=True)
@@ -267,6 +268,12 @@ class PopulationCorpus:
         add("cn_only", "hostname_mismatch", "cnonly.test", py("cnonly", leaf, [inter]).address)
         leaf = m.cert("rsa1024", cn="rsa1024.test", issuer=inter, names=["rsa1024.test"], key=m.key("rsa1024"))
         add("rsa1024", "weak_key", "rsa1024.test", py("rsa1024", leaf, [inter], seclevel0=True).address)
+
+        leaf = m.cert("ku_enc", cn="kuenc.test", issuer=inter, names=["kuenc.test"], key=m.key("rsa2048"),
+                      digital_signature=False)
+        add("rsa_ku_no_signature", "unsuitable_purpose", "kuenc.test", py("kuenc", leaf, [inter]).address)
+        leaf = m.cert("noeku", cn="noeku.test", issuer=inter, names=["noeku.test"], with_eku=False)
+        add("no_eku_leaf", "unsuitable_purpose", "noeku.test", py("noeku", leaf, [inter]).address)
 
         # what OpenSSL accepts but browsers do not negotiate
         leaf = m.cert("ed25519", cn="ed.test", issuer=inter, names=["ed.test"], key=m.key("ed25519"))

@@ -47,7 +47,7 @@ async def _diagnosed(pop, verdicts, name):
 
 NAMES = ["ok", "extra_out_of_order", "client_cert_tls13", "client_cert_tls12", "alpn_only_acme", "stall",
          "ca_false_intermediate", "pathlen_exceeded", "name_constraints", "eku_client_only", "must_staple",
-         "expired_intermediate", "cn_only", "rsa1024", "ed25519_leaf", "dhe_only", "p521_only", "tls13_only",
+         "expired_intermediate", "cn_only", "rsa1024", "rsa_ku_no_signature", "no_eku_leaf", "ed25519_leaf", "dhe_only", "p521_only", "tls13_only",
          "expiring_soon", "ipv6_other_site", "edge_ready_dns_elsewhere"]
 
 
