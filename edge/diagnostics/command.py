@@ -126,6 +126,10 @@ def openssl_command(mode: str, *, host: str, ip_literal: str | None, connect: st
     elif mode == "client_certificate_required":
         req = _REQUEST.format(host=host if not ip_literal else ip_literal)
         line = f"printf {shlex.quote(req)} | {shlex.join(args + ['-ign_eof'])} 2>&1"
+    elif mode == "unsuitable_purpose":
+        # the verify error (num=26) when OpenSSL sees it, and the leaf's usages for what only browsers refuse
+        line = (f"{shlex.join(args)} </dev/null 2>&1 | tee /dev/stderr | "
+                "openssl x509 -noout -ext keyUsage,extendedKeyUsage")
     elif mode == "must_staple_missing":
         line = (f"{shlex.join(args)} </dev/null 2>&1 | tee /dev/stderr | "
                 "openssl x509 -noout -ext tlsfeature")

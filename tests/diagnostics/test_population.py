@@ -2,12 +2,14 @@
 population, chain validity, every address, the phases, warnings, and the reproducing commands (run under sh).
 
 The predictions are checked against the real clients Debian has: curl (OpenSSL 3), CPython ``ssl``, Node, Java
-(OpenJDK) and GnuTLS (``gnutls-cli``), each making a real request over a real connection.
+(OpenJDK), Go (``net/http``) and GnuTLS (``gnutls-cli``), each making a real request over a real connection.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -152,6 +154,8 @@ SHOWS = {
                          [r"curl: \(60\).*permitted subtree violation"]),
     "eku_client_only": ([r"verify error:num=26:unsuitable certificate purpose"],
                         [r"curl: \(60\).*unsuitable certificate purpose"]),
+    "rsa_ku_no_signature": ([r"X509v3 Key Usage: critical\s*\n\s*Key Encipherment\s*$"], None),
+    "no_eku_leaf": ([r"X509v3 Key Usage: critical\s*\n\s*Digital Signature\s*$(?![\s\S]*Extended Key Usage)"], None),
     "must_staple": ([r"TLS Feature:\s*\n\s*status_request[\s\S]*OCSP response: no response sent"],
                     [r"curl: \(91\)"]),
     "ed25519_leaf": ([r"alert handshake failure.*alert number 40"], None),
@@ -227,6 +231,47 @@ const [ca, ...rest] = process.argv.slice(2);
 })();
 """
 
+GO = r"""
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+func main() {
+	pem, _ := os.ReadFile(os.Args[1])
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	rest := os.Args[2:]
+	for i := 0; i+2 < len(rest)+1; i += 3 {
+		name, hp, sni := rest[i], rest[i+1], rest[i+2]
+		port := hp[strings.LastIndex(hp, ":")+1:]
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true,
+			TLSHandshakeTimeout: 3 * time.Second,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, hp)
+			}}
+		c := &http.Client{Transport: tr, Timeout: 4 * time.Second}
+		r := "OK"
+		resp, err := c.Get("https://" + sni + ":" + port + "/")
+		if err != nil {
+			r = "FAIL " + strings.ReplaceAll(err.Error(), "\n", " ")
+		} else {
+			resp.Body.Close()
+		}
+		fmt.Println("@@" + name + " " + r)
+	}
+}
+"""
+
 
 def _lines(out: str) -> dict[str, str]:
     res = {}
@@ -289,10 +334,20 @@ async def test_predictions_match_the_real_clients(pop, verdicts, tmp_path):
                                  timeout=180).stdout)
     node = _lines(subprocess.run(["node", str(tmp_path / "fetch.js"), *args], capture_output=True, text=True,
                                  timeout=120).stdout)
+    go = {}
+    if shutil.which("go") or os.environ.get("CI") == "true":
+        need("go")
+        (tmp_path / "fetch.go").write_text(GO)
+        env = dict(os.environ, GOCACHE=str(tmp_path / "gocache"), GOPATH=str(tmp_path / "gopath"), GO111MODULE="off",
+                   GOFLAGS="", GOTOOLCHAIN="local")
+        go = _lines(subprocess.run(["go", "run", str(tmp_path / "fetch.go"), *args], capture_output=True, text=True,
+                                   timeout=300, env=env).stdout)
     real = {"java17": java, "node": node,
             "python": {ep.name: _python_fetch(ep) for ep in eps},
             "curl_openssl3": {ep.name: _curl_fetch(ep) for ep in eps},
             "gnutls": {ep.name: _gnutls_fetch(ep) for ep in eps}}
+    if go:
+        real["go"] = go
     mismatches = []
     for ep in eps:
         r = await _diagnosed(pop, verdicts, ep.name)
@@ -315,6 +370,9 @@ async def test_predictions_match_the_real_clients(pop, verdicts, tmp_path):
     assert "INVALID_PURPOSE" in node["eku_client_only"] and "INVALID_PURPOSE" in pred["node"]
     assert "does not match the intended purpose" in real["gnutls"]["eku_client_only"] and \
         "does not match the intended purpose" in pred["gnutls"]
+    if go:
+        assert "incompatible key usage" in go["eku_client_only"] and "incompatible key usage" in pred["go"]
+        assert "legacy Common Name field" in go["cn_only"]
 
 
 @pytest.mark.real
