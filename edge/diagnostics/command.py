@@ -38,7 +38,7 @@ import shlex
 
 from edge.names import format_hostport
 
-from .handshake import BROWSER_CIPHERS
+from .population import FAMILIES
 
 __all__ = ["openssl_command", "report_command", "curl_command", "browser_offer_args"]
 
@@ -47,8 +47,6 @@ _REQUEST = "HEAD / HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n
 
 def browser_offer_args() -> list[str]:
     """``s_client`` options that offer exactly what current browsers offer (``population.FAMILIES`` "chrome")."""
-    from .population import FAMILIES
-
     o = FAMILIES[0].offer
     return ["-min_protocol", o.min_version, "-max_protocol", o.max_version, "-cipher", o.ciphers or "DEFAULT",
             "-ciphersuites", o.suites or "", "-groups", o.groups or "", "-sigalgs", o.sigalgs or ""]
@@ -180,8 +178,6 @@ def curl_command(mode: str, *, host: str, ip_literal: str | None, target: str | 
     if mode == "must_staple_missing":
         args.append("--cert-status")
     elif mode == "cipher_mismatch":
-        from .population import FAMILIES
-
         o = FAMILIES[0].offer
         args += ["--tlsv1.2", "--ciphers", o.ciphers or "DEFAULT", "--curves", o.groups or "X25519"]
     elif mode == "protocol_version_mismatch":

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from edge.names import format_hostport
 
+from .client_texts import client_error
+
 __all__ = ["ClientFamily", "FAMILIES", "Offer", "Outcome", "CertIssue", "simulate", "judge", "offer_failure_mode"]
 
 _MODERN_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
@@ -336,8 +338,6 @@ def judge(families: tuple[ClientFamily, ...], offers: dict[Offer, Outcome], issu
     """``[{"client", "label", "ok", "mainstream", "mode", "error"}]``: per family, the handshake its ClientHello got
     (``offers``), then the certificate ``issues`` its rules refuse, then ``post_handshake`` (a failure mode every
     client meets after the handshake, e.g. a TLS 1.3 client-certificate demand)."""
-    from .client_texts import client_error
-
     out = []
     for f in families:
         o = offers.get(f.offer)

@@ -287,6 +287,9 @@ class PopulationCorpus:
         leaf = m.cert("tls13only", cn="tls13.test", issuer=inter, names=["tls13.test"])
         add("tls13_only", "ok", "tls13.test", py("tls13", leaf, [inter], min_version=__import__("ssl").TLSVersion.TLSv1_3)
             .address)
+        leaf = m.cert("legacy", cn="legacy.test", issuer=inter, names=["legacy.test"], key=m.key("rsa2048"))
+        add("tls10_still_enabled", "ok", "legacy.test",
+            py("legacy", leaf, [inter], seclevel0=True, min_version=__import__("ssl").TLSVersion.TLSv1).address)
         leaf = m.cert("soon", cn="soon.test", issuer=inter, names=["soon.test"], not_after=NOW + 5 * DAY,
                       ocsp_url="http://ocsp.population.test/")
         add("expiring_soon", "ok", "soon.test", py("soon", leaf, [inter]).address)

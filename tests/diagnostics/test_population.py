@@ -50,7 +50,7 @@ async def _diagnosed(pop, verdicts, name):
 NAMES = ["ok", "extra_out_of_order", "client_cert_tls13", "client_cert_tls12", "alpn_only_acme", "stall",
          "ca_false_intermediate", "pathlen_exceeded", "name_constraints", "eku_client_only", "must_staple",
          "expired_intermediate", "cn_only", "rsa1024", "rsa_ku_no_signature", "no_eku_leaf", "ed25519_leaf", "dhe_only", "p521_only", "tls13_only",
-         "expiring_soon", "ipv6_other_site", "edge_ready_dns_elsewhere"]
+         "tls10_still_enabled", "expiring_soon", "ipv6_other_site", "edge_ready_dns_elsewhere"]
 
 
 def test_every_new_mode_has_an_endpoint(pop):
@@ -115,6 +115,9 @@ async def test_warnings_never_turn_ok_into_a_failure(pop, verdicts):
     messy = await _diagnosed(pop, verdicts, "extra_out_of_order")
     assert messy["ok"] and any("Stray CA" in w for w in messy["warnings"])
     assert any("not sent in issuing order" in w for w in messy["warnings"])
+    legacy = await _diagnosed(pop, verdicts, "tls10_still_enabled")
+    assert legacy["ok"] and any("TLSv1.0 and TLSv1.1 still enabled" in w for w in legacy["warnings"])
+    assert legacy["tls"]["versions"]["TLSv1.0"] is True
 
 
 @pytest.mark.real
