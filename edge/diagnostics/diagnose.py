@@ -213,7 +213,7 @@ async def diagnose(
             probe_jobs["page"] = fetch_page(host, address, target_port, timeout)
         if hs_main.kind == "wrong_version":
             probe_jobs["plain"] = asyncio.to_thread(plain_http_probe, address, target_port, host, timeout)
-        if hs_main.ok or hs_main.stopped_at not in ("connect", "first_server_byte"):
+        if hs_main.ok or (hs_main.stopped_at not in ("connect", "first_server_byte") and hs_main.kind != "timeout"):
             # the server talks TLS: replay each client family's ClientHello
             probe_jobs["population"] = simulate(address, target_port, sni, timeout)
         if not connect_hp:
