@@ -120,7 +120,7 @@ def openssl_command(mode: str, *, host: str, ip_literal: str | None, connect: st
     line = shlex.join(args) + " </dev/null"
     if mode == "handshake_timeout":
         line = f"timeout 5 {line}; [ $? -ne 124 ] || echo " + shlex.quote(
-            f"timed out: {hostport} accepted the connection but did not answer the ClientHello within 5 s")
+            f"timed out: {hostport} accepted the connection but the TLS handshake did not complete within 5 s")
     elif mode == "client_certificate_required":
         req = _REQUEST.format(host=host if not ip_literal else ip_literal)
         line = f"printf {shlex.quote(req)} | {shlex.join(args + ['-ign_eof'])} 2>&1"

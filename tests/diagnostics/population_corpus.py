@@ -150,7 +150,8 @@ class SServer:
 class Staller:
     """Accepts TCP connections, reads the ClientHello and never answers (a stalled process / a middlebox)."""
 
-    def __init__(self):
+    def __init__(self, partial: bytes = b""):
+        self.partial = partial  # sent after the ClientHello arrives, before stalling (a half-answered handshake)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -169,7 +170,15 @@ class Staller:
                 c, _ = self.sock.accept()
             except OSError:
                 return
-            self.conns.append(c)  # kept open, never answered
+            self.conns.append(c)  # kept open, never (fully) answered
+            if self.partial:
+                threading.Thread(target=self._half_answer, args=(c,), daemon=True).start()
+
+    def _half_answer(self, c: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            c.settimeout(5)
+            c.recv(65536)
+            c.sendall(self.partial)
 
     def close(self) -> None:
         self.stop.set()
@@ -243,6 +252,9 @@ class PopulationCorpus:
         st = Staller()
         self._closers.append(st)
         add("stall", "handshake_timeout", "stall.test", st.address, timeout=1.5)
+        st = Staller(partial=b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03")  # a ServerHello cut short
+        self._closers.append(st)
+        add("stall_mid_handshake", "handshake_timeout", "stall2.test", st.address, timeout=1.5)
 
         # chains that are complete but not valid
         notca = m.cert("notca", cn="Not A CA Intermediate", issuer=root, ca=False)

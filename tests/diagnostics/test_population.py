@@ -48,6 +48,7 @@ async def _diagnosed(pop, verdicts, name):
 
 
 NAMES = ["ok", "extra_out_of_order", "client_cert_tls13", "client_cert_tls12", "alpn_only_acme", "stall",
+         "stall_mid_handshake",
          "ca_false_intermediate", "pathlen_exceeded", "name_constraints", "eku_client_only", "must_staple",
          "expired_intermediate", "cn_only", "rsa1024", "rsa_ku_no_signature", "no_eku_leaf", "ed25519_leaf", "dhe_only", "p521_only", "tls13_only",
          "tls10_still_enabled", "expiring_soon", "ipv6_other_site", "edge_ready_dns_elsewhere"]
@@ -127,6 +128,9 @@ async def test_phases_and_addresses(pop, verdicts):
     assert stall["phases"]["phases"]["client_hello_sent"] is not None
     phase_check = next(c for c in stall["checks"] if c["name"] == "phases")
     assert "stopped at: first server byte" in phase_check["detail"]
+    mid = await _diagnosed(pop, verdicts, "stall_mid_handshake")
+    assert mid["failure_mode"] == "handshake_timeout" and mid["phases"]["stopped_at"] == "handshake_complete"
+    assert mid["phases"]["phases"]["first_server_byte"] is not None
     ok = await _diagnosed(pop, verdicts, "ok")
     assert all(ok["phases"]["phases"][p] is not None for p in ok["phases"]["phases"]), ok["phases"]
     dual = await _diagnosed(pop, verdicts, "ipv6_other_site")
@@ -147,8 +151,10 @@ SHOWS = {
     "client_cert_tls12": ([r"Acceptable client certificate CA names|alert handshake failure.*alert number 40"],
                           [r"curl: \(35\).*alert handshake failure"]),
     "alpn_only_acme": ([r"alert no application protocol.*alert number 120"], [r"curl: \(35\).*no application protocol"]),
-    "stall": ([r"timed out: .* accepted the connection but did not answer the ClientHello"],
+    "stall": ([r"timed out: .* accepted the connection but the TLS handshake did not complete"],
               [r"curl: \(28\)"]),
+    "stall_mid_handshake": ([r"timed out: .* accepted the connection but the TLS handshake did not complete"],
+                            [r"curl: \(28\)"]),
     "ca_false_intermediate": ([r"verify error:num=(24|79):invalid CA certificate"],
                               [r"curl: \(60\).*invalid CA certificate"]),
     "pathlen_exceeded": ([r"verify error:num=25:path length constraint exceeded"],
@@ -318,7 +324,7 @@ def _gnutls_fetch(ep) -> str:
         ln for ln in text.splitlines() if "NOT trusted" in ln or "Fatal" in ln or "alert" in ln)
 
 
-COMPARED = [n for n in NAMES if n not in ("stall", "ipv6_other_site", "edge_ready_dns_elsewhere")]
+COMPARED = [n for n in NAMES if n not in ("stall", "stall_mid_handshake", "ipv6_other_site", "edge_ready_dns_elsewhere")]
 
 
 @pytest.mark.real
@@ -381,8 +387,9 @@ async def test_predictions_match_the_real_clients(pop, verdicts, tmp_path):
 @pytest.mark.real
 async def test_diagnose_bounded_by_the_phase_timeouts(pop):
     """A stalled server costs one phase timeout (per concurrent probe), not one per client family."""
-    ep = pop.endpoints["stall"]
-    t0 = time.monotonic()
-    r = await diagnose(ep.hostname, connect=ep.connect, cafile=ep.cafile, timeout=1.0)
-    assert r["failure_mode"] == "handshake_timeout"
-    assert time.monotonic() - t0 < 12
+    for name in ("stall", "stall_mid_handshake"):
+        ep = pop.endpoints[name]
+        t0 = time.monotonic()
+        r = await diagnose(ep.hostname, connect=ep.connect, cafile=ep.cafile, timeout=1.0)
+        assert r["failure_mode"] == "handshake_timeout"
+        assert time.monotonic() - t0 < 12
