@@ -100,7 +100,8 @@ class ClientFamily:
                 "sha1": self.sha1, "min_rsa": self.min_rsa, "trust_store": self.trust_store}
 
 
-_BROWSER = Offer(ciphers=f"{_ECDHE_AEAD}:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:{_RSA_KX}",
+#: Chrome / Edge: no RSA key exchange since Chrome 131 (TLS_RSA_* removed), no DHE since 53, no P-521, no Ed25519.
+_BROWSER = Offer(ciphers=f"{_ECDHE_AEAD}:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA",
                  groups="X25519:P-256:P-384", sigalgs=_SIG_MODERN)
 
 FAMILIES: tuple[ClientFamily, ...] = (

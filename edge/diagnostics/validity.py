@@ -130,14 +130,6 @@ def chain_rule_issues(path: list[x509.Certificate], host: str, *, staple: bool |
                                   "for a TLS server",
             verify_text="unsuitable certificate purpose", node_code="INVALID_PURPOSE"))
         break
-    eku = _ext(leaf, x509.ExtendedKeyUsage)
-    if eku is None and leaf.not_valid_before_utc >= _APPLE_POLICY and len(path) > 1:
-        issues.append(CertIssue(
-            "unsuitable_purpose", "the certificate has no extended key usage: Apple platforms (Safari, iOS, macOS) "
-                                  "refuse TLS server certificates issued since July 2019 without serverAuth",
-            kind="apple_eku", refused_by=frozenset({"safari"}),
-            texts={"safari": "NSURLErrorServerCertificateUntrusted -1202 (\"not standards compliant\": no serverAuth "
-                             "extended key usage)"}))
     ku = _ext(leaf, x509.KeyUsage)
     try:
         is_rsa = isinstance(leaf.public_key(), rsa.RSAPublicKey)
@@ -213,6 +205,10 @@ def chain_warnings(served: list[x509.Certificate], path: list[x509.Certificate],
                        "Android < 7.1.1) follow the cross-sign" + (" and fail on its expiry" if state == "expired"
                                                                   else ""))
     leaf = served[0]
+    if _ext(leaf, x509.ExtendedKeyUsage) is None and leaf.not_valid_before_utc >= _APPLE_POLICY and len(path) > 1:
+        out.append("the certificate has no extended key usage: Apple's rules for TLS server certificates issued since "
+                   "July 2019 ask for serverAuth (Safari / iOS / macOS may refuse it: \"not standards compliant\"); "
+                   "reissue it with extendedKeyUsage = serverAuth")
     aia = _ext(leaf, x509.AuthorityInformationAccess)
     if aia is not None:
         ocsp = [d.access_location.value for d in aia

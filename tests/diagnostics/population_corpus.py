@@ -285,7 +285,7 @@ class PopulationCorpus:
                       digital_signature=False)
         add("rsa_ku_no_signature", "unsuitable_purpose", "kuenc.test", py("kuenc", leaf, [inter]).address)
         leaf = m.cert("noeku", cn="noeku.test", issuer=inter, names=["noeku.test"], with_eku=False)
-        add("no_eku_leaf", "unsuitable_purpose", "noeku.test", py("noeku", leaf, [inter]).address)
+        add("no_eku_leaf", "ok", "noeku.test", py("noeku", leaf, [inter]).address)
 
         # what OpenSSL accepts but browsers do not negotiate
         leaf = m.cert("ed25519", cn="ed.test", issuer=inter, names=["ed.test"], key=m.key("ed25519"))
