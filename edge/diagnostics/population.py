@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from edge.names import format_hostport
 
 from .client_texts import client_error
+from .modes import PRIORITY
 
 __all__ = ["ClientFamily", "FAMILIES", "Offer", "Outcome", "CertIssue", "simulate", "judge", "offer_failure_mode"]
 
@@ -339,6 +340,8 @@ def judge(families: tuple[ClientFamily, ...], offers: dict[Offer, Outcome], issu
     """``[{"client", "label", "ok", "mainstream", "mode", "error"}]``: per family, the handshake its ClientHello got
     (``offers``), then the certificate ``issues`` its rules refuse, then ``post_handshake`` (a failure mode every
     client meets after the handshake, e.g. a TLS 1.3 client-certificate demand)."""
+    rank = {m: i for i, m in enumerate(PRIORITY)}
+    issues = sorted(issues, key=lambda i: rank.get(i.mode, len(rank)))  # each family names its most basic refusal
     out = []
     for f in families:
         o = offers.get(f.offer)
