@@ -35,7 +35,7 @@ from .phases import PHASES, phased_probe
 from .client_texts import client_error
 from .population import FAMILIES, judge, simulate
 from .state import State
-from .target import check_allowed, normalize_hostname
+from .target import TargetNotAllowed, check_allowed, normalize_hostname
 
 __all__ = ["diagnose"]
 
@@ -222,6 +222,10 @@ async def diagnose(
                                                            main_sha256=main_sha)
             if edge_addrs and not set(targets) & edge_addrs:
                 for a in sorted(edge_addrs)[:2]:
+                    try:
+                        check_allowed([a], allow_private)  # the same guard as for the name's own addresses
+                    except TargetNotAllowed:
+                        continue
                     probe_jobs[f"edge {a}"] = probe_address(a, target_port, host, sni, timeout, role="edge",
                                                             main_sha256=main_sha)
         results = dict(zip(probe_jobs, await asyncio.gather(*probe_jobs.values(), return_exceptions=True)))
