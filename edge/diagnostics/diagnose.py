@@ -195,6 +195,12 @@ async def diagnose(
                                      BROWSER_CIPHERS + ":@SECLEVEL=0")
         hs_main = await asyncio.to_thread(phased_probe, address, target_port, sni, browser_ctx, timeout, "browser",
                                           host_header=host)
+        if not hs_main.ok and hs_main.kind in ("reset", "eof", "oserror", "ssl"):
+            # a cut connection may be a moment's trouble (a busy server, a full backlog): look once more
+            again = await asyncio.to_thread(phased_probe, address, target_port, sni, browser_ctx, timeout, "browser",
+                                            host_header=host)
+            if again.ok:
+                hs_main = again
         handshakes["browser"] = hs_main
         main_sha = sha256_hex(hs_main.chain[0]) if hs_main.ok and hs_main.chain else None
 
