@@ -394,3 +394,27 @@ async def test_diagnose_bounded_by_the_phase_timeouts(pop):
         r = await diagnose(ep.hostname, connect=ep.connect, cafile=ep.cafile, timeout=1.0)
         assert r["failure_mode"] == "handshake_timeout"
         assert time.monotonic() - t0 < 12
+
+
+@pytest.mark.real
+@pytest.mark.slow
+async def test_chrome_handshake_predictions_match_chromium(pop, verdicts):
+    """Chromium (headless, certificate errors ignored: only the handshake is compared) connects exactly where the
+    'chrome' family's replayed ClientHello says it does: no Ed25519, no P-521, no DHE, ALPN h2/http1.1 only."""
+    exe = need("chromium")
+    names = ["ok", "ed25519_leaf", "p521_only", "dhe_only", "alpn_only_acme", "client_cert_tls12", "tls13_only"]
+    mismatches = []
+    for name in names:
+        ep = pop.endpoints[name]
+        r = await _diagnosed(pop, verdicts, name)
+        chrome = next(c for c in r["clients"] if c["client"] == "chrome")
+        assert chrome["ok"] or FAILURE_MODES[chrome["failure_mode"]].phase == "handshake"
+        host, port = ep.connect.rsplit(":", 1)
+        out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+                              f"--host-resolver-rules=MAP {ep.hostname} {host}", "--dump-dom",
+                              f"https://{ep.hostname}:{port}/"], capture_output=True, text=True, timeout=120)
+        loaded = "hello" in out.stdout or "s_server" in out.stdout or "<pre>" in out.stdout
+        if loaded != chrome["ok"]:
+            mismatches.append(f"{name}: predicted {chrome['ok']} ({chrome['error']}), chromium loaded={loaded}: "
+                              f"{out.stdout[:200]!r}")
+    assert not mismatches, "\n".join(mismatches)
