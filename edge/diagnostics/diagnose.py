@@ -368,7 +368,9 @@ async def diagnose(
     if address is not None:
         addresses.insert(0, {"address": address, "role": "connect" if connect_hp else "dns",
                              "ok": not [m for m in st.modes if m not in addr_modes],
-                             "failure_mode": None, "detail": "probed in full (the checks above)",
+                             "failure_mode": next((m for m in sorted(st.modes, key=PRIORITY.index)
+                                                   if m not in addr_modes), None),
+                             "detail": "probed in full (the checks above)",
                              "sha256": sha256_hex(hs_main.chain[0]) if hs_main and hs_main.ok and hs_main.chain
                              else None})
     curl_target = None
