@@ -25,6 +25,7 @@ have node || need+=(nodejs)
 have javac || need+=(default-jdk-headless)
 have php || need+=(php-cli)
 have h2load || need+=(nghttp2-client)
+have go || need+=(golang-go)
 have taskset || need+=(util-linux)
 have knotd || need+=(knot)        # DNS-01 tests: the challenge zone's authoritative server (RFC 2136 + TSIG)
 have unbound || need+=(unbound)   # DNS-01 tests: the resolver that follows the tenant's CNAME, as a CA's does

@@ -216,7 +216,11 @@ def _schemas() -> dict[str, Any]:
                               b: nstr for b in ("chrome", "firefox", "safari", "edge")}},
                           "checks": {"type": "array", "items": _ref("Check")},
                           "certificate": {"type": ["object", "null"]},
-                          "openssl_command": {"type": "string"}}},
+                          "openssl_command": {"type": "string"}, "curl_command": {"type": "string"},
+                          "clients": {"type": "array", "items": {"type": "object", "properties": {
+                              "client": {"type": "string"}, "ok": {"type": "boolean"}, "error": nstr}}},
+                          "addresses": {"type": "array", "items": {"type": "object"}},
+                          "warnings": {"type": "array", "items": {"type": "string"}}}},
         "TriageRequest": {"type": "object", "required": ["report"], "properties": {
             "report": {"type": "string", "description": "pasted browser / curl / openssl / client error text"},
             "hostname": {"type": "string"}}},

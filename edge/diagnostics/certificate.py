@@ -18,8 +18,10 @@ from .chain import (build_chain, cert_info, common_name, display_name, ext_urls,
                     utc_now)
 from .handshake import Handshake
 from .page import http_get
+from .population import CertIssue
 from .state import State
 from .target import TargetNotAllowed
+from .validity import chain_rule_issues, chain_warnings, webpki_verdict
 
 __all__ = ["certificate_checks", "parse_issuers", "crl_lookup", "Offload", "run_in_place"]
 
@@ -73,6 +75,8 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     store = load_store(cafile)
     trust_label = f"CA file {cafile}" if cafile else "the system trust store"
     report = build_chain(served, store)
+    issues: list[CertIssue] = []
+    aia_rescued = False
 
     # The missing issuer may be fetchable (AIA caIssuers): tells a missing intermediate from an unknown root.
     if not report.trusted and report.status in ("incomplete_chain", "untrusted_root") and \
@@ -89,6 +93,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         if fetched:
             again = build_chain(served, store, fetched)
             if again.trusted:
+                aia_rescued = True
                 report.status = "incomplete_chain"
                 report.detail = ("the server does not send the intermediate "
                                  f"({name_text(again.path[len(report.path)].subject)}); it is downloadable from the "
@@ -105,7 +110,8 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     st.check("chain_sent", report.served_order_ok and not report.unused,
              f"{len(served)} certificate(s) sent: {chain_desc}"
              + ("" if report.served_order_ok else "; not in issuing order")
-             + (f"; {len(report.unused)} unrelated certificate(s)" if report.unused else ""))
+             + (f"; {len(report.unused)} unrelated certificate(s)" if report.unused else ""),
+             **({} if report.served_order_ok and not report.unused else {"fatal": False}))
 
     cov = name_coverage(leaf, host)
     leaf_sha = sha256_hex(served_ders[0])
@@ -148,6 +154,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     if default_cert:
         st.fail("default_certificate")
         problems.append("default")
+        issues.append(CertIssue("default_certificate", f"the fallback certificate ({display_name(leaf)})"))
 
     # validity window of every certificate on the path
     expired_c, future_c = [], []
@@ -162,9 +169,11 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         if expired_c:
             st.fail("expired")
             problems.append("expired")
+            issues.append(CertIssue("expired", "; ".join(expired_c)))
         if future_c:
             st.fail("not_yet_valid")
             problems.append("not_yet_valid")
+            issues.append(CertIssue("not_yet_valid", "; ".join(future_c)))
     else:
         days = (leaf.not_valid_after_utc - now).days
         st.check("validity", True, f"valid {iso_utc(leaf.not_valid_before_utc)} to {iso_utc(leaf.not_valid_after_utc)} "
@@ -179,16 +188,22 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         if not default_cert:
             st.fail(report.status)
         problems.append(report.status)
+        issues.append(CertIssue(report.status, report.detail,
+                                kind="incomplete_fetchable" if aia_rescued and report.status == "incomplete_chain"
+                                else ""))
 
     # signatures and keys
     weak_sigs, weak_keys = [], []
+    sha1_only, min_bits = True, 1 << 16
     for i, c in enumerate(path):
         sig, weak = signature_desc(c)
         if weak and not (self_signed(c) and i == len(path) - 1 and i > 0):
             weak_sigs.append(f"{display_name(c)}: {sig}")
-        kd, _bits, kweak = key_desc(c)
+            sha1_only = sha1_only and "sha1" in sig.lower().replace("-", "")
+        kd, bits, kweak = key_desc(c)
         if kweak:
             weak_keys.append(f"{display_name(c)}: {kd}")
+            min_bits = min(min_bits, bits) if kd.startswith(("RSA", "DSA")) else 0
     st.check("signature", not weak_sigs, "; ".join(weak_sigs) + " (SHA-1/MD5 rejected by clients)" if weak_sigs
              else "signature algorithms: " + ", ".join(sorted({signature_desc(c)[0] for c in path})))
     st.check("key", not weak_keys, "; ".join(weak_keys) + " (under 2048 bits)" if weak_keys
@@ -196,9 +211,11 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
     if weak_sigs:
         st.fail("weak_signature")
         problems.append("weak_signature")
+        issues.append(CertIssue("weak_signature", "; ".join(weak_sigs), kind="sha1" if sha1_only else ""))
     if weak_keys:
         st.fail("weak_key")
         problems.append("weak_key")
+        issues.append(CertIssue("weak_key", "; ".join(weak_keys), kind=f"rsa:{min_bits}" if min_bits else ""))
 
     # revocation: stapled OCSP, then CRLs
     revoked_how = None
@@ -247,6 +264,7 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         st.fail("revoked")
         problems.append("revoked")
         cmd_hint["revoked_via"] = revoked_how
+        issues.append(CertIssue("revoked", "revoked", kind="revoked"))
 
     # the name
     names, ips, _ = san_names(leaf)
@@ -259,13 +277,36 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
             st.fail("hostname_mismatch")
         problems.append("hostname_cn_only")
         cmd_hint["cn_only"] = True
+        issues.append(CertIssue("hostname_mismatch", "only the CN matches (no subjectAltName)", kind="cn_only"))
     else:
         st.check("hostname", False, f"{host} is not covered by the certificate "
                                     f"(SAN: {', '.join((names + ips)[:8]) or 'none'}; CN {common_name(leaf)!r})")
         if not default_cert:
             st.fail("hostname_mismatch")
+            issues.append(CertIssue("hostname_mismatch", f"{host} is not covered"))
         problems.append("hostname")
 
+    # chain validity: who may sign, how deep, for which names, for what purpose, with which demands
+    staple = None
+    if isinstance(ossl, str):
+        staple = False if "OCSP response: no response sent" in ossl else (True if "OCSP Response Data" in ossl
+                                                                          else None)
+    rule_issues = chain_rule_issues(path, host, staple=staple)
+    for issue in rule_issues:
+        st.fail(issue.mode)
+        problems.append(issue.mode)
+        issues.append(issue)
+    st.check("chain_rules", not rule_issues, "; ".join(i.detail for i in rule_issues) if rule_issues else
+             "every issuer is a CA allowed to sign for this name at this depth; the leaf is for TLS servers"
+             + ("; the OCSP response is stapled" if staple else ""))
+    if report.trusted:
+        verdict = await offload(webpki_verdict, [to_der(c) for c in served], [to_der(c) for c in store], host,
+                                now.timestamp()) if len(store) <= 512 else None
+        if verdict:
+            st.check("webpki", True, f"cryptography's strict X.509 verifier also refuses the chain: {verdict} "
+                                     "(reported for the record; its profile is stricter than some clients)")
+    info_warnings = chain_warnings(served, path, store, order_ok=report.served_order_ok, now=now) \
+        if report.trusted else []
     cmd_hint["cert_problems"] = problems
     info = cert_info(leaf)
     info.update({
@@ -278,6 +319,8 @@ async def certificate_checks(st: State, main: Handshake, hs: dict[str, Handshake
         "same_without_sni": nosni_same if nosni is not None and nosni.ok else None,
         "ocsp_staple": staple_detail,
         "_certs": path,
+        "_issues": issues,
+        "_warnings": info_warnings,
     })
     return info
 

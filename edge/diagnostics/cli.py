@@ -38,9 +38,28 @@ def _human_diagnosis(result: dict) -> str:
         out.append(f"  valid {cert['not_before']} .. {cert['not_after']}; SAN {', '.join(cert['san'][:6]) or '-'}; "
                    f"{cert['key']}; {cert['signature_algorithm']}")
         out.append(f"  sha256 {cert['sha256']}")
+    clients = result.get("clients") or []
+    if clients:
+        out.append("")
+        failing = [c for c in clients if not c["ok"]]
+        out.append(f"clients: {len(clients) - len(failing)} of {len(clients)} families connect")
+        for c in failing:
+            tag = "" if c.get("mainstream", True) else " (legacy)"
+            out.append(f"  [FAIL] {c.get('label', c['client'])}{tag}: {c['error']}")
+    if len(result.get("addresses") or []) > 1:
+        out.append("")
+        out.append("addresses:")
+        for a in result["addresses"]:
+            out.append(f"  [{'ok  ' if a['ok'] else 'FAIL'}] {a['address']} ({a['role']}): {a['detail']}")
+    if result.get("warnings"):
+        out.append("")
+        out.append("warnings:")
+        out += [f"  - {w}" for w in result["warnings"]]
     out.append("")
     out.append("reproduce:")
     out.append(f"  {result['openssl_command']}")
+    if result.get("curl_command"):
+        out.append(f"  {result['curl_command']}")
     return "\n".join(out)
 
 

@@ -20,17 +20,22 @@ from urllib.parse import urlsplit
 
 from edge.names import format_hostport, parse_hostport
 
+from .addresses import MAX_ADDRESSES, probe_address
+from .advice import build_warnings
 from .certificate import Offload, certificate_checks, run_in_place
-from .chain import iso_utc, normalize_fingerprint, utc_now, validate_cafile
-from .command import openssl_command
+from .chain import iso_utc, normalize_fingerprint, sha256_hex, utc_now, validate_cafile
+from .command import curl_command, openssl_command
 from .connect import plain_http_probe, tcp_connect
 from .dns import DNSResult, dns_lookup, resolve_host
 from .handshake import (ALL_CIPHERS, BROWSER_CIPHERS, TLS_VERSIONS, Handshake, classify_handshake, client_context,
                         openssl_status, tls_handshake)
 from .modes import FAILURE_MODES, PRIORITY, get_mode
 from .page import fetch_page, scan_mixed_content
+from .phases import PHASES, phased_probe
+from .client_texts import client_error
+from .population import FAMILIES, judge, simulate
 from .state import State
-from .target import check_allowed, normalize_hostname
+from .target import TargetNotAllowed, check_allowed, normalize_hostname
 
 __all__ = ["diagnose"]
 
@@ -57,7 +62,8 @@ async def diagnose(
         resolver: ``HOST:PORT`` of the DNS server to ask (default: the system resolver).
         allow_private: when False, refuse loopback/private/link-local/multicast/reserved/metadata targets.
         expected_sha256: SHA-256 of the leaf the edge should serve for the name.
-        edge_targets: names or addresses of the edge: a name resolving elsewhere is ``wrong_endpoint``.
+        edge_targets: names or addresses of the edge: a name resolving elsewhere is ``wrong_endpoint`` (and the edge's
+            own address is probed for the name, to say whether it is ready for the DNS change).
         timeout: bound of each network step, in seconds.
         offload: runs the decoding of what remote servers send (AIA issuers, CRLs); the API passes its analysis
             workers, so that no hostile CRL parses on its loop.
@@ -66,7 +72,9 @@ async def diagnose(
     Returns:
         The diagnosis object (see docs/interface.md): ``hostname, ok, failure_mode, summary, fix, who_acts,
         browser_errors, checks, certificate, openssl_command`` plus ``connect``, ``port``, ``checked_at``,
-        ``failure_modes`` (every mode found, primary first), ``tls``, ``dns``.
+        ``failure_modes`` (every mode found, primary first), ``tls``, ``dns``, and ``clients`` (how each family of
+        clients fares: ``population.FAMILIES``), ``addresses`` (each resolved address, and the edge's), ``warnings``,
+        ``phases`` (ms at which each phase of the main connection was reached; ``stopped_at``), ``curl_command``.
 
     Raises:
         ValueError: a malformed hostname, ``connect``, ``resolver``, ``cafile`` or fingerprint.
@@ -107,8 +115,9 @@ async def diagnose(
     else:
         chain = " -> ".join([host] + dns_res.cnames)
         st.check("dns", True, f"{chain} -> {', '.join(dns_res.addresses)} ({dns_res.source})")
+    edge_names: set[str] = set()
+    edge_addrs: set[str] = set()
     if edge_targets and not ip_literal and not dns_res.error:
-        edge_names, edge_addrs = set(), set()
         for t in edge_targets:
             t = t.strip()
             if not t:
@@ -149,6 +158,10 @@ async def diagnose(
     check_allowed(targets, allow_private)
 
     address: str | None = None
+    addresses: list[dict] = []
+    address_failures: list[dict] = []
+    results: dict[str, Any] = {}
+    phases_info: dict[str, Any] = {}
     hs_main: Handshake | None = None
     handshakes: dict[str, Handshake] = {}
     cert_obj: dict | None = None
@@ -180,8 +193,16 @@ async def diagnose(
         # ---- TLS: a browser-like handshake first
         browser_ctx = client_context(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3,
                                      BROWSER_CIPHERS + ":@SECLEVEL=0")
-        hs_main = await asyncio.to_thread(tls_handshake, address, target_port, sni, browser_ctx, timeout, "browser")
+        hs_main = await asyncio.to_thread(phased_probe, address, target_port, sni, browser_ctx, timeout, "browser",
+                                          host_header=host)
+        if not hs_main.ok and hs_main.kind in ("reset", "eof", "oserror", "ssl"):
+            # a cut connection may be a moment's trouble (a busy server, a full backlog): look once more
+            again = await asyncio.to_thread(phased_probe, address, target_port, sni, browser_ctx, timeout, "browser",
+                                            host_header=host)
+            if again.ok:
+                hs_main = again
         handshakes["browser"] = hs_main
+        main_sha = sha256_hex(hs_main.chain[0]) if hs_main.ok and hs_main.chain else None
 
         probe_jobs: dict[str, Any] = {}
         for vname, v in TLS_VERSIONS.items():
@@ -198,10 +219,31 @@ async def diagnose(
             probe_jobs["page"] = fetch_page(host, address, target_port, timeout)
         if hs_main.kind == "wrong_version":
             probe_jobs["plain"] = asyncio.to_thread(plain_http_probe, address, target_port, host, timeout)
+        if hs_main.ok or (hs_main.stopped_at not in ("connect", "first_server_byte") and hs_main.kind != "timeout"):
+            # the server talks TLS: replay each client family's ClientHello
+            probe_jobs["population"] = simulate(address, target_port, sni, timeout)
+        if not connect_hp:
+            for a in [t for t in targets if t != address][:MAX_ADDRESSES - 1]:
+                probe_jobs[f"address {a}"] = probe_address(a, target_port, host, sni, timeout, role="dns",
+                                                           main_sha256=main_sha)
+            if edge_addrs and not set(targets) & edge_addrs:
+                for a in sorted(edge_addrs)[:2]:
+                    try:
+                        check_allowed([a], allow_private)  # the same guard as for the name's own addresses
+                    except TargetNotAllowed:
+                        continue
+                    probe_jobs[f"edge {a}"] = probe_address(a, target_port, host, sni, timeout, role="edge",
+                                                            main_sha256=main_sha)
         results = dict(zip(probe_jobs, await asyncio.gather(*probe_jobs.values(), return_exceptions=True)))
         for k, v in results.items():
             if isinstance(v, Handshake):
                 handshakes[k] = v
+        offers = results.get("population") if isinstance(results.get("population"), dict) else {}
+        cert_request = any(o.cert_request for o in offers.values())
+        phases_info = {"phases": {p: hs_main.phases.get(p) for p in PHASES}, "stopped_at": hs_main.stopped_at}
+        st.check("phases", hs_main.stopped_at is None, _phases_text(hs_main, timeout),
+                 **({"fatal": False} if hs_main.ok and hs_main.stopped_at == "first_http_byte"
+                    and hs_main.post_error is None else {}))
 
         accepted = {v: handshakes[v] for v in TLS_VERSIONS if handshakes.get(v) and handshakes[v].ok}
         tls_info = {
@@ -217,23 +259,102 @@ async def diagnose(
             st.check("tls_versions", True, versions_txt + (
                 f"; legacy {' and '.join(legacy)} still enabled (harmless for browsers)" if legacy else ""))
         else:
-            mode, detail = classify_handshake(hs_main, handshakes, results.get("plain"))
+            mode, detail = classify_handshake(hs_main, handshakes, results.get("plain"), cert_request)
             st.check("tls_handshake", False, detail)
             st.check("tls_versions", False, versions_txt)
             st.fail(mode)
             cmd_hint["stalled"] = hs_main.kind == "timeout"
+        if hs_main.ok and hs_main.post_error is not None:
+            post = hs_main.post_error
+            if post.alert == 116 or (cert_request and post.alert in (40, 42)):
+                st.check("client_certificate", False, "the handshake completes, then the server ends the connection "
+                         f"at the first request because no client certificate was sent (alert {post.alert}): "
+                         f"{post.text}")
+                st.fail("client_certificate_required")
+            else:
+                st.check("http", False, "the server ended the connection at the first request: "
+                                        f"{post.text or post.kind}", fatal=False)
+        elif hs_main.ok and cert_request:
+            st.check("client_certificate", True, "the server asks for a client certificate but accepts visitors "
+                                                 "without one (optional client authentication)")
 
         # ---- certificate
         if hs_main.ok and hs_main.chain:
             cert_obj = await certificate_checks(
                 st, hs_main, handshakes, results, cafile=cafile, expected=expected, allow_private=allow_private,
                 resolver=resolver, timeout=timeout, cmd_hint=cmd_hint, offload=offload)
-            cert_obj.pop("_certs", None)  # internal: the parsed chain, not part of the answer
         elif hs_main.ok:
             st.check("certificate", False, "the server sent no certificate")
             st.fail("handshake_failure")
         if hs_main.ok and not any(m for m in st.modes if FAILURE_MODES[m].phase == "certificate"):
             _page_check(st, results.get("page"), cmd_hint)
+
+        # ---- every address
+        for k, v in results.items():
+            if k.startswith(("address ", "edge ")) and isinstance(v, dict):
+                addresses.append(v)
+        for a in addresses:
+            if a["role"] != "dns":
+                st.check("edge_address", a["ok"], ("the edge is ready for this name: " if a["ok"] else
+                                                   "the edge's own address does not serve this name: ")
+                         + a["detail"], fatal=False)
+                continue
+            st.check("address", a["ok"], a["detail"])
+            if not a["ok"]:
+                address_failures.append(a)
+                st.fail(a["failure_mode"])
+                if a["failure_mode"] == "wrong_endpoint" and not dns_info.get("points_to"):
+                    dns_info["points_to"] = [a["address"]]
+                    wrong_endpoint_detail = (f"{host} also resolves to {a['address']}, which serves another site "
+                                             f"({a['detail'].split(': ', 1)[-1]})")
+    else:
+        offers = {}
+
+    # ---- the client population
+    cert_issues = (cert_obj or {}).pop("_issues", []) if cert_obj is not None else []
+    chain_notes = (cert_obj or {}).pop("_warnings", []) if cert_obj is not None else []
+    addr_modes = {a["failure_mode"] for a in address_failures}
+    pre_tls = [m for m in st.modes if FAILURE_MODES[m].phase in ("dns", "tcp") and not (
+        m in addr_modes and "points_to" in dns_info and dns_info["points_to"][0] in
+        {a["address"] for a in address_failures})] or \
+        [m for m in st.modes if m in ("handshake_timeout", "plain_http_on_tls_port", "handshake_failure",
+                                      "client_certificate_required") and not offers]
+    clients = judge(FAMILIES, offers if not pre_tls else {}, cert_issues if not pre_tls else [], host=host,
+                    private_trust=bool(cafile), post_handshake=st.primary() if pre_tls else
+                    ("client_certificate_required" if "client_certificate_required" in st.modes else None))
+    for a in address_failures[:1]:
+        # a visitor's client may pick that address (IPv6 first on most networks): it fails there
+        fam = {f.id: f for f in FAMILIES}
+        for c in clients:
+            if c["ok"]:
+                c.update(ok=False, mode=a["failure_mode"],
+                         error=client_error(fam[c["client"]].texts, a["failure_mode"], host=host)
+                         + f" (when it connects to {a['address']})")
+    failing = [c for c in clients if not c["ok"] and c["mainstream"]]
+    for c in failing:
+        if c["mode"] and c["mode"] not in st.modes:
+            st.fail(c["mode"])
+            who = [x["label"] for x in failing if x["mode"] == c["mode"]]
+            st.check("clients", False, f"{', '.join(who)} fail ({c['mode']}): {c['error']}")
+            if c["mode"] in ("cipher_mismatch", "protocol_version_mismatch"):
+                cmd_hint["offer"] = True
+    if not failing:
+        st.check("clients", True, f"every current client family connects ({len(clients)} simulated"
+                 + (f"; {len([c for c in clients if not c['ok']])} legacy client(s) fail, see warnings)"
+                    if any(not c["ok"] for c in clients) else ")"))
+    leaf_after = None
+    certs = (cert_obj or {}).pop("_certs", None) if cert_obj else None
+    if certs:
+        leaf_after = certs[0].not_valid_after_utc
+    page = results.get("page") if address is not None else None
+    headers = None
+    if hs_main is not None and hs_main.http_status:
+        headers = hs_main.http_headers
+    elif isinstance(page, dict) and isinstance(page.get("headers"), dict):
+        headers = page["headers"]
+    warnings = build_warnings(leaf_not_after=leaf_after, now=utc_now(), chain_notes=chain_notes,
+                              headers=headers if hs_main is not None and hs_main.ok else None,
+                              tls_versions=tls_info.get("versions", {}), offers=offers, clients=clients)
 
     primary = st.primary()
     mode = get_mode(primary)
@@ -244,6 +365,21 @@ async def diagnose(
     summary = mode.summary
     if primary == "wrong_endpoint" and wrong_endpoint_detail:
         summary = f"{mode.summary} Here: {wrong_endpoint_detail}."
+    if address is not None:
+        addresses.insert(0, {"address": address, "role": "connect" if connect_hp else "dns",
+                             "ok": not [m for m in st.modes if m not in addr_modes],
+                             "failure_mode": next((m for m in sorted(st.modes, key=PRIORITY.index)
+                                                   if m not in addr_modes), None),
+                             "detail": "probed in full (the checks above)",
+                             "sha256": sha256_hex(hs_main.chain[0]) if hs_main and hs_main.ok and hs_main.chain
+                             else None})
+    curl_target = None
+    if primary == "wrong_endpoint" and dns_info.get("points_to"):
+        curl_target = format_hostport(dns_info["points_to"][0], target_port)
+    elif connect:
+        curl_target = connect.strip()
+    elif address:
+        curl_target = format_hostport(address, target_port)
     return {
         "hostname": host,
         "ok": primary == "ok",
@@ -255,6 +391,15 @@ async def diagnose(
         "checks": st.checks,
         "certificate": cert_obj,
         "openssl_command": command,
+        "curl_command": curl_command(primary, host=host, ip_literal=ip_literal, target=curl_target,
+                                     port=target_port if (targets or connect_hp) else port, cafile=cafile,
+                                     hint=cmd_hint),
+        "clients": [{"client": c["client"], "ok": c["ok"], "error": c["error"], "label": c["label"],
+                     "mainstream": c["mainstream"], "failure_mode": c["mode"], "negotiated": c["negotiated"]}
+                    for c in clients],
+        "addresses": addresses,
+        "warnings": warnings,
+        "phases": phases_info,
         "failure_modes": sorted(st.modes, key=lambda m: PRIORITY.index(m)) or ["ok"],
         "connect": format_hostport(address, target_port) if address else (connect or None),
         "port": target_port if (targets or connect_hp) else port,
@@ -295,3 +440,14 @@ def _page_check(st: State, page: Any, hint: dict) -> None:
                                      f"{listing}")
     st.fail("mixed_content")
     hint["page_path"] = urlsplit(page["url"]).path or "/"
+
+
+def _phases_text(hs: Handshake, timeout: float) -> str:
+    names = {"connect": "TCP connect", "client_hello_sent": "ClientHello sent",
+             "first_server_byte": "first server byte", "handshake_complete": "handshake complete",
+             "first_http_byte": "first HTTP byte"}
+    done = ", ".join(f"{names[p]} {hs.phases[p]} ms" for p in PHASES if p in hs.phases)
+    if hs.stopped_at is None:
+        return done + (f" ({hs.http_status})" if hs.http_status else "")
+    return (done + "; " if done else "") + f"stopped at: {names.get(hs.stopped_at, hs.stopped_at)} " \
+        f"(each phase waits up to {timeout:g} s)"

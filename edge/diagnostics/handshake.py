@@ -17,7 +17,7 @@ from typing import Any
 from edge.names import format_hostport
 
 __all__ = ["BROWSER_CIPHERS", "ALL_CIPHERS", "TLS_VERSIONS", "Handshake", "client_context", "tls_handshake",
-           "openssl_status", "classify_handshake"]
+           "openssl_status", "classify_handshake", "chain_of", "ALERTS_BY_REASON"]
 
 #: TLS 1.2 cipher suites that current browsers offer (Chrome / Firefox / Safari, 2025): ECDHE with AES-GCM,
 #: ChaCha20 or AES-CBC, plus the RSA-key-exchange AES suites kept for compatibility. No DHE, 3DES, RC4, CAMELLIA.
@@ -47,6 +47,13 @@ class Handshake:
     reason: str | None = None  # OpenSSL reason (e.g. TLSV1_UNRECOGNIZED_NAME)
     alert: int | None = None
     text: str = ""
+    alpn: str | None = None
+    #: ms since the start at which each phase was reached (``phases.PHASES``), and the phase that did not complete
+    phases: dict[str, int] = field(default_factory=dict)
+    stopped_at: str | None = None
+    http_status: str | None = None
+    http_headers: dict[str, str] = field(default_factory=dict)
+    post_error: "Handshake | None" = None  # a failure after the handshake (first HTTP read), e.g. TLS 1.3 alert 116
 
 
 _ALERTS = {
@@ -57,6 +64,7 @@ _ALERTS = {
     "SSLV3_ALERT_UNEXPECTED_MESSAGE": 10, "TLSV1_ALERT_DECRYPT_ERROR": 51, "SSLV3_ALERT_CLOSE_NOTIFY": 0,
     "TLSV1_ALERT_UNKNOWN_CA": 48, "TLSV1_ALERT_INAPPROPRIATE_FALLBACK": 86,
 }
+ALERTS_BY_REASON = _ALERTS
 _NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG",
                     "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "RECORD_LENGTH_MISMATCH"}
 _VERSION_REASONS = {"UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "VERSION_TOO_LOW", "VERSION_TOO_HIGH",
@@ -82,7 +90,8 @@ def client_context(min_v: ssl.TLSVersion, max_v: ssl.TLSVersion, ciphers: str) -
     return ctx
 
 
-def _chain_of(tls: ssl.SSLSocket) -> list[bytes]:
+def chain_of(tls: ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:
+    """The certificates the server sent (DER, leaf first), unverified."""
     sslobj = getattr(tls, "_sslobj", None)
     getter = getattr(sslobj, "get_unverified_chain", None) or getattr(tls, "get_unverified_chain", None)
     if getter is not None:
@@ -117,7 +126,7 @@ def tls_handshake(address: str, port: int, sni: str | None, ctx: ssl.SSLContext,
         tls.do_handshake()
         cipher = tls.cipher()
         return Handshake(True, label, version=tls.version(), cipher=cipher[0] if cipher else None,
-                         chain=_chain_of(tls))
+                         chain=chain_of(tls))
     except ssl.SSLError as e:
         reason = getattr(e, "reason", None) or ""
         text = str(e)
@@ -171,8 +180,10 @@ async def openssl_status(address: str, port: int, sni: str | None, timeout: floa
     return out.decode("utf-8", "replace")
 
 
-def classify_handshake(main: Handshake, hs: dict[str, Handshake], plain: Any) -> tuple[str, str]:
-    """The failure mode of a browser-like handshake that failed, using the permissive probes."""
+def classify_handshake(main: Handshake, hs: dict[str, Handshake], plain: Any,
+                       cert_request: bool = False) -> tuple[str, str]:
+    """The failure mode of a browser-like handshake that failed, using the permissive probes (``cert_request``: a
+    replayed handshake saw the server ask for a client certificate)."""
     legacy_ok = [v for v in ("TLSv1.0", "TLSv1.1") if hs.get(v) and hs[v].ok]
     modern_ok = [v for v in ("TLSv1.2", "TLSv1.3") if hs.get(v) and hs[v].ok]
     what = main.text or main.kind or "failed"
@@ -180,6 +191,17 @@ def classify_handshake(main: Handshake, hs: dict[str, Handshake], plain: Any) ->
         if isinstance(plain, str):
             return "plain_http_on_tls_port", f"the port answers plain HTTP ({plain!r}), not TLS: {what}"
         return "plain_http_on_tls_port", f"the port does not speak TLS (wrong version number): {what}"
+    if main.alert == 120 or main.reason == "TLSV1_ALERT_NO_APPLICATION_PROTOCOL":
+        return "alpn_mismatch", (f"the server accepts none of the application protocols browsers offer (h2, "
+                                 f"http/1.1): no_application_protocol alert (120): {what}")
+    if main.alert == 116 or (cert_request and main.alert in (40, 42, 116)):
+        return "client_certificate_required", (f"the server asked for a client certificate (CertificateRequest) "
+                                               f"and ended the handshake without one: {what}")
+    if main.kind == "timeout":
+        where = {"first_server_byte": "never answered the ClientHello",
+                 "handshake_complete": "stopped answering before the handshake completed"}.get(
+            main.stopped_at or "", "did not complete the handshake")
+        return "handshake_timeout", f"the server accepted the TCP connection but {where} ({what})"
     if main.alert == 112 or main.reason == "TLSV1_UNRECOGNIZED_NAME":
         return "sni_unrecognized", f"the server answered the SNI name with an unrecognized_name alert (112): {what}"
     if modern_ok:

@@ -279,6 +279,86 @@ _MODES = [
         "-", "-",
     ),
     FailureMode(
+        "client_certificate_required", "handshake",
+        "The server demands a client certificate (mutual TLS) that visitors do not have: it ends the handshake "
+        "(TLS 1.2: alert 40/42 after a CertificateRequest) or the connection (TLS 1.3: alert 116) without one.",
+        "Make client certificates optional on this listener (nginx: `ssl_verify_client optional` or off; "
+        "HAProxy: `verify optional`), or require them only on the paths or names that need them.",
+        "operator",
+        _b("ERR_BAD_SSL_CLIENT_AUTH_CERT", "SSL_ERROR_RX_CERTIFICATE_REQUIRED_ALERT / SSL_ERROR_HANDSHAKE_FAILURE_ALERT",
+           "requires a client certificate (NSURLErrorClientCertificateRequired -1206)"),
+        "alert number 116 (certificate required) / 40; \"Acceptable client certificate CA names\" in the transcript",
+        "56 tlsv13 alert certificate required / 35 sslv3 alert handshake failure",
+    ),
+    FailureMode(
+        "alpn_mismatch", "handshake",
+        "The server accepts none of the application protocols clients offer (h2, http/1.1): it answers the "
+        "ClientHello with a no_application_protocol alert (120), e.g. a port held by an acme-tls/1-only responder.",
+        "Serve http/1.1 (and h2) on this port: remove the ALPN restriction, or move the acme-tls/1 responder off the "
+        "public listener once validation is done.",
+        "operator",
+        _b("ERR_SSL_PROTOCOL_ERROR", "SSL_ERROR_NO_APPLICATION_PROTOCOL (a generic handshake failure)",
+           "NSURLErrorSecureConnectionFailed -1200"),
+        "alert number 120 (no application protocol) with -alpn h2,http/1.1", "35 tlsv1 alert no application protocol",
+    ),
+    FailureMode(
+        "handshake_timeout", "handshake",
+        "The TCP connection opens and the ClientHello is sent, but the server never answers it (a stalled "
+        "process, or a middlebox that swallows TLS).",
+        "Check the process behind the port (stuck worker, full accept queue, a proxy waiting for its backend) and "
+        "any firewall or IPS that inspects TLS on the way.",
+        "operator / network",
+        _b("ERR_TIMED_OUT", "The connection has timed out", "The request timed out (NSURLErrorTimedOut -1001)"),
+        "CONNECTED(...) then nothing until timeout", "28 SSL connection timeout",
+    ),
+    FailureMode(
+        "unsuitable_purpose", "certificate",
+        "The certificate is not valid for TLS server authentication: its extended key usage does not include "
+        "serverAuth (e.g. a clientAuth-only or code-signing certificate).",
+        "Issue a certificate with extended key usage serverAuth (every public CA's TLS certificate has it) and "
+        "install it.",
+        "operator",
+        _b("NET::ERR_CERT_INVALID", "SEC_ERROR_INADEQUATE_CERT_TYPE", "certificate is not valid for this purpose"),
+        "verify error:num=26 (unsuitable certificate purpose) with -purpose sslserver",
+        "60 unsuitable certificate purpose",
+        (26,),
+    ),
+    FailureMode(
+        "invalid_chain", "certificate",
+        "The chain is complete but not valid: an issuer that is not a CA (basicConstraints CA:FALSE or no "
+        "keyCertSign), a path length or name constraint violated.",
+        "Serve a chain of real CA certificates: the intermediate your CA publishes for this certificate (not a leaf "
+        "or a constrained sub-CA that may not issue for this name).",
+        "operator",
+        _b("NET::ERR_CERT_INVALID / NET::ERR_CERT_AUTHORITY_INVALID",
+           "SEC_ERROR_CA_CERT_INVALID / SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID / SEC_ERROR_CERT_NOT_IN_NAME_SPACE",
+           "certificate is not trusted"),
+        "verify error:num=79 / 24 (invalid CA certificate), 25 (path length constraint exceeded), 47 (permitted "
+        "subtree violation) / 48",
+        "60 invalid CA certificate / path length constraint exceeded / permitted subtree violation",
+        (79, 24, 25, 47, 48),
+    ),
+    FailureMode(
+        "must_staple_missing", "certificate",
+        "The certificate demands OCSP stapling (TLS feature must-staple) but the server sends no OCSP response: "
+        "Firefox and GnuTLS clients refuse it (Chrome ignores it).",
+        "Enable OCSP stapling on the server (nginx: `ssl_stapling on; ssl_stapling_verify on;` with a resolver), "
+        "or reissue the certificate without the must-staple extension.",
+        "operator",
+        _b("(works: Chrome ignores must-staple)", "MOZILLA_PKIX_ERROR_REQUIRED_TLS_FEATURE_MISSING",
+           "(works)"),
+        "no \"OCSP response\" with -status on a must-staple leaf", "0 (91 with --cert-status)",
+    ),
+    FailureMode(
+        "unclassified", "-",
+        "The report names no failure that this vocabulary knows; the candidates are the best guesses.",
+        "Run the openssl command from the affected network and paste its whole output, or run "
+        "`edgecert diagnose HOSTNAME`.",
+        "-",
+        _b("-", "-", "-"),
+        "-", "-",
+    ),
+    FailureMode(
         "unknown", "-",
         "The report does not match a known failure: no single cause could be identified.",
         "Run the openssl command from the affected network and paste its whole output, or run "
@@ -298,9 +378,12 @@ PRIORITY: tuple[str, ...] = (
     "connection_refused",
     "connection_timeout",
     "plain_http_on_tls_port",
+    "handshake_timeout",
     "sni_unrecognized",
     "protocol_version_mismatch",
     "cipher_mismatch",
+    "alpn_mismatch",
+    "client_certificate_required",
     "handshake_failure",
     "default_certificate",
     "expired",
@@ -309,9 +392,12 @@ PRIORITY: tuple[str, ...] = (
     "self_signed",
     "untrusted_root",
     "incomplete_chain",
+    "invalid_chain",
+    "unsuitable_purpose",
     "weak_signature",
     "weak_key",
     "hostname_mismatch",
+    "must_staple_missing",
     "mixed_content",
 )
 

@@ -243,6 +243,31 @@ _r("mixed_content", r"Mixed Content:|mixed (?:active|display|passive) content|Bl
 CURL_EXIT = {6: "dns_not_configured", 7: "connection_refused", 28: "connection_timeout", 35: "handshake_failure",
               51: "hostname_mismatch", 60: "untrusted_root", 91: "revoked"}
 
+# ---- the modes of issue 16 (diagnose side; the triage helper extends these)
+_r("client_certificate_required", r"ERR_BAD_SSL_CLIENT_AUTH_CERT|SSL_ERROR_RX_CERTIFICATE_REQUIRED_ALERT"
+                                  r"|alert certificate required|alert number 116\b|CERTIFICATE_REQUIRED"
+                                  r"|requires a client certificate|NSURLErrorClientCertificateRequired|-1206\b",
+   0.9, "TLS library")
+_r("client_certificate_required", r"SSL_ERROR_HANDSHAKE_FAILURE_ALERT|Acceptable client certificate CA names", 0.5,
+   "TLS library", ("cipher_mismatch", "handshake_failure"))
+_r("alpn_mismatch", r"SSL_ERROR_NO_APPLICATION_PROTOCOL|no application protocol|alert number 120\b"
+                    r"|NO_APPLICATION_PROTOCOL", 0.9, "TLS library")
+_r("handshake_failure", r"\bERR_SSL_PROTOCOL_ERROR\b", 0.3, "Chrome/Edge", ("alpn_mismatch",))
+_r("handshake_timeout", r"SSL connection timeout|handshake operation timed out|TLS handshake timeout"
+                        r"|handshake timed out", 0.9, "TLS library")
+_r("connection_timeout", r"\bERR_TIMED_OUT\b", 0.3, "Chrome/Edge", ("handshake_timeout",))
+_r("unsuitable_purpose", r"SEC_ERROR_INADEQUATE_CERT_TYPE|SEC_ERROR_INADEQUATE_KEY_USAGE|unsuitable certificate "
+                         r"purpose|INVALID_PURPOSE|verify error:num=26\b|not valid for this purpose"
+                         r"|Extended key usage does not permit|incompatible key usage", 0.9, "TLS library")
+_r("unsuitable_purpose", r"NET::ERR_CERT_INVALID|\bERR_CERT_INVALID\b", 0.4, "Chrome/Edge", ("invalid_chain",))
+_r("invalid_chain", r"SEC_ERROR_CA_CERT_INVALID|SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID|SEC_ERROR_CERT_NOT_IN_NAME_SPACE"
+                    r"|path length constraint exceeded|PATH_LENGTH_EXCEEDED|permitted subtree violation"
+                    r"|excluded subtree violation|name constraints check failed|pathLenConstraint violated"
+                    r"|keyCertSign bit is not set|key usage does not include certificate signing", 0.9,
+   "TLS library")
+_r("invalid_chain", r"ERR_CERT_AUTHORITY_INVALID|invalid CA certificate", 0.3, "TLS library", ("untrusted_root",))
+_r("must_staple_missing", r"MOZILLA_PKIX_ERROR_REQUIRED_TLS_FEATURE_MISSING|requires the server to include an OCSP "
+                          r"status", 0.95, "Firefox/GnuTLS")
 
 
 assert all(r.mode in FAILURE_MODES for r in RULES)

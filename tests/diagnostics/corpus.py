@@ -270,7 +270,7 @@ class PKI:
 class _ThreadedServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 64):
         self.host = host
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.sock.listen(backlog)
@@ -281,7 +281,7 @@ class _ThreadedServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():

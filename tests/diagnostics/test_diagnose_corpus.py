@@ -186,3 +186,36 @@ async def test_same_endpoint_other_trust_store(corpus):
     assert "-CAfile" not in r["openssl_command"]
     out = run_sh(r["openssl_command"])
     assert "verify error:num=20" in out.stdout + out.stderr
+
+
+# What the curl command beside it prints, per failure mode (None: curl cannot show it, e.g. a CRL it never reads).
+CURL_SHOWS = {
+    "ok": r"^HTTP 200", "expired": r"curl: \(60\).*certificate has expired",
+    "not_yet_valid": r"curl: \(60\).*not yet valid", "self_signed": r"curl: \(60\).*self-signed certificate",
+    "untrusted_root": r"curl: \(60\)", "incomplete_chain": r"curl: \(60\).*unable to get local issuer",
+    "hostname_mismatch": r"curl: \(60\)", "default_certificate": r"curl: \(60\)", "wrong_endpoint": r"curl: \(60\)",
+    "weak_signature": r"curl: \(60\)", "weak_key": r"curl: \(60\).*key too weak",
+    "plain_http_on_tls_port": r"curl: \(35\).*wrong version number",
+    "protocol_version_mismatch": r"curl: \(35\)", "cipher_mismatch": r"curl: \(35\)",
+    "sni_unrecognized": r"curl: \(35\).*unrecognized name", "handshake_failure": r"curl: \((35|56)\)",
+    "connection_refused": r"curl: \(7\)", "connection_timeout": r"curl: \(28\)", "dns_not_configured": r"curl: \(6\)",
+    "revoked": r"curl: \(91\)",
+    "mixed_content": r"src=\"http://cdn\.mixed\.test/app\.js",
+}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", list(EXPECTED))
+async def test_curl_command_reproduces(corpus, name, results):
+    need("curl")
+    if name.startswith("nginx_"):
+        need("nginx")
+    ep = corpus.endpoints[name]
+    r = results.get(name) or await diagnose(ep.hostname, **ep.diagnose_kwargs())
+    cmd = r["curl_command"]
+    assert "\n" not in cmd and cmd.startswith("curl ")
+    if name == "revoked":  # through a CRL: curl reads no CRL by itself
+        return
+    out = run_sh(cmd, timeout=30)
+    text = out.stdout + out.stderr
+    assert re.search(CURL_SHOWS[EXPECTED[name]], text, re.M), f"{cmd}\n---\n{text[-2000:]}"
