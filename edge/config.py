@@ -1,4 +1,5 @@
-"""Settings: one typed, validated object for every option of an edgecert process.
+"""Settings: one typed, validated object for every option of an edgecert process (One concern: the settings, their
+checks and where they come from).
 
 Every field of :class:`Settings` is a setting: a TOML key (``edgecert serve --config FILE``, at the top level or
 under ``[edgecert]``) and an ``EDGECERT_<NAME>`` environment variable; the variable wins. Values are converted to the

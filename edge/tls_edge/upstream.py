@@ -1,5 +1,5 @@
-"""The TLS edge's upstream side: keep-alive connections to the origin (``EDGECERT_UPSTREAM``), the request head sent
-to it (hop-by-hop headers dropped; every forwarding header the client sent dropped and the edge's own set:
+"""One concern: the origin side of a proxied request. The TLS edge's upstream side: keep-alive connections to the
+origin (``EDGECERT_UPSTREAM``), the request head sent to it (hop-by-hop headers dropped; every forwarding header the client sent dropped and the edge's own set:
 ``X-Forwarded-For``/``-Proto``/``-Host``/``-Port``, ``X-Real-IP``, ``Forwarded``) and the response head passed back;
 a 101 turns the exchange into a byte tunnel, only for a valid websocket handshake answered with the right
 ``Sec-WebSocket-Accept``. Timeouts: connecting, and each read (the first byte included); the response head is
