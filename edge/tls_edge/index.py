@@ -182,10 +182,6 @@ def load_host_settings(index: "SniIndex", rows: Iterable[tuple], *, hostnames: I
     routes = index.routes
     if hostnames is None:
         index.routes = fresh  # one assignment: readers see the old table or the new one
-        for h in [h for h in index.min_tls if h not in fresh]:
-            index.set_min_tls(h, None)
-        for h, st in fresh.items():
-            index.set_min_tls(h, st.min_tls_version)  # the handshake's floor (edge/tls_edge/handshake_rules.py)
     else:
         for h in hostnames:
             s = fresh.get(h)
@@ -193,7 +189,14 @@ def load_host_settings(index: "SniIndex", rows: Iterable[tuple], *, hostnames: I
                 routes.pop(h, None)
             else:
                 routes[h] = s
-            index.set_min_tls(h, s.min_tls_version if s is not None else None)
+    floors = getattr(index, "set_min_tls", None)  # the handshake's floor (edge/tls_edge/handshake_rules.py)
+    if floors is not None:
+        changed = fresh if hostnames is None else {h: fresh.get(h) for h in hostnames}
+        if hostnames is None:
+            for h in [h for h in index.min_tls if h not in fresh]:
+                floors(h, None)
+        for h, st in changed.items():
+            floors(h, st.min_tls_version if st is not None else None)
     return len(index.routes)
 # -- end of per-hostname settings --------------------------------------------------------------------------------
 
