@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from edge.config_issuers import issuer_specs, issuers_check, optional_b64url, optional_profile
+from edge.config_issuers import as_mapping, issuer_specs, issuers_check, optional_b64url, optional_profile
 from edge.names import InvalidHostPort, parse_hostport as _split_hostport
 
 __all__ = ["Settings", "ConfigError", "ConfigWarning", "LETSENCRYPT_PRODUCTION", "LETSENCRYPT_STAGING",
@@ -88,14 +88,6 @@ def _seq(v: Any) -> list:
     if not isinstance(v, (list, tuple)):
         raise ValueError(f"expected a list (or comma-separated values), got {v!r}")
     return list(v)
-
-
-def _mapping(v: Any) -> dict:
-    if isinstance(v, str):
-        v = json.loads(v) if v.strip() else {}
-    if not isinstance(v, Mapping):
-        raise ValueError(f"expected a table (a JSON object in the variable), got {v!r}")
-    return dict(v)
 
 
 def _url(*schemes: str) -> Callable[[str | None], str | None]:
@@ -592,7 +584,7 @@ def _convert(hint: Any, raw: Any) -> Any:
         item = args[0] if args else str
         return tuple(_convert(item, x) for x in _seq(raw))
     if origin is dict:
-        return _mapping(raw)
+        return as_mapping(raw)
     if isinstance(raw, (dict, list, bool)):
         raise ValueError(f"expected text, got {raw!r}")
     return str(raw)
@@ -606,7 +598,7 @@ def _did_you_mean(key: str, known: set[str], *, prefix: str = "") -> str:
 def _legacy_extra(raw: Any, where: str, known: set[str]) -> dict[str, Any]:
     """The ``extra`` table of earlier versions: each key is a setting of its own now."""
     try:
-        table = _mapping(raw)
+        table = as_mapping(raw)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
     for k in table:

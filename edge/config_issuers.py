@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ISSUER_KEYS", "issuers_check", "issuer_specs", "profile_name", "b64url_key", "optional_b64url",
-           "optional_profile"]
+__all__ = ["as_mapping", "ISSUER_KEYS", "issuers_check", "issuer_specs", "profile_name", "b64url_key",
+           "optional_b64url", "optional_profile"]
 
 
-def _mapping(v: Any) -> dict:
+def as_mapping(v: Any) -> dict:
+    """A TOML table or a JSON object (the environment form) as a dict; ValueError otherwise."""
     if isinstance(v, str):
         v = json.loads(v) if v.strip() else {}
     if not isinstance(v, Mapping):
@@ -90,7 +91,7 @@ def issuers_check(v: tuple) -> str | None:
         if rl is not None:
             from acme_client.ratelimit import load_limits
             try:
-                load_limits(_mapping(rl))
+                load_limits(as_mapping(rl))
             except (TypeError, ValueError) as e:
                 return f"{where} ({d}): rate_limits: {e}"
         o = t.get("orders_per_10s")
@@ -121,7 +122,7 @@ def issuer_specs(s: Any) -> list[dict[str, Any]]:
                         "profile": t.get("profile") or s.acme_profile,
                         "caa_identities": list(t["caa_identities"]) if t.get("caa_identities") is not None
                         else None,
-                        "rate_limits": _mapping(t["rate_limits"]) if t.get("rate_limits") is not None else None,
+                        "rate_limits": as_mapping(t["rate_limits"]) if t.get("rate_limits") is not None else None,
                         "orders_per_10s": t.get("orders_per_10s") or s.orders_per_10s,
                         "setting": f"[[issuers]] table {n} ({t['directory']})"})
         return out
