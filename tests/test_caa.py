@@ -8,7 +8,7 @@ import pytest
 
 from acme_client.caa import CaaRecord, evaluate, issuer_domain
 from edge.dns import make_resolver
-from edge.lifecycle.caa import CaaGate, CaaLookupError, accepts_directories, dns_fetch, relevant_caa_set
+from edge.lifecycle.caa import CaaGate, CaaLookupError, dns_fetch, relevant_caa_set
 
 LE = ["letsencrypt.org"]
 
@@ -133,20 +133,13 @@ async def test_wildcard_checked_at_its_base_name():
 
 # -- the gate -------------------------------------------------------------------------------------------------------
 class Issuer:
-    def __init__(self, ids: dict[str, list[str]], *, directories_kw: bool = False) -> None:
+    """The gate reads only the CAs' CAA identities."""
+
+    def __init__(self, ids: dict[str, list[str]]) -> None:
         self.ids = ids
-        if directories_kw:
-            self.issue = self._issue_with_directories
 
     async def caa_identities(self):
         return self.ids
-
-    async def issue(self, *, domain_id, names, key_type, replaces=None, is_renewal=False, on_event=None,
-                    challenges=None):
-        raise AssertionError("not called")
-
-    async def _issue_with_directories(self, *, domain_id, names, key_type, directories=None, **kw):
-        raise AssertionError("not called")
 
 
 async def test_gate_forbidden_names_the_record_to_add():
@@ -173,17 +166,13 @@ async def test_gate_wildcard_suggests_issuewild_and_critical_tag_wording():
 
 async def test_gate_some_issuers_allowed_restricts_the_order():
     zone = FakeZone({"customer.com": [("issue", "second-ca.example")]})
-    issuer = Issuer({"https://first/dir": LE, "https://second/dir": ["second-ca.example"]}, directories_kw=True)
+    issuer = Issuer({"https://first/dir": LE, "https://second/dir": ["second-ca.example"]})
     out = await CaaGate(zone).check("shop.customer.com", issuer)
     assert out.proceed and out.directories == ["https://second/dir"]
-    assert out.issue_kwargs(issuer) == {"directories": ["https://second/dir"]}
-    # An issuer without the keyword (before several issuers exist) gets no extra argument.
-    plain = Issuer({"https://first/dir": LE, "https://second/dir": ["second-ca.example"]})
-    assert not accepts_directories(plain.issue) and out.issue_kwargs(plain) == {}
     # All allowed: no restriction passed.
     zone = FakeZone({"customer.com": [("issue", "second-ca.example"), ("issue", "letsencrypt.org")]})
     out = await CaaGate(zone).check("shop.customer.com", issuer)
-    assert out.proceed and out.directories is None and out.issue_kwargs(issuer) == {}
+    assert out.proceed and out.directories is None
 
 
 async def test_gate_lookup_failure_holds_without_verdict_and_unknown_identities_proceed():

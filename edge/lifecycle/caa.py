@@ -14,7 +14,6 @@ again later; never a CA attempt spent on it, never final).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -24,7 +23,7 @@ import dns.resolver
 
 from acme_client.caa import CaaRecord, CaaVerdict, evaluate, suggested_record
 
-__all__ = ["CaaLookupError", "CaaGate", "CaaOutcome", "relevant_caa_set", "dns_fetch", "accepts_directories"]
+__all__ = ["CaaLookupError", "CaaGate", "CaaOutcome", "relevant_caa_set", "dns_fetch"]
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +87,6 @@ async def relevant_caa_set(hostname: str, fetch: Fetch) -> tuple[list[CaaRecord]
     return [], None, []
 
 
-def accepts_directories(issue: Callable[..., Any]) -> bool:
-    """Does this ``Issuer.issue`` take ``directories=`` (several issuers: restrict to these)?"""
-    try:
-        params = inspect.signature(issue).parameters
-    except (TypeError, ValueError):
-        return False
-    return "directories" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 @dataclass
 class CaaOutcome:
     """What the gate decided for one name."""
@@ -111,12 +101,6 @@ class CaaOutcome:
     @property
     def proceed(self) -> bool:
         return self.outcome in ("allowed", "unchecked")
-
-    def issue_kwargs(self, issuer) -> dict[str, Any]:
-        """``{"directories": [...]}`` when only some CAs may issue and the issuer takes that keyword, else {}."""
-        if self.directories and accepts_directories(issuer.issue):
-            return {"directories": list(self.directories)}
-        return {}
 
 
 class CaaGate:

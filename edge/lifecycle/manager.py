@@ -529,21 +529,20 @@ class DomainManager:
                 except Exception:
                     log.exception("%s: could not record %s in the rate ledger", h, kind)
             await emit(kind, message, data)
+        # The method (edge/lifecycle/methods.py), the CAs CAA allows, the profile; ARI exemption: the chain's pacing.
+        how: dict[str, Any] = dict(challenges=result.challenges, directories=caa.directories, profile=domain.profile,
+                                   **({"ari_exempt": in_window} if chain else {}))
         started = time.monotonic()
         try:
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event,
-                                                 challenges=result.challenges, **caa.issue_kwargs(self.issuer),
-                                                 **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
+                                                 replaces=replaces, is_renewal=is_renewal, on_event=on_event, **how)
             except acme_errors.FinalError as e:
                 if replaces and (e.problem_type or "").endswith("alreadyReplaced"):
                     await self.events.emit(h, "order_retried", "the CA says this certificate was already replaced; "
                                            "ordering again without 'replaces'", {})
                     issued = await self.issuer.issue(domain_id=domain.id, names=names, key_type=key_type,
-                                                     replaces=None, is_renewal=is_renewal, on_event=on_event,
-                                                     challenges=result.challenges, **caa.issue_kwargs(self.issuer),
-                                                     **({"profile": domain.profile, "ari_exempt": in_window} if chain else {}))
+                                                     replaces=None, is_renewal=is_renewal, on_event=on_event, **how)
                 else:
                     raise
         except acme_errors.AcmeError as e:

@@ -574,11 +574,7 @@ class H2Session:
         pool: UpstreamPool = s.pool
         p = self.p
         try:
-            ip = p.ip
-            if ip is None:
-                peer = p.transport.get_extra_info("peername")
-                ip = peer[0] if peer else ""
-            head = request_head(s, s.host, False, pool.prefix, ip, srv.public_port)
+            head = request_head(s, s.host, False, pool.prefix, p.client_ip(), srv.public_port)
         except httptools.HttpParserError:
             self.answer(s, routing.BAD_TARGET)
             return

@@ -116,6 +116,13 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.h2: H2Session | None = None        # ALPN chose h2: the HTTP/2 session (edge/tls_edge/h2.py)
         self.corked: list[bytes] | None = None  # sends gathered into one TLS write (see cork)
 
+    def client_ip(self) -> str:
+        """The client's address, for the forwarding headers (the counted one when the per-address cap is on)."""
+        if self.ip is not None:
+            return self.ip
+        peer = self.transport.get_extra_info("peername")
+        return peer[0] if peer else ""
+
     def _admit(self, transport: Any) -> bool:
         """Common part of connection_made: the per-address cap, the handshake deadline."""
         self.transport = transport
@@ -627,12 +634,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
         coroutine path (:meth:`_proxy`: connecting, retrying)."""
         if r.upgrade or not pool.idle:
             return False
-        ip = self.ip
-        if ip is None:
-            peer = self.transport.get_extra_info("peername")
-            ip = peer[0] if peer else ""
         try:
-            head = request_head(r, host, False, pool.prefix, ip, self.srv.public_port)
+            head = request_head(r, host, False, pool.prefix, self.client_ip(), self.srv.public_port)
         except httptools.HttpParserError:
             return False  # the coroutine path answers it
         up = pool.take_idle()
@@ -675,11 +678,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
     async def _proxy(self, r: _Request, host: str, pool: UpstreamPool, retried: bool = False) -> None:
         ws = r.upgrade
         try:
-            ip = self.ip
-            if ip is None:
-                peer = self.transport.get_extra_info("peername")
-                ip = peer[0] if peer else ""
-            head = request_head(r, host, ws, pool.prefix, ip, self.srv.public_port)
+            head = request_head(r, host, ws, pool.prefix, self.client_ip(), self.srv.public_port)
         except httptools.HttpParserError:
             r.keep_alive = False
             self.send(response(routing.BAD_TARGET, False))
