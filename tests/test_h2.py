@@ -424,7 +424,10 @@ async def test_continuation_flood_is_cut_with_bounded_memory(tmp_path):
         reader = asyncio.ensure_future(c.pump(20, answer=False))  # read while writing: the GOAWAY arrives before the close
         await c.write_raw(f.serialize())
         cont = ContinuationFrame(1)
-        cont.data = b"\x00" * 16000  # junk that never ends the header block
+        # header fields (never-indexed literals, "x-flood: vvv...") that never end the header block: valid HPACK,
+        # as in CVE-2024-27316 (junk bytes would be a malformed field, a stream error, not a flood)
+        field = b"\x10\x07x-flood\x64" + b"v" * 100
+        cont.data = field * (16000 // len(field))
         chunk = cont.serialize()
         try:
             for _ in range(10 * 64):  # up to 10 MB, unless the edge cuts it first
