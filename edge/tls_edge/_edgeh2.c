@@ -17,7 +17,8 @@
  *       EV_GOAWAY        x = error code; the client said goodbye
  *       EV_CALM          x = reason (str); a flood limit: GOAWAY(ENHANCE_YOUR_CALM) is queued, close after send()
  *       EV_ERROR         x = reason (str); a protocol error: nghttp2's GOAWAY is queued, close after send()
- *     Events of send() (EV_CLOSED when our END_STREAM or RST_STREAM closes a stream) come with the next events().
+ *     Events of send() come with the next events(): EV_CLOSED when our END_STREAM or RST_STREAM closes a stream,
+ *     EV_ERROR "session over" once nothing more can be sent or received (after a GOAWAY either way).
  *   Session.events() -> list | ()      events produced by send() (and not yet taken)
  *   Session.submit_response(stream_id, headers, end_stream) -> bool   False: the stream is gone
  *   Session.submit_data(stream_id, data, end_stream) -> int  bytes of the stream queued here (not yet framed),
@@ -73,6 +74,7 @@ typedef struct {
     double flood_window;
     const char *calm;    /* a limit tripped inside a callback */
     int settings_patched;
+    int over;            /* "session over" reported */
     int in_cb_error;     /* a Python error inside a callback (memory) */
     /* frame scanner */
     int preface;
@@ -541,9 +543,6 @@ static PyObject *Session_feed(SessionObject *self, PyObject *arg)
             if (push_event(self, EV_ERROR, 0, PyUnicode_FromString(nghttp2_strerror((int)rv))) < 0)
                 return cb_failed(self);
         }
-    } else if (!nghttp2_session_want_read(self->s) && !nghttp2_session_want_write(self->s)) {
-        if (push_event(self, EV_ERROR, 0, PyUnicode_FromString("session over")) < 0)
-            return cb_failed(self);
     }
     if (self->in_cb_error)
         return cb_failed(self);
@@ -754,6 +753,11 @@ static PyObject *Session_send(SessionObject *self, PyObject *unused)
     if (!self->settings_patched && total) {
         self->settings_patched = 1;
         patch_settings(sbuf, total);
+    }
+    if (!self->over && !nghttp2_session_want_read(self->s) && !nghttp2_session_want_write(self->s)) {
+        self->over = 1; /* a GOAWAY went out (nghttp2's for a protocol error, or ours) or came in: nothing more */
+        if (push_event(self, EV_ERROR, 0, PyUnicode_FromString("session over")) < 0)
+            return cb_failed(self);
     }
     PyObject *out = PyBytes_FromStringAndSize(sbuf, (Py_ssize_t)total);
     if (sbuf_cap > (1u << 20)) { /* do not keep a big one */

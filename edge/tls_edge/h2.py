@@ -247,8 +247,8 @@ class H2Session:
                 self._terminate()
             elif kind == _EV_CALM:
                 self.calm(x, queued=True)
-            else:  # EV_ERROR: nghttp2 queued its GOAWAY (its error code)
-                log.debug("HTTP/2 protocol error from the client (%s): %s", self.p.sni, x)
+            else:  # EV_ERROR: a protocol error (nghttp2 queued its GOAWAY), or a GOAWAY went out or came in
+                log.debug("HTTP/2 session over (%s): %s", self.p.sni, x)
                 self._terminate()
             if self.closed:
                 return
