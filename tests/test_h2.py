@@ -218,6 +218,32 @@ async def test_global_switch_off_offers_http11_only(tmp_path):
         await edge.close()
 
 
+async def test_without_the_nghttp2_extension_alpn_offers_http11_only(tmp_path, monkeypatch):
+    """No ``_edgeh2`` built: ALPN never chooses h2 (engine: ``h2_allowed``; Python ssl: ``apply_settings``), and
+    HTTP/1.1 is served as usual. There is no Python HTTP/2 to fall back to."""
+    if not tlsengine.available():
+        if IN_CI:
+            pytest.fail(f"the C TLS engine is not available in CI: {tlsengine.unavailable_reason()}")
+        pytest.skip("C TLS engine unavailable")
+    from edge.tls_edge import http as httpmod
+    monkeypatch.setattr(httpmod, "H2_AVAILABLE", False)
+    monkeypatch.setattr(h2mod, "AVAILABLE", False)
+    was = certificates.HTTP2
+    try:
+        certificates.apply_settings(Settings(edge_http2=True))
+        assert certificates.HTTP2 is False
+    finally:
+        certificates.HTTP2 = was
+    edge = await _edge("engine", tmp_path)
+    try:
+        assert edge.srv.h2_allowed(NAME) is False and edge.srv.h2_allowed(None) is False
+        rc, out, _ = await _run(*_curl(edge, tmp_path, NAME, "/hello", "-o", "/dev/null",
+                                       "-w", "%{http_version} %{http_code}"))
+        assert out == "1.1 200"
+    finally:
+        await edge.close()
+
+
 async def test_nghttp_and_h2load(driver, tmp_path):
     nghttp, h2load = require_binary("nghttp"), require_binary("h2load")
     edge = await _edge(driver, tmp_path)
