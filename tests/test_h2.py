@@ -218,6 +218,32 @@ async def test_global_switch_off_offers_http11_only(tmp_path):
         await edge.close()
 
 
+async def test_without_the_nghttp2_extension_alpn_offers_http11_only(tmp_path, monkeypatch):
+    """No ``_edgeh2`` built: ALPN never chooses h2 (engine: ``h2_allowed``; Python ssl: ``apply_settings``), and
+    HTTP/1.1 is served as usual. There is no Python HTTP/2 to fall back to."""
+    if not tlsengine.available():
+        if IN_CI:
+            pytest.fail(f"the C TLS engine is not available in CI: {tlsengine.unavailable_reason()}")
+        pytest.skip("C TLS engine unavailable")
+    from edge.tls_edge import http as httpmod
+    monkeypatch.setattr(httpmod, "H2_AVAILABLE", False)
+    monkeypatch.setattr(h2mod, "AVAILABLE", False)
+    was = certificates.HTTP2
+    try:
+        certificates.apply_settings(Settings(edge_http2=True))
+        assert certificates.HTTP2 is False
+    finally:
+        certificates.HTTP2 = was
+    edge = await _edge("engine", tmp_path)
+    try:
+        assert edge.srv.h2_allowed(NAME) is False and edge.srv.h2_allowed(None) is False
+        rc, out, _ = await _run(*_curl(edge, tmp_path, NAME, "/hello", "-o", "/dev/null",
+                                       "-w", "%{http_version} %{http_code}"))
+        assert out == "1.1 200"
+    finally:
+        await edge.close()
+
+
 async def test_nghttp_and_h2load(driver, tmp_path):
     nghttp, h2load = require_binary("nghttp"), require_binary("h2load")
     edge = await _edge(driver, tmp_path)
@@ -424,7 +450,10 @@ async def test_continuation_flood_is_cut_with_bounded_memory(tmp_path):
         reader = asyncio.ensure_future(c.pump(20, answer=False))  # read while writing: the GOAWAY arrives before the close
         await c.write_raw(f.serialize())
         cont = ContinuationFrame(1)
-        cont.data = b"\x00" * 16000  # junk that never ends the header block
+        # header fields (never-indexed literals, "x-flood: vvv...") that never end the header block: valid HPACK,
+        # as in CVE-2024-27316 (junk bytes would be a malformed field, a stream error, not a flood)
+        field = b"\x10\x07x-flood\x64" + b"v" * 100
+        cont.data = field * (16000 // len(field))
         chunk = cont.serialize()
         try:
             for _ in range(10 * 64):  # up to 10 MB, unless the edge cuts it first

@@ -50,7 +50,8 @@ def apply_settings(settings) -> None:
     global TICKETS, HTTP2
     if not settings.tls_tickets:
         TICKETS = False
-    HTTP2 = bool(getattr(settings, "edge_http2", False))  # h2 helper: the Python ssl fallback offers h2 too
+    from edge.tls_edge.h2 import AVAILABLE as h2_built  # HTTP/2 needs the nghttp2 extension (_edgeh2)
+    HTTP2 = bool(getattr(settings, "edge_http2", False)) and h2_built  # the Python ssl fallback offers h2 too
 
 
 _END_CERT = b"-----END CERTIFICATE-----"

@@ -41,7 +41,7 @@ import httptools
 from edge.tls_edge import routing
 from edge.tls_edge.clienthello import peek as peek_client_hello
 from edge.tls_edge.engine import Error as TLSError
-from edge.tls_edge.h2 import H2Session
+from edge.tls_edge.h2 import AVAILABLE as H2_AVAILABLE, H2Session
 from edge.tls_edge.routing import response
 from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry,
                                     request_head, response_head, set_nodelay)
@@ -921,7 +921,10 @@ class EdgeHttpServer:
 
     def h2_allowed(self, server_name: str | None) -> bool:
         """Whether ALPN may choose h2 on a connection for ``server_name`` (the engine asks in the handshake; memory
-        only): the name's own ``http2`` switch (an index entry's, when it has one), else ``edge_http2``."""
+        only): the name's own ``http2`` switch (an index entry's, when it has one), else ``edge_http2``; never
+        without the nghttp2 extension (``edge.tls_edge._edgeh2`` not built: http/1.1 only)."""
+        if not H2_AVAILABLE:
+            return False
         if server_name is None:
             return self.h2_default
         hs = self.index.host_settings(server_name.lower().rstrip("."))  # domains.http2 (per-hostname settings)
