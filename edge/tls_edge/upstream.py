@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import ipaddress
 import re
@@ -28,6 +29,11 @@ from typing import Any, Protocol
 import httptools
 
 from edge.tls_edge.routing import REASONS, http_date
+
+try:  # the fast lane for plain heads (edge/tls_edge/_edgehttp.c); without it every head goes through httptools
+    from edge.tls_edge._edgehttp import parse_request as fast_request, parse_response as fast_response
+except ImportError:  # pragma: no cover - the extension is optional (setup.py)
+    fast_request = fast_response = None
 
 __all__ = ["UpstreamConn", "UpstreamPool", "OriginPools", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
            "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "request_head", "response_head", "set_nodelay",
@@ -130,6 +136,10 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
         else:  # absolute-form: keep path and query
             u = httptools.parse_url(url)
             url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
+    kept = getattr(r, "kept", None)
+    if kept is not None:  # parsed by the fast lane: the forwarded headers are ready (edge/tls_edge/_edgehttp.c)
+        return b"".join((r.method, b" ", prefix + url, b" HTTP/1.1\r\n", kept, forwarding(peer_ip, host, port),
+                         b"\r\n"))
     drop = _HOP if not ws else (_HOP - {b"upgrade"})
     conn_tokens: set[bytes] = set()
     for name, value in r.headers:
@@ -143,12 +153,7 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
         if n in drop or n in conn_tokens or n.startswith(b"x-forwarded-"):
             continue
         parts += (name, b": ", value, b"\r\n")
-    ip = peer_ip.encode()
-    hb = host.encode("idna") if not host.isascii() else host.encode()
-    fwd_for = _quoted(f"[{peer_ip}]" if ":" in peer_ip else peer_ip).encode()
-    parts += (b"X-Forwarded-For: ", ip, b"\r\nX-Real-IP: ", ip, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ",
-              hb, b"\r\nX-Forwarded-Port: %d\r\nForwarded: for=%s;proto=https;host=%s\r\nHost: " % (
-                  port, fwd_for, _quoted(hb.decode("latin-1")).encode()), hb, b"\r\n")
+    parts.append(forwarding(peer_ip, host, port))
     if ws:
         parts.append(b"Connection: Upgrade\r\n")
     elif r.chunked:
@@ -160,6 +165,19 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
                 break
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def forwarding(peer_ip: str, host: str, port: int) -> bytes:
+    """The edge's own forwarding headers and ``Host`` (what it knows: the peer address, https, the host asked for,
+    the public port), as header lines; the same for every request of a client to a host, so kept (LRU)."""
+    ip = peer_ip.encode()
+    hb = host.encode("idna") if not host.isascii() else host.encode()
+    fwd_for = _quoted(f"[{peer_ip}]" if ":" in peer_ip else peer_ip).encode()
+    return b"".join((b"X-Forwarded-For: ", ip, b"\r\nX-Real-IP: ", ip,
+                     b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", hb,
+                     b"\r\nX-Forwarded-Port: %d\r\nForwarded: for=%s;proto=https;host=%s\r\nHost: " % (
+                         port, fwd_for, _quoted(hb.decode("latin-1")).encode()), hb, b"\r\n"))
 
 
 def response_head(r: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
@@ -230,12 +248,20 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.head_bytes = 0  # bytes of the response head read so far (bounded by the pool's max_head)
         self.reusable = False
+        self.fed = False     # the httptools parser has seen bytes since it was made (a fresh one on release)
+        self.fast = False    # this exchange may take the fast lane (a plain head parsed in one C call)
+        self.remaining = 0   # fast lane: body bytes still to come (Content-Length)
 
     # exchange ---------------------------------------------------------------------------------------------
     def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
         self.down, self.req = down, r
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
         self.head_bytes = 0
+        self.remaining = 0
+        # The fast lane answers an HTTP/1.1 client (``h1_fast``: the head is its own framing) and not a HEAD or an
+        # upgrade request (no body / a tunnel: httptools' path knows those).
+        self.fast = (fast_response is not None and not self.fed and getattr(down, "h1_fast", False)
+                     and r.method != b"HEAD" and not r.upgrade)
         loop = self.pool.loop
         self.done = loop.create_future()
         down.up = self
@@ -319,6 +345,16 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
             return
         self.last_io = self.pool.loop.time()
+        if self.remaining:
+            self._fast_body(data)
+            return
+        if self.fast:
+            self.fast = False
+            m = fast_response(data, 0, self.pool.max_head)
+            if m is not None:
+                self._fast_head(data, m)
+                return
+        self.fed = True
         if not self.head_sent:
             self.head_bytes += len(data)
             if self.head_bytes > self.pool.max_head + 65536:  # a head (plus what came with it) over the bound
@@ -337,6 +373,39 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
         finally:
             d.uncork()
+
+    def _fast_head(self, data: bytes, m: tuple) -> None:
+        """The fast lane: a plain response head with a Content-Length (``fast_response``), rewritten in C; sent
+        with the body bytes that came with it as one write downstream."""
+        end, status, head, length, has_date = m
+        self.head_sent = True
+        self.framing = "length"
+        self.down_framing = "length"
+        self.reusable = True
+        r = self.req
+        if r.last:
+            r.keep_alive = False
+        tail = (b"\r\n" if has_date else b"Date: " + http_date() + b"\r\n\r\n") if r.keep_alive else (
+            b"Connection: close\r\n\r\n" if has_date else b"Date: " + http_date() + b"\r\nConnection: close\r\n\r\n")
+        avail = len(data) - end
+        d = self.down
+        if avail >= length:
+            d.send(head + tail + data[end:end + length] if length else head + tail)
+            self._complete(reuse=avail == length)  # bytes after the body: the origin is not to be trusted further
+        else:
+            d.send(head + tail + data[end:] if avail else head + tail)
+            self.remaining = length - avail
+
+    def _fast_body(self, data: bytes) -> None:
+        """The fast lane: more of a Content-Length body."""
+        n, rem = len(data), self.remaining
+        if n < rem:
+            self.remaining = rem - n
+            self.down.send(data)
+            return
+        self.remaining = 0
+        self.down.send(data if n == rem else data[:rem])
+        self._complete(reuse=n == rem)
 
     def eof_received(self) -> bool | None:
         return None  # the downstream side is TLS: no half-close; both close
@@ -544,7 +613,9 @@ class UpstreamPool:
         if len(self.idle) >= self.max_idle or c.closed or self.retired:
             c.abort()
             return
-        c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
+        if c.fed:
+            c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
+            c.fed = False
         c.transport.resume_reading()  # in case the last client was slow (flow control paused it)
         self.idle.append(c)
         c.idle_since = self.loop.time()
