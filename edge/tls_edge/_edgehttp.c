@@ -41,6 +41,19 @@ static void init_tables(void)
     }
 }
 
+/* a[0:n] == lower[0:n], ASCII case-insensitively (lower: lower case, at least n bytes) */
+static int ieqn(const char *a, Py_ssize_t n, const char *lower)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        if (c != (unsigned char)lower[i])
+            return 0;
+    }
+    return 1;
+}
+
 static int ieq(const char *a, Py_ssize_t n, const char *lower)
 {
     if ((Py_ssize_t)strlen(lower) != n)
@@ -73,41 +86,54 @@ static int iprefix(const char *a, Py_ssize_t n, const char *lower)
 /* what a header name means to this lane */
 enum { H_KEEP, H_DROP, H_HOST, H_CONN, H_CL, H_DATE, H_REFUSE };
 
-/* hop-by-hop headers (upstream.HOP_BY_HOP): dropped on both sides */
-static const char *HOP[] = {"keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-                            NULL};
-/* forwarding headers a client may send (upstream.FORWARDING, plus expect handled as refuse): dropped on requests */
-static const char *FWD[] = {"forwarded", "x-real-ip", "x-original-host", "x-host", "x-original-url", "x-rewrite-url",
-                            "x-client-ip", "true-client-ip", "cf-connecting-ip", "client-ip", "x-cluster-client-ip",
-                            "fastly-client-ip", "x-original-forwarded-for", "x-proxyuser-ip", NULL};
+/* Names the lane looks at, with what they mean on a request and on a response: hop-by-hop (upstream.HOP_BY_HOP) and
+   the forwarding headers a client may send (upstream.FORWARDING) are dropped; framing and upgrades are refused. */
+typedef struct {
+    const char *name;
+    Py_ssize_t len;
+    unsigned char req, resp;
+} Name;
 
-static int in_list(const char *n, Py_ssize_t len, const char **list)
+static Name NAMES[] = {
+    {"transfer-encoding", 0, H_REFUSE, H_REFUSE}, {"upgrade", 0, H_REFUSE, H_REFUSE},
+    {"proxy-connection", 0, H_REFUSE, H_REFUSE}, {"content-length", 0, H_REFUSE, H_CL},
+    {"connection", 0, H_CONN, H_CONN}, {"host", 0, H_HOST, H_DROP}, {"date", 0, H_KEEP, H_DATE},
+    {"expect", 0, H_REFUSE, H_KEEP},
+    {"keep-alive", 0, H_DROP, H_DROP}, {"proxy-authenticate", 0, H_DROP, H_DROP},
+    {"proxy-authorization", 0, H_DROP, H_DROP}, {"te", 0, H_DROP, H_DROP}, {"trailer", 0, H_DROP, H_DROP},
+    {"trailers", 0, H_DROP, H_DROP},
+    {"forwarded", 0, H_DROP, H_KEEP}, {"x-real-ip", 0, H_DROP, H_KEEP}, {"x-original-host", 0, H_DROP, H_KEEP},
+    {"x-host", 0, H_DROP, H_KEEP}, {"x-original-url", 0, H_DROP, H_KEEP}, {"x-rewrite-url", 0, H_DROP, H_KEEP},
+    {"x-client-ip", 0, H_DROP, H_KEEP}, {"true-client-ip", 0, H_DROP, H_KEEP},
+    {"cf-connecting-ip", 0, H_DROP, H_KEEP}, {"client-ip", 0, H_DROP, H_KEEP},
+    {"x-cluster-client-ip", 0, H_DROP, H_KEEP}, {"fastly-client-ip", 0, H_DROP, H_KEEP},
+    {"x-original-forwarded-for", 0, H_DROP, H_KEEP}, {"x-proxyuser-ip", 0, H_DROP, H_KEEP},
+    {NULL, 0, 0, 0}};
+
+#define MAX_NAME 32
+/* NAMES entries by name length (indexes into NAMES, -1 terminated) */
+static signed char BY_LEN[MAX_NAME][8];
+
+static void init_names(void)
 {
-    for (int i = 0; list[i]; i++)
-        if (ieq(n, len, list[i]))
-            return 1;
-    return 0;
+    int fill[MAX_NAME] = {0};
+    memset(BY_LEN, -1, sizeof BY_LEN);
+    for (int i = 0; NAMES[i].name; i++) {
+        Py_ssize_t n = (Py_ssize_t)strlen(NAMES[i].name);
+        NAMES[i].len = n;
+        BY_LEN[n][fill[n]++] = (signed char)i;
+    }
 }
 
 static int classify(const char *n, Py_ssize_t len, int request)
 {
-    if (ieq(n, len, "transfer-encoding") || ieq(n, len, "upgrade") || ieq(n, len, "proxy-connection"))
-        return H_REFUSE;
-    if (ieq(n, len, "content-length"))
-        return request ? H_REFUSE : H_CL;
-    if (ieq(n, len, "connection"))
-        return H_CONN;
-    if (ieq(n, len, "host"))
-        return request ? H_HOST : H_DROP;
-    if (in_list(n, len, HOP))
+    if (request && len >= 12 && iprefix(n, len, "x-forwarded-"))
         return H_DROP;
-    if (request) {
-        if (ieq(n, len, "expect"))
-            return H_REFUSE;
-        if (in_list(n, len, FWD) || iprefix(n, len, "x-forwarded-"))
-            return H_DROP;
-    } else if (ieq(n, len, "date")) {
-        return H_DATE;
+    if (len >= MAX_NAME)
+        return H_KEEP;
+    for (const signed char *i = BY_LEN[len]; *i >= 0; i++) {
+        if (ieqn(n, len, NAMES[(int)*i].name))
+            return request ? NAMES[(int)*i].req : NAMES[(int)*i].resp;
     }
     return H_KEEP;
 }
@@ -141,18 +167,35 @@ static const char *header_line(const char *p, const char *e, Py_ssize_t max_line
     return p + 2;
 }
 
+/* the rewritten head: in a buffer on the stack, on the heap once it outgrows it */
 typedef struct {
     char *buf;
     Py_ssize_t len, cap;
+    char stack[2048];
 } Out;
+
+static void out_init(Out *o)
+{
+    o->buf = o->stack;
+    o->len = 0;
+    o->cap = sizeof o->stack;
+}
+
+static void out_free(Out *o)
+{
+    if (o->buf != o->stack)
+        PyMem_Free(o->buf);
+}
 
 static int out_put(Out *o, const char *s, Py_ssize_t n)
 {
     if (o->len + n > o->cap) {
         Py_ssize_t cap = o->cap * 2 + n;
-        char *b = PyMem_Realloc(o->buf, cap);
+        char *b = o->buf == o->stack ? PyMem_Malloc(cap) : PyMem_Realloc(o->buf, cap);
         if (b == NULL)
             return -1;
+        if (o->buf == o->stack)
+            memcpy(b, o->stack, o->len);
         o->buf = b;
         o->cap = cap;
     }
@@ -224,11 +267,8 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
     const char *host = NULL;
     Py_ssize_t host_len = 0;
     int hosts = 0;
-    Out o = {NULL, 0, 0};
-    o.cap = 512;
-    o.buf = PyMem_Malloc(o.cap);
-    if (o.buf == NULL)
-        return PyErr_NoMemory();
+    Out o;
+    out_init(&o);
     for (;;) {
         if (e - p >= 2 && p[0] == '\r' && p[1] == '\n') {
             p += 2;
@@ -242,7 +282,7 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
         switch (classify(n, nl, 1)) {
         case H_KEEP:
             if (out_header(&o, n, nl, v, vl) < 0) {
-                PyMem_Free(o.buf);
+                out_free(&o);
                 return PyErr_NoMemory();
             }
             break;
@@ -263,12 +303,21 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
     }
     if (hosts != 1)
         goto none;
-    PyObject *r = Py_BuildValue("nOy#y#y#", (Py_ssize_t)(p - data), method, u, (Py_ssize_t)(ue - u), host, host_len,
-                                o.buf, o.len);
-    PyMem_Free(o.buf);
+    PyObject *r = PyTuple_New(5);
+    if (r != NULL) {
+        Py_INCREF(method);
+        PyTuple_SET_ITEM(r, 0, PyLong_FromSsize_t(p - data));
+        PyTuple_SET_ITEM(r, 1, method);
+        PyTuple_SET_ITEM(r, 2, PyBytes_FromStringAndSize(u, ue - u));
+        PyTuple_SET_ITEM(r, 3, PyBytes_FromStringAndSize(host, host_len));
+        PyTuple_SET_ITEM(r, 4, PyBytes_FromStringAndSize(o.buf, o.len));
+        if (!PyTuple_GET_ITEM(r, 0) || !PyTuple_GET_ITEM(r, 2) || !PyTuple_GET_ITEM(r, 3) || !PyTuple_GET_ITEM(r, 4))
+            Py_CLEAR(r);
+    }
+    out_free(&o);
     return r;
 none:
-    PyMem_Free(o.buf);
+    out_free(&o);
     Py_RETURN_NONE;
 }
 
@@ -297,11 +346,8 @@ static PyObject *parse_response(PyObject *self, PyObject *args)
     if (p == rs || e - p < 2 || p[0] != '\r' || p[1] != '\n')
         Py_RETURN_NONE;
     p += 2;
-    Out o = {NULL, 0, 0};
-    o.cap = 1024;
-    o.buf = PyMem_Malloc(o.cap);
-    if (o.buf == NULL)
-        return PyErr_NoMemory();
+    Out o;
+    out_init(&o);
     if (out_put(&o, b, p - b) < 0)
         goto nomem;
     long long length = -1;
@@ -352,14 +398,25 @@ static PyObject *parse_response(PyObject *self, PyObject *args)
         goto none;
     if (out_put(&o, "Content-Length: ", 16) || out_put(&o, cl, cl_len) || out_put(&o, "\r\n", 2))
         goto nomem;
-    PyObject *r = Py_BuildValue("niy#Li", (Py_ssize_t)(p - data), status, o.buf, o.len, length, has_date);
-    PyMem_Free(o.buf);
+    PyObject *r = PyTuple_New(5);
+    if (r != NULL) {
+        PyObject *flag = has_date ? Py_True : Py_False;
+        Py_INCREF(flag);
+        PyTuple_SET_ITEM(r, 0, PyLong_FromSsize_t(p - data));
+        PyTuple_SET_ITEM(r, 1, PyLong_FromLong(status));
+        PyTuple_SET_ITEM(r, 2, PyBytes_FromStringAndSize(o.buf, o.len));
+        PyTuple_SET_ITEM(r, 3, PyLong_FromLongLong(length));
+        PyTuple_SET_ITEM(r, 4, flag);
+        if (!PyTuple_GET_ITEM(r, 0) || !PyTuple_GET_ITEM(r, 1) || !PyTuple_GET_ITEM(r, 2) || !PyTuple_GET_ITEM(r, 3))
+            Py_CLEAR(r);
+    }
+    out_free(&o);
     return r;
 none:
-    PyMem_Free(o.buf);
+    out_free(&o);
     Py_RETURN_NONE;
 nomem:
-    PyMem_Free(o.buf);
+    out_free(&o);
     return PyErr_NoMemory();
 }
 
@@ -376,6 +433,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_edgehttp", "The HTT
 PyMODINIT_FUNC PyInit__edgehttp(void)
 {
     init_tables();
+    init_names();
     S_GET = PyBytes_FromString("GET");
     S_HEAD = PyBytes_FromString("HEAD");
     if (S_GET == NULL || S_HEAD == NULL)
