@@ -655,7 +655,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 if not q:
                     break
                 r = q.popleft()
-                if len(q) < srv.max_pipeline:
+                if len(q) <= srv.max_pipeline >> 1:  # half drained: reading resumes (not once per answer)
                     self.release_reading(HOLD_PIPELINE)
                 self._start(r)
         finally:
@@ -689,7 +689,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         up = pool.take_idle()
         if up is None:
             return False
-        done = up.start(self, r, head)
+        up.start(self, r, head, lambda exc: self._proxied(r, host, pool, exc))
         if r.expect_continue:
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             r.expect_continue = False
@@ -699,13 +699,11 @@ class EdgeHttpProtocol(asyncio.Protocol):
         if r.done:
             up.end_body(r.chunked)
         r.sink = up
-        done.add_done_callback(lambda fut: self._proxied(r, host, pool, fut))
         return True
 
-    def _proxied(self, r: _Request, host: str, pool: UpstreamPool, fut: asyncio.Future) -> None:
-        """The end of an exchange started by :meth:`_proxy_now`."""
+    def _proxied(self, r: _Request, host: str, pool: UpstreamPool, exc: BaseException | None) -> None:
+        """The end of an exchange started by :meth:`_proxy_now` (``exc``: how it failed)."""
         r.sink = None
-        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if self.closed:
             return  # the client went away (its origin connection was closed with it)
         if exc is None:

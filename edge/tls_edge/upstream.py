@@ -220,6 +220,30 @@ def response_head(r: Any, status: int, reason: bytes, headers: list[tuple[bytes,
     return b"".join(parts), down
 
 
+class _Done:
+    """What :meth:`UpstreamConn.start` keeps instead of a future when given a callback: the part of the future's
+    interface the connection uses; the callback runs from the loop (``call_soon``, as a future's would), or at once
+    from :meth:`UpstreamConn._complete` for the fast lane."""
+
+    __slots__ = ("loop", "cb", "finished")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cb: Any) -> None:
+        self.loop = loop
+        self.cb = cb
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, _: None) -> None:
+        self.finished = True
+        self.loop.call_soon(self.cb, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.finished = True
+        self.loop.call_soon(self.cb, exc)
+
+
 class UpstreamConn(asyncio.Protocol):
     """One connection to the origin; carries one exchange at a time, then goes back to the pool."""
 
@@ -253,7 +277,10 @@ class UpstreamConn(asyncio.Protocol):
         self.remaining = 0   # fast lane: body bytes still to come (Content-Length)
 
     # exchange ---------------------------------------------------------------------------------------------
-    def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
+    def start(self, down: Downstream, r: Any, head: bytes, on_done: Any = None) -> Any:
+        """Send ``head`` and answer ``down`` with the origin's response. Returns a future that ends with the
+        exchange; with ``on_done``, instead, ``on_done(None or the exception)`` is called then (from the loop, as a
+        future's callback would be; at once when the fast lane has just written the whole response)."""
         self.down, self.req = down, r
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
         self.head_bytes = 0
@@ -263,7 +290,7 @@ class UpstreamConn(asyncio.Protocol):
         self.fast = (fast_response is not None and not self.fed and getattr(down, "h1_fast", False)
                      and r.method != b"HEAD" and not r.upgrade)
         loop = self.pool.loop
-        self.done = loop.create_future()
+        self.done = loop.create_future() if on_done is None else _Done(loop, on_done)
         down.up = self
         now = self.last_io = loop.time()
         limit = self.pool.read_timeout
@@ -391,7 +418,8 @@ class UpstreamConn(asyncio.Protocol):
         d = self.down
         if avail >= length:
             d.send(head + tail + data[end:end + length] if length else head + tail)
-            self._complete(reuse=avail == length)  # bytes after the body: the origin is not to be trusted further
+            # bytes after the body: the origin is not to be trusted further
+            self._complete(reuse=avail == length, now=True)
         else:
             d.send(head + tail + data[end:] if avail else head + tail)
             self.remaining = length - avail
@@ -405,7 +433,7 @@ class UpstreamConn(asyncio.Protocol):
             return
         self.remaining = 0
         self.down.send(data if n == rem else data[:rem])
-        self._complete(reuse=n == rem)
+        self._complete(reuse=n == rem, now=True)
 
     def eof_received(self) -> bool | None:
         return None  # the downstream side is TLS: no half-close; both close
@@ -506,7 +534,10 @@ class UpstreamConn(asyncio.Protocol):
         if self.down is not None and self.done is not None and not self.done.done():
             self._complete(reuse=self.reusable)
 
-    def _complete(self, reuse: bool) -> None:
+    def _complete(self, reuse: bool, now: bool = False) -> None:
+        """The exchange is over (``reuse``: the connection may serve another). ``now``: called by the fast lane as
+        the last thing it does with this connection, so an ``on_done`` callback runs at once, after the connection
+        went back to the pool (the next pipelined request may take it)."""
         d = self.down
         if d is not None:
             f = self.down_framing
@@ -518,6 +549,15 @@ class UpstreamConn(asyncio.Protocol):
         r = self.req
         self._detach()
         self.req = None
+        if now and fut.__class__ is _Done and not fut.finished:
+            fut.finished = True
+            if reuse and r is not None and r.done and not self.closed:
+                self.done = None
+                self.pool.release(self)
+            else:
+                self.abort()
+            fut.cb(None)
+            return
         if fut is not None and not fut.done():
             fut.set_result(None)
         if reuse and r is not None and r.done and not self.closed:
