@@ -206,6 +206,8 @@ static int out_put(Out *o, const char *s, Py_ssize_t n)
 
 static int out_header(Out *o, const char *n, Py_ssize_t nl, const char *v, Py_ssize_t vl)
 {
+    if (v == n + nl + 2 && n[nl + 1] == ' ')  /* already "Name: value\r\n": the line as it came */
+        return out_put(o, n, nl + 2 + vl + 2);
     return out_put(o, n, nl) || out_put(o, ": ", 2) || out_put(o, v, vl) || out_put(o, "\r\n", 2);
 }
 
