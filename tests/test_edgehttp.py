@@ -6,6 +6,7 @@ that the edge without it (the httptools path alone) still proxies end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import types
@@ -16,6 +17,7 @@ import pytest
 from edge.tls_edge import upstream
 from edge.tls_edge.upstream import HOP_BY_HOP, request_head
 from tests.test_edge_hostile import origin, tls_driver  # noqa: F401  (fixtures)
+from tests.test_fasthttp import NAME, _client_ctx, _edge
 from tests.test_fasthttp import test_reverse_proxy_streams_forwards_headers_and_passes_websockets as _proxy_e2e
 
 if upstream.fast_request is None:
@@ -300,3 +302,49 @@ async def test_the_edge_without_the_fast_lane_still_proxies(origin, tls_driver, 
     monkeypatch.setattr(upstream, "fast_request", None)
     monkeypatch.setattr(upstream, "fast_response", None)
     await _proxy_e2e(origin, tls_driver)
+
+
+_SMUGGLE = b"GET /admin HTTP/1.1\r\nHost: %s\r\n\r\n" % NAME.encode()
+_H = NAME.encode()
+_VECTORS = {
+    "invalid chunk size": b"POST /up HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" % _H,
+    "chunk size overflow": b"POST /up HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"ffffffffffffffffff1\r\nx\r\n0\r\n\r\n" % _H,
+    "CL and TE": b"POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n" % _H,
+    "two CL": b"POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nabcde" % _H,
+    "TE with a space": b"POST /up HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" % _H,
+    "obs-fold": b"GET /f HTTP/1.1\r\nHost: %s\r\nX: a\r\n Transfer-Encoding: chunked\r\n\r\n" % _H,
+    "NUL in a value": b"GET /f HTTP/1.1\r\nHost: %s\r\nX: a\x00b\r\n\r\n" % _H,
+    "bare CR in a value": b"GET /f HTTP/1.1\r\nHost: %s\r\nX: a\rb\r\n\r\n" % _H,
+    "bare LF line ends": b"GET /f HTTP/1.1\nHost: %s\n\n" % _H,
+}
+
+
+@pytest.mark.parametrize("vector", sorted(_VECTORS))
+async def test_smuggling_vectors_after_a_fast_lane_request_get_400(vector, origin, tls_driver):  # noqa: F811
+    """On one connection: a plain GET (the fast lane takes it), then a smuggling vector (httptools refuses it):
+    the GET is answered by the origin, the vector with 400 and the close (a broken chunked body: the close), and
+    the request hidden behind it never reaches the origin."""
+    url, seen = origin
+    srv, port, _ = await _edge(url)
+    try:
+        head = b"GET /first HTTP/1.1\r\nHost: %s\r\n\r\n" % _H
+        assert parse_request(head, 0, LINE, HEAD) is not None
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=_client_ctx(), server_hostname=NAME)
+        w.write(head)
+        first = await asyncio.wait_for(r.readuntil(b'"/first"'), 10)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        await asyncio.wait_for(r.read(65536), 10)  # the rest of the answer, if any
+        w.write(_VECTORS[vector] + _SMUGGLE)
+        out = await asyncio.wait_for(r.read(), 10)  # up to the close
+        w.close()
+        paths = [x["path"] for x in seen]
+        if "chunk" in vector:
+            # a valid head: already on its way to the origin when the body breaks; the connection is cut
+            assert out == b"" and paths in (["/first"], ["/first", "/up"]), (out[:200], paths)
+        else:
+            assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out[:200]
+            assert paths == ["/first"]
+    finally:
+        await srv.stop()

@@ -2,7 +2,9 @@
 
 The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp), its
 TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
-``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback).
+``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback). The fast lane: between two requests, a plain
+complete head (GET/HEAD, HTTP/1.1 keep-alive, no body, one Host, nothing odd) is parsed and its forwarded headers
+rewritten in one C call (``edge/tls_edge/_edgehttp.c``, optional); everything else goes to httptools unchanged.
 
 - no SNI -> 421 page; Host (port stripped, lower-cased) != SNI name -> 421 page; unknown name -> 404 page;
 - no upstream -> the placeholder page (or ``placeholder_text``, used by ``bench/bench_serve.py``); the decision and

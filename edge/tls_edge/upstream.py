@@ -8,7 +8,9 @@ bounded like the request's.
 The downstream side (:mod:`edge.tls_edge.http`, or an HTTP/2 stream of :mod:`edge.tls_edge.h2`) is seen through
 the small :class:`Downstream` protocol, which also writes the response head in its own framing. Responses
 from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
-resume_reading on the other side when a write buffer is full).
+resume_reading on the other side when a write buffer is full). A plain response head (HTTP/1.1, a Content-Length,
+nothing odd) to an HTTP/1.1 client takes the fast lane: parsed and rewritten in one C call (``_edgehttp.c``) and
+written with the body bytes that came with it; anything else goes through httptools' callbacks.
 """
 
 from __future__ import annotations
