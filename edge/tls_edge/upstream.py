@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - the extension is optional (setup.py)
     fast_request = fast_response = None
 
 __all__ = ["UpstreamConn", "UpstreamPool", "OriginPools", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
-           "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "request_head", "response_head", "set_nodelay",
+           "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "forwarding", "request_head", "response_head", "set_nodelay",
            "websocket_accept"]
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
