@@ -224,6 +224,21 @@ def test_plain_responses_are_taken_and_agree_with_httptools():
         _check_response_agrees(head, m)
 
 
+def test_response_with_date_is_the_whole_downstream_write():
+    """Given the Date value, the lane returns what goes downstream: the rewritten head, Date when the origin sent
+    none, Connection: close when the client's connection ends, the blank line, and the body bytes of this read."""
+    plain = b"HTTP/1.1 200 OK\r\nServer: o\r\nContent-Length: 10\r\nKeep-Alive: timeout=5\r\n\r\n"
+    end, status, out, length, has_date, took = parse_response(plain + b"0123", 0, HEAD, b"D", True)
+    assert (end, status, length, has_date, took) == (len(plain), 200, 10, False, 4)
+    assert out == b"HTTP/1.1 200 OK\r\nServer: o\r\nContent-Length: 10\r\nDate: D\r\n\r\n0123"
+    m = parse_response(RESPONSES[0] + b"12345EXTRA", 0, HEAD, b"D", False)
+    assert m[5] == 5 and m[2].endswith(b"Accept-Ranges: bytes\r\nContent-Length: 5\r\nConnection: close\r\n\r\n12345")
+    assert b"Date: D" not in m[2]  # the origin's Date is kept
+    assert parse_response(RESPONSES[1], 0, HEAD, b"D", True)[5] == 0
+    with pytest.raises(TypeError):
+        parse_response(RESPONSES[1], 0, HEAD, "D", True)
+
+
 @pytest.mark.parametrize("head", [
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",

@@ -1,8 +1,9 @@
 /* edge.tls_edge._edgehttp: the HTTP/1.1 proxy path's fast lane, one C call per message head.
 
-   parse_request(data, pos, max_line, max_head) and parse_response(data, pos, max_head) read ONE complete message
-   head starting at data[pos] and, when it is of the plain kind this lane takes, return it already rewritten for the
-   other side (the headers the proxy forwards, in their order, as "Name: value\r\n" lines). For anything else they
+   parse_request(data, pos, max_line, max_head) and parse_response(data, pos, max_head[, date, keep_alive]) read ONE
+   complete message head starting at data[pos] and, when it is of the plain kind this lane takes, return it already
+   rewritten for the other side (the headers the proxy forwards, in their order, as "Name: value\r\n" lines; for a
+   response given ``date``, the whole downstream head and the body bytes that came with it). For anything else they
    return None and the caller feeds the same bytes to httptools (llhttp) exactly as before: this lane never decides
    an error or a limit. It is deliberately narrower than llhttp (a strict subset; tests/test_edgehttp.py checks it
    against httptools, on a corpus and on mutations):
@@ -327,8 +328,21 @@ static PyObject *parse_response(PyObject *self, PyObject *args)
 {
     const char *data;
     Py_ssize_t size, pos, max_line, max_head;
-    if (get_args(args, &data, &size, &pos, &max_line, &max_head, 0) < 0)
+    PyObject *bytes, *date = Py_None;
+    int keep_alive = 1;
+    if (!PyArg_ParseTuple(args, "Snn|Op", &bytes, &pos, &max_head, &date, &keep_alive))
         return NULL;
+    if (date != Py_None && !PyBytes_Check(date)) {
+        PyErr_SetString(PyExc_TypeError, "date must be bytes or None");
+        return NULL;
+    }
+    data = PyBytes_AS_STRING(bytes);
+    size = PyBytes_GET_SIZE(bytes);
+    max_line = max_head;
+    if (pos < 0 || pos > size) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return NULL;
+    }
     const char *b = data + pos, *e = data + size;
     if (e - b > max_head)
         e = b + max_head;
@@ -400,17 +414,45 @@ static PyObject *parse_response(PyObject *self, PyObject *args)
         goto none;
     if (out_put(&o, "Content-Length: ", 16) || out_put(&o, cl, cl_len) || out_put(&o, "\r\n", 2))
         goto nomem;
-    PyObject *r = PyTuple_New(5);
+    Py_ssize_t took = 0;  /* body bytes of data in the result (with date) */
+    PyObject *out;
+    if (date != Py_None) {
+        /* the whole downstream head, then the body bytes of this read */
+        if ((!has_date && (out_put(&o, "Date: ", 6) || out_put(&o, PyBytes_AS_STRING(date), PyBytes_GET_SIZE(date)) ||
+                           out_put(&o, "\r\n", 2))) ||
+            (!keep_alive && out_put(&o, "Connection: close\r\n", 19)) || out_put(&o, "\r\n", 2))
+            goto nomem;
+        took = (data + size) - p;
+        if (took > length)
+            took = (Py_ssize_t)length;
+        out = PyBytes_FromStringAndSize(NULL, o.len + took);
+        if (out != NULL) {
+            memcpy(PyBytes_AS_STRING(out), o.buf, o.len);
+            memcpy(PyBytes_AS_STRING(out) + o.len, p, took);
+        }
+    } else {
+        out = PyBytes_FromStringAndSize(o.buf, o.len);
+    }
+    if (out == NULL) {
+        out_free(&o);
+        return NULL;
+    }
+    PyObject *r = PyTuple_New(date != Py_None ? 6 : 5);
     if (r != NULL) {
         PyObject *flag = has_date ? Py_True : Py_False;
         Py_INCREF(flag);
         PyTuple_SET_ITEM(r, 0, PyLong_FromSsize_t(p - data));
         PyTuple_SET_ITEM(r, 1, PyLong_FromLong(status));
-        PyTuple_SET_ITEM(r, 2, PyBytes_FromStringAndSize(o.buf, o.len));
+        PyTuple_SET_ITEM(r, 2, out);
         PyTuple_SET_ITEM(r, 3, PyLong_FromLongLong(length));
         PyTuple_SET_ITEM(r, 4, flag);
-        if (!PyTuple_GET_ITEM(r, 0) || !PyTuple_GET_ITEM(r, 1) || !PyTuple_GET_ITEM(r, 2) || !PyTuple_GET_ITEM(r, 3))
+        if (date != Py_None)
+            PyTuple_SET_ITEM(r, 5, PyLong_FromSsize_t(took));
+        if (!PyTuple_GET_ITEM(r, 0) || !PyTuple_GET_ITEM(r, 1) || !PyTuple_GET_ITEM(r, 3) ||
+            (date != Py_None && !PyTuple_GET_ITEM(r, 5)))
             Py_CLEAR(r);
+    } else {
+        Py_DECREF(out);
     }
     out_free(&o);
     return r;
@@ -426,7 +468,9 @@ static PyMethodDef methods[] = {
     {"parse_request", parse_request, METH_VARARGS,
      "parse_request(data, pos, max_line, max_head) -> (end, method, target, host, forwarded_headers) | None"},
     {"parse_response", parse_response, METH_VARARGS,
-     "parse_response(data, pos, max_head) -> (end, status, head_without_date_and_end, content_length, has_date) | None"},
+     "parse_response(data, pos, max_head[, date, keep_alive]) -> (end, status, head_without_date_and_end, "
+     "content_length, has_date) | None; with date (the Date value to add when the origin sent none): (end, status, "
+     "the whole downstream head and the body bytes of data, content_length, has_date, body bytes taken) | None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_edgehttp", "The HTTP/1.1 proxy path's fast lane.", -1,

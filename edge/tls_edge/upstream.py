@@ -379,7 +379,8 @@ class UpstreamConn(asyncio.Protocol):
             return
         if self.fast:
             self.fast = False
-            m = fast_response(data, 0, self.pool.max_head)
+            r = self.req
+            m = fast_response(data, 0, self.pool.max_head, http_date(), r.keep_alive and not r.last)
             if m is not None:
                 self._fast_head(data, m)
                 return
@@ -404,9 +405,9 @@ class UpstreamConn(asyncio.Protocol):
             d.uncork()
 
     def _fast_head(self, data: bytes, m: tuple) -> None:
-        """The fast lane: a plain response head with a Content-Length (``fast_response``), rewritten in C; sent
-        with the body bytes that came with it as one write downstream."""
-        end, status, head, length, has_date = m
+        """The fast lane: a plain response head with a Content-Length (``fast_response``), rewritten in C with the
+        ``Date`` and ``Connection: close`` it needs and the body bytes that came with it: one write downstream."""
+        end, _, out, length, _, took = m
         self.head_sent = True
         self.framing = "length"
         self.down_framing = "length"
@@ -414,17 +415,12 @@ class UpstreamConn(asyncio.Protocol):
         r = self.req
         if r.last:
             r.keep_alive = False
-        tail = (b"\r\n" if has_date else b"Date: " + http_date() + b"\r\n\r\n") if r.keep_alive else (
-            b"Connection: close\r\n\r\n" if has_date else b"Date: " + http_date() + b"\r\nConnection: close\r\n\r\n")
-        avail = len(data) - end
-        d = self.down
-        if avail >= length:
-            d.send(head + tail + data[end:end + length] if length else head + tail)
+        self.down.send(out)
+        if took == length:
             # bytes after the body: the origin is not to be trusted further
-            self._complete(reuse=avail == length, now=True)
+            self._complete(reuse=len(data) - end == length, now=True)
         else:
-            d.send(head + tail + data[end:] if avail else head + tail)
-            self.remaining = length - avail
+            self.remaining = length - took
 
     def _fast_body(self, data: bytes) -> None:
         """The fast lane: more of a Content-Length body."""
