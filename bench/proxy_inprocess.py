@@ -5,6 +5,7 @@ on a noisy machine) and cProfile, per proxied request (bench/RESULTS.md, issue 1
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/proxy_inprocess.py \\
         --certs /tmp/certs10 --proto h1 --requests 300      # then 1300: (Ir(1300) - Ir(300)) / 1000
     .venv/bin/python bench/proxy_inprocess.py --certs /tmp/certs10 --proto h2 --requests 20000 --profile
+    # --no-fast: every HTTP/1.1 head through httptools' callbacks (as without edge/tls_edge/_edgehttp.c built)
 
 The edge (C TLS engine, uvloop) answers ``h2load`` (8 connections; ``--h1`` keep-alive, or HTTP/2 with 10 streams
 each) after 200 warm-up requests; prints h2load's summary and the process CPU per request.
@@ -27,6 +28,9 @@ async def _main(args) -> None:
     from edge.tls_edge.certificates import generate_default_certificate
     from edge.tls_edge.http import EdgeHttpServer
     from edge.tls_edge.index import CertEntry, SniIndex
+    if args.no_fast:
+        from edge.tls_edge import upstream
+        upstream.fast_request = upstream.fast_response = None
     name = (args.certs / "names.txt").read_text().split()[0]
     d = args.certs / "live" / name
     dpem, dkey = generate_default_certificate()
@@ -67,6 +71,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--port", type=int, default=18445)
     p.add_argument("--profile", action="store_true", help="cProfile the edge while h2load runs")
+    p.add_argument("--no-fast", action="store_true", help="no fast lane: httptools parses every HTTP/1.1 head")
     args = p.parse_args()
     import uvloop
     uvloop.run(_main(args))

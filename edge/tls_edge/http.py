@@ -2,7 +2,9 @@
 
 The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp), its
 TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
-``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback).
+``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback). The fast lane: between two requests, a plain
+complete head (GET/HEAD, HTTP/1.1 keep-alive, no body, one Host, nothing odd) is parsed and its forwarded headers
+rewritten in one C call (``edge/tls_edge/_edgehttp.c``, optional); everything else goes to httptools unchanged.
 
 - no SNI -> 421 page; Host (port stripped, lower-cased) != SNI name -> 421 page; unknown name -> 404 page;
 - no upstream -> the placeholder page (or ``placeholder_text``, used by ``bench/bench_serve.py``); the decision and
@@ -43,8 +45,9 @@ from edge.tls_edge.clienthello import peek as peek_client_hello
 from edge.tls_edge.engine import Error as TLSError
 from edge.tls_edge.h2 import AVAILABLE as H2_AVAILABLE, H2Session
 from edge.tls_edge.routing import response
+from edge.tls_edge import upstream
 from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry,
-                                    request_head, response_head, set_nodelay)
+                                    forwarding, request_head, response_head, set_nodelay)
 
 __all__ = ["EdgeHttpServer", "EdgeHttpProtocol", "EngineHttpProtocol"]
 
@@ -64,11 +67,14 @@ PH_NONE, PH_HANDSHAKE, PH_HEAD, PH_IDLE, PH_BODY = range(5)
 
 class _Request:
     __slots__ = ("method", "url", "headers", "keep_alive", "upgrade", "version", "has_body", "chunked", "done",
-                 "body", "body_size", "sink", "sync", "task", "expect_continue", "last", "bad_upgrade", "ws_key")
+                 "body", "body_size", "sink", "sync", "task", "expect_continue", "last", "bad_upgrade", "ws_key",
+                 "kept", "host_raw")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.kept: bytes | None = None  # the fast lane's forwarded header lines (then ``headers`` stays empty)
+        self.host_raw = b""             # the fast lane's Host value
         self.done = False
         self.body: list[bytes] = []   # body chunks received before an upstream took them
         self.body_size = 0
@@ -86,7 +92,10 @@ class EdgeHttpProtocol(asyncio.Protocol):
 
     __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
                  "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
-                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing", "h2", "corked")
+                 "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing", "h2", "corked",
+                 "ka", "host_memo")
+
+    h1_fast = True  # upstream.UpstreamConn may write an origin's plain response head as is (its fast lane)
 
     def __init__(self, srv: "EdgeHttpServer") -> None:
         self.srv = srv
@@ -115,6 +124,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.advancing = False
         self.h2: H2Session | None = None        # ALPN chose h2: the HTTP/2 session (edge/tls_edge/h2.py)
         self.corked: list[bytes] | None = None  # sends gathered into one TLS write (see cork)
+        self.ka = True                          # the last request parsed kept the connection (fast lane allowed)
+        self.host_memo: tuple[bytes, str] = (b"", "")  # the last Host value and its host_of()
 
     def client_ip(self) -> str:
         """The client's address, for the forwarding headers (the counted one when the per-address cap is on)."""
@@ -338,13 +349,23 @@ class EdgeHttpProtocol(asyncio.Protocol):
         n = len(data)
         pos = 0
         srv = self.srv
+        fast = upstream.fast_request
         while pos < n:
             if self.closing or self.parser is None:
                 return
             if self.holds:
                 self.pending = data[pos:]
                 return
-            piece = data if n <= _SLICE else data[pos:pos + _SLICE]
+            if fast is not None and self.req is None and not self.in_head and self.ka:
+                # Between two requests: a plain, complete head is parsed and rewritten in one C call
+                # (edge/tls_edge/_edgehttp.c); anything else (a body, an upgrade, a limit, an oddity, a head not
+                # all here) goes to httptools below, byte for byte as without the fast lane.
+                m = fast(data, pos, srv.max_line, srv.max_head)
+                if m is not None:
+                    pos = m[0]
+                    self._fast_request(m)
+                    continue
+            piece = data if n <= _SLICE and not pos else data[pos:pos + _SLICE]
             size = len(piece)
             pos += size
             try:
@@ -473,7 +494,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         p = self.parser
         r.method = p.get_method()
         r.version = p.get_http_version()
-        r.keep_alive = p.should_keep_alive()
+        r.keep_alive = self.ka = p.should_keep_alive()
         r.has_body = r.chunked = False
         r.expect_continue = False
         for name, value in r.headers:
@@ -504,6 +525,26 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 q = self.queue = collections.deque()
             q.append(r)
             if len(q) >= srv.max_pipeline:
+                self.hold_reading(HOLD_PIPELINE)
+
+    def _fast_request(self, m: tuple) -> None:
+        """A whole request head from the fast lane (GET/HEAD, HTTP/1.1 keep-alive, no body): what
+        on_message_begin, on_headers_complete and on_message_complete do for it."""
+        r = _Request()
+        _, r.method, r.url, r.host_raw, r.kept = m
+        r.version = "1.1"
+        r.keep_alive = r.done = True
+        r.has_body = r.chunked = r.expect_continue = False
+        self.phase = PH_NONE
+        self.deadline = 0.0
+        if self.active is None and not self.queue and not self.write_paused:
+            self._start(r)
+        else:
+            q = self.queue
+            if q is None:
+                q = self.queue = collections.deque()
+            q.append(r)
+            if len(q) >= self.srv.max_pipeline:
                 self.hold_reading(HOLD_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
@@ -550,10 +591,19 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.active = r
         srv = self.srv
         host = ""
-        for name, value in r.headers:
-            if len(name) == 4 and name.lower() == b"host":
-                host = routing.host_of(value)
-                break
+        if r.kept is not None:  # the fast lane's
+            raw = r.host_raw
+            memo = self.host_memo
+            if memo[0] == raw:
+                host = memo[1]
+            else:
+                host = routing.host_of(raw)
+                self.host_memo = (raw, host)
+        else:
+            for name, value in r.headers:
+                if len(name) == 4 and name.lower() == b"host":
+                    host = routing.host_of(value)
+                    break
         pool = srv.origins.for_host(host, srv.index.host_settings)  # per-hostname origin (issue 17), memory only
         page = routing.decide(self.sni, host, srv.index.lookup, has_origin=pool is not None,
                               placeholder_text=srv.placeholder)
@@ -607,7 +657,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 if not q:
                     break
                 r = q.popleft()
-                if len(q) < srv.max_pipeline:
+                if len(q) <= srv.max_pipeline >> 1:  # half drained: reading resumes (not once per answer)
                     self.release_reading(HOLD_PIPELINE)
                 self._start(r)
         finally:
@@ -634,14 +684,18 @@ class EdgeHttpProtocol(asyncio.Protocol):
         coroutine path (:meth:`_proxy`: connecting, retrying)."""
         if r.upgrade or not pool.idle:
             return False
-        try:
-            head = request_head(r, host, False, pool.prefix, self.client_ip(), self.srv.public_port)
-        except httptools.HttpParserError:
-            return False  # the coroutine path answers it
+        if r.kept is not None:  # the fast lane's head: request_head's work, inline
+            head = b"".join((r.method, b" ", pool.prefix + r.url, b" HTTP/1.1\r\n", r.kept,
+                             forwarding(self.client_ip(), host, self.srv.public_port), b"\r\n"))
+        else:
+            try:
+                head = request_head(r, host, False, pool.prefix, self.client_ip(), self.srv.public_port)
+            except httptools.HttpParserError:
+                return False  # the coroutine path answers it
         up = pool.take_idle()
         if up is None:
             return False
-        done = up.start(self, r, head)
+        up.start(self, r, head, lambda exc: self._proxied(r, host, pool, exc))
         if r.expect_continue:
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             r.expect_continue = False
@@ -651,13 +705,11 @@ class EdgeHttpProtocol(asyncio.Protocol):
         if r.done:
             up.end_body(r.chunked)
         r.sink = up
-        done.add_done_callback(lambda fut: self._proxied(r, host, pool, fut))
         return True
 
-    def _proxied(self, r: _Request, host: str, pool: UpstreamPool, fut: asyncio.Future) -> None:
-        """The end of an exchange started by :meth:`_proxy_now`."""
+    def _proxied(self, r: _Request, host: str, pool: UpstreamPool, exc: BaseException | None) -> None:
+        """The end of an exchange started by :meth:`_proxy_now` (``exc``: how it failed)."""
         r.sink = None
-        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if self.closed:
             return  # the client went away (its origin connection was closed with it)
         if exc is None:

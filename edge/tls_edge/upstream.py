@@ -8,13 +8,16 @@ bounded like the request's.
 The downstream side (:mod:`edge.tls_edge.http`, or an HTTP/2 stream of :mod:`edge.tls_edge.h2`) is seen through
 the small :class:`Downstream` protocol, which also writes the response head in its own framing. Responses
 from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
-resume_reading on the other side when a write buffer is full).
+resume_reading on the other side when a write buffer is full). A plain response head (HTTP/1.1, a Content-Length,
+nothing odd) to an HTTP/1.1 client takes the fast lane: parsed and rewritten in one C call (``_edgehttp.c``) and
+written with the body bytes that came with it; anything else goes through httptools' callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import ipaddress
 import re
@@ -29,8 +32,13 @@ import httptools
 
 from edge.tls_edge.routing import REASONS, http_date
 
+try:  # the fast lane for plain heads (edge/tls_edge/_edgehttp.c); without it every head goes through httptools
+    from edge.tls_edge._edgehttp import parse_request as fast_request, parse_response as fast_response
+except ImportError:  # pragma: no cover - the extension is optional (setup.py)
+    fast_request = fast_response = None
+
 __all__ = ["UpstreamConn", "UpstreamPool", "OriginPools", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
-           "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "request_head", "response_head", "set_nodelay",
+           "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "forwarding", "request_head", "response_head", "set_nodelay",
            "websocket_accept"]
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -130,6 +138,10 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
         else:  # absolute-form: keep path and query
             u = httptools.parse_url(url)
             url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
+    kept = getattr(r, "kept", None)
+    if kept is not None:  # parsed by the fast lane: the forwarded headers are ready (edge/tls_edge/_edgehttp.c)
+        return b"".join((r.method, b" ", prefix + url, b" HTTP/1.1\r\n", kept, forwarding(peer_ip, host, port),
+                         b"\r\n"))
     drop = _HOP if not ws else (_HOP - {b"upgrade"})
     conn_tokens: set[bytes] = set()
     for name, value in r.headers:
@@ -143,12 +155,7 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
         if n in drop or n in conn_tokens or n.startswith(b"x-forwarded-"):
             continue
         parts += (name, b": ", value, b"\r\n")
-    ip = peer_ip.encode()
-    hb = host.encode("idna") if not host.isascii() else host.encode()
-    fwd_for = _quoted(f"[{peer_ip}]" if ":" in peer_ip else peer_ip).encode()
-    parts += (b"X-Forwarded-For: ", ip, b"\r\nX-Real-IP: ", ip, b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ",
-              hb, b"\r\nX-Forwarded-Port: %d\r\nForwarded: for=%s;proto=https;host=%s\r\nHost: " % (
-                  port, fwd_for, _quoted(hb.decode("latin-1")).encode()), hb, b"\r\n")
+    parts.append(forwarding(peer_ip, host, port))
     if ws:
         parts.append(b"Connection: Upgrade\r\n")
     elif r.chunked:
@@ -160,6 +167,19 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
                 break
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def forwarding(peer_ip: str, host: str, port: int) -> bytes:
+    """The edge's own forwarding headers and ``Host`` (what it knows: the peer address, https, the host asked for,
+    the public port), as header lines; the same for every request of a client to a host, so kept (LRU)."""
+    ip = peer_ip.encode()
+    hb = host.encode("idna") if not host.isascii() else host.encode()
+    fwd_for = _quoted(f"[{peer_ip}]" if ":" in peer_ip else peer_ip).encode()
+    return b"".join((b"X-Forwarded-For: ", ip, b"\r\nX-Real-IP: ", ip,
+                     b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", hb,
+                     b"\r\nX-Forwarded-Port: %d\r\nForwarded: for=%s;proto=https;host=%s\r\nHost: " % (
+                         port, fwd_for, _quoted(hb.decode("latin-1")).encode()), hb, b"\r\n"))
 
 
 def response_head(r: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: str,
@@ -202,6 +222,30 @@ def response_head(r: Any, status: int, reason: bytes, headers: list[tuple[bytes,
     return b"".join(parts), down
 
 
+class _Done:
+    """What :meth:`UpstreamConn.start` keeps instead of a future when given a callback: the part of the future's
+    interface the connection uses; the callback runs from the loop (``call_soon``, as a future's would), or at once
+    from :meth:`UpstreamConn._complete` for the fast lane."""
+
+    __slots__ = ("loop", "cb", "finished")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, cb: Any) -> None:
+        self.loop = loop
+        self.cb = cb
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, _: None) -> None:
+        self.finished = True
+        self.loop.call_soon(self.cb, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.finished = True
+        self.loop.call_soon(self.cb, exc)
+
+
 class UpstreamConn(asyncio.Protocol):
     """One connection to the origin; carries one exchange at a time, then goes back to the pool."""
 
@@ -230,14 +274,25 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.head_bytes = 0  # bytes of the response head read so far (bounded by the pool's max_head)
         self.reusable = False
+        self.fed = False     # the httptools parser has seen bytes since it was made (a fresh one on release)
+        self.fast = False    # this exchange may take the fast lane (a plain head parsed in one C call)
+        self.remaining = 0   # fast lane: body bytes still to come (Content-Length)
 
     # exchange ---------------------------------------------------------------------------------------------
-    def start(self, down: Downstream, r: Any, head: bytes) -> asyncio.Future:
+    def start(self, down: Downstream, r: Any, head: bytes, on_done: Any = None) -> Any:
+        """Send ``head`` and answer ``down`` with the origin's response. Returns a future that ends with the
+        exchange; with ``on_done``, instead, ``on_done(None or the exception)`` is called then (from the loop, as a
+        future's callback would be; at once when the fast lane has just written the whole response)."""
         self.down, self.req = down, r
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
         self.head_bytes = 0
+        self.remaining = 0
+        # The fast lane answers an HTTP/1.1 client (``h1_fast``: the head is its own framing) and not a HEAD or an
+        # upgrade request (no body / a tunnel: httptools' path knows those).
+        self.fast = (fast_response is not None and not self.fed and getattr(down, "h1_fast", False)
+                     and r.method != b"HEAD" and not r.upgrade)
         loop = self.pool.loop
-        self.done = loop.create_future()
+        self.done = loop.create_future() if on_done is None else _Done(loop, on_done)
         down.up = self
         now = self.last_io = loop.time()
         limit = self.pool.read_timeout
@@ -319,6 +374,17 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
             return
         self.last_io = self.pool.loop.time()
+        if self.remaining:
+            self._fast_body(data)
+            return
+        if self.fast:
+            self.fast = False
+            r = self.req
+            m = fast_response(data, 0, self.pool.max_head, http_date(), r.keep_alive and not r.last)
+            if m is not None:
+                self._fast_head(data, m)
+                return
+        self.fed = True
         if not self.head_sent:
             self.head_bytes += len(data)
             if self.head_bytes > self.pool.max_head + 65536:  # a head (plus what came with it) over the bound
@@ -337,6 +403,35 @@ class UpstreamConn(asyncio.Protocol):
             self.abort()
         finally:
             d.uncork()
+
+    def _fast_head(self, data: bytes, m: tuple) -> None:
+        """The fast lane: a plain response head with a Content-Length (``fast_response``), rewritten in C with the
+        ``Date`` and ``Connection: close`` it needs and the body bytes that came with it: one write downstream."""
+        end, _, out, length, _, took = m
+        self.head_sent = True
+        self.framing = "length"
+        self.down_framing = "length"
+        self.reusable = True
+        r = self.req
+        if r.last:
+            r.keep_alive = False
+        self.down.send(out)
+        if took == length:
+            # bytes after the body: the origin is not to be trusted further
+            self._complete(reuse=len(data) - end == length, now=True)
+        else:
+            self.remaining = length - took
+
+    def _fast_body(self, data: bytes) -> None:
+        """The fast lane: more of a Content-Length body."""
+        n, rem = len(data), self.remaining
+        if n < rem:
+            self.remaining = rem - n
+            self.down.send(data)
+            return
+        self.remaining = 0
+        self.down.send(data if n == rem else data[:rem])
+        self._complete(reuse=n == rem, now=True)
 
     def eof_received(self) -> bool | None:
         return None  # the downstream side is TLS: no half-close; both close
@@ -437,7 +532,10 @@ class UpstreamConn(asyncio.Protocol):
         if self.down is not None and self.done is not None and not self.done.done():
             self._complete(reuse=self.reusable)
 
-    def _complete(self, reuse: bool) -> None:
+    def _complete(self, reuse: bool, now: bool = False) -> None:
+        """The exchange is over (``reuse``: the connection may serve another). ``now``: called by the fast lane as
+        the last thing it does with this connection, so an ``on_done`` callback runs at once, after the connection
+        went back to the pool (the next pipelined request may take it)."""
         d = self.down
         if d is not None:
             f = self.down_framing
@@ -449,6 +547,15 @@ class UpstreamConn(asyncio.Protocol):
         r = self.req
         self._detach()
         self.req = None
+        if now and fut.__class__ is _Done and not fut.finished:
+            fut.finished = True
+            if reuse and r is not None and r.done and not self.closed:
+                self.done = None
+                self.pool.release(self)
+            else:
+                self.abort()
+            fut.cb(None)
+            return
         if fut is not None and not fut.done():
             fut.set_result(None)
         if reuse and r is not None and r.done and not self.closed:
@@ -544,7 +651,9 @@ class UpstreamPool:
         if len(self.idle) >= self.max_idle or c.closed or self.retired:
             c.abort()
             return
-        c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
+        if c.fed:
+            c.parser = httptools.HttpResponseParser(c)  # a fresh parser: state is per message anyway
+            c.fed = False
         c.transport.resume_reading()  # in case the last client was slow (flow control paused it)
         self.idle.append(c)
         c.idle_since = self.loop.time()
