@@ -91,6 +91,39 @@ def test_certkey_accepts_pkcs8_sec1_and_pkcs1_and_refuses_a_foreign_key():
         tlsengine.certkey(_der(pem), b"", other)
 
 
+@pytest.mark.parametrize("curve_or_rsa", ["p256", "p384", "rsa"])
+def test_leaf_key_decoded_without_the_decoder_serves_the_same_verified_certificate(curve_or_rsa):
+    """The leaf's public key is decoded by OpenSSL's legacy decoder (cheaper than 3.0's OSSL_DECODER, see
+    _edgetls.c d2i_leaf); both ways the engine serves the same bytes, a verifying client accepts them over TLS 1.3
+    and 1.2, a foreign key is still refused, and the rest of the process (Python's ssl here) is unaffected."""
+    key = {"p256": lambda: ec.generate_private_key(ec.SECP256R1()),
+           "p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+           "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)}[curve_or_rsa]()
+    pem, key_pem, _ = self_signed("v.example", key=key)
+    der = _der(pem)
+    was = _edgetls.set_legacy_spki(False)
+    try:
+        plain_ck = tlsengine.certkey(der, b"", key_pem)
+        _edgetls.set_legacy_spki(True)
+        legacy_ck = tlsengine.certkey(der, b"", key_pem)
+        other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        with pytest.raises(ValueError, match="does not match"):
+            tlsengine.certkey(der, b"", other)
+    finally:
+        _edgetls.set_legacy_spki(was)
+    for ck in (plain_ck, legacy_ck):
+        engine, _ = _engine({"v.example": ck})
+        for tls12 in (False, True):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+            ctx.load_verify_locations(cadata=pem.decode())
+            if tls12:
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            client, conn, _, _ = _handshake(engine, "v.example", ctx=ctx)
+            assert client.getpeercert(binary_form=True) == der == conn.certificate()
+            assert conn.version() == ("TLSv1.2" if tls12 else "TLSv1.3")
+
+
 @pytest.mark.parametrize("leaf,key,why", [
     (b"not der", None, "DER certificate"),
     (None, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "EC or RSA key"),

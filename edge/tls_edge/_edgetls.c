@@ -12,7 +12,8 @@
  *   Chain(ders)                      an intermediate chain, decoded once and shared by every certificate it signs
  *   CertKey(leaf_der, key_der, chain=None)
  *                                    a leaf and its private key (PKCS#8, SEC1 or PKCS#1 DER), proven to match;
- *                                    raises ValueError otherwise
+ *                                    raises ValueError otherwise (the leaf's key decoded without OSSL_DECODER:
+ *                                    d2i_leaf; set_legacy_spki(False) turns that off)
  *   Engine(select, default, *, ciphers, tickets, release_buffers, challenges, min_versions)
  *                                    select(server_name: str | None) -> CertKey | None is called once per handshake,
  *                                    in the handshake, with the GIL held; None (or an exception) -> ``default``
@@ -47,6 +48,9 @@
 #include <openssl/rsa.h>
 #include <openssl/bio.h>
 #include <openssl/objects.h>
+#ifndef OPENSSL_NO_ENGINE
+#include <openssl/engine.h>
+#endif
 
 static PyObject *EdgeTlsError;
 
@@ -60,13 +64,71 @@ static void set_openssl_error(PyObject *exc, const char *what)
     ERR_clear_error();
 }
 
+/* The leaf's public key without OpenSSL 3.0's OSSL_DECODER.
+ *
+ * d2i_X509 decodes the certificate's SubjectPublicKeyInfo at once. OpenSSL 3.0 tries the legacy decoder (the
+ * EVP_PKEY_ASN1_METHOD's pub_decode) only when an ENGINE provides a pkey method for the key's type, and otherwise builds
+ * an OSSL_DECODER context per call: ~0.87 M of the ~1.46 M instructions a CertKey cost (callgrind; OpenSSL >= 3.2
+ * caches those contexts). So while d2i_X509 runs, an ENGINE whose pkey methods are OpenSSL's own built-in EC and RSA
+ * methods is registered (the GIL serialises this): the key is decoded by the legacy pub_decode into a legacy EVP_PKEY,
+ * the same key as the private one (EC_KEY / RSA), so X509_check_private_key and SSL_use_cert_and_key compare two
+ * legacy keys directly instead of exporting one to the provider. The engine is unregistered right after: nothing
+ * else in the process (signing, Python's ssl) ever uses it. Turned off (``legacy_spki = False``) the plain path runs. */
+#ifndef OPENSSL_NO_ENGINE
+static ENGINE *spki_engine;
+static int spki_engine_failed;
+static int legacy_spki = 1;
+static const int spki_nids[] = {EVP_PKEY_EC, EVP_PKEY_RSA};
+
+static int spki_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, int nid)
+{
+    (void)e;
+    if (pmeth == NULL) {
+        *nids = spki_nids;
+        return (int)(sizeof spki_nids / sizeof spki_nids[0]);
+    }
+    *pmeth = (EVP_PKEY_METHOD *)EVP_PKEY_meth_find(nid); /* OpenSSL's built-in method, unchanged */
+    return *pmeth != NULL;
+}
+
+static ENGINE *get_spki_engine(void)
+{
+    if (spki_engine == NULL && !spki_engine_failed) {
+        ENGINE *e = ENGINE_new();
+        if (e == NULL || !ENGINE_set_id(e, "edgecert-spki") || !ENGINE_set_name(e, "edgecert: legacy SPKI decode")
+                || !ENGINE_set_pkey_meths(e, spki_pkey_meths)) {
+            ENGINE_free(e);
+            spki_engine_failed = 1;
+            ERR_clear_error();
+            return NULL;
+        }
+        spki_engine = e; /* kept for the process's life */
+    }
+    return spki_engine;
+}
+#endif
+
+static X509 *d2i_leaf(const unsigned char **p, long len)
+{
+#ifndef OPENSSL_NO_ENGINE
+    ENGINE *e = legacy_spki ? get_spki_engine() : NULL;
+    if (e != NULL && ENGINE_register_pkey_meths(e)) {
+        X509 *x = d2i_X509(NULL, p, len);
+        ENGINE_unregister_pkey_meths(e);
+        return x;
+    }
+    ERR_clear_error();
+#endif
+    return d2i_X509(NULL, p, len);
+}
+
 static X509 *der_to_x509(PyObject *obj)
 {
     Py_buffer b;
     if (PyObject_GetBuffer(obj, &b, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *p = b.buf;
-    X509 *x = d2i_X509(NULL, &p, (long)b.len);
+    X509 *x = d2i_leaf(&p, (long)b.len);
     int trailing = x != NULL && p != (const unsigned char *)b.buf + b.len;
     PyBuffer_Release(&b);
     if (x == NULL) {
@@ -1121,11 +1183,33 @@ static PyTypeObject ConnType = {
 
 /* ------------------------------------------------------------------------------------------------ module */
 
+static PyObject *mod_set_legacy_spki(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+#ifndef OPENSSL_NO_ENGINE
+    int was = legacy_spki && !spki_engine_failed;
+    legacy_spki = on;
+    return PyBool_FromLong(was);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef edgetls_functions[] = {
+    {"set_legacy_spki", (PyCFunction)mod_set_legacy_spki, METH_O,
+     "set_legacy_spki(on) -> was: decode leaf public keys without OSSL_DECODER (default on; see der_to_x509)"},
+    {NULL}
+};
+
 static struct PyModuleDef edgetls_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "edge.tls_edge._edgetls",
     .m_doc = "The TLS edge's server-side TLS in C: one SSL_CTX, per-connection certificates by SNI.",
     .m_size = -1,
+    .m_methods = edgetls_functions,
 };
 
 PyMODINIT_FUNC PyInit__edgetls(void)
