@@ -251,6 +251,57 @@ def test_select_that_raises_serves_the_default_and_is_counted():
     assert engine.select_errors == 1
 
 
+def test_tickets_go_out_with_the_answer_when_the_first_request_came_with_the_finished():
+    """TLS 1.3 tickets: sent at once when the client's Finished arrives alone; held and written with the answer (one
+    write) when the first request came in the same chunk. Either way the client gets them, in order, and resumes."""
+    a, a_der = _ck("a.example")
+    engine, _ = _engine({"a.example": a}, tickets=True)
+    for with_request in (False, True):
+        ctx = _client_ctx()
+        client, c2s, s2c = _client("a.example", ctx=ctx)
+        conn = engine.conn()
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        out, plain = conn.feed(c2s.read())
+        s2c.write(out)
+        client.do_handshake()  # TLS 1.3: the client is done once it has sent its Finished
+        if with_request:
+            client.write(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        out, plain = conn.feed(c2s.read())
+        assert conn.established and conn.sni == "a.example"
+        if with_request:
+            assert out is None and plain == b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+            answer = conn.write(b"HTTP/1.1 200 OK\r\n\r\n")
+            assert len(answer) > 200  # two tickets, then the answer's record
+            s2c.write(answer)
+            assert client.read(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+        else:
+            assert out and plain is None  # the tickets, at once
+            s2c.write(out)
+            with pytest.raises(ssl.SSLWantReadError):
+                client.read(100)  # processes the tickets
+        assert client.session is not None and client.session.has_ticket
+        again, conn2, _, _ = _handshake(engine, "a.example", ctx=ctx, session=client.session)
+        assert conn2.session_reused and again.getpeercert(binary_form=True) == a_der
+
+
+def test_data_and_close_notify_in_one_chunk_and_the_normalised_sni():
+    a, _ = _ck("a.example")
+    engine, _ = _engine({"a.example": a})
+    client, conn, c2s, s2c = _handshake(engine, "A.Example.")
+    assert conn.server_name == "A.Example." and conn.sni == "a.example"
+    client.write(b"one")
+    client.write(b"two")
+    try:
+        client.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    out, plain = conn.feed(c2s.read())  # two records and the close_notify in one chunk
+    assert plain == b"onetwo" and conn.eof
+    _, nosni, _, _ = _handshake(engine, None)
+    assert nosni.sni is None and nosni.server_name is None
+
+
 def test_tickets_resume_only_for_the_name_they_were_issued_to():
     a, _ = _ck("a.example")
     b, _ = _ck("b.example")

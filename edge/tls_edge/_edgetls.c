@@ -30,7 +30,10 @@
  *                                    holds the alert to send); ``Conn.eof`` is set by the peer's close_notify
  *   Conn.write(data) -> bytes        encrypt application data
  *   Conn.shutdown(last=b"") -> bytes (``last`` data, then) close_notify
- *   Conn.established, .session_reused, .server_name, .version(), .cipher(), .selected_alpn_protocol()
+ *   Conn.established, .session_reused, .server_name, .sni (normalised), .version(), .cipher(),
+ *   .selected_alpn_protocol()
+ *   When the client's Finished and its first data arrive in one feed, the records the handshake still sends (TLS 1.3
+ *   tickets) are returned by the next write()/shutdown()/feed() with the answer: one write to the socket.
  *
  * Nothing here does I/O: the memory BIOs are filled and drained by the caller (asyncio transports).
  */
@@ -378,6 +381,13 @@ static int CertKey_init(CertKeyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "the private key does not match the certificate");
         return -1;
     }
+    /* The key is a legacy EC_KEY / RSA; OpenSSL 3.0 signs with a provider's copy of it, made and cached in the key
+     * on its first use (~0.19 M instructions for P-256, most of it rebuilding the curve's group). Made here, so a
+     * CertKey built ahead of time (prewarm, put) costs a handshake nothing more than a warm one. */
+    EVP_PKEY_CTX *sctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (sctx == NULL || EVP_PKEY_sign_init(sctx) != 1)
+        ERR_clear_error(); /* not fatal: the first handshake makes it */
+    EVP_PKEY_CTX_free(sctx);
     X509_free(self->x);
     EVP_PKEY_free(self->pkey);
     Py_CLEAR(self->chain);
@@ -949,6 +959,7 @@ static PyObject *read_all(ConnObject *self, int *err)
     if (b == NULL)
         return NULL;
     size_t used = 0;
+    ERR_clear_error();
     for (;;) {
         if (used == cap) {
             cap *= 2;
@@ -956,10 +967,13 @@ static PyObject *read_all(ConnObject *self, int *err)
                 return NULL;
         }
         size_t got = 0;
-        ERR_clear_error();
         int r = SSL_read_ex(self->ssl, PyBytes_AS_STRING(b) + used, cap - used, &got);
         if (r == 1) {
             used += got;
+            /* nothing left to decrypt: no bytes in the BIO, no record or plaintext inside OpenSSL (one SSL_read_ex
+             * less per chunk, the one that could only say "want read") */
+            if (BIO_ctrl_pending(self->rbio) == 0 && !SSL_has_pending(self->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(self->ssl, r);
@@ -993,6 +1007,7 @@ static PyObject *Conn_feed(ConnObject *self, PyObject *data)
     }
     if (write_in(self, data) < 0)
         return NULL;
+    int just_established = 0;
     if (!self->established) {
         ERR_clear_error();
         int r = SSL_do_handshake(self->ssl);
@@ -1008,6 +1023,7 @@ static PyObject *Conn_feed(ConnObject *self, PyObject *data)
             return t;
         }
         self->established = 1;
+        just_established = 1;
     }
     int err;
     PyObject *plain = read_all(self, &err);
@@ -1015,6 +1031,14 @@ static PyObject *Conn_feed(ConnObject *self, PyObject *data)
         if (err)
             return fail(self, err);
         return NULL;
+    }
+    if (just_established && plain != Py_None) {
+        /* The client's Finished came with its first request: what the handshake still has to send (TLS 1.3 session
+         * tickets) stays in the write BIO and goes out with the answer, in one write (Conn.write / shutdown / the
+         * next feed drain it, in order). */
+        PyObject *t = PyTuple_Pack(2, Py_None, plain);
+        Py_DECREF(plain);
+        return t;
     }
     PyObject *out = drain(self);
     if (out == NULL) {
@@ -1135,6 +1159,14 @@ static PyObject *Conn_get_server_name(ConnObject *self, void *closure)
     return PyUnicode_DecodeLatin1(name, (Py_ssize_t)strlen(name), NULL);
 }
 
+static PyObject *Conn_get_sni(ConnObject *self, void *closure)
+{
+    const char *name = SSL_get_servername(self->ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL)
+        Py_RETURN_NONE;
+    return index_key(name, 0); /* lower-cased (ASCII), without one trailing dot: the SNI index's key */
+}
+
 static PyObject *Conn_get_established(ConnObject *self, void *closure)
 {
     return PyBool_FromLong(self->established);
@@ -1164,6 +1196,7 @@ static PyMethodDef Conn_methods[] = {
 
 static PyGetSetDef Conn_getset[] = {
     {"server_name", (getter)Conn_get_server_name, NULL, "the SNI the client sent (as sent), or None", NULL},
+    {"sni", (getter)Conn_get_sni, NULL, "the SNI lower-cased without a trailing dot (the index's key), or None", NULL},
     {"established", (getter)Conn_get_established, NULL, "the handshake is complete", NULL},
     {"eof", (getter)Conn_get_eof, NULL, "the peer sent close_notify", NULL},
     {"session_reused", (getter)Conn_get_session_reused, NULL, "the handshake resumed a session", NULL},
