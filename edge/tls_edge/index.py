@@ -222,7 +222,8 @@ class SniIndex:
         self.challenges: dict[str, object] = {}
         self.min_tls: dict[str, int] = {}
         # With ``engine`` (edge/tls_edge/engine.py: one SSL_CTX, certificates handed over per handshake), what the LRU
-        # holds per entry is a CertKey (~9 KiB, ~0.2 ms to build) instead of an SSLContext (~25 KiB, ~1.2 ms).
+        # holds per entry is a CertKey (~9 KiB, ~0.55 M instructions to build: bench/RESULTS.md session 5) instead
+        # of an SSLContext (~25 KiB, ~1.2 ms).
         self.engine = None
         self._builder: Callable[[CertEntry], object] = build_entry_context
         self.unit_bytes = CONTEXT_BYTES
