@@ -101,11 +101,11 @@ def test_leaf_key_decoded_without_the_decoder_serves_the_same_verified_certifica
            "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)}[curve_or_rsa]()
     pem, key_pem, _ = self_signed("v.example", key=key)
     der = _der(pem)
-    was = _edgetls.set_legacy_spki(False)
+    plain_ck = tlsengine.certkey(der, b"", key_pem, legacy_spki=False)
+    legacy_ck = tlsengine.certkey(der, b"", key_pem, legacy_spki=True)
+    was = _edgetls.set_legacy_spki(True)  # the module-wide default, as CertKey(legacy_spki=None) reads it
     try:
-        plain_ck = tlsengine.certkey(der, b"", key_pem)
-        _edgetls.set_legacy_spki(True)
-        legacy_ck = tlsengine.certkey(der, b"", key_pem)
+        assert was is False  # off unless asked for
         other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         with pytest.raises(ValueError, match="does not match"):
@@ -344,6 +344,7 @@ def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
         client, _, _, _ = _handshake(idx.engine, n.upper() + ".")  # case and trailing dot do not matter
         assert client.getpeercert(binary_form=True) == ders[n]
     assert idx.builds_on_handshake == 3 and idx.context_count() == 2
+    assert idx.evicting()  # 3 names, room for 2: CertKeys are built with the cheaper public-key decode
     pem, key, serial = self_signed("x1.example")
     idx.put(CertEntry(hostname="x1.example", fullchain_pem=pem, key_pem=key, serial=serial))
     client, _, _, _ = _handshake(idx.engine, "x1.example")
@@ -356,6 +357,8 @@ def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
     with pytest.raises(ValueError):
         idx.put(CertEntry(hostname="bad.example", fullchain_pem=bad_pem, key_pem=other_key, serial="1"))
     assert "bad.example" not in idx
+    idx.remove("x3.example")
+    assert not idx.evicting()  # every name fits: the plain decode, no ENGINE table for later handshakes
 
 
 # -- real clients against the engine-driven HTTP layer -------------------------------------------------------

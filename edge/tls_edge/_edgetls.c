@@ -10,10 +10,10 @@
  *
  * Public surface (see edge/tls_edge/engine.py for the Python side):
  *   Chain(ders)                      an intermediate chain, decoded once and shared by every certificate it signs
- *   CertKey(leaf_der, key_der, chain=None)
+ *   CertKey(leaf_der, key_der, chain=None, *, legacy_spki=None)
  *                                    a leaf and its private key (PKCS#8, SEC1 or PKCS#1 DER), proven to match;
- *                                    raises ValueError otherwise (the leaf's key decoded without OSSL_DECODER:
- *                                    d2i_leaf; set_legacy_spki(False) turns that off)
+ *                                    raises ValueError otherwise; legacy_spki: the leaf's key decoded without
+ *                                    OSSL_DECODER (d2i_leaf), None = the module's set_legacy_spki() setting
  *   Engine(select, default, *, ciphers, tickets, release_buffers, challenges, min_versions)
  *                                    select(server_name: str | None) -> CertKey | None is called once per handshake,
  *                                    in the handshake, with the GIL held; None (or an exception) -> ``default``
@@ -76,11 +76,16 @@ static void set_openssl_error(PyObject *exc, const char *what)
  * methods is registered (the GIL serialises this): the key is decoded by the legacy pub_decode into a legacy EVP_PKEY,
  * the same key as the private one (EC_KEY / RSA), so X509_check_private_key and SSL_use_cert_and_key compare two
  * legacy keys directly instead of exporting one to the provider. The engine is unregistered right after: nothing
- * else in the process (signing, Python's ssl) ever uses it. Turned off (``legacy_spki = False``) the plain path runs. */
+ * else in the process (signing, Python's ssl) ever uses it. Off by default (CertKey(legacy_spki=True) or
+ * set_legacy_spki(True) ask for it).
+ * The price (callgrind, per warm handshake): once registered, OpenSSL keeps its ENGINE table, which every later
+ * EVP_PKEY_CTX looks up (~4 k instructions a handshake), and a legacy public key costs ~3 k more in the handshake's
+ * own checks: ~0.3 % of a handshake, against 0.93 M saved per decode. So the SNI index asks for it only when its
+ * names do not all stay decoded (edge/tls_edge/index.py: more names than the LRU holds). */
 #ifndef OPENSSL_NO_ENGINE
 static ENGINE *spki_engine;
 static int spki_engine_failed;
-static int legacy_spki = 1;
+static int legacy_spki = 0; /* the default of CertKey(legacy_spki=None) */
 static const int spki_nids[] = {EVP_PKEY_EC, EVP_PKEY_RSA};
 
 static int spki_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, int nid)
@@ -111,10 +116,11 @@ static ENGINE *get_spki_engine(void)
 }
 #endif
 
-static X509 *d2i_leaf(const unsigned char **p, long len)
+static X509 *d2i_leaf(const unsigned char **p, long len, int legacy)
 {
+    (void)legacy;
 #ifndef OPENSSL_NO_ENGINE
-    ENGINE *e = legacy_spki ? get_spki_engine() : NULL;
+    ENGINE *e = legacy ? get_spki_engine() : NULL;
     if (e != NULL && ENGINE_register_pkey_meths(e)) {
         X509 *x = d2i_X509(NULL, p, len);
         ENGINE_unregister_pkey_meths(e);
@@ -125,13 +131,18 @@ static X509 *d2i_leaf(const unsigned char **p, long len)
     return d2i_X509(NULL, p, len);
 }
 
-static X509 *der_to_x509(PyObject *obj)
+/* ``legacy``: -1 = the module's setting (set_legacy_spki), 0 = OSSL_DECODER, 1 = the legacy decoder. */
+static X509 *der_to_x509_ex(PyObject *obj, int legacy)
 {
     Py_buffer b;
     if (PyObject_GetBuffer(obj, &b, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *p = b.buf;
-    X509 *x = d2i_leaf(&p, (long)b.len);
+#ifndef OPENSSL_NO_ENGINE
+    if (legacy < 0)
+        legacy = legacy_spki;
+#endif
+    X509 *x = d2i_leaf(&p, (long)b.len, legacy > 0);
     int trailing = x != NULL && p != (const unsigned char *)b.buf + b.len;
     PyBuffer_Release(&b);
     if (x == NULL) {
@@ -144,6 +155,11 @@ static X509 *der_to_x509(PyObject *obj)
         return NULL;
     }
     return x;
+}
+
+static X509 *der_to_x509(PyObject *obj)
+{
+    return der_to_x509_ex(obj, -1);
 }
 
 /* An EVP_PKEY owning ``ec`` / ``rsa`` (freed on failure). */
@@ -351,18 +367,24 @@ static PyTypeObject CertKeyType;
 
 static int CertKey_init(CertKeyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"leaf_der", "key_der", "chain", NULL};
+    static char *kwlist[] = {"leaf_der", "key_der", "chain", "legacy_spki", NULL};
     PyObject *leaf;
     Py_buffer key;
     PyObject *chain = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|O:CertKey", kwlist, &leaf, &key, &chain))
+    PyObject *legacy_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|O$O:CertKey", kwlist, &leaf, &key, &chain, &legacy_obj))
         return -1;
+    int legacy = legacy_obj == Py_None ? -1 : PyObject_IsTrue(legacy_obj);
+    if (legacy_obj != Py_None && legacy < 0) {
+        PyBuffer_Release(&key);
+        return -1;
+    }
     if (chain != Py_None && !PyObject_TypeCheck(chain, &ChainType)) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_TypeError, "chain must be a Chain or None");
         return -1;
     }
-    X509 *x = der_to_x509(leaf);
+    X509 *x = der_to_x509_ex(leaf, legacy);
     if (x == NULL) {
         PyBuffer_Release(&key);
         return -1;
@@ -1233,7 +1255,7 @@ static PyObject *mod_set_legacy_spki(PyObject *mod, PyObject *arg)
 
 static PyMethodDef edgetls_functions[] = {
     {"set_legacy_spki", (PyCFunction)mod_set_legacy_spki, METH_O,
-     "set_legacy_spki(on) -> was: decode leaf public keys without OSSL_DECODER (default on; see der_to_x509)"},
+     "set_legacy_spki(on) -> was: CertKey decodes leaf public keys without OSSL_DECODER by default (off at start; see d2i_leaf)"},
     {NULL}
 };
 

@@ -93,14 +93,19 @@ def chain_for(chain_pem: bytes):
     return c
 
 
-def certkey(leaf_der: bytes, chain_pem: bytes, key_pem: bytes):
-    """A CertKey; raises ValueError when the key does not match or does not decode."""
-    return _edgetls.CertKey(leaf_der, key_der(key_pem), chain_for(chain_pem) if chain_pem.strip() else None)
+def certkey(leaf_der: bytes, chain_pem: bytes, key_pem: bytes, *, legacy_spki: bool | None = None):
+    """A CertKey; raises ValueError when the key does not match or does not decode.
+
+    ``legacy_spki``: decode the leaf's public key without OpenSSL 3.0's OSSL_DECODER (~0.53 M instead of ~1.46 M
+    instructions a CertKey; every later handshake of the process then costs ~7 k more: see ``_edgetls.c``,
+    ``d2i_leaf``); None: the extension's default (off unless ``_edgetls.set_legacy_spki(True)``)."""
+    return _edgetls.CertKey(leaf_der, key_der(key_pem), chain_for(chain_pem) if chain_pem.strip() else None,
+                            legacy_spki=legacy_spki)
 
 
-def build_entry_certkey(entry):
+def build_entry_certkey(entry, *, legacy_spki: bool | None = None):
     """The CertKey of an index entry (:class:`edge.tls_edge.index.CertEntry`); its key is decrypted only for this."""
-    return certkey(entry.leaf_der, entry.chain_pem, entry.key_pem)
+    return certkey(entry.leaf_der, entry.chain_pem, entry.key_pem, legacy_spki=legacy_spki)
 
 
 def make_engine(select, default_fullchain: bytes, default_key: bytes, *, tickets: bool = True,
