@@ -166,8 +166,16 @@ def bench_serve_main(argv: list[str]) -> int:
     p.add_argument("--upstream", default=None,
                    help="origin URL to proxy every request to (default: $EDGECERT_UPSTREAM; none: answer 'ok')")
     p.add_argument("--no-http2", action="store_true", help="ALPN offers http/1.1 only (edge_http2 = false)")
+    p.add_argument("--decoder-spki", action="store_true",
+                   help="A/B: decode each leaf's public key through OpenSSL 3.0's OSSL_DECODER even when names are "
+                        "evicted, as before session 5 (C engine, one worker)")
     p.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.decoder_spki:
+        if args.workers > 1 or args.no_engine:
+            p.error("--decoder-spki is for one worker on the C engine")
+        from edge.tls_edge.index import SniIndex
+        SniIndex.evicting = lambda self: False  # the index never asks for the legacy decode
     certs_dir = Path(args.certs_dir).resolve()
     store_dir = Path(str(certs_dir) + ".edgecert-store")
     store_dir.mkdir(parents=True, exist_ok=True)

@@ -462,7 +462,17 @@ def print_table(s: dict, labels: list[str], args, meta: dict) -> None:
 
 # --- main -------------------------------------------------------------------------------------
 
+def _measure_this_tree() -> None:
+    """The edge started by this run imports the ``edge`` package of the checkout this file is in (PYTHONPATH), not
+    whatever the venv's editable install points at (another worktree's code, otherwise)."""
+    root = str(HERE.parent)
+    old = os.environ.get("PYTHONPATH")
+    if not old or old.split(os.pathsep)[0] != root:
+        os.environ["PYTHONPATH"] = root + (os.pathsep + old if old else "")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _measure_this_tree()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--names", type=int, default=10000, help="number of tenant names/certificates (default 10000)")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per throughput run (default 10)")

@@ -91,6 +91,39 @@ def test_certkey_accepts_pkcs8_sec1_and_pkcs1_and_refuses_a_foreign_key():
         tlsengine.certkey(_der(pem), b"", other)
 
 
+@pytest.mark.parametrize("curve_or_rsa", ["p256", "p384", "rsa"])
+def test_leaf_key_decoded_without_the_decoder_serves_the_same_verified_certificate(curve_or_rsa):
+    """The leaf's public key is decoded by OpenSSL's legacy decoder (cheaper than 3.0's OSSL_DECODER, see
+    _edgetls.c d2i_leaf); both ways the engine serves the same bytes, a verifying client accepts them over TLS 1.3
+    and 1.2, a foreign key is still refused, and the rest of the process (Python's ssl here) is unaffected."""
+    key = {"p256": lambda: ec.generate_private_key(ec.SECP256R1()),
+           "p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+           "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)}[curve_or_rsa]()
+    pem, key_pem, _ = self_signed("v.example", key=key)
+    der = _der(pem)
+    plain_ck = tlsengine.certkey(der, b"", key_pem, legacy_spki=False)
+    legacy_ck = tlsengine.certkey(der, b"", key_pem, legacy_spki=True)
+    was = _edgetls.set_legacy_spki(True)  # the module-wide default, as CertKey(legacy_spki=None) reads it
+    try:
+        assert was is False  # off unless asked for
+        other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        with pytest.raises(ValueError, match="does not match"):
+            tlsengine.certkey(der, b"", other)
+    finally:
+        _edgetls.set_legacy_spki(was)
+    for ck in (plain_ck, legacy_ck):
+        engine, _ = _engine({"v.example": ck})
+        for tls12 in (False, True):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+            ctx.load_verify_locations(cadata=pem.decode())
+            if tls12:
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            client, conn, _, _ = _handshake(engine, "v.example", ctx=ctx)
+            assert client.getpeercert(binary_form=True) == der == conn.certificate()
+            assert conn.version() == ("TLSv1.2" if tls12 else "TLSv1.3")
+
+
 @pytest.mark.parametrize("leaf,key,why", [
     (b"not der", None, "DER certificate"),
     (None, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "EC or RSA key"),
@@ -218,6 +251,57 @@ def test_select_that_raises_serves_the_default_and_is_counted():
     assert engine.select_errors == 1
 
 
+def test_tickets_go_out_with_the_answer_when_the_first_request_came_with_the_finished():
+    """TLS 1.3 tickets: sent at once when the client's Finished arrives alone; held and written with the answer (one
+    write) when the first request came in the same chunk. Either way the client gets them, in order, and resumes."""
+    a, a_der = _ck("a.example")
+    engine, _ = _engine({"a.example": a}, tickets=True)
+    for with_request in (False, True):
+        ctx = _client_ctx()
+        client, c2s, s2c = _client("a.example", ctx=ctx)
+        conn = engine.conn()
+        with pytest.raises(ssl.SSLWantReadError):
+            client.do_handshake()
+        out, plain = conn.feed(c2s.read())
+        s2c.write(out)
+        client.do_handshake()  # TLS 1.3: the client is done once it has sent its Finished
+        if with_request:
+            client.write(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        out, plain = conn.feed(c2s.read())
+        assert conn.established and conn.sni == "a.example"
+        if with_request:
+            assert out is None and plain == b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+            answer = conn.write(b"HTTP/1.1 200 OK\r\n\r\n")
+            assert len(answer) > 200  # two tickets, then the answer's record
+            s2c.write(answer)
+            assert client.read(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+        else:
+            assert out and plain is None  # the tickets, at once
+            s2c.write(out)
+            with pytest.raises(ssl.SSLWantReadError):
+                client.read(100)  # processes the tickets
+        assert client.session is not None and client.session.has_ticket
+        again, conn2, _, _ = _handshake(engine, "a.example", ctx=ctx, session=client.session)
+        assert conn2.session_reused and again.getpeercert(binary_form=True) == a_der
+
+
+def test_data_and_close_notify_in_one_chunk_and_the_normalised_sni():
+    a, _ = _ck("a.example")
+    engine, _ = _engine({"a.example": a})
+    client, conn, c2s, s2c = _handshake(engine, "A.Example.")
+    assert conn.server_name == "A.Example." and conn.sni == "a.example"
+    client.write(b"one")
+    client.write(b"two")
+    try:
+        client.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    out, plain = conn.feed(c2s.read())  # two records and the close_notify in one chunk
+    assert plain == b"onetwo" and conn.eof
+    _, nosni, _, _ = _handshake(engine, None)
+    assert nosni.sni is None and nosni.server_name is None
+
+
 def test_tickets_resume_only_for_the_name_they_were_issued_to():
     a, _ = _ck("a.example")
     b, _ = _ck("b.example")
@@ -260,6 +344,7 @@ def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
         client, _, _, _ = _handshake(idx.engine, n.upper() + ".")  # case and trailing dot do not matter
         assert client.getpeercert(binary_form=True) == ders[n]
     assert idx.builds_on_handshake == 3 and idx.context_count() == 2
+    assert idx.evicting()  # 3 names, room for 2: CertKeys are built with the cheaper public-key decode
     pem, key, serial = self_signed("x1.example")
     idx.put(CertEntry(hostname="x1.example", fullchain_pem=pem, key_pem=key, serial=serial))
     client, _, _, _ = _handshake(idx.engine, "x1.example")
@@ -272,6 +357,8 @@ def test_index_in_engine_mode_builds_on_a_miss_bounds_the_lru_and_swaps():
     with pytest.raises(ValueError):
         idx.put(CertEntry(hostname="bad.example", fullchain_pem=bad_pem, key_pem=other_key, serial="1"))
     assert "bad.example" not in idx
+    idx.remove("x3.example")
+    assert not idx.evicting()  # every name fits: the plain decode, no ENGINE table for later handshakes
 
 
 # -- real clients against the engine-driven HTTP layer -------------------------------------------------------

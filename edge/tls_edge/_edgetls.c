@@ -10,9 +10,10 @@
  *
  * Public surface (see edge/tls_edge/engine.py for the Python side):
  *   Chain(ders)                      an intermediate chain, decoded once and shared by every certificate it signs
- *   CertKey(leaf_der, key_der, chain=None)
+ *   CertKey(leaf_der, key_der, chain=None, *, legacy_spki=None)
  *                                    a leaf and its private key (PKCS#8, SEC1 or PKCS#1 DER), proven to match;
- *                                    raises ValueError otherwise
+ *                                    raises ValueError otherwise; legacy_spki: the leaf's key decoded without
+ *                                    OSSL_DECODER (d2i_leaf), None = the module's set_legacy_spki() setting
  *   Engine(select, default, *, ciphers, tickets, release_buffers, challenges, min_versions)
  *                                    select(server_name: str | None) -> CertKey | None is called once per handshake,
  *                                    in the handshake, with the GIL held; None (or an exception) -> ``default``
@@ -29,7 +30,10 @@
  *                                    holds the alert to send); ``Conn.eof`` is set by the peer's close_notify
  *   Conn.write(data) -> bytes        encrypt application data
  *   Conn.shutdown(last=b"") -> bytes (``last`` data, then) close_notify
- *   Conn.established, .session_reused, .server_name, .version(), .cipher(), .selected_alpn_protocol()
+ *   Conn.established, .session_reused, .server_name, .sni (normalised), .version(), .cipher(),
+ *   .selected_alpn_protocol()
+ *   When the client's Finished and its first data arrive in one feed, the records the handshake still sends (TLS 1.3
+ *   tickets) are returned by the next write()/shutdown()/feed() with the answer: one write to the socket.
  *
  * Nothing here does I/O: the memory BIOs are filled and drained by the caller (asyncio transports).
  */
@@ -47,6 +51,9 @@
 #include <openssl/rsa.h>
 #include <openssl/bio.h>
 #include <openssl/objects.h>
+#ifndef OPENSSL_NO_ENGINE
+#include <openssl/engine.h>
+#endif
 
 static PyObject *EdgeTlsError;
 
@@ -60,13 +67,82 @@ static void set_openssl_error(PyObject *exc, const char *what)
     ERR_clear_error();
 }
 
-static X509 *der_to_x509(PyObject *obj)
+/* The leaf's public key without OpenSSL 3.0's OSSL_DECODER.
+ *
+ * d2i_X509 decodes the certificate's SubjectPublicKeyInfo at once. OpenSSL 3.0 tries the legacy decoder (the
+ * EVP_PKEY_ASN1_METHOD's pub_decode) only when an ENGINE provides a pkey method for the key's type, and otherwise builds
+ * an OSSL_DECODER context per call: ~0.87 M of the ~1.46 M instructions a CertKey cost (callgrind; OpenSSL >= 3.2
+ * caches those contexts). So while d2i_X509 runs, an ENGINE whose pkey methods are OpenSSL's own built-in EC and RSA
+ * methods is registered (the GIL serialises this): the key is decoded by the legacy pub_decode into a legacy EVP_PKEY,
+ * the same key as the private one (EC_KEY / RSA), so X509_check_private_key and SSL_use_cert_and_key compare two
+ * legacy keys directly instead of exporting one to the provider. The engine is unregistered right after: nothing
+ * else in the process (signing, Python's ssl) ever uses it. Off by default (CertKey(legacy_spki=True) or
+ * set_legacy_spki(True) ask for it).
+ * The price (callgrind, per warm handshake): once registered, OpenSSL keeps its ENGINE table, which every later
+ * EVP_PKEY_CTX looks up (~4 k instructions a handshake), and a legacy public key costs ~3 k more in the handshake's
+ * own checks: ~0.3 % of a handshake, against 0.93 M saved per decode. So the SNI index asks for it only when its
+ * names do not all stay decoded (edge/tls_edge/index.py: more names than the LRU holds). */
+#ifndef OPENSSL_NO_ENGINE
+static ENGINE *spki_engine;
+static int spki_engine_failed;
+static int legacy_spki = 0; /* the default of CertKey(legacy_spki=None) */
+static const int spki_nids[] = {EVP_PKEY_EC, EVP_PKEY_RSA};
+
+static int spki_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **pmeth, const int **nids, int nid)
+{
+    (void)e;
+    if (pmeth == NULL) {
+        *nids = spki_nids;
+        return (int)(sizeof spki_nids / sizeof spki_nids[0]);
+    }
+    *pmeth = (EVP_PKEY_METHOD *)EVP_PKEY_meth_find(nid); /* OpenSSL's built-in method, unchanged */
+    return *pmeth != NULL;
+}
+
+static ENGINE *get_spki_engine(void)
+{
+    if (spki_engine == NULL && !spki_engine_failed) {
+        ENGINE *e = ENGINE_new();
+        if (e == NULL || !ENGINE_set_id(e, "edgecert-spki") || !ENGINE_set_name(e, "edgecert: legacy SPKI decode")
+                || !ENGINE_set_pkey_meths(e, spki_pkey_meths)) {
+            ENGINE_free(e);
+            spki_engine_failed = 1;
+            ERR_clear_error();
+            return NULL;
+        }
+        spki_engine = e; /* kept for the process's life */
+    }
+    return spki_engine;
+}
+#endif
+
+static X509 *d2i_leaf(const unsigned char **p, long len, int legacy)
+{
+    (void)legacy;
+#ifndef OPENSSL_NO_ENGINE
+    ENGINE *e = legacy ? get_spki_engine() : NULL;
+    if (e != NULL && ENGINE_register_pkey_meths(e)) {
+        X509 *x = d2i_X509(NULL, p, len);
+        ENGINE_unregister_pkey_meths(e);
+        return x;
+    }
+    ERR_clear_error();
+#endif
+    return d2i_X509(NULL, p, len);
+}
+
+/* ``legacy``: -1 = the module's setting (set_legacy_spki), 0 = OSSL_DECODER, 1 = the legacy decoder. */
+static X509 *der_to_x509_ex(PyObject *obj, int legacy)
 {
     Py_buffer b;
     if (PyObject_GetBuffer(obj, &b, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *p = b.buf;
-    X509 *x = d2i_X509(NULL, &p, (long)b.len);
+#ifndef OPENSSL_NO_ENGINE
+    if (legacy < 0)
+        legacy = legacy_spki;
+#endif
+    X509 *x = d2i_leaf(&p, (long)b.len, legacy > 0);
     int trailing = x != NULL && p != (const unsigned char *)b.buf + b.len;
     PyBuffer_Release(&b);
     if (x == NULL) {
@@ -79,6 +155,11 @@ static X509 *der_to_x509(PyObject *obj)
         return NULL;
     }
     return x;
+}
+
+static X509 *der_to_x509(PyObject *obj)
+{
+    return der_to_x509_ex(obj, -1);
 }
 
 /* An EVP_PKEY owning ``ec`` / ``rsa`` (freed on failure). */
@@ -286,18 +367,24 @@ static PyTypeObject CertKeyType;
 
 static int CertKey_init(CertKeyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"leaf_der", "key_der", "chain", NULL};
+    static char *kwlist[] = {"leaf_der", "key_der", "chain", "legacy_spki", NULL};
     PyObject *leaf;
     Py_buffer key;
     PyObject *chain = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|O:CertKey", kwlist, &leaf, &key, &chain))
+    PyObject *legacy_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|O$O:CertKey", kwlist, &leaf, &key, &chain, &legacy_obj))
         return -1;
+    int legacy = legacy_obj == Py_None ? -1 : PyObject_IsTrue(legacy_obj);
+    if (legacy_obj != Py_None && legacy < 0) {
+        PyBuffer_Release(&key);
+        return -1;
+    }
     if (chain != Py_None && !PyObject_TypeCheck(chain, &ChainType)) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_TypeError, "chain must be a Chain or None");
         return -1;
     }
-    X509 *x = der_to_x509(leaf);
+    X509 *x = der_to_x509_ex(leaf, legacy);
     if (x == NULL) {
         PyBuffer_Release(&key);
         return -1;
@@ -316,6 +403,13 @@ static int CertKey_init(CertKeyObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "the private key does not match the certificate");
         return -1;
     }
+    /* The key is a legacy EC_KEY / RSA; OpenSSL 3.0 signs with a provider's copy of it, made and cached in the key
+     * on its first use (~0.19 M instructions for P-256, most of it rebuilding the curve's group). Made here, so a
+     * CertKey built ahead of time (prewarm, put) costs a handshake nothing more than a warm one. */
+    EVP_PKEY_CTX *sctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (sctx == NULL || EVP_PKEY_sign_init(sctx) != 1)
+        ERR_clear_error(); /* not fatal: the first handshake makes it */
+    EVP_PKEY_CTX_free(sctx);
     X509_free(self->x);
     EVP_PKEY_free(self->pkey);
     Py_CLEAR(self->chain);
@@ -887,6 +981,7 @@ static PyObject *read_all(ConnObject *self, int *err)
     if (b == NULL)
         return NULL;
     size_t used = 0;
+    ERR_clear_error();
     for (;;) {
         if (used == cap) {
             cap *= 2;
@@ -894,10 +989,13 @@ static PyObject *read_all(ConnObject *self, int *err)
                 return NULL;
         }
         size_t got = 0;
-        ERR_clear_error();
         int r = SSL_read_ex(self->ssl, PyBytes_AS_STRING(b) + used, cap - used, &got);
         if (r == 1) {
             used += got;
+            /* nothing left to decrypt: no bytes in the BIO, no record or plaintext inside OpenSSL (one SSL_read_ex
+             * less per chunk, the one that could only say "want read") */
+            if (BIO_ctrl_pending(self->rbio) == 0 && !SSL_has_pending(self->ssl))
+                break;
             continue;
         }
         int e = SSL_get_error(self->ssl, r);
@@ -931,6 +1029,7 @@ static PyObject *Conn_feed(ConnObject *self, PyObject *data)
     }
     if (write_in(self, data) < 0)
         return NULL;
+    int just_established = 0;
     if (!self->established) {
         ERR_clear_error();
         int r = SSL_do_handshake(self->ssl);
@@ -946,6 +1045,7 @@ static PyObject *Conn_feed(ConnObject *self, PyObject *data)
             return t;
         }
         self->established = 1;
+        just_established = 1;
     }
     int err;
     PyObject *plain = read_all(self, &err);
@@ -953,6 +1053,14 @@ static PyObject *Conn_feed(ConnObject *self, PyObject *data)
         if (err)
             return fail(self, err);
         return NULL;
+    }
+    if (just_established && plain != Py_None) {
+        /* The client's Finished came with its first request: what the handshake still has to send (TLS 1.3 session
+         * tickets) stays in the write BIO and goes out with the answer, in one write (Conn.write / shutdown / the
+         * next feed drain it, in order). */
+        PyObject *t = PyTuple_Pack(2, Py_None, plain);
+        Py_DECREF(plain);
+        return t;
     }
     PyObject *out = drain(self);
     if (out == NULL) {
@@ -1073,6 +1181,14 @@ static PyObject *Conn_get_server_name(ConnObject *self, void *closure)
     return PyUnicode_DecodeLatin1(name, (Py_ssize_t)strlen(name), NULL);
 }
 
+static PyObject *Conn_get_sni(ConnObject *self, void *closure)
+{
+    const char *name = SSL_get_servername(self->ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL)
+        Py_RETURN_NONE;
+    return index_key(name, 0); /* lower-cased (ASCII), without one trailing dot: the SNI index's key */
+}
+
 static PyObject *Conn_get_established(ConnObject *self, void *closure)
 {
     return PyBool_FromLong(self->established);
@@ -1102,6 +1218,7 @@ static PyMethodDef Conn_methods[] = {
 
 static PyGetSetDef Conn_getset[] = {
     {"server_name", (getter)Conn_get_server_name, NULL, "the SNI the client sent (as sent), or None", NULL},
+    {"sni", (getter)Conn_get_sni, NULL, "the SNI lower-cased without a trailing dot (the index's key), or None", NULL},
     {"established", (getter)Conn_get_established, NULL, "the handshake is complete", NULL},
     {"eof", (getter)Conn_get_eof, NULL, "the peer sent close_notify", NULL},
     {"session_reused", (getter)Conn_get_session_reused, NULL, "the handshake resumed a session", NULL},
@@ -1121,11 +1238,33 @@ static PyTypeObject ConnType = {
 
 /* ------------------------------------------------------------------------------------------------ module */
 
+static PyObject *mod_set_legacy_spki(PyObject *mod, PyObject *arg)
+{
+    (void)mod;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+#ifndef OPENSSL_NO_ENGINE
+    int was = legacy_spki && !spki_engine_failed;
+    legacy_spki = on;
+    return PyBool_FromLong(was);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef edgetls_functions[] = {
+    {"set_legacy_spki", (PyCFunction)mod_set_legacy_spki, METH_O,
+     "set_legacy_spki(on) -> was: CertKey decodes leaf public keys without OSSL_DECODER by default (off at start; see d2i_leaf)"},
+    {NULL}
+};
+
 static struct PyModuleDef edgetls_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "edge.tls_edge._edgetls",
     .m_doc = "The TLS edge's server-side TLS in C: one SSL_CTX, per-connection certificates by SNI.",
     .m_size = -1,
+    .m_methods = edgetls_functions,
 };
 
 PyMODINIT_FUNC PyInit__edgetls(void)

@@ -2,8 +2,9 @@
 
 With the engine the edge has ONE ``SSL_CTX``; each handshake gets its tenant's certificate and key from the SNI index
 through the certificate callback (a reference-counted hand-over, no per-tenant context), and each connection's TLS is
-driven by one C call per chunk read from the socket. A tenant costs a decoded certificate + key (~9 KiB, ~0.2 ms to
-build) instead of an ``SSLContext`` (~25 KiB, ~1.2 ms). Without the extension (no compiler at install time), when it
+driven by one C call per chunk read from the socket. A tenant costs a decoded certificate + key (~9 KiB, ~0.55 M
+instructions to build: its public key decoded without OpenSSL 3.0's OSSL_DECODER, see ``_edgetls.c``) instead of an
+``SSLContext`` (~25 KiB, ~1.2 ms). Without the extension (no compiler at install time), when it
 fails its self-test, or with ``tls_engine = false``, the edge uses Python's ``ssl`` module (``load_cert_chain``): the
 one fallback.
 
@@ -92,14 +93,19 @@ def chain_for(chain_pem: bytes):
     return c
 
 
-def certkey(leaf_der: bytes, chain_pem: bytes, key_pem: bytes):
-    """A CertKey; raises ValueError when the key does not match or does not decode."""
-    return _edgetls.CertKey(leaf_der, key_der(key_pem), chain_for(chain_pem) if chain_pem.strip() else None)
+def certkey(leaf_der: bytes, chain_pem: bytes, key_pem: bytes, *, legacy_spki: bool | None = None):
+    """A CertKey; raises ValueError when the key does not match or does not decode.
+
+    ``legacy_spki``: decode the leaf's public key without OpenSSL 3.0's OSSL_DECODER (~0.53 M instead of ~1.46 M
+    instructions a CertKey; every later handshake of the process then costs ~7 k more: see ``_edgetls.c``,
+    ``d2i_leaf``); None: the extension's default (off unless ``_edgetls.set_legacy_spki(True)``)."""
+    return _edgetls.CertKey(leaf_der, key_der(key_pem), chain_for(chain_pem) if chain_pem.strip() else None,
+                            legacy_spki=legacy_spki)
 
 
-def build_entry_certkey(entry):
+def build_entry_certkey(entry, *, legacy_spki: bool | None = None):
     """The CertKey of an index entry (:class:`edge.tls_edge.index.CertEntry`); its key is decrypted only for this."""
-    return certkey(entry.leaf_der, entry.chain_pem, entry.key_pem)
+    return certkey(entry.leaf_der, entry.chain_pem, entry.key_pem, legacy_spki=legacy_spki)
 
 
 def make_engine(select, default_fullchain: bytes, default_key: bytes, *, tickets: bool = True,

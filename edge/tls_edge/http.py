@@ -854,8 +854,7 @@ class EngineHttpProtocol(EdgeHttpProtocol):
         if not self.hs_done:
             if not obj.established:
                 return
-            name = obj.server_name
-            self._established(name.lower().rstrip(".") if name is not None else None, obj.session_reused)
+            self._established(obj.sni, obj.session_reused)  # sni: lower-cased, no trailing dot (in C)
         if plain:
             self._app_data(plain)
         if obj.eof and not self.closed:  # the client's close_notify

@@ -222,7 +222,8 @@ class SniIndex:
         self.challenges: dict[str, object] = {}
         self.min_tls: dict[str, int] = {}
         # With ``engine`` (edge/tls_edge/engine.py: one SSL_CTX, certificates handed over per handshake), what the LRU
-        # holds per entry is a CertKey (~9 KiB, ~0.2 ms to build) instead of an SSLContext (~25 KiB, ~1.2 ms).
+        # holds per entry is a CertKey (~9 KiB, ~0.55 M instructions to build: bench/RESULTS.md session 5) instead
+        # of an SSLContext (~25 KiB, ~1.2 ms).
         self.engine = None
         self._builder: Callable[[CertEntry], object] = build_entry_context
         self.unit_bytes = CONTEXT_BYTES
@@ -230,7 +231,7 @@ class SniIndex:
             self.engine = tlsengine.make_engine(self.select, default_fullchain, default_key,
                                                 tickets=certificates.TICKETS, challenges=self.challenges,
                                                 min_versions=self.min_tls)
-            self._builder = tlsengine.build_entry_certkey
+            self._builder = self._build_certkey
             self.unit_bytes = tlsengine.CERTKEY_BYTES
             log.info("TLS edge: C engine (edge.tls_edge._edgetls, %s); one SSL_CTX, certificates by SNI",
                      tlsengine.OPENSSL_VERSION)
@@ -257,6 +258,17 @@ class SniIndex:
     @property
     def max_contexts(self) -> int:
         return self._max
+
+    def _build_certkey(self, entry: CertEntry):
+        """The engine's builder. While every name stays decoded (the LRU holds them all), a CertKey is built once:
+        the plain OpenSSL decode; when names are evicted and decoded again on handshakes, the cheaper decode of the
+        leaf's public key (~0.53 M instead of ~1.46 M instructions, for ~7 k more per handshake afterwards: see
+        ``_edgetls.c``, ``d2i_leaf``)."""
+        return tlsengine.build_entry_certkey(entry, legacy_spki=self.evicting())
+
+    def evicting(self) -> bool:
+        """More names than the LRU holds: some are decoded again on their handshakes."""
+        return len(self._exact) > self._max
 
     # -- writers ---------------------------------------------------------------------------------------------
     def put(self, entry: CertEntry, *, prebuild: bool = True) -> None:
