@@ -39,7 +39,9 @@ REQUESTS = [
     b"GET /%E2%82%AC HTTP/1.1\r\nHost: a.test\r\nCONNECTION: Keep-Alive\r\nAccept-Language: en-GB,en;q=0.9\r\n"
     b"Sec-Fetch-Mode: navigate\r\nUpgrade-Insecure-Requests: 1\r\n\r\n",
     b"GET /" + b"p" * 4000 + b" HTTP/1.1\r\nHost: a.test\r\n" + b"".join(b"X-H%d: v%d\r\n" % (i, i) for i in range(200))
-    + b"\r\n",
+    + b"\r\n",    # "Connection: close": taken, with the keep-alive flag off (one-shot clients: urllib, health checks, probes)
+    b"GET /once HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\nUser-Agent: Python-urllib/3.11\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nhost: a.test\r\nconnection: Close\r\n\r\n",
 ]
 
 RESPONSES = [
@@ -85,7 +87,7 @@ def _slow_request(head: bytes):
 
 
 def _fast_r(m) -> types.SimpleNamespace:
-    _, method, url, host_raw, kept = m
+    _, method, url, host_raw, kept, _keep_alive = m
     return types.SimpleNamespace(method=method, url=url, headers=[], chunked=False, kept=kept, host_raw=host_raw)
 
 
@@ -93,7 +95,7 @@ def _check_request_agrees(head: bytes, m) -> None:
     """What the fast lane made of ``head`` is what httptools and the Python head builder make of it."""
     end = m[0]
     slow = _slow_request(head[:end])
-    assert slow.complete == 1 and slow.keep_alive and not slow.upgrade and slow.version == "1.1"
+    assert slow.complete == 1 and slow.keep_alive == m[5] and not slow.upgrade and slow.version == "1.1"
     assert slow.method == m[1] and slow.url == m[2]
     hosts = [v for n, v in slow.headers if n.lower() == b"host"]
     assert hosts == [m[3]]
@@ -163,7 +165,8 @@ def test_forwarded_headers_are_rewritten():
     b"OPTIONS / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
     # connection management, upgrades, expectations
-    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n",
@@ -293,7 +296,7 @@ def test_mutated_heads_taken_by_the_fast_lane_parse_the_same_in_httptools():
     framing headers); whenever the fast lane takes one, httptools reads the same message and the same headers."""
     rng = random.Random(18)
     taken = refused = 0
-    for seed in REQUESTS[:7]:
+    for seed in REQUESTS[:7] + REQUESTS[-2:]:
         for head in _mutants(seed, rng, 600):
             m = parse_request(head, 0, LINE, HEAD)
             if m is None:
@@ -361,5 +364,33 @@ async def test_smuggling_vectors_after_a_fast_lane_request_get_400(vector, origi
         else:
             assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out[:200]
             assert paths == ["/first"]
+    finally:
+        await srv.stop()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "httptools"])
+@pytest.mark.parametrize("answer", ["placeholder", "proxied"])
+async def test_a_connection_close_request_is_answered_once_then_the_connection_ends(answer, fast, origin, tls_driver,
+                                                                                   monkeypatch):  # noqa: F811
+    """The fast lane takes a "Connection: close" request: one answer that says "Connection: close", then the edge
+    closes; a request pipelined behind it is neither answered nor sent to the origin, and does not cost the first
+    its answer (RFC 9112 section 9.6). The same without the fast lane (httptools)."""
+    url, seen = origin
+    if not fast:
+        monkeypatch.setattr(upstream, "fast_request", None)
+    srv, port, _ = await _edge(url if answer == "proxied" else None)
+    try:
+        head = b"GET /once HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % _H
+        m = parse_request(head, 0, LINE, HEAD)
+        assert m is not None and m[5] is False
+        for behind in (b"", _SMUGGLE):
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=_client_ctx(), server_hostname=NAME)
+            w.write(head + behind)
+            out = await asyncio.wait_for(r.read(), 10)  # up to the close: the edge ends the connection
+            w.close()
+            assert out.startswith(b"HTTP/1.1 200 ") and out.count(b"HTTP/1.1 ") == 1, out[:300]
+            assert b"\r\nconnection: close\r\n" in out.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n", out[:300]
+        if answer == "proxied":
+            assert [x["path"] for x in seen] == ["/once", "/once"]
     finally:
         await srv.stop()

@@ -11,10 +11,11 @@
    request:  "GET" | "HEAD", SP, origin-form target of visible ASCII (no '#', no '\\', no quotes or brackets),
              SP "HTTP/1.1" CRLF; header lines  token ":" OWS value CRLF  with value bytes of visible ASCII, SP or
              HTAB, no trailing OWS; exactly one Host; no Content-Length, Transfer-Encoding, Upgrade, Expect,
-             Proxy-Connection; Connection only as "keep-alive"; no obs-fold; CRLF only (a bare CR or LF: None);
+             Proxy-Connection; at most one Connection, only "keep-alive" or "close" (returned as the keep-alive
+             flag); no obs-fold; CRLF only (a bare CR or LF: None);
              every line at most max_line - 4 bytes and the head at most max_head bytes, all of it in data.
    response: "HTTP/1.1" SP 3DIGIT SP reason CRLF, status 200-599 but 204 and 304; the same header rules; exactly
-             one Content-Length of 1-15 digits; no Transfer-Encoding, Upgrade, Proxy-Connection; Connection only
+             one Content-Length of 1-15 digits without a leading zero; no Transfer-Encoding, Upgrade, Proxy-Connection; Connection only
              as "keep-alive".
 
    No state, no allocation but the returned objects. */
@@ -269,7 +270,7 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
     p += 11;
     const char *host = NULL;
     Py_ssize_t host_len = 0;
-    int hosts = 0;
+    int hosts = 0, conns = 0, keep_alive = 1;
     Out o;
     out_init(&o);
     for (;;) {
@@ -295,7 +296,11 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
             hosts++;
             break;
         case H_CONN:
-            if (!ieq(v, vl, "keep-alive"))
+            if (++conns > 1)
+                goto none;
+            if (ieq(v, vl, "close"))
+                keep_alive = 0;
+            else if (!ieq(v, vl, "keep-alive"))
                 goto none;
             break;
         case H_DROP:
@@ -306,7 +311,7 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
     }
     if (hosts != 1)
         goto none;
-    PyObject *r = PyTuple_New(5);
+    PyObject *r = PyTuple_New(6);
     if (r != NULL) {
         Py_INCREF(method);
         PyTuple_SET_ITEM(r, 0, PyLong_FromSsize_t(p - data));
@@ -314,6 +319,7 @@ static PyObject *parse_request(PyObject *self, PyObject *args)
         PyTuple_SET_ITEM(r, 2, PyBytes_FromStringAndSize(u, ue - u));
         PyTuple_SET_ITEM(r, 3, PyBytes_FromStringAndSize(host, host_len));
         PyTuple_SET_ITEM(r, 4, PyBytes_FromStringAndSize(o.buf, o.len));
+        PyTuple_SET_ITEM(r, 5, PyBool_FromLong(keep_alive));
         if (!PyTuple_GET_ITEM(r, 0) || !PyTuple_GET_ITEM(r, 2) || !PyTuple_GET_ITEM(r, 3) || !PyTuple_GET_ITEM(r, 4))
             Py_CLEAR(r);
     }
@@ -389,8 +395,8 @@ static PyObject *parse_response(PyObject *self, PyObject *args)
                 goto nomem;
             break;
         case H_CL:
-            if (cl != NULL || vl < 1 || vl > 15)
-                goto none;
+            if (cl != NULL || vl < 1 || vl > 15 || (vl > 1 && v[0] == '0'))
+                goto none; /* a leading zero ("00", "05"): httptools' path writes the number back normalised */
             length = 0;
             for (Py_ssize_t i = 0; i < vl; i++) {
                 if (v[i] < '0' || v[i] > '9')
@@ -466,7 +472,7 @@ nomem:
 
 static PyMethodDef methods[] = {
     {"parse_request", parse_request, METH_VARARGS,
-     "parse_request(data, pos, max_line, max_head) -> (end, method, target, host, forwarded_headers) | None"},
+     "parse_request(data, pos, max_line, max_head) -> (end, method, target, host, forwarded_headers, keep_alive) | None"},
     {"parse_response", parse_response, METH_VARARGS,
      "parse_response(data, pos, max_head[, date, keep_alive]) -> (end, status, head_without_date_and_end, "
      "content_length, has_date) | None; with date (the Date value to add when the origin sent none): (end, status, "

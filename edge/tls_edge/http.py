@@ -3,7 +3,7 @@
 The TLS edge's HTTP/1.1 layer: one ``asyncio.Protocol`` per client connection, parsed by ``httptools`` (llhttp), its
 TLS driven either by the C engine (:class:`EngineHttpProtocol`, :mod:`edge.tls_edge.engine`) or by Python's
 ``ssl`` over memory BIOs (:class:`EdgeHttpProtocol`, the fallback). The fast lane: between two requests, a plain
-complete head (GET/HEAD, HTTP/1.1 keep-alive, no body, one Host, nothing odd) is parsed and its forwarded headers
+complete head (GET/HEAD, HTTP/1.1, keep-alive or "Connection: close", no body, one Host, nothing odd) is parsed and its forwarded headers
 rewritten in one C call (``edge/tls_edge/_edgehttp.c``, optional); everything else goes to httptools unchanged.
 
 - no SNI -> 421 page; Host (port stripped, lower-cased) != SNI name -> 421 page; unknown name -> 404 page;
@@ -93,7 +93,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
     __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
                  "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
                  "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing", "h2", "corked",
-                 "ka", "host_memo")
+                 "ka", "ended", "host_memo")
 
     h1_fast = True  # upstream.UpstreamConn may write an origin's plain response head as is (its fast lane)
 
@@ -125,6 +125,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.h2: H2Session | None = None        # ALPN chose h2: the HTTP/2 session (edge/tls_edge/h2.py)
         self.corked: list[bytes] | None = None  # sends gathered into one TLS write (see cork)
         self.ka = True                          # the last request parsed kept the connection (fast lane allowed)
+        self.ended = False                      # a "Connection: close" request came: later bytes are dropped
         self.host_memo: tuple[bytes, str] = (b"", "")  # the last Host value and its host_of()
 
     def client_ip(self) -> str:
@@ -356,6 +357,8 @@ class EdgeHttpProtocol(asyncio.Protocol):
             if self.holds:
                 self.pending = data[pos:]
                 return
+            if self.ended:  # after a "Connection: close" request nothing more is read as a request (RFC 9112
+                return      # section 9.6): the bytes are dropped, that request is answered, then the connection closes
             if fast is not None and self.req is None and not self.in_head and self.ka:
                 # Between two requests: a plain, complete head is parsed and rewritten in one C call
                 # (edge/tls_edge/_edgehttp.c); anything else (a body, an upgrade, a limit, an oddity, a head not
@@ -377,6 +380,9 @@ class EdgeHttpProtocol(asyncio.Protocol):
                     self.hold_reading(HOLD_UPGRADE)
                 return
             except httptools.HttpParserError as e:
+                if not self.ka and self.req is None and not self.in_head:
+                    self.ended = True  # llhttp's "Data after `Connection: close`": dropped, as above
+                    return
                 self._bad_request(e.__context__ if isinstance(e.__context__, _TooLarge) else e)
                 return
             if self.in_head:  # the head is not complete yet: count what this slice added to it
@@ -528,12 +534,14 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 self.hold_reading(HOLD_PIPELINE)
 
     def _fast_request(self, m: tuple) -> None:
-        """A whole request head from the fast lane (GET/HEAD, HTTP/1.1 keep-alive, no body): what
-        on_message_begin, on_headers_complete and on_message_complete do for it."""
+        """A whole request head from the fast lane (GET/HEAD, HTTP/1.1, no body; keep-alive or "Connection:
+        close"): what on_message_begin, on_headers_complete and on_message_complete do for it."""
         r = _Request()
-        _, r.method, r.url, r.host_raw, r.kept = m
+        _, r.method, r.url, r.host_raw, r.kept, ka = m
         r.version = "1.1"
-        r.keep_alive = r.done = True
+        r.keep_alive = self.ka = ka
+        self.ended = not ka
+        r.done = True
         r.has_body = r.chunked = r.expect_continue = False
         self.phase = PH_NONE
         self.deadline = 0.0
