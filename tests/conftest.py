@@ -63,34 +63,16 @@ def pytest_collection_modifyitems(config, items):
             group = _xdist_group(item)
             if group:
                 item.add_marker(pytest.mark.xdist_group(group))
-
-
-class _LoadgroupIds:
-    """pytest-xdist 3.8 groups ``--dist loadgroup`` tests by a ``@group`` suffix it appends to ``item._nodeid``; on
-    pytest >= 9.2 node ids are structured (``item._id``) and that write is lost, so every test is scheduled alone
-    (pytest-dev/pytest-xdist#1386). After xdist's hook, put the suffix where pytest reads the id from. A no-op when
-    xdist did it (older pytest, a fixed xdist)."""
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, config, items):
-        if not config.getoption("loadgroup", default=False):
-            return
-        from _pytest.nodeid import NodeId
-        for item in items:
-            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                            for m in item.iter_markers("xdist_group")})
-            suffix = "@" + "_".join(names)
-            if names and not item.nodeid.endswith(suffix):
-                item._id = NodeId.parse(item.nodeid + suffix)
-
-
-def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        try:
-            import _pytest.nodeid  # noqa: F401  (pytest >= 9.2: structured node ids)
-        except ImportError:
-            return
-        config.pluginmanager.register(_LoadgroupIds(), "edgecert-loadgroup-ids")
+        # The tests marked slow (and the groups holding one) are handed out first, so that no long test starts last
+        # and runs alone while the other workers idle. A stable sort: a group's tests keep their order (they share a
+        # fixture and may build on each other's state; the group is one unit for xdist), and every worker collects
+        # the same order.
+        def group(i):
+            m = i.get_closest_marker("xdist_group")
+            return None if m is None else str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+        slow_groups = {group(i) for i in items if i.get_closest_marker("slow") is not None} - {None}
+        items.sort(key=lambda i: not (i.get_closest_marker("slow") is not None or group(i) in slow_groups))
 
 
 @pytest.fixture(scope="session")
