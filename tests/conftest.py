@@ -75,6 +75,34 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda i: not (i.get_closest_marker("slow") is not None or group(i) in slow_groups))
 
 
+class _LoadgroupIds:
+    """pytest-xdist 3.8 groups ``--dist loadgroup`` tests by a ``@group`` suffix it appends to ``item._nodeid``; on
+    pytest >= 9.2 node ids are structured (``item._id``) and that write is lost, so every test is scheduled alone
+    (pytest-dev/pytest-xdist#1386). After xdist's hook, put the suffix where pytest reads the id from. A no-op when
+    xdist did it (older pytest, a fixed xdist)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        if not config.getoption("loadgroup", default=False):
+            return
+        from _pytest.nodeid import NodeId
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            suffix = "@" + "_".join(names)
+            if names and not item.nodeid.endswith(suffix):
+                item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        try:
+            import _pytest.nodeid  # noqa: F401  (pytest >= 9.2: structured node ids)
+        except ImportError:
+            return
+        config.pluginmanager.register(_LoadgroupIds(), "edgecert-loadgroup-ids")
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("session")
