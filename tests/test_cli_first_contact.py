@@ -187,7 +187,6 @@ def _run_demo(work, ports: dict) -> tuple[subprocess.Popen, list[str], str]:
 
 @pytest.mark.slow
 @pytest.mark.real
-@pytest.mark.serial  # timing: a SIGINT right after "Serving" can leave run 1's order journal open (seen under load)
 def test_demo_rerun_without_fresh_still_proves_itself(tmp_path):
     require_binary("pebble")
     require_binary("openssl")

@@ -133,6 +133,7 @@ def test_ca_unreachable_mid_order_then_back_one_order_each(pebble_factory, dns, 
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_failed_install_is_retried_with_the_same_certificate_never_a_new_order(pebble_factory, dns, tmp_path):
     pebble = pebble_factory("pebble-install")
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
