@@ -112,7 +112,7 @@ async def test_endless_request_line_and_headers_are_cut_as_they_arrive(tls_drive
 # -- unread pipelines ------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer", ["local", "proxied"])
+@pytest.mark.parametrize("answer", ["local", pytest.param("proxied", marks=pytest.mark.serial)])
 async def test_unread_pipeline_is_held_not_buffered(tls_driver, answer, origin):
     """A client pipelines requests and never reads: the edge stops answering once its writes back up (a page of its
     own, or the origin's answer: the origin is then not read either), stops reading once edge_max_pipeline requests

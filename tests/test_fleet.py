@@ -223,6 +223,7 @@ def test_fleet_filters_over_the_api_and_the_cli(edge):
     assert call(edge, "GET", f"/v1/domains/{NAMES[6]}")[1]["metadata"] == {}
 
 
+@pytest.mark.slow
 def test_cli_import_jsonl_and_csv_rerun_and_refusals(edge, tmp_path):
     jl = tmp_path / "fleet.jsonl"
     jl.write_text("".join(json.dumps({"hostname": f"j{i}.import.example.com", "tenant": "imp"}) + "\n"

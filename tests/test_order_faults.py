@@ -77,6 +77,7 @@ def test_sigkill_at_each_journal_step_continues_the_same_order(step, pebble_fact
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_nonces_refused_30_percent_every_name_active_with_one_order(pebble_factory, dns, tmp_path):
     pebble = pebble_factory("pebble-nonce", env={"PEBBLE_WFE_NONCEREJECT": "30"})
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns)
@@ -95,6 +96,7 @@ def test_nonces_refused_30_percent_every_name_active_with_one_order(pebble_facto
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_ca_unreachable_mid_order_then_back_one_order_each(pebble_factory, dns, tmp_path):
     pebble = pebble_factory("pebble-outage")
     with ProxyThread(pebble.base_url, upstream_ca=pebble.ca_bundle, tls=pebble.tls) as proxy:
@@ -131,6 +133,7 @@ def test_ca_unreachable_mid_order_then_back_one_order_each(pebble_factory, dns, 
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_failed_install_is_retried_with_the_same_certificate_never_a_new_order(pebble_factory, dns, tmp_path):
     pebble = pebble_factory("pebble-install")
     edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,

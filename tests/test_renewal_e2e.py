@@ -63,6 +63,7 @@ class Watcher:
         self._t.join(5)
 
 
+@pytest.mark.slow
 def test_short_certificate_renewed_on_time_new_serial_served_old_never_again(tmp_path, short_pebble, dns):
     edge = _edge(tmp_path, short_pebble, dns)
     try:

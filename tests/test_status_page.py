@@ -99,6 +99,7 @@ def assert_no_secrets(html: str, edge, *, tenant: str, tenant_token: str) -> Non
     assert "<script" not in html.lower()
 
 
+@pytest.mark.slow
 def test_pending_domain_shows_step_one_and_the_exact_record(edge_factory, dns):
     edge = edge_factory(**BRAND)
     host = "pending.status.test"
@@ -131,6 +132,7 @@ def test_pending_domain_shows_step_one_and_the_exact_record(edge_factory, dns):
     assert_no_secrets(html, edge, tenant="zeta-shops", tenant_token=t["token"])
 
 
+@pytest.mark.slow
 def test_active_domain_shows_serving_done_and_days_to_expiry(edge_factory, dns):
     edge = edge_factory(**BRAND)
     host = "live.status.test"

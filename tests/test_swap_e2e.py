@@ -147,6 +147,7 @@ class Nginx:
         subprocess.run(self.base.split() + ["-s", "quit"], capture_output=True, timeout=20)
 
 
+@pytest.mark.slow
 def test_renewal_reloads_a_real_nginx_which_then_serves_the_new_serial(tmp_path, short_pebble, dns):
     from edge.demo.process import free_port
     nginx_port = free_port()

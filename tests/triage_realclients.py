@@ -126,6 +126,22 @@ class Endpoint:
         return f"127.0.0.1:{self.port}"
 
 
+class _Refusing:
+    """A port that refuses connections and stays ours: bound, never listening (the kernel answers RST), held open so
+    no other process can take it meanwhile."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def terminate(self) -> None:
+        self.sock.close()
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+
 class _Silent:
     """Accepts TCP connections, reads the ClientHello and never answers (a stalled TLS server)."""
 
@@ -277,7 +293,8 @@ def build(workdir: Path, names: list[str] | None = None) -> list[Endpoint]:
         s = _PlainHTTP()
         eps.append(Endpoint("plain_http", "plain_http_on_tls_port", "plain.example.com", s.port, cafile, procs=[s]))
     if want("refused"):
-        eps.append(Endpoint("refused", "connection_refused", "down.example.com", free_port(), cafile))
+        s = _Refusing()
+        eps.append(Endpoint("refused", "connection_refused", "down.example.com", s.port, cafile, procs=[s]))
     return eps
 
 

@@ -365,6 +365,19 @@ class RawServer(_ThreadedServer):
             self._stop.wait(30)
 
 
+class RefusingPort:
+    """A port that refuses connections and stays ours: a TCP socket bound but never listening (the kernel answers a
+    SYN with RST), held open so no other process -- another test worker, another server -- can take the port."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class BacklogFull:
     """A listening socket whose accept queue is full and never drained: SYNs are dropped, connects time out."""
 
@@ -717,7 +730,9 @@ class Corpus:
             add(Endpoint(f"raw_{mode}", expected, "hs.test", s.address, ca, server="raw"))
 
         # -- tcp problems
-        add(Endpoint("connection_refused", "connection_refused", "hs.test", f"127.0.0.1:{free_port()}", ca,
+        refusing = RefusingPort()
+        self._closers.append(refusing)
+        add(Endpoint("connection_refused", "connection_refused", "hs.test", f"127.0.0.1:{refusing.port}", ca,
                      server="none"))
         blk = BacklogFull()
         self._closers.append(blk)

@@ -70,6 +70,7 @@ async def test_bad_arguments_raise_value_error(kwargs):
         await diagnose(**kwargs)
 
 
+@pytest.mark.slow
 def test_diagnose_cli_exit_codes(corpus):
     ok, bad = corpus.endpoints["ok"], corpus.endpoints["expired"]
     r = run_cli(DIAG, ok.hostname, "--connect", ok.connect, "--cafile", ok.cafile)

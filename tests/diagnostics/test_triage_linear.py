@@ -154,6 +154,7 @@ def run_capped(cases: list[tuple[str, int, str]]) -> None:
     assert p.returncode == 0 and lines and lines[-1] == "done", (p.returncode, p.stderr[-2000:])
 
 
+@pytest.mark.slow
 def test_every_rule_is_linear_on_its_own_prefixes():
     run_capped([("rule", i, prefix) for i, prefix in rule_prefixes()])
 
