@@ -102,7 +102,19 @@ async def _run(args) -> int:
                 if d["status"] != last:
                     say(f"  status -> {d['status']}")
                     last = d["status"]
-                fresh = (d.get("certificate") or {}).get("serial") != old_serial
+                cert = d.get("certificate") or {}
+                fresh = cert.get("serial") != old_serial
+                if d["status"] == "active" and fresh and cert.get("issuer_directory") not in (None,
+                                                                                            pebble.directory_url):
+                    # An order of the earlier run, interrupted and finished now: its certificate is from the
+                    # previous Pebble (it would not verify against this one's root). Re-issue from this one.
+                    old_serial = cert.get("serial")
+                    async with http.post(f"{api}/v1/domains/{hostname}/renew") as r:
+                        if r.status != 202:
+                            say(f"could not renew {hostname}: {await r.json()}")
+                            return 1
+                    say(f"  the certificate finished now came from the previous Pebble: re-issuing it from this one")
+                    continue
                 if d["status"] == "failed" or (d["status"] == "active" and fresh):
                     break
                 await asyncio.sleep(0.5)

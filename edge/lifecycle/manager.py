@@ -418,6 +418,7 @@ class DomainManager:
         #    issued is installed (never ordered again); an order the CA has is continued by its URL.
         entry = await self.storage.open_order(domain.id)
         if entry is not None and entry.step in (JournalStep.DOWNLOADED, JournalStep.INSTALLED):
+            asked, current_before = domain.renew_requested, domain.current_cert_id
             try:
                 issued = await self.issuer.issue(domain_id=domain.id, names=json.loads(entry.names),
                                                  key_type=domain.key_type or self.s.key_type,
@@ -427,7 +428,17 @@ class DomainManager:
                 return
             await self.methods.expect_resumed(domain, issued)  # a certificate from before the cutover stays so
             await self._install(domain, issued, has_valid=has_valid)
-            await self.methods.installed(await self.storage.get_domain(h) or domain)
+            after = await self.storage.get_domain(h)
+            await self.methods.installed(after or domain)
+            if asked and after is not None and after.status == DomainStatus.ACTIVE \
+                    and after.current_cert_id == current_before:
+                # A renewal was asked for while this entry was open, and finishing it changed nothing (its
+                # certificate was current already, step "installed"): the request would be lost with the flag the
+                # swap cleared. It stands: a new order follows at once.
+                await self.request_renewal(h)
+                await self.events.emit(h, "renewal_requested", "the renewal asked for is still to come: the "
+                                       "certificate put in place now was ordered before the request",
+                                       {"serial": issued.info.serial})
             return
         resuming = entry is not None and entry.url is not None
         in_window = False
