@@ -73,6 +73,11 @@ def _typed_outage() -> Any:
         raise NotFound(f"removed concurrently ({e})") from e
 
 
+def _naive(t: dt.datetime | None) -> dt.datetime | None:
+    """A timestamp without its zone (PostgreSQL hands them back aware, SQLite naive; both are UTC here)."""
+    return t.replace(tzinfo=None) if t is not None and t.tzinfo is not None else t
+
+
 def metadata_text(metadata: dict | str | None) -> str | None:
     """A domain's ``custom_metadata`` as stored: canonical JSON (sorted keys, no spaces, ASCII), which the
     ``metadata`` filter of :meth:`SQLStorage.list_domains` relies on; None or an empty object: None."""
@@ -374,8 +379,18 @@ class SQLStorage:
         return await self._run(fn)
 
     async def save_order(self, order: AcmeOrder) -> AcmeOrder:
+        """Insert or update a journal entry. :class:`NotFound` when its domain was removed meanwhile (the entry went
+        with it): an update never re-creates a removed entry (nor overwrites a newer one that reused its id, as
+        SQLite reuses the highest rowid), an insert never dangles."""
         def fn(s: Session) -> AcmeOrder:
             order.updated_at = utcnow()
+            if order.id is not None:
+                current = s.get(AcmeOrder, order.id)
+                if current is None or current.domain_id != order.domain_id or \
+                        _naive(current.created_at) != _naive(order.created_at):
+                    raise NotFound(f"order journal entry {order.id} (its domain was removed)")
+            elif s.get(Domain, order.domain_id) is None:
+                raise NotFound(f"domain id {order.domain_id} (removed)")
             merged = s.merge(order)
             s.flush()
             return merged

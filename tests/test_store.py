@@ -190,3 +190,34 @@ def test_a_new_sqlite_database_is_owner_only_with_its_wal(tmp_path, caplog):
         assert stat.S_IMODE(shared.stat().st_mode) == 0o644  # left as the operator made it
     finally:
         os.umask(old)
+
+
+async def test_a_journal_entry_of_a_removed_domain_is_never_written_again(database_url):
+    """DELETE /v1/domains/... while an order is in flight: the entry went with the domain; the in-flight step's save is
+    NotFound (the manager drops the name quietly), it never re-creates the entry nor overwrites a newer entry that
+    took its id (SQLite reuses the highest rowid: here the new domain and its entry get the removed ones' ids), and
+    no entry is inserted for a domain that is not there."""
+    from store.models import AcmeAccount, AcmeOrder
+    st = open_storage(database_url)
+    try:
+        t = await st.ensure_tenant("racer")
+        acct = await st.save_account(AcmeAccount(directory_url="https://ca.test/dir", key_enc=b"k", uri="u"))
+        d1 = await st.add_domain("gone.example.com", t.id)
+        stale = await st.save_order(AcmeOrder(domain_id=d1.id, account_id=acct.id, names='["gone.example.com"]',
+                                              step="ordered", status="pending"))
+        stale = await st.save_order(stale)  # an ordinary update works
+        await st.delete_domain("gone.example.com")
+        d2 = await st.add_domain("new.example.com", t.id)
+        newer = await st.save_order(AcmeOrder(domain_id=d2.id, account_id=acct.id, names='["new.example.com"]',
+                                              step="ordered", status="pending"))
+        stale.step, stale.error = "invalid", "the CA could not validate"
+        with pytest.raises(NotFound):
+            await st.save_order(stale)
+        with pytest.raises(NotFound):
+            await st.save_order(AcmeOrder(domain_id=d2.id + 1000, account_id=acct.id, names='["gone.example.com"]',
+                                          step="intent", status="creating"))
+        assert (await st.open_order(d2.id)).id == newer.id
+        got = await st.get_order(newer.id)
+        assert got.domain_id == d2.id and got.step == "ordered" and got.error is None
+    finally:
+        st.close()
