@@ -285,7 +285,8 @@ async def test_ledger_counts_the_cas_actions_and_releases_the_rest(tmp_path):
     # A crash after the CA issued (the ledger missed both): reconciled from the journal at start-up; a stale
     # reservation is dropped.
     hold, res = await ledger.check_and_reserve(["a.example.com"], 1, now=now - dt.timedelta(hours=1))
-    order = await st.save_order(AcmeOrder(domain_id=1, account_id=1, names='["a.example.com"]',
+    dom = await st.add_domain("a.example.com", (await st.ensure_tenant("t")).id)
+    order = await st.save_order(AcmeOrder(domain_id=dom.id, account_id=1, names='["a.example.com"]',
                                           url="https://ca/order/9", step=JournalStep.DOWNLOADED,
                                           fullchain_pem="x"))
     changed = await ledger.reconcile(now, stale_after=dt.timedelta(minutes=10))
