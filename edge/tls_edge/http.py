@@ -523,6 +523,10 @@ class EdgeHttpProtocol(asyncio.Protocol):
         else:
             self.phase = PH_NONE
             self.deadline = 0.0
+        self._take(r)
+
+    def _take(self, r: _Request) -> None:
+        """A complete request head: answered now, or queued behind the ones in flight (pipelining, bounded)."""
         if self.active is None and not self.queue and not self.write_paused:
             self._start(r)
         else:
@@ -530,7 +534,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
             if q is None:
                 q = self.queue = collections.deque()
             q.append(r)
-            if len(q) >= srv.max_pipeline:
+            if len(q) >= self.srv.max_pipeline:
                 self.hold_reading(HOLD_PIPELINE)
 
     def _fast_request(self, m: tuple) -> None:
@@ -545,15 +549,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         r.has_body = r.chunked = r.expect_continue = False
         self.phase = PH_NONE
         self.deadline = 0.0
-        if self.active is None and not self.queue and not self.write_paused:
-            self._start(r)
-        else:
-            q = self.queue
-            if q is None:
-                q = self.queue = collections.deque()
-            q.append(r)
-            if len(q) >= self.srv.max_pipeline:
-                self.hold_reading(HOLD_PIPELINE)
+        self._take(r)
 
     def on_body(self, body: bytes) -> None:
         r = self.req
