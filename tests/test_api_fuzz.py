@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 
 from tests.helpers import ADMIN_TOKEN, EdgeProcess
+from tests.test_api_hostile import raw_request
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -41,16 +41,7 @@ def _raw(port: int, method: str, target: str, body: bytes | None, token: str | N
         head.append(f"Authorization: Bearer {token}")
     if body is not None:
         head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    data = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(data)
-        buf = b""
-        while chunk := s.recv(65536):
-            buf += chunk
-    h, _, rest = buf.partition(b"\r\n\r\n")
-    lines = h.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-    return int(lines[0].split()[1]), headers, rest
+    return raw_request(port, ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
 
 
 def _resolve(doc: dict, schema: dict | None, depth: int = 0) -> dict:

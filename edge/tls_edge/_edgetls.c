@@ -75,9 +75,10 @@ static void set_openssl_error(PyObject *exc, const char *what)
  * caches those contexts). So while d2i_X509 runs, an ENGINE whose pkey methods are OpenSSL's own built-in EC and RSA
  * methods is registered (the GIL serialises this): the key is decoded by the legacy pub_decode into a legacy EVP_PKEY,
  * the same key as the private one (EC_KEY / RSA), so X509_check_private_key and SSL_use_cert_and_key compare two
- * legacy keys directly instead of exporting one to the provider. The engine is unregistered right after: nothing
- * else in the process (signing, Python's ssl) ever uses it. Off by default (CertKey(legacy_spki=True) or
- * set_legacy_spki(True) ask for it).
+ * legacy keys directly instead of exporting one to the provider. The engine is unregistered right after. Another
+ * thread inside this same libcrypto at that moment (Python's ssl releases the GIL) may be handed a pkey method through
+ * it: OpenSSL's own built-in one, unchanged, which it would otherwise reach through the provider. Off by default
+ * (CertKey(legacy_spki=True) or set_legacy_spki(True) ask for it).
  * The price (callgrind, per warm handshake): once registered, OpenSSL keeps its ENGINE table, which every later
  * EVP_PKEY_CTX looks up (~4 k instructions a handshake), and a legacy public key costs ~3 k more in the handshake's
  * own checks: ~0.3 % of a handshake, against 0.93 M saved per decode. So the SNI index asks for it only when its

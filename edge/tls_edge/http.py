@@ -47,7 +47,7 @@ from edge.tls_edge.h2 import AVAILABLE as H2_AVAILABLE, H2Session
 from edge.tls_edge.routing import response
 from edge.tls_edge import upstream
 from edge.tls_edge.upstream import (HOLD_UPGRADE, OriginPools, UpstreamFailed, UpstreamPool, UpstreamRetry,
-                                    forwarding, request_head, response_head, set_nodelay)
+                                    request_head, response_head, set_nodelay)
 
 __all__ = ["EdgeHttpServer", "EdgeHttpProtocol", "EngineHttpProtocol"]
 
@@ -688,14 +688,10 @@ class EdgeHttpProtocol(asyncio.Protocol):
         coroutine path (:meth:`_proxy`: connecting, retrying)."""
         if r.upgrade or not pool.idle:
             return False
-        if r.kept is not None:  # the fast lane's head: request_head's work, inline
-            head = b"".join((r.method, b" ", pool.prefix + r.url, b" HTTP/1.1\r\n", r.kept,
-                             forwarding(self.client_ip(), host, self.srv.public_port), b"\r\n"))
-        else:
-            try:
-                head = request_head(r, host, False, pool.prefix, self.client_ip(), self.srv.public_port)
-            except httptools.HttpParserError:
-                return False  # the coroutine path answers it
+        try:
+            head = request_head(r, host, False, pool.prefix, self.client_ip(), self.srv.public_port)
+        except httptools.HttpParserError:
+            return False  # the coroutine path answers it
         up = pool.take_idle()
         if up is None:
             return False
