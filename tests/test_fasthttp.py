@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import json
 import os
@@ -129,6 +130,31 @@ async def test_bench_placeholder_text(tls_driver):
         head, _, body = out.partition(b"\r\n\r\n")
         assert _status(out) == 200 and body == b"ok\n" and b"Content-Length: 3" in head
     finally:
+        await srv.stop()
+
+
+async def test_a_closed_connection_is_freed_by_reference_counting(tls_driver):
+    """Once a connection is lost, its protocol (and with it the transport and the TLS state) is freed at once, not
+    left in a reference cycle for the cyclic collector (measured: that cycle kept tens of closed connections' SSL
+    objects alive and cost L2 misses on every handshake, bench/RESULTS.md "Session 6")."""
+    from edge.tls_edge.http import EdgeHttpProtocol
+    srv, port, _ = await _edge(None, {"placeholder_text": "ok\n"})
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            out = await _raw(port, f"GET / HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+            assert _status(out) == 200
+        for _ in range(100):  # connection_lost runs on the server's side once the close has gone through
+            if not srv.conns:
+                break
+            await asyncio.sleep(0.01)
+        assert not srv.conns
+        await asyncio.sleep(0.05)
+        left = [o for o in gc.get_objects() if isinstance(o, EdgeHttpProtocol)]
+        assert left == []
+    finally:
+        gc.enable()
         await srv.stop()
 
 
