@@ -42,7 +42,7 @@ def read(path: str) -> tuple[list[str], dict[str, list[int]], list[int]]:
                     ob = name.rsplit("/", 1)[-1]
             elif line.startswith("calls="):
                 after_call = True
-            elif events and line[:1].isdigit() or line[:1] in "+-*":
+            elif events and line[:1] and (line[:1].isdigit() or line[:1] in "+-*"):
                 if after_call:  # the inclusive cost of a call: not this function's own
                     after_call = False
                     continue
