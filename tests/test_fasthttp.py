@@ -151,7 +151,7 @@ async def test_a_closed_connection_is_freed_by_reference_counting(tls_driver):
             await asyncio.sleep(0.01)
         assert not srv.conns
         await asyncio.sleep(0.05)
-        left = [o for o in gc.get_objects() if isinstance(o, EdgeHttpProtocol)]
+        left = [o for o in gc.get_objects() if isinstance(o, EdgeHttpProtocol) and o.srv is srv]
         assert left == []
     finally:
         gc.enable()
