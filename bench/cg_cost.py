@@ -3,11 +3,11 @@
     python bench/cg_cost.py /tmp/cg-nginx.out 2000 /tmp/cg-edge.out.1-01 2000 [--by-object]
 
 Each pair is a callgrind output file and the number of connections its window covered. Prints instructions, L1 and
-last-level (LL) cache misses and branch mispredictions per connection, and callgrind's usual cycle estimate
+last-level (LL) cache misses and branch mispredictions per connection, and KCachegrind's cycle estimate
 ``CEst = Ir + 10 * (L1 misses + mispredictions) + 100 * LL misses``: a load-independent stand-in for the CPU time
 that instruction counts alone miss (two servers at the same instruction count can differ in misses). The cache
-model is what callgrind was given (``--I1 --D1 --LL``; the RESULTS figures use 32 KiB L1s and a 1 MiB 8-way LL, one
-core's L2 on this machine's CPU). With ``--by-object`` the same per shared object (exclusive costs).
+model is what callgrind was given (``--I1 --D1 --LL``; the RESULTS figures use 32 KiB L1s and a 1 MiB 8-way LL
+standing in for one core's L2). With ``--by-object`` the same per shared object (exclusive costs).
 """
 
 from __future__ import annotations
