@@ -570,7 +570,7 @@ static PyObject *response_fields(PyObject *self, PyObject *args)
     Py_ssize_t took = size - end;
     if (took > res.length)
         took = (Py_ssize_t)res.length;
-    return Py_BuildValue("(niNLy#)", end, res.status, fields, res.length, res.end, took);
+    return Py_BuildValue("(niNLn)", end, res.status, fields, res.length, took);
 }
 
 /* The request of an HTTP/2 stream (the field list nghttp2 decoded and checked: lower-case names, pseudo-header
@@ -659,9 +659,9 @@ static PyMethodDef methods[] = {
      "content_length, has_date) | None; with date (the Date value to add when the origin sent none): (end, status, "
      "the whole downstream head and the body bytes of data, content_length, has_date, body bytes taken) | None"},
     {"response_fields", response_fields, METH_VARARGS,
-     "response_fields(data, pos, max_head, date) -> (end, status, fields, content_length, body) | None: the same "
+     "response_fields(data, pos, max_head, date) -> (end, status, fields, content_length, took) | None: the same "
      "lane for an HTTP/2 client: fields are (lower-case name, value) pairs, (':status', code) first, then the "
-     "forwarded headers, content-length and (unless the origin sent one) date; body: the body bytes of data"},
+     "forwarded headers, content-length and (unless the origin sent one) date; took: body bytes in data[end:]"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_edgehttp", "The HTTP/1.1 proxy path's fast lane.", -1,

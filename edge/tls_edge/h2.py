@@ -194,17 +194,19 @@ class _Stream:
         self.sess.send_headers(self, out, end_stream=False)
         return "h2" if body else "h2-none"
 
-    def send_fields(self, fields: list[tuple[bytes, bytes]], body: bytes, last: bool) -> None:
+    def send_fields(self, fields: list[tuple[bytes, bytes]], data: bytes, start: int, stop: int,
+                    last: bool) -> None:
         """The upstream fast lane's response: HEADERS ``fields`` as they go out (``:status`` first, the origin's
-        forwarded headers lower-cased, ``content-length``, ``date``), then ``body``; ``last``: that is all of it
-        (END_STREAM with it). Not for HEAD, 204 or 304 (the lane does not take those)."""
+        forwarded headers lower-cased, ``content-length``, ``date``), then the body bytes ``data[start:stop]``
+        (queued in the session as they are, not copied); ``last``: that is all of it (END_STREAM with it). Not for
+        HEAD, 204 or 304 (the lane does not take those)."""
         if self.ended:
             return
         sess = self.sess
-        if body:
+        if stop > start:
             sess.send_headers(self, fields, end_stream=False)
             if not self.ended:
-                sess.send_data(self, body, last)
+                sess.send_data(self, data, last, start, stop)
         else:
             sess.send_headers(self, fields, end_stream=last)
 
@@ -422,10 +424,11 @@ class H2Session:
             s.ended = True
         self._schedule_flush()
 
-    def send_data(self, s: _Stream, data: bytes, end: bool = False) -> None:
-        """Queue ``data`` in the session: it goes out as the windows allow (flush checks what is left); ``end``:
-        END_STREAM after it."""
-        if self.h.submit_data(s.sid, data, end) < 0:
+    def send_data(self, s: _Stream, data: bytes, end: bool = False, start: int = 0, stop: int = -1) -> None:
+        """Queue ``data`` (``data[start:stop]``) in the session: it goes out as the windows allow (flush checks what
+        is left); ``end``: END_STREAM after it."""
+        h = self.h
+        if (h.submit_data(s.sid, data, end) if stop < 0 else h.submit_data(s.sid, data, end, start, stop)) < 0:
             s.ended = True
             self._drop(s)
             return

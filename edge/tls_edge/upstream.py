@@ -442,13 +442,12 @@ class UpstreamConn(asyncio.Protocol):
         """The fast lane for an HTTP/2 stream: the same plain head as :meth:`_fast_head`, parsed in C into the
         stream's HEADERS fields (``fast_fields``), given to the stream with the body bytes that came with it (and
         its END_STREAM when that is the whole body)."""
-        end, _, fields, length, body = m
+        end, _, fields, length, took = m
         self.head_sent = True
         self.framing = "length"
         self.down_framing = "h2"
         self.reusable = True
-        took = len(body)
-        self.down.send_fields(fields, body, took == length)
+        self.down.send_fields(fields, data, end, end + took, took == length)
         if took == length:
             self._complete(reuse=len(data) - end == length, now=True)
         else:
