@@ -55,8 +55,13 @@ class Pair:
         return list(self.s.feed(self.c.data_to_send()))
 
     def down(self) -> list:
-        """Server -> client: everything the server has queued; returns the client's events."""
-        ev = self.c.receive_data(self.s.send())
+        """Server -> client: everything the server has queued (send() gives ~64 KiB at a time and says ``more``
+        while frames are left, as H2Session.flush reads it); returns the client's events."""
+        chunks = [self.s.send()]
+        while self.s.more:
+            chunks.append(self.s.send())
+        assert all(len(c) <= 65536 + 16384 + 9 for c in chunks)
+        ev = self.c.receive_data(b"".join(chunks))
         self.cev += ev
         return ev
 

@@ -27,7 +27,8 @@
  *   Session.pending(stream_id) -> int  bytes of the stream still queued (what the windows did not allow yet)
  *   Session.rst_stream(stream_id, code), Session.consume(stream_id, n) (WINDOW_UPDATE: request body taken)
  *   Session.goaway(code, terminate)    terminate=False: graceful (last stream = the last one processed)
- *   Session.send() -> bytes            every frame nghttp2 has ready, one buffer
+ *   Session.send() -> bytes            the frames nghttp2 has ready, one buffer of about 64 KiB at most
+ *   Session.more -> bool               send() stopped there: call it again for the rest
  *   Session.want_io -> bool            False once the session is over (GOAWAY sent/received and nothing left)
  *   Session.block, Session.block_seq   bytes of a header block still incomplete (0: none), and a counter of blocks
  *
@@ -50,6 +51,10 @@ enum { EV_REQUEST = 1, EV_REQUEST_END, EV_DATA, EV_END, EV_CLOSED, EV_GOAWAY, EV
 
 #define SETTINGS_PLACEHOLDER 0xf0e3 /* an id nghttp2 ignores; becomes MAX_CONCURRENT_STREAMS (3) on the wire */
 #define PREFACE_LEN 24
+/* one send() gives at most about this much (one frame more when it starts empty): its bytes object, the TLS
+   records made of it and their bytes stay below malloc's mmap threshold (128 KiB), so a connection that answers
+   megabytes reuses the same heap memory instead of mapping fresh pages (page faults) for every write */
+#define SEND_CHUNK 65536
 
 typedef struct {
     PyObject *b;         /* a bytes object; its bytes [off, end) are still to go */
@@ -94,9 +99,11 @@ typedef struct {
     Py_ssize_t block_seq;
     long resets, controls;
     double win_start;
-    /* send() in progress: the bytes object being filled (NULL otherwise) */
+    /* send() in progress: the bytes object being filled (NULL otherwise), up to about SEND_CHUNK bytes; more: frames
+       were left for the next send() because this one was full */
     PyObject *out;
     size_t out_len, out_cap;
+    char more;
     size_t pending;      /* response bytes queued in all streams (send()'s first guess at its size) */
 } SessionObject;
 
@@ -432,6 +439,10 @@ static char *out_room(SessionObject *self, size_t n)
 static ssize_t send_bytes(nghttp2_session *s, const uint8_t *data, size_t length, int flags, void *user_data)
 {
     SessionObject *self = user_data;
+    if (self->out_len && self->out_len + length > SEND_CHUNK) {
+        self->more = 1;
+        return NGHTTP2_ERR_WOULDBLOCK; /* nghttp2 gives the same bytes again on the next send() */
+    }
     char *p = out_room(self, length);
     if (p == NULL) {
         self->in_cb_error = 1;
@@ -450,6 +461,10 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     size_t padlen = frame->data.padlen;
     if (st == NULL || length > st->pending)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (self->out_len && self->out_len + 9 + padlen + length > SEND_CHUNK) {
+        self->more = 1;
+        return NGHTTP2_ERR_WOULDBLOCK; /* the same frame again on the next send() */
+    }
     char *p = out_room(self, 9 + padlen + length);
     if (p == NULL) {
         self->in_cb_error = 1;
@@ -822,14 +837,20 @@ static PyObject *Session_send(SessionObject *self, PyObject *unused)
 {
     NEED_SESSION
     /* nghttp2 writes every frame it has ready into one bytes object (send_bytes, send_data: the DATA payloads
-       copied once, from the queued objects); first guess at its size: what the streams have queued, up to 1 MiB */
+       copied once, from the queued objects); first guess at its size: what the streams have queued, as far as the
+       client's connection window takes it, up to SEND_CHUNK (+ frame headers) */
     self->out = NULL;
     self->out_len = 0;
     self->out_cap = 0;
-    size_t guess = self->pending + 1024;
-    if (self->pending) {
-        if (guess > (1u << 20))
-            guess = 1u << 20;
+    self->more = 0;
+    size_t guess = self->pending;
+    int32_t window = nghttp2_session_get_remote_window_size(self->s);
+    if (window >= 0 && (size_t)window < guess)
+        guess = (size_t)window;
+    if (guess) {
+        if (guess > SEND_CHUNK)
+            guess = SEND_CHUNK;
+        guess += guess / 1024 + 1024;
         if (out_room(self, guess) == NULL)
             return NULL;
         self->out_len = 0;
@@ -896,6 +917,7 @@ static PyMethodDef Session_methods[] = {
 static PyMemberDef Session_members[] = {
     {"block", T_PYSSIZET, offsetof(SessionObject, block), READONLY, "bytes of an incomplete header block"},
     {"block_seq", T_PYSSIZET, offsetof(SessionObject, block_seq), READONLY, "header blocks begun"},
+    {"more", T_BOOL, offsetof(SessionObject, more), READONLY, "the last send() was full: frames are left"},
     {NULL}};
 
 static PyGetSetDef Session_getset[] = {

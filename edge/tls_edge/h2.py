@@ -595,14 +595,19 @@ class H2Session:
         if self.closed:
             return
         h = self.h
+        p = self.p
         try:
             data = h.send()
+            if data and not p.closed:
+                p.send(data)
+                # send() gives ~64 KiB at a time (page-fault-free buffers); the rest while the client reads: once
+                # its transport's buffer is full, resume_writing flushes again
+                while h.more and not p.write_paused and not p.closed:
+                    p.send(h.send())
         except (_Error, MemoryError) as e:
             log.warning("TLS edge: HTTP/2 session failed: %s", e)
             self._terminate()
             return
-        if data and not self.p.closed:
-            self.p.send(data)
         events = h.events()  # streams closed by what was just sent
         if events:
             self._events(events)
@@ -645,6 +650,8 @@ class H2Session:
             if up is not None and up.transport is not None and not s.stalled_since:
                 up.transport.resume_reading()
         self.p.release_reading(HOLD_H2_WRITE)
+        if self.h.more:
+            self._schedule_flush()  # what flush left while the client's transport was full
 
     # -- ending -----------------------------------------------------------------------------------------------
     def calm(self, why: str, queued: bool = False) -> None:
@@ -663,8 +670,14 @@ class H2Session:
         for s in list(self.streams.values()):
             s.ended = True
             self._drop(s)
+        h = self.h
         try:
-            data = self.h.send()
+            data = h.send()
+            if h.more:  # what is queued goes out before the close (bounded by what the session holds)
+                parts = [data]
+                while h.more:
+                    parts.append(h.send())
+                data = b"".join(parts)
         except (_Error, MemoryError):
             data = b""
         self.p.close(data)
