@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 
+import pytest
 from sqlalchemy import insert
 
 from edge.app import build_services
@@ -21,10 +22,13 @@ from store.models import CertificateVersion, Domain, Tenant
 from tests.test_swap_e2e import LocalCA, _key_pem, _pem
 
 
-async def _services(tmp_path):
+@pytest.fixture
+async def services(tmp_path):
     s = Settings(state_dir=str(tmp_path / "state"), database_url=f"sqlite:///{tmp_path}/db.sqlite", exports=True,
                  nginx_site_include="")
-    return await build_services(s)
+    services = await build_services(s)
+    yield services
+    services.storage.close()
 
 
 def _version(services, ca: LocalCA, name: str, vid: int, domain_id: int) -> tuple[CertificateVersion, bytes]:
@@ -80,37 +84,29 @@ async def _race(services, name: str, version: CertificateVersion, key_pem: bytes
     services.storage.served_rows = held.real
 
 
-async def test_a_reload_that_read_before_a_first_swap_does_not_drop_the_new_certificate(tmp_path):
-    services = await _services(tmp_path)
-    try:
-        ca = LocalCA()
-        name = "first.race.test"
-        v, key_pem = _version(services, ca, name, 1, 1)
-        _insert(services, name, [v], current=None)  # issued, not live yet: the store serves nothing for it
-        await _race(services, name, v, key_pem)
-        entry = services.index.get(name)
-        assert entry is not None and entry.serial == v.serial
-        assert services.files.current_version(name) is not None
-        d = await services.storage.get_domain(name)
-        assert d.status == "active" and d.current_cert_id == 1
-        # and the next reload agrees
-        await services.manager.load_index([name])
-        assert services.index.get(name).serial == v.serial
-    finally:
-        services.storage.close()
+async def test_a_reload_that_read_before_a_first_swap_does_not_drop_the_new_certificate(services):
+    ca = LocalCA()
+    name = "first.race.test"
+    v, key_pem = _version(services, ca, name, 1, 1)
+    _insert(services, name, [v], current=None)  # issued, not live yet: the store serves nothing for it
+    await _race(services, name, v, key_pem)
+    entry = services.index.get(name)
+    assert entry is not None and entry.serial == v.serial
+    assert services.files.current_version(name) is not None
+    d = await services.storage.get_domain(name)
+    assert d.status == "active" and d.current_cert_id == 1
+    # and the next reload agrees
+    await services.manager.load_index([name])
+    assert services.index.get(name).serial == v.serial
 
 
-async def test_a_reload_that_read_before_a_renewal_swap_does_not_put_the_old_certificate_back(tmp_path):
-    services = await _services(tmp_path)
-    try:
-        ca = LocalCA()
-        name = "renew.race.test"
-        old, _ = _version(services, ca, name, 1, 1)
-        new, key_pem = _version(services, ca, name, 2, 1)
-        _insert(services, name, [old, new], current=1)
-        await services.manager.load_index([name])
-        assert services.index.get(name).serial == old.serial
-        await _race(services, name, new, key_pem)
-        assert services.index.get(name).serial == new.serial
-    finally:
-        services.storage.close()
+async def test_a_reload_that_read_before_a_renewal_swap_does_not_put_the_old_certificate_back(services):
+    ca = LocalCA()
+    name = "renew.race.test"
+    old, _ = _version(services, ca, name, 1, 1)
+    new, key_pem = _version(services, ca, name, 2, 1)
+    _insert(services, name, [old, new], current=1)
+    await services.manager.load_index([name])
+    assert services.index.get(name).serial == old.serial
+    await _race(services, name, new, key_pem)
+    assert services.index.get(name).serial == new.serial

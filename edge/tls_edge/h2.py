@@ -499,7 +499,14 @@ class H2Session:
         up = pool.take_idle()
         if up is None:
             return False
-        up.start(s, s, head, lambda exc: self._proxied(s, exc))
+        self._begin(s, up, head, lambda exc: self._proxied(s, exc))
+        return True
+
+    def _begin(self, s: _Stream, up: Any, head: bytes, on_done: Any = None) -> Any:
+        """Start ``s``'s exchange on origin connection ``up``: the head, the request body received so far (then
+        acknowledged to the client), its end if it came; later DATA goes straight to ``up`` (``s.sink``). Returns
+        what :meth:`UpstreamConn.start` returns."""
+        done = up.start(s, s, head, on_done)
         if s.body:
             for c in s.take_body():
                 up.send_body(c, s.chunked)
@@ -508,7 +515,7 @@ class H2Session:
         if s.done:
             up.end_body(s.chunked)
         s.sink = up
-        return True
+        return done
 
     def _proxied(self, s: _Stream, exc: BaseException | None) -> None:
         """The end of an exchange started by :meth:`_proxy_now` (``exc``: how it failed)."""
@@ -550,15 +557,7 @@ class H2Session:
             if s.ended or self.closed:
                 up.abort()
                 return
-            done = up.start(s, s, head)
-            if s.body:
-                for c in s.take_body():
-                    up.send_body(c, s.chunked)
-                if s.unacked and not s.held:
-                    self.ack(s, s.unacked)
-            if s.done:
-                up.end_body(s.chunked)
-            s.sink = up
+            done = self._begin(s, up, head)
             try:
                 await done
             except UpstreamRetry:
