@@ -263,9 +263,11 @@ def main(argv: list[str]) -> int:
                     elif kind == "caddy":
                         cmd, env = caddy_command(run, port, oport, name, certs)
                         srv = Server(kind, cmd, port, env)
-                    else:
+                    elif kind == "nginx":
                         (run / "nginx.conf").write_text(_proxy_conf(run, port, oport, name, certs))
                         srv = Server(kind, [NGINX, "-p", str(run), "-c", str(run / "nginx.conf")], port)
+                    else:
+                        raise SystemExit(f"unknown server {kind!r} (edge, nginx, caddy, base)")
                     try:
                         verify(port, name, f"/{size}", proto, (run / "www" / size).read_bytes())
                         m = measure(srv, name, f"/{size}", proto, args.requests, args.conns)
