@@ -1,17 +1,19 @@
-"""A page view through the edge and through nginx: 1 HTML + 50 assets loaded by headless Chromium, HTTP/2 and
+"""A page view through the edge, nginx and Caddy: 1 HTML + 50 assets loaded by headless Chromium, HTTP/2 and
 HTTP/1.1 (``--disable-http2``), fresh browser profile per view. Reports per view the new connections (TLS
 handshakes) Chromium opened and the time from navigation start to the last byte of the last asset, from the
 page's own Resource Timing entries (entries whose connectEnd > connectStart: the navigation's own connection is
 not seen when Chromium opened it before navigation start, so this can under-count by one; the time includes
 Chromium's own work, which dominates on a loaded 2-core machine).
 
-    python bench/bench_pageview.py --certs /tmp/certs10 --views 5
+    python bench/bench_pageview.py --certs /tmp/certs10 --views 5 [--servers edge,nginx,caddy]
 
 The origin is nginx serving the page and its assets (static files); the edge runs as ``bench/bench_serve.py
---upstream``; nginx proxies with ``proxy_pass`` (``bench/bench_proxy.py``'s configuration, ``http2`` on). Servers
-alternate view by view. The bench names' certificates are not trusted by Chromium: it is told to accept that
-one key (``--ignore-certificate-errors-spki-list``) and to resolve the name to the server
-(``--host-resolver-rules``).
+--upstream``; nginx proxies with ``proxy_pass`` (``bench/bench_proxy.py``'s configuration, ``http2`` on); Caddy
+with ``reverse_proxy`` (``bench/bench_proxy.py``'s ``_caddy_conf``: HTTP/1.1 and HTTP/2 only, ``GOMAXPROCS=1``).
+All three are pinned to core 0, started once, and alternate view by view (the order rotated by one each view);
+the time to the last byte is also given as per-view ratios edge/nginx and edge/caddy. The bench names'
+certificates are not trusted by Chromium: it is told to accept that one key
+(``--ignore-certificate-errors-spki-list``) and to resolve the name to the server (``--host-resolver-rules``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_proxy import NGINX, Server, _free_port, _origin_conf, _proxy_conf, _wait_port  # noqa: E402
+from bench_proxy import (NGINX, Server, _free_port, _origin_conf, _proxy_conf, _wait_port,  # noqa: E402
+                         caddy_command)
 
 HERE = Path(__file__).resolve().parent
 ASSETS = 50
@@ -77,10 +80,27 @@ def view(chromium: str, name: str, port: int, spki: str, h2: bool) -> dict:
     return json.loads(m.group(1))
 
 
+def _start(kind: str, run: Path, oport: int, name: str, certs: Path) -> Server:
+    """One server under test on its own port, proxying to the origin on ``oport``."""
+    port = _free_port()
+    if kind == "edge":
+        env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+        return Server(kind, [sys.executable, str(HERE / "bench_serve.py"), "--certs-dir", str(certs), "--listen",
+                             f"127.0.0.1:{port}", "--no-prewarm", "--upstream", f"http://127.0.0.1:{oport}"], port, env)
+    if kind == "nginx":
+        (run / "nginx.conf").write_text(_proxy_conf(run, port, oport, name, certs))
+        return Server(kind, [NGINX, "-p", str(run), "-c", str(run / "nginx.conf")], port)
+    if kind == "caddy":
+        cmd, env = caddy_command(run, port, oport, name, certs)
+        return Server(kind, cmd, port, env)
+    raise SystemExit(f"unknown server {kind!r} (edge, nginx, caddy)")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--certs", required=True, type=Path)
     p.add_argument("--views", type=int, default=5)
+    p.add_argument("--servers", default="edge,nginx,caddy", help="comma-separated: edge, nginx, caddy")
     args = p.parse_args(argv)
     chromium = shutil.which("chromium") or "chromium"
     certs = args.certs.resolve()
@@ -98,31 +118,35 @@ def main(argv: list[str]) -> int:
     _wait_port(oport)
     subprocess.run([sys.executable, str(HERE / "bench_serve.py"), "--certs-dir", str(certs), "--import-if-missing"],
                    check=True, stderr=subprocess.DEVNULL)
-    eport, nport = _free_port(), _free_port()
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-    edge = Server("edge", [sys.executable, str(HERE / "bench_serve.py"), "--certs-dir", str(certs), "--listen",
-                           f"127.0.0.1:{eport}", "--no-prewarm", "--upstream", f"http://127.0.0.1:{oport}"], eport, env)
-    (run / "nginx.conf").write_text(_proxy_conf(run, nport, oport, name, certs))
-    ngx = Server("nginx", [NGINX, "-p", str(run), "-c", str(run / "nginx.conf")], nport)
+    kinds = args.servers.split(",")
+    servers: dict[str, Server] = {}
     res: dict = {}
     try:
+        for kind in kinds:
+            servers[kind] = _start(kind, run, oport, name, certs)
         for i in range(args.views):
             for h2 in (True, False):
-                for kind, port in (("edge", eport), ("nginx", nport)):
-                    r = view(chromium, name, port, spki, h2)
+                for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+                    r = view(chromium, name, servers[kind].port, spki, h2)
                     key = f"{kind} {'h2' if h2 else 'h1'}"
                     res.setdefault(key, []).append(r)
                     print(f"view {i + 1} {key:9s} assets {r['n']} new connections {r['conns']} "
                           f"last byte {r['ttlb']:.0f} ms {r['protos']}", flush=True)
     finally:
-        edge.stop()
-        ngx.stop()
+        for srv in servers.values():
+            srv.stop()
         os.killpg(origin.pid, signal.SIGTERM)
         origin.wait(10)
         shutil.rmtree(run, ignore_errors=True)
     for key, rs in res.items():
         print(f"median {key:9s} new connections {statistics.median(r['conns'] for r in rs)} "
               f"last byte {statistics.median(r['ttlb'] for r in rs):.0f} ms")
+    for proto in ("h2", "h1"):
+        for other in ("nginx", "caddy"):
+            if f"edge {proto}" in res and f"{other} {proto}" in res:
+                per_view = [e["ttlb"] / o["ttlb"] for e, o in zip(res[f"edge {proto}"], res[f"{other} {proto}"])]
+                print(f"last byte edge/{other} {proto}: median {statistics.median(per_view):.2f} per view "
+                      + " / ".join(f"{x:.2f}" for x in per_view))
     return 0
 
 

@@ -1,16 +1,31 @@
-"""Proxied keep-alive requests, edge vs nginx, side by side: server CPU per request (HTTP/1.1 and HTTP/2, 1 KB and
-64 KB answers), in interleaved rounds.
+"""Proxied keep-alive requests, edge vs nginx vs Caddy, side by side: server CPU per request (HTTP/1.1 and HTTP/2,
+1 KB and 64 KB answers), in interleaved rounds.
 
-    python bench/bench_proxy.py --certs bench/out/n100 --rounds 3 --requests 20000 [--json out.json]
+    python bench/bench_proxy.py --certs bench/out/n100 --rounds 3 --requests 20000 [--servers edge,nginx,caddy]
+                                [--json out.json]
 
-Layout (2 cores): the server under test (the edge through ``bench/bench_serve.py --upstream``, or nginx 1.22 with
-``proxy_pass`` to an upstream ``keepalive 128`` pool, ``http2`` on its listener) is pinned to core 0; the origin
-(nginx serving static ``/1k`` and ``/64k`` files over plain HTTP/1.1 keep-alive) and the load generator (``h2load``:
-``--h1`` for HTTP/1.1 keep-alive, ``-m 10`` streams per connection for HTTP/2) share core 1. The figure is the
-server's own CPU time (utime + stime from /proc/<pid>/stat, all its processes) divided by the requests answered:
-on a shared, noisy machine that is steadier than requests/s, and one client core cannot saturate nginx anyway.
-Every round runs the edge and nginx back to back on the same work; ratios are taken within a round, medians over
-rounds.
+Layout (2 cores): the server under test (the edge through ``bench/bench_serve.py --upstream``; nginx 1.22 with
+``proxy_pass`` to an upstream ``keepalive 128`` pool, ``http2`` on its listener; or Caddy 2.6 with
+``reverse_proxy``) is pinned to core 0; the origin (nginx serving static ``/1k`` and ``/64k`` files over plain
+HTTP/1.1 keep-alive) and the load generator (``h2load``: ``--h1`` for HTTP/1.1 keep-alive, ``-m 10`` streams per
+connection for HTTP/2) share core 1. The figure is the server's own CPU time (utime + stime from /proc/<pid>/stat,
+all its processes, all their threads) divided by the requests answered: on a shared, noisy machine that is steadier
+than requests/s, and one client core cannot saturate nginx anyway. Every round runs each server back to back on the
+same work, the order rotated by one each round (edge nginx caddy, nginx caddy edge, ...) so that drift within a
+round does not always favour the same server; ratios are taken within a round, medians over rounds. Before each
+measurement, curl fetches the path once through the server (``--http1.1`` or ``--http2``) and checks the status,
+the protocol and the body, so a misconfigured server stops the run instead of measuring errors.
+
+Caddy (``_caddy_conf``: JSON, the configuration ``caddy adapt`` makes of the equivalent Caddyfile, plus what a
+Caddyfile cannot say) is set up like the nginx proxy: the same certificate and key for the same name (``tls`` with
+explicit files: automatic HTTPS, redirects and ACME off), TLS 1.2 and 1.3, session tickets off (nginx:
+``ssl_session_tickets off``), HTTP/1.1 and HTTP/2 only (no HTTP/3, which 2.6 enables by default), no access log
+(errors at WARN to a file), the admin endpoint off, and ``reverse_proxy`` to the same origin over HTTP/1.1
+keep-alive with up to 128 idle connections kept (nginx: ``keepalive 128``; Caddy's default per-host idle pool is
+smaller). It runs with ``GOMAXPROCS=1``: it is pinned to one core, as the edge and nginx run one worker on one
+core; Go would derive 1 from the affinity mask anyway, the variable makes that explicit and keeps a second P from
+spinning for work on the same core if the pinning ever changes. GOGC stays at Go's default, as a deployed Caddy
+runs. Its CPU is the Go process's, all threads (GC workers included).
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+CADDY = shutil.which("caddy") or "/usr/bin/caddy"
+SIZES = {"1k": 1024, "64k": 65536}
 
 
 def _cpu(pids: list[int]) -> float:
@@ -77,8 +94,8 @@ def _free_port() -> int:
 
 def _origin_conf(run: Path, port: int) -> str:
     (run / "www").mkdir(parents=True, exist_ok=True)
-    (run / "www" / "1k").write_bytes(b"a" * 1024)
-    (run / "www" / "64k").write_bytes(b"b" * 65536)
+    (run / "www" / "1k").write_bytes(b"a" * SIZES["1k"])
+    (run / "www" / "64k").write_bytes(b"b" * SIZES["64k"])
     return f"""worker_processes 1; daemon off; pid {run}/origin.pid; error_log {run}/origin-error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 300;
@@ -103,6 +120,54 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 300; serve
       proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Forwarded-Proto https; proxy_buffers 16 8k; }} }} }}
 """
+
+
+def _caddy_conf(run: Path, port: int, origin: int, name: str, certs: Path) -> str:
+    """Caddy's JSON configuration: the nginx proxy's settings (see the module docstring), nothing automatic."""
+    d = certs / "live" / name
+    proxy = {"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{origin}"}],
+             "transport": {"protocol": "http",
+                           "keep_alive": {"enabled": True, "idle_timeout": "300s", "max_idle_conns_per_host": 128}}}
+    conf = {
+        "admin": {"disabled": True, "config": {"persist": False}},
+        "logging": {"logs": {"default": {"level": "WARN",
+                                         "writer": {"output": "file", "filename": str(run / "caddy-error.log")}}}},
+        "storage": {"module": "file_system", "root": str(run / "caddy-data")},
+        "apps": {
+            "http": {"grace_period": "2s", "servers": {"bench": {
+                "listen": [f"127.0.0.1:{port}"], "protocols": ["h1", "h2"],
+                "automatic_https": {"disable": True},
+                "tls_connection_policies": [{"match": {"sni": [name]}, "certificate_selection": {"any_tag": ["bench"]},
+                                             "protocol_min": "tls1.2", "protocol_max": "tls1.3"}],
+                "routes": [{"handle": [proxy], "terminal": True}]}}},
+            "tls": {"certificates": {"load_files": [{"certificate": str(d / "fullchain.pem"),
+                                                     "key": str(d / "privkey.pem"), "tags": ["bench"]}]},
+                    "session_tickets": {"disabled": True}},
+        },
+    }
+    return json.dumps(conf, indent=1)
+
+
+def caddy_command(run: Path, port: int, origin: int, name: str, certs: Path) -> tuple[list[str], dict]:
+    """Writes Caddy's configuration into ``run``; returns the command and environment that start it (one P, its
+    data and config directories inside ``run`` rather than the user's home)."""
+    if not Path(CADDY).exists():
+        raise SystemExit("caddy is not installed (apt-get install caddy; scripts/setup.sh does)")
+    (run / "caddy.json").write_text(_caddy_conf(run, port, origin, name, certs))
+    env = dict(os.environ, GOMAXPROCS="1", XDG_DATA_HOME=str(run / "caddy-xdg"), XDG_CONFIG_HOME=str(run / "caddy-xdg"))
+    return [CADDY, "run", "--config", str(run / "caddy.json")], env
+
+
+def verify(port: int, name: str, path: str, proto: str, body: bytes) -> None:
+    """One request through the server with curl: 200, the protocol asked for, and exactly the origin's body."""
+    with tempfile.NamedTemporaryFile() as out:
+        cmd = ["curl", "-sk", "--http2" if proto == "h2" else "--http1.1", "--resolve", f"{name}:{port}:127.0.0.1",
+               "-o", out.name, "-w", "%{http_code} %{http_version}", f"https://{name}:{port}{path}"]
+        got = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
+        want = ["200", "2" if proto == "h2" else "1.1"]
+        if got != want or Path(out.name).read_bytes() != body:
+            raise SystemExit(f"{' '.join(cmd)}: status/version {got} (want {want}), "
+                             f"{len(Path(out.name).read_bytes())} body bytes (want {len(body)})")
 
 
 class Server:
@@ -160,8 +225,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--conns", type=int, default=8, help="client connections (h2load -c)")
     p.add_argument("--work", default="h1:1k,h1:64k,h2:1k,h2:64k", help="comma-separated proto:size")
-    p.add_argument("--servers", default="edge,nginx",
-                   help="edge, nginx, and base (the edge of --baseline-tree: before/after in the same rounds)")
+    p.add_argument("--servers", default="edge,nginx,caddy",
+                   help="edge, nginx, caddy, and base (the edge of --baseline-tree: before/after in the same rounds)")
     p.add_argument("--baseline-tree", type=Path, help="another checkout of this repository (with a bench_serve.py "
                    "that takes --upstream), measured as server 'base'")
     p.add_argument("--json", type=Path)
@@ -185,7 +250,8 @@ def main(argv: list[str]) -> int:
         for rnd in range(args.rounds):
             for work in args.work.split(","):
                 proto, size = work.split(":")
-                for kind in args.servers.split(","):
+                kinds = args.servers.split(",")
+                for kind in kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]:
                     port = _free_port()
                     if kind in ("edge", "base"):
                         tree = HERE.parent if kind == "edge" else args.baseline_tree.resolve()
@@ -194,10 +260,16 @@ def main(argv: list[str]) -> int:
                                             str(certs),
                                             "--listen", f"127.0.0.1:{port}", "--no-prewarm",
                                             "--upstream", f"http://127.0.0.1:{oport}"], port, env)
-                    else:
+                    elif kind == "caddy":
+                        cmd, env = caddy_command(run, port, oport, name, certs)
+                        srv = Server(kind, cmd, port, env)
+                    elif kind == "nginx":
                         (run / "nginx.conf").write_text(_proxy_conf(run, port, oport, name, certs))
                         srv = Server(kind, [NGINX, "-p", str(run), "-c", str(run / "nginx.conf")], port)
+                    else:
+                        raise SystemExit(f"unknown server {kind!r} (edge, nginx, caddy, base)")
                     try:
+                        verify(port, name, f"/{size}", proto, (run / "www" / size).read_bytes())
                         m = measure(srv, name, f"/{size}", proto, args.requests, args.conns)
                     finally:
                         srv.stop()
@@ -209,11 +281,13 @@ def main(argv: list[str]) -> int:
         origin.wait(10)
     summary = {}
     for work, by in results.items():
-        row = {k: statistics.median(x["cpu_us_per_req"] for x in v) for k, v in by.items()}
+        row: dict = {k: statistics.median(x["cpu_us_per_req"] for x in v) for k, v in by.items()}
         for a in ("edge", "base"):
-            if a in by and "nginx" in by:
-                row[f"{a}/nginx"] = round(statistics.median(
-                    e["cpu_us_per_req"] / n["cpu_us_per_req"] for e, n in zip(by[a], by["nginx"])), 2)
+            for b in ("nginx", "caddy"):
+                if a in by and b in by:
+                    per_round = [e["cpu_us_per_req"] / n["cpu_us_per_req"] for e, n in zip(by[a], by[b])]
+                    row[f"{a}/{b}"] = round(statistics.median(per_round), 2)
+                    row[f"{a}/{b} per round"] = [round(r, 2) for r in per_round]
         summary[work] = row
         print(f"median {work:7s} " + "  ".join(f"{k} {v}" for k, v in row.items()))
     if args.json:

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import resource
 import subprocess
 import time
 import types
@@ -47,16 +48,21 @@ async def _main(args) -> None:
     p = await asyncio.create_subprocess_exec(*cmd, "-n", str(args.requests), stdout=subprocess.PIPE)
     prof = cProfile.Profile() if args.profile else None
     t0 = time.process_time()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     if prof:
         prof.enable()
     out, _ = await p.communicate()
     if prof:
         prof.disable()
     spent = time.process_time() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     for line in out.decode().splitlines():
         if line.startswith(("requests:", "status codes:")):
             print(line)
-    print(f"edge process CPU per request: {spent / args.requests * 1e6:.1f} us")
+    print(f"edge process CPU per request: {spent / args.requests * 1e6:.1f} us (user "
+          f"{(r1.ru_utime - r0.ru_utime) / args.requests * 1e6:.1f}, system "
+          f"{(r1.ru_stime - r0.ru_stime) / args.requests * 1e6:.1f}; minor page faults per request "
+          f"{(r1.ru_minflt - r0.ru_minflt) / args.requests:.2f})")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     await srv.stop(0.1)

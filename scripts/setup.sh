@@ -12,6 +12,7 @@ have pebble || need+=(pebble)
 have openssl || need+=(openssl)
 have curl || need+=(curl)
 have nginx || need+=(nginx)
+have caddy || need+=(caddy)     # bench/bench_proxy.py, bench/bench_pageview.py: the edge next to Caddy
 have haproxy || need+=(haproxy)
 have docker-compose || need+=(docker-compose)
 have systemd-analyze || need+=(systemd)

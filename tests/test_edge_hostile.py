@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -166,6 +167,30 @@ async def test_unread_pipeline_is_held_not_buffered(tls_driver, answer, origin):
         assert not srv.conns, "a client that reads none of its answers is still connected"
     finally:
         w.close()
+        await srv.stop()
+
+
+async def test_a_bad_head_behind_pipelined_requests_lets_them_be_answered_first(tls_driver, origin):
+    """Requests pipelined ahead of a malformed (or oversized) head are answered, in order, before its 4xx and the
+    close -- proxied ones still in flight at the origin included; the bad head and what follows it never reach the
+    origin."""
+    url, seen = origin
+    srv, port, _ = await _edge(url)
+    try:
+        for bad, status in ((b"GARBAGE \x00\r\n\r\n", 400),
+                            (f"GET / HTTP/1.1\r\nHost: {NAME}\r\nX-Big: {'v' * 20000}\r\n\r\n".encode(), 431)):
+            seen.clear()
+            heads = b"".join(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode()
+                             for path in ("/stream", "/one", "/two"))
+            r, w = await _open(port)
+            w.write(heads + bad + f"GET /after HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
+            out = await _closed_within(r)
+            w.close()
+            codes = [int(c) for c in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
+            assert codes == [200, 200, 200, status], out[-400:]
+            assert out.index(b"chunk-4") < out.index(b'"/one"') < out.index(b'"/two"') < out.index(b"HTTP/1.1 %d" % status)
+            assert sorted(x["path"] for x in seen) == ["/one", "/two"]  # (/stream is not recorded by the origin)
+    finally:
         await srv.stop()
 
 

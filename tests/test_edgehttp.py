@@ -394,3 +394,67 @@ async def test_a_connection_close_request_is_answered_once_then_the_connection_e
             assert [x["path"] for x in seen] == ["/once", "/once"]
     finally:
         await srv.stop()
+
+
+# -- the same lane for HTTP/2 streams (edge/tls_edge/h2.py) -----------------------------------------------------
+
+def test_response_fields_are_the_http11_lane_s_head_as_http2_fields():
+    """``response_fields`` takes exactly the responses ``parse_response`` takes (corpus and mutations), and gives the
+    same head as HEADERS fields: ``:status`` first, the forwarded headers lower-cased in their order,
+    content-length, and Date only when the origin sent none; how many body bytes of the read are this response's."""
+    from edge.tls_edge._edgehttp import response_fields
+    rng = random.Random(6)
+    taken = 0
+    for seed in RESPONSES:
+        for head in [seed, *_mutants(seed, rng, 400)]:
+            data = head + b"0123456789" * 3
+            m1, m2 = parse_response(data, 0, HEAD), response_fields(data, 0, HEAD, b"D")
+            assert (m1 is None) == (m2 is None), head
+            if m1 is None:
+                continue
+            taken += 1
+            end, status, out, length, has_date = m1
+            end2, status2, fields, length2, took = m2
+            assert (end2, status2, length2) == (end, status, length)
+            assert took == len(data[end:end + length])
+            lines = out.split(b"\r\n")[1:-1]  # the forwarded header lines, Content-Length last
+            want = [(b":status", b"%d" % status)] + [
+                (n.lower(), v) for n, _, v in (line.partition(b": ") for line in lines)]
+            if not has_date:
+                want.append((b"date", b"D"))
+            assert fields == want
+            assert all(n == n.lower() for n, _ in fields)
+            assert not any(n in HOP_BY_HOP and n != b"content-length" for n, _ in fields)
+    assert taken > 50
+    assert response_fields(RESPONSES[1], 0, HEAD, None)[2] == [(b":status", b"404"), (b"content-length", b"0")]
+    with pytest.raises(TypeError):
+        response_fields(RESPONSES[1], 0, HEAD, "D")
+
+
+_H2_NAMES = [b":method", b":path", b":authority", b":scheme", b"host", b"cookie", b"content-length", b"accept",
+             b"te", b"keep-alive", b"connection", b"x-forwarded-for", b"x-forwarded-anything", b"forwarded",
+             b"x-real-ip", b"expect", b"proxy-authorization", b"user-agent", b"x-long-" + b"n" * 40, b"trailer"]
+
+
+def test_request_fields_in_c_and_in_python_agree():
+    """An HTTP/2 stream's request as the origin gets it: the C function and its Python stand-in (used when the
+    extension is not built) agree on random field lists; what they drop and join is checked on one list."""
+    from edge.tls_edge._edgehttp import request_fields
+    from edge.tls_edge.h2 import _py_request_fields
+    fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/p?q"),
+              (b"cookie", b"a=1"), (b"accept", b"*/*"), (b"x-forwarded-for", b"6.6.6.6"), (b"cookie", b"b=2"),
+              (b"forwarded", b"for=x"), (b"te", b"trailers"), (b"host", b"h.test"), (b"content-length", b"3"),
+              (b"expect", b"100-continue"), (b"x-keep", b"1")]
+    want = (b"GET", b"/p?q", b"a.test", b"h.test",
+            b"accept: */*\r\ncontent-length: 3\r\nx-keep: 1\r\ncookie: a=1; b=2\r\n", b"3", False)
+    assert request_fields(fields, 8192) == _py_request_fields(fields, 8192) == want
+    assert request_fields(fields, 20)[6] is True
+    assert request_fields([], 8192) == (None, None, None, None, b"", None, False)
+    rng = random.Random(9)
+    for _ in range(3000):
+        fl = [(rng.choice(_H2_NAMES), bytes(rng.choice(b"ab=; 1") for _ in range(rng.randint(0, 12))))
+              for _ in range(rng.randint(0, 12))]
+        limit = rng.choice([8, 20, 8192])
+        assert request_fields(fl, limit) == _py_request_fields(fl, limit), fl
+    with pytest.raises(TypeError):
+        request_fields([(b"a", "b")], 8192)

@@ -609,3 +609,39 @@ async def test_idle_and_header_block_deadlines(tmp_path):
         c.close()
     finally:
         await edge.close()
+
+
+@pytest.mark.parametrize("lane", ["c", "python"])
+async def test_request_fields_reach_the_origin_as_http11(lane, tmp_path, monkeypatch):
+    """What the origin gets from a stream (the C lane and its Python stand-in): the cookie crumbs of HTTP/2 joined
+    into one Cookie line (RFC 9113 8.2.3), the client's forwarding and hop-by-hop fields dropped, the edge's own
+    set, a body with its content-length; the pooled origin connection taken at once for the later streams (the
+    task-free path) answers the same; the response's fields come back lower-case with its content-length."""
+    if lane == "python":
+        monkeypatch.setattr(h2mod, "_request_fields", h2mod._py_request_fields)
+    edge = await _edge("engine" if tlsengine.available() else "pyssl", tmp_path)
+    c = await _Client.open(edge.port)
+    try:
+        extra = [(b"cookie", b"a=1"), (b"x-forwarded-for", b"6.6.6.6"), (b"cookie", b"b=2"), (b"te", b"trailers"),
+                 (b"forwarded", b"for=evil"), (b"content-length", b"5"), (b"x-keep", b"yes")]
+        for sid in (1, 3, 5):
+            c.c.send_headers(sid, _req(path=f"/echo/{sid}", method="POST", extra=extra))
+            c.c.send_data(sid, b"hello", end_stream=True)
+            await c.flush()
+            ev = await c.pump(10, until=lambda evs, sid=sid: any(
+                isinstance(e, StreamEnded) and e.stream_id == sid for e in evs))
+            heads = [e for e in ev if isinstance(e, ResponseReceived) and e.stream_id == sid]
+            assert heads, (ev, c.closed)
+            fields = heads[0].headers
+            assert dict(fields)[b":status"] == b"200"
+            assert all(n == n.lower() for n, _ in fields) and b"content-length" in dict(fields)
+            body = b"".join(e.data for e in ev if isinstance(e, DataReceived) and e.stream_id == sid)
+            j = json.loads(body)
+            h = {k.lower(): v for k, v in j["headers"].items()}
+            assert j["path"] == f"/echo/{sid}" and j["method"] == "POST" and j["body_len"] == 5
+            assert h["cookie"] == "a=1; b=2"
+            assert h["x-forwarded-for"] == "127.0.0.1" and "for=evil" not in h["forwarded"]
+            assert "te" not in h and h["x-keep"] == "yes" and h["host"] == NAME and h["content-length"] == "5"
+    finally:
+        c.close()
+        await edge.close()

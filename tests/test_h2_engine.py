@@ -55,8 +55,13 @@ class Pair:
         return list(self.s.feed(self.c.data_to_send()))
 
     def down(self) -> list:
-        """Server -> client: everything the server has queued; returns the client's events."""
-        ev = self.c.receive_data(self.s.send())
+        """Server -> client: everything the server has queued (send() gives ~64 KiB at a time and says ``more``
+        while frames are left, as H2Session.flush reads it); returns the client's events."""
+        chunks = [self.s.send()]
+        while self.s.more:
+            chunks.append(self.s.send())
+        assert all(len(c) <= 65536 + 16384 + 9 for c in chunks)
+        ev = self.c.receive_data(b"".join(chunks))
         self.cev += ev
         return ev
 
@@ -127,6 +132,47 @@ def test_response_respects_the_client_window_and_reports_pending():
         ev = p.down()
         got += b"".join(e.data for e in ev if isinstance(e, DataReceived))
     assert got == data and any(isinstance(e, StreamEnded) for e in p.cev)
+
+
+def test_big_responses_go_out_in_bounded_buffers_and_are_not_copied_in():
+    """Several streams of 1 MiB each with the client's windows wide open: every send() gives ~64 KiB or less and
+    says ``more`` while frames are left; a bytes object is queued by reference (its [start:stop] part), any other
+    buffer copied; the client gets every byte in order."""
+    p = Pair()
+    p.handshake()
+    p.c.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    p.c.increment_flow_control_window(2**31 - 1 - 65535)
+    for sid in (1, 3, 5):
+        p.c.send_headers(sid, _req(), end_stream=True)
+    p.up()
+    p.down()
+    p.up()
+    want = {}
+    for sid in (1, 3, 5):
+        body = bytes([sid]) * 100 + random.randbytes(1 << 20)
+        assert p.s.submit_response(sid, [(b":status", b"200")], False)
+        assert p.s.submit_data(sid, body, False, 100, len(body)) == 1 << 20
+        tail = bytearray(b"tail%d" % sid)
+        assert p.s.submit_data(sid, tail, True) == (1 << 20) + len(tail)
+        tail[:] = b"XXXXX"  # copied when queued: changing it now changes nothing
+        want[sid] = body[100:] + b"tail%d" % sid
+    sizes = []
+    data = p.s.send()
+    sizes.append(len(data))
+    while p.s.more:
+        chunk = p.s.send()
+        sizes.append(len(chunk))
+        data += chunk
+    assert len(sizes) > 40 and max(sizes) <= 65536 + 1024 and not p.s.more
+    ev = p.c.receive_data(data)
+    got = {sid: b"".join(e.data for e in ev if isinstance(e, DataReceived) and e.stream_id == sid) for sid in want}
+    assert got == want and all(p.s.pending(sid) == 0 for sid in want)
+    assert p.s.send() == b"" and not p.s.more
+    p.c.send_headers(7, _req(), end_stream=True)
+    p.up()
+    assert p.s.submit_response(7, [(b":status", b"200")], False)
+    with pytest.raises(ValueError):
+        p.s.submit_data(7, b"x", False, 2, 1)
 
 
 class _Unlimited(H2Connection):

@@ -171,7 +171,13 @@ class DomainManager:
 
     async def load_index(self, hostnames: list[str] | None = None, *, sync_files: bool | None = None) -> int:
         """Bring the SNI index in step with the store's current certificates (a Core query, no ORM objects; keys
-        stay encrypted in memory until a context is first built)."""
+        stay encrypted in memory until a context is first built). Under the swap's index lock: what is read is
+        applied before any swap or removal in this process changes the index again (a read taken before a swap
+        committed, applied after it, would drop the new certificate or put the old one back)."""
+        async with self.swap.index_lock:
+            return await self._load_index(hostnames, sync_files)
+
+    async def _load_index(self, hostnames: list[str] | None, sync_files: bool | None) -> int:
         if sync_files is None:
             sync_files = hostnames is not None
         # Per-hostname settings (origin, min_tls_version, http2; issue 17): the routing table beside the certificates.

@@ -131,8 +131,9 @@ class Remover:
         h = snap.domain.hostname
         report = RemovalReport(h, revoke_requested=revoke)
         # 1. Not served any more, nothing scheduled.
-        was_served = h in m.index
-        m.index.remove(h)
+        async with m.swap.index_lock:  # not while a reload applies what it read before the domain was deleted
+            was_served = h in m.index
+            m.index.remove(h)
         await self._step(report, "serving_stopped", "done", "removed from the edge's certificate index"
                          if was_served else "it was not being served")
         m.schedule(h, None)

@@ -64,6 +64,10 @@ class Swapper:
         self._stale_retries = 0
         self._export_lock = threading.Lock()
         self._going_live: set[str] = set()  # staged, exported, not yet in the index
+        # Held while the SNI index and the store are brought in step (a swap: index put + stored as current; a
+        # removal; DomainManager.load_index: read the store's rows + apply them), so that a reload that read the
+        # store before a swap committed never applies that stale read after it (dropping or downgrading the name).
+        self.index_lock = asyncio.Lock()
         # Extra fields of the go-live update, by domain (edge/lifecycle/methods.py: the method that worked, and
         # ``pending_dns`` for a certificate obtained before the cutover), so that they land with the certificate.
         self.live_fields: Callable[[Domain], dict[str, Any]] | None = None
@@ -108,17 +112,19 @@ class Swapper:
                 if self.s.exports and h not in self.index:
                     await self.write_exports()  # take the name out of the exports again (best effort)
                 raise
-            t_swap = time.monotonic()
-            self.index.put(entry, prebuild=False)
+            live = dict(current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
+                        last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
+                        ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
+                        hook_pending=self.hook.enabled)
+            if self.live_fields is not None:
+                live.update(self.live_fields(domain))
+            async with self.index_lock:  # the index flip and the store's record of it, as one step for reloads
+                t_swap = time.monotonic()
+                self.index.put(entry, prebuild=False)
+                self._going_live.discard(h)
+                d = await self.update(domain, **{**live, **fields})
         finally:
             self._going_live.discard(h)
-        live = dict(current_cert_id=version.id, status=DomainStatus.ACTIVE, last_error=None,
-                    last_error_code=None, attempts=0, retry_at=None, renew_requested=False,
-                    ari_window_start=None, ari_window_end=None, ari_next_check_at=None,
-                    hook_pending=self.hook.enabled)
-        if self.live_fields is not None:
-            live.update(self.live_fields(domain))
-        d = await self.update(domain, **{**live, **fields})
         await self.storage.notify_change(h)  # other nodes swap now (LISTEN)
         own = await served_certificate(self.own_address, h) if self.own_address else None
         delay_ms = (time.monotonic() - t_swap) * 1000

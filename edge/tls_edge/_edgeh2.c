@@ -21,12 +21,14 @@
  *     EV_ERROR "session over" once nothing more can be sent or received (after a GOAWAY either way).
  *   Session.events() -> list | ()      events produced by send() (and not yet taken)
  *   Session.submit_response(stream_id, headers, end_stream) -> bool   False: the stream is gone
- *   Session.submit_data(stream_id, data, end_stream) -> int  bytes of the stream queued here (not yet framed),
- *                                      -1 when the stream is gone. The queue is sent as the client's windows allow.
+ *   Session.submit_data(stream_id, data, end_stream[, start, stop]) -> int  bytes of the stream queued here (not
+ *                                      yet framed), -1 when the stream is gone; data[start:stop] is queued (a bytes
+ *                                      object is held, not copied). The queue is sent as the client's windows allow.
  *   Session.pending(stream_id) -> int  bytes of the stream still queued (what the windows did not allow yet)
  *   Session.rst_stream(stream_id, code), Session.consume(stream_id, n) (WINDOW_UPDATE: request body taken)
  *   Session.goaway(code, terminate)    terminate=False: graceful (last stream = the last one processed)
- *   Session.send() -> bytes            every frame nghttp2 has ready, one buffer
+ *   Session.send() -> bytes            the frames nghttp2 has ready, one buffer of about 64 KiB at most
+ *   Session.more -> bool               send() stopped there: call it again for the rest
  *   Session.want_io -> bool            False once the session is over (GOAWAY sent/received and nothing left)
  *   Session.block, Session.block_seq   bytes of a header block still incomplete (0: none), and a counter of blocks
  *
@@ -49,6 +51,15 @@ enum { EV_REQUEST = 1, EV_REQUEST_END, EV_DATA, EV_END, EV_CLOSED, EV_GOAWAY, EV
 
 #define SETTINGS_PLACEHOLDER 0xf0e3 /* an id nghttp2 ignores; becomes MAX_CONCURRENT_STREAMS (3) on the wire */
 #define PREFACE_LEN 24
+/* one send() gives at most about this much (one frame more when it starts empty): its bytes object, the TLS
+   records made of it and their bytes stay below malloc's mmap threshold (128 KiB), so a connection that answers
+   megabytes reuses the same heap memory instead of mapping fresh pages (page faults) for every write */
+#define SEND_CHUNK 65536
+
+typedef struct {
+    PyObject *b;         /* a bytes object; its bytes [off, end) are still to go */
+    size_t off, end;
+} Chunk;
 
 typedef struct StreamData {
     struct StreamData *prev, *next; /* every live one, freed on dealloc (nghttp2_session_del calls no callback) */
@@ -58,8 +69,11 @@ typedef struct StreamData {
     int has_provider;
     size_t hsize;        /* decoded header list size (RFC 9113 6.5.2 accounting) */
     PyObject *headers;   /* list being built, until EV_REQUEST */
-    char *q;             /* response bytes not framed yet: q[qoff:qlen] */
-    size_t qoff, qlen, qcap;
+    /* response bytes not framed yet: the bytes objects given to submit_data, held (not copied) until their DATA
+       frames are written into send()'s buffer: q[qh:qn]; pending bytes in all */
+    Chunk *q;
+    Py_ssize_t qh, qn, qcap;
+    size_t pending;
 } StreamData;
 
 typedef struct {
@@ -85,14 +99,17 @@ typedef struct {
     Py_ssize_t block_seq;
     long resets, controls;
     double win_start;
+    /* send() in progress: the bytes object being filled (NULL otherwise), up to about SEND_CHUNK bytes; more: frames
+       were left for the next send() because this one was full */
+    PyObject *out;
+    size_t out_len, out_cap;
+    char more;
+    size_t pending;      /* response bytes queued in all streams (send()'s first guess at its size) */
 } SessionObject;
 
 static PyObject *Error;
 static PyObject *EMPTY; /* () */
 
-/* one send() buffer for the module (the GIL serialises send(); nothing in it re-enters) */
-static char *sbuf;
-static size_t sbuf_cap;
 
 static double now_mono(void)
 {
@@ -140,7 +157,10 @@ static void stream_free(SessionObject *self, StreamData *st)
     if (st->next)
         st->next->prev = st->prev;
     Py_XDECREF(st->headers);
+    for (Py_ssize_t i = st->qh; i < st->qn; i++)
+        Py_DECREF(st->q[i].b);
     PyMem_Free(st->q);
+    self->pending -= st->pending;
     PyMem_Free(st);
     self->nopen--;
 }
@@ -380,28 +400,102 @@ static ssize_t read_data(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
     StreamData *st = nghttp2_session_get_stream_user_data(s, sid);
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t avail = st->qlen - st->qoff;
-    if (avail == 0) {
+    if (st->pending == 0) {
         if (st->eof) {
             *data_flags |= NGHTTP2_DATA_FLAG_EOF;
             return 0;
         }
         return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = avail < length ? avail : length;
-    memcpy(buf, st->q + st->qoff, n);
-    st->qoff += n;
-    if (st->qoff == st->qlen) {
-        st->qoff = st->qlen = 0;
-        if (st->qcap > 262144) { /* a big answer went out: do not keep its buffer */
-            PyMem_Free(st->q);
-            st->q = NULL;
-            st->qcap = 0;
-        }
-        if (st->eof)
-            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    }
+    /* the bytes are copied once, straight from the queued objects into send()'s buffer (send_data) */
+    size_t n = st->pending < length ? st->pending : length;
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == st->pending && st->eof)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
+}
+
+/* room for n more bytes in send()'s bytes object (grown by doubling; shrunk to size at the end) */
+static char *out_room(SessionObject *self, size_t n)
+{
+    if (self->out_len + n > self->out_cap) {
+        size_t cap = self->out_cap * 2;
+        if (cap < self->out_len + n)
+            cap = self->out_len + n;
+        if (self->out == NULL) {
+            self->out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+            if (self->out == NULL)
+                return NULL;
+        } else if (_PyBytes_Resize(&self->out, (Py_ssize_t)cap) < 0) {
+            return NULL; /* self->out is NULL now */
+        }
+        self->out_cap = cap;
+    }
+    char *p = PyBytes_AS_STRING(self->out) + self->out_len;
+    self->out_len += n;
+    return p;
+}
+
+static ssize_t send_bytes(nghttp2_session *s, const uint8_t *data, size_t length, int flags, void *user_data)
+{
+    SessionObject *self = user_data;
+    if (self->out_len && self->out_len + length > SEND_CHUNK) {
+        self->more = 1;
+        return NGHTTP2_ERR_WOULDBLOCK; /* nghttp2 gives the same bytes again on the next send() */
+    }
+    char *p = out_room(self, length);
+    if (p == NULL) {
+        self->in_cb_error = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    memcpy(p, data, length);
+    return (ssize_t)length;
+}
+
+/* a DATA frame of read_data's NO_COPY: its 9-byte header, then its payload taken off the stream's queue */
+static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *source, void *user_data)
+{
+    SessionObject *self = user_data;
+    StreamData *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    size_t padlen = frame->data.padlen;
+    if (st == NULL || length > st->pending)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (self->out_len && self->out_len + 9 + padlen + length > SEND_CHUNK) {
+        self->more = 1;
+        return NGHTTP2_ERR_WOULDBLOCK; /* the same frame again on the next send() */
+    }
+    char *p = out_room(self, 9 + padlen + length);
+    if (p == NULL) {
+        self->in_cb_error = 1;
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    memcpy(p, framehd, 9);
+    p += 9;
+    if (padlen) { /* Pad Length, then the data, then the padding (none is asked for; handled all the same) */
+        *p++ = (char)(padlen - 1);
+    }
+    size_t left = length;
+    while (left) {
+        Chunk *c = &st->q[st->qh];
+        size_t have = c->end - c->off;
+        size_t n = have < left ? have : left;
+        memcpy(p, PyBytes_AS_STRING(c->b) + c->off, n);
+        p += n;
+        left -= n;
+        c->off += n;
+        if (c->off == c->end) {
+            Py_DECREF(c->b);
+            st->qh++;
+        }
+    }
+    if (st->qh == st->qn)
+        st->qh = st->qn = 0;
+    st->pending -= length;
+    self->pending -= length;
+    if (padlen > 1)
+        memset(p, 0, padlen - 1);
+    return 0;
 }
 
 /* -- the type ------------------------------------------------------------------------------------------------- */
@@ -442,6 +536,8 @@ static int Session_init(SessionObject *self, PyObject *args, PyObject *kwds)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_send_callback(cb, send_bytes);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cb);
         return PyErr_NoMemory(), -1;
@@ -615,41 +711,56 @@ static PyObject *Session_submit_data(SessionObject *self, PyObject *args)
 {
     NEED_SESSION
     int sid, end;
-    Py_buffer b;
-    if (!PyArg_ParseTuple(args, "iy*p", &sid, &b, &end))
+    PyObject *data;
+    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "iOp|nn", &sid, &data, &end, &start, &stop))
         return NULL;
     StreamData *st = live_stream(self, sid);
-    if (st == NULL || !st->has_provider || st->eof) {
-        PyBuffer_Release(&b);
+    if (st == NULL || !st->has_provider || st->eof)
         return PyLong_FromLong(-1);
+    /* a bytes object is held as it is (immutable), its [start:stop] queued; any other buffer is copied */
+    PyObject *b = PyBytes_CheckExact(data) ? Py_NewRef(data) : PyBytes_FromObject(data);
+    if (b == NULL)
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(b);
+    if (stop > size)
+        stop = size;
+    if (start < 0 || start > stop) {
+        Py_DECREF(b);
+        PyErr_SetString(PyExc_ValueError, "start/stop out of range");
+        return NULL;
     }
-    size_t len = (size_t)b.len;
+    size_t len = (size_t)(stop - start);
     if (len) {
-        if (st->qoff && st->qlen + len > st->qcap) { /* compact first */
-            memmove(st->q, st->q + st->qoff, st->qlen - st->qoff);
-            st->qlen -= st->qoff;
-            st->qoff = 0;
-        }
-        if (st->qlen + len > st->qcap) {
-            size_t cap = st->qcap ? st->qcap : 4096;
-            while (cap < st->qlen + len)
-                cap *= 2;
-            char *q = PyMem_Realloc(st->q, cap);
-            if (q == NULL) {
-                PyBuffer_Release(&b);
-                return PyErr_NoMemory();
+        if (st->qn == st->qcap) {
+            if (st->qh > 0) { /* compact first */
+                memmove(st->q, st->q + st->qh, (size_t)(st->qn - st->qh) * sizeof(Chunk));
+                st->qn -= st->qh;
+                st->qh = 0;
+            } else {
+                Py_ssize_t cap = st->qcap ? st->qcap * 2 : 4;
+                Chunk *q = PyMem_Realloc(st->q, (size_t)cap * sizeof(Chunk));
+                if (q == NULL) {
+                    Py_DECREF(b);
+                    return PyErr_NoMemory();
+                }
+                st->q = q;
+                st->qcap = cap;
             }
-            st->q = q;
-            st->qcap = cap;
         }
-        memcpy(st->q + st->qlen, b.buf, len);
-        st->qlen += len;
+        st->q[st->qn].b = b;
+        st->q[st->qn].off = (size_t)start;
+        st->q[st->qn].end = (size_t)stop;
+        st->qn++;
+        st->pending += len;
+        self->pending += len;
+    } else {
+        Py_DECREF(b);
     }
-    PyBuffer_Release(&b);
     if (end)
         st->eof = 1;
     nghttp2_session_resume_data(self->s, sid); /* it may be deferred (nothing was queued) */
-    return PyLong_FromSize_t(st->qlen - st->qoff);
+    return PyLong_FromSize_t(st->pending);
 }
 
 static PyObject *Session_pending(SessionObject *self, PyObject *arg)
@@ -659,7 +770,7 @@ static PyObject *Session_pending(SessionObject *self, PyObject *arg)
     if (sid == -1 && PyErr_Occurred())
         return NULL;
     StreamData *st = sid > 0 && sid <= INT32_MAX ? live_stream(self, (int32_t)sid) : NULL;
-    return PyLong_FromSize_t(st != NULL ? st->qlen - st->qoff : 0);
+    return PyLong_FromSize_t(st != NULL ? st->pending : 0);
 }
 
 static PyObject *Session_rst_stream(SessionObject *self, PyObject *args)
@@ -725,45 +836,54 @@ static void patch_settings(char *buf, size_t len)
 static PyObject *Session_send(SessionObject *self, PyObject *unused)
 {
     NEED_SESSION
-    size_t total = 0;
-    for (;;) {
-        const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(self->s, &p);
-        if (self->in_cb_error)
-            return cb_failed(self);
-        if (n < 0) {
-            PyErr_Format(Error, "nghttp2_session_mem_send: %s", nghttp2_strerror((int)n));
+    /* nghttp2 writes every frame it has ready into one bytes object (send_bytes, send_data: the DATA payloads
+       copied once, from the queued objects); first guess at its size: what the streams have queued, as far as the
+       client's connection window takes it, up to SEND_CHUNK (+ frame headers) */
+    self->out = NULL;
+    self->out_len = 0;
+    self->out_cap = 0;
+    self->more = 0;
+    size_t guess = self->pending;
+    int32_t window = nghttp2_session_get_remote_window_size(self->s);
+    if (window >= 0 && (size_t)window < guess)
+        guess = (size_t)window;
+    if (guess) {
+        if (guess > SEND_CHUNK)
+            guess = SEND_CHUNK;
+        guess += guess / 1024 + 1024;
+        if (out_room(self, guess) == NULL)
             return NULL;
-        }
-        if (n == 0)
-            break;
-        if (total + (size_t)n > sbuf_cap) {
-            size_t cap = sbuf_cap ? sbuf_cap : 65536;
-            while (cap < total + (size_t)n)
-                cap *= 2;
-            char *nb = PyMem_RawRealloc(sbuf, cap);
-            if (nb == NULL)
-                return PyErr_NoMemory();
-            sbuf = nb;
-            sbuf_cap = cap;
-        }
-        memcpy(sbuf + total, p, (size_t)n);
-        total += (size_t)n;
+        self->out_len = 0;
     }
+    int rv = nghttp2_session_send(self->s);
+    PyObject *out = self->out;
+    size_t total = self->out_len;
+    self->out = NULL;
+    if (self->in_cb_error) {
+        Py_XDECREF(out);
+        return cb_failed(self);
+    }
+    if (rv != 0) {
+        Py_XDECREF(out);
+        PyErr_Format(Error, "nghttp2_session_send: %s", nghttp2_strerror(rv));
+        return NULL;
+    }
+    if (out == NULL)
+        out = PyBytes_FromStringAndSize(NULL, 0);
+    else if ((size_t)PyBytes_GET_SIZE(out) != total && _PyBytes_Resize(&out, (Py_ssize_t)total) < 0)
+        return NULL;
+    if (out == NULL)
+        return NULL;
     if (!self->settings_patched && total) {
         self->settings_patched = 1;
-        patch_settings(sbuf, total);
+        patch_settings(PyBytes_AS_STRING(out), total);
     }
     if (!self->over && !nghttp2_session_want_read(self->s) && !nghttp2_session_want_write(self->s)) {
         self->over = 1; /* a GOAWAY went out (nghttp2's for a protocol error, or ours) or came in: nothing more */
-        if (push_event(self, EV_ERROR, 0, PyUnicode_FromString("session over")) < 0)
+        if (push_event(self, EV_ERROR, 0, PyUnicode_FromString("session over")) < 0) {
+            Py_DECREF(out);
             return cb_failed(self);
-    }
-    PyObject *out = PyBytes_FromStringAndSize(sbuf, (Py_ssize_t)total);
-    if (sbuf_cap > (1u << 20)) { /* do not keep a big one */
-        PyMem_RawFree(sbuf);
-        sbuf = NULL;
-        sbuf_cap = 0;
+        }
     }
     return out;
 }
@@ -786,7 +906,7 @@ static PyMethodDef Session_methods[] = {
     {"submit_response", (PyCFunction)Session_submit_response, METH_VARARGS,
      "submit_response(stream_id, headers, end_stream) -> bool"},
     {"submit_data", (PyCFunction)Session_submit_data, METH_VARARGS,
-     "submit_data(stream_id, data, end_stream) -> bytes queued for the stream (-1: gone)"},
+     "submit_data(stream_id, data, end_stream[, start, stop]) -> bytes queued for the stream (-1: gone)"},
     {"pending", (PyCFunction)Session_pending, METH_O, "bytes of the stream queued and not framed yet"},
     {"rst_stream", (PyCFunction)Session_rst_stream, METH_VARARGS, "rst_stream(stream_id, code)"},
     {"consume", (PyCFunction)Session_consume, METH_VARARGS, "consume(stream_id, n): request body taken"},
@@ -797,6 +917,7 @@ static PyMethodDef Session_methods[] = {
 static PyMemberDef Session_members[] = {
     {"block", T_PYSSIZET, offsetof(SessionObject, block), READONLY, "bytes of an incomplete header block"},
     {"block_seq", T_PYSSIZET, offsetof(SessionObject, block_seq), READONLY, "header blocks begun"},
+    {"more", T_BOOL, offsetof(SessionObject, more), READONLY, "the last send() was full: frames are left"},
     {NULL}};
 
 static PyGetSetDef Session_getset[] = {

@@ -714,8 +714,16 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kwds)
         set_openssl_error(PyExc_ValueError, "TLS settings");
         return -1;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION
-                             | SSL_OP_SINGLE_ECDH_USE | SSL_OP_SINGLE_DH_USE);
+    /* Mozilla's "intermediate" configuration: every suite offered is a strong AEAD one, so the client's order
+       decides (no SSL_OP_CIPHER_SERVER_PREFERENCE): AES-GCM where it has AES instructions, ChaCha20 where it has
+       none (phones); TLS 1.3 in Mozilla's order, AES-128 first. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_SINGLE_ECDH_USE
+                             | SSL_OP_SINGLE_DH_USE);
+    if (!SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")) {
+        SSL_CTX_free(ctx);
+        set_openssl_error(PyExc_ValueError, "TLS 1.3 ciphersuites");
+        return -1;
+    }
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* resumption only by tickets (stateless) */
     if (tickets) {
         SSL_CTX_set_session_ticket_cb(ctx, ticket_gen_cb, ticket_dec_cb, NULL);

@@ -93,7 +93,10 @@ def _configure(ctx: ssl.SSLContext) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(MOZILLA_INTERMEDIATE)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    # Mozilla's "intermediate": all of them strong AEAD suites, so the client's order decides (AES where it has AES
+    # instructions, ChaCha20 on phones without), no server preference; the same in the C engine (_edgetls.c).
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.set_alpn_protocols(["h2", "http/1.1"] if HTTP2 else ["http/1.1"])  # h2: HTTP/2 (h2 helper)
 
 

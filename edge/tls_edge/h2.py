@@ -48,7 +48,13 @@ from typing import Any
 import httptools
 
 from edge.tls_edge import routing
-from edge.tls_edge.upstream import HOP_BY_HOP, UpstreamFailed, UpstreamPool, UpstreamRetry, request_head
+from edge.tls_edge.upstream import (FORWARDING, HOP_BY_HOP, UpstreamFailed, UpstreamPool, UpstreamRetry,
+                                    request_head)
+
+try:
+    from edge.tls_edge._edgehttp import request_fields as _fast_request_fields
+except ImportError:  # not built: the same in Python (_py_request_fields)
+    _fast_request_fields = None
 
 try:
     from edge.tls_edge import _edgeh2
@@ -64,6 +70,7 @@ log = logging.getLogger("edge.proxy")
 
 HOLD_H2_WRITE = 16             # bit of EdgeHttpProtocol.holds: the client does not read what we write
 
+_DROP = HOP_BY_HOP | FORWARDING | {b"expect"}  # request side, as upstream.request_head drops them
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _TARGET = re.compile(rb"(/[\x21-\x7e]*|\*)\Z")   # origin-form (no space, no control) or "*"
 
@@ -80,12 +87,51 @@ else:
     _Error = RuntimeError
 
 
+def _py_request_fields(fields: list[tuple[bytes, bytes]], max_line: int) -> tuple:
+    """What ``_edgehttp.request_fields`` returns, without the extension: ``(method, path, authority, host,
+    forwarded_headers, content_length, too_long)`` of a stream's request (nghttp2's field list); the header lines
+    the origin gets are those of HTTP/1.1 (:func:`upstream.request_head`: hop-by-hop, Expect and forwarding headers
+    dropped), ``host`` left to the edge, the ``cookie`` crumbs joined into one line (RFC 9113 8.2.3), last."""
+    method = path = authority = host = clen = None
+    too_long = False
+    lines: list[bytes] = []
+    cookies: list[bytes] = []
+    for name, value in fields:
+        if len(name) + len(value) + 4 > max_line:
+            too_long = True
+        if name[0] == 58:  # b":"
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue  # :scheme, :protocol (extended CONNECT: not enabled)
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        if name == b"host":
+            host = value
+            continue
+        if name == b"content-length":
+            clen = value
+        elif name in _DROP or name.startswith(b"x-forwarded-"):
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    if cookies:
+        lines += (b"cookie: ", b"; ".join(cookies), b"\r\n")
+    return method, path, authority, host, b"".join(lines), clen, too_long
+
+
+_request_fields = _fast_request_fields or _py_request_fields
+
+
 class _Stream:
     """One request stream: the parsed request (what :func:`upstream.request_head` and ``UpstreamConn`` read) and
     the :class:`~edge.tls_edge.upstream.Downstream` its upstream exchange answers. Its response bytes wait in the C
     session (``pending_n``) until the client's windows take them."""
 
-    __slots__ = ("sess", "sid", "method", "url", "headers", "host", "chunked", "has_body", "done", "body",
+    __slots__ = ("sess", "sid", "method", "url", "kept", "host", "chunked", "has_body", "done", "body",
                  "sink", "task", "up", "unacked", "held", "ended", "reset", "last_rx", "stalled_since", "pool",
                  "wrote")
     # what UpstreamConn and request_head read on a request
@@ -97,6 +143,7 @@ class _Stream:
     expect_continue = False
     tunnel = None
     tail = b""
+    h2_fast = True  # upstream.UpstreamConn may hand a plain response head over as fields (send_fields)
 
     def __init__(self, sess: "H2Session", sid: int) -> None:
         self.sess = sess
@@ -146,6 +193,22 @@ class _Stream:
         body = not (self.method == b"HEAD" or status in (204, 304))
         self.sess.send_headers(self, out, end_stream=False)
         return "h2" if body else "h2-none"
+
+    def send_fields(self, fields: list[tuple[bytes, bytes]], data: bytes, start: int, stop: int,
+                    last: bool) -> None:
+        """The upstream fast lane's response: HEADERS ``fields`` as they go out (``:status`` first, the origin's
+        forwarded headers lower-cased, ``content-length``, ``date``), then the body bytes ``data[start:stop]``
+        (queued in the session as they are, not copied); ``last``: that is all of it (END_STREAM with it). Not for
+        HEAD, 204 or 304 (the lane does not take those)."""
+        if self.ended:
+            return
+        sess = self.sess
+        if stop > start:
+            sess.send_headers(self, fields, end_stream=False)
+            if not self.ended:
+                sess.send_data(self, data, last, start, stop)
+        else:
+            sess.send_headers(self, fields, end_stream=last)
 
     def send(self, data: bytes) -> None:
         if self.ended or not data:
@@ -204,6 +267,7 @@ class H2Session:
         self.idle_since = now
         self.first = True              # no request yet: the first one is due within the head timeout
         self.requests = 0              # streams accepted on this connection
+        self.host_memo: tuple[bytes | None, str] = (None, "")  # the last :authority seen and its host_of
         self._reschedule()
         self.flush()
 
@@ -264,35 +328,22 @@ class H2Session:
         s = _Stream(self, sid)
         s.last_rx = srv.loop.time()
         self.streams[sid] = s
-        method = path = authority = host = None
-        hdrs: list[tuple[bytes, bytes]] = []
-        max_line = srv.max_line
-        too_long = False
-        for name, value in headers:  # nghttp2 checked the pseudo-headers (RFC 9113 8.3) and the field syntax
-            if len(name) + len(value) + 4 > max_line:
-                too_long = True
-            if name[0] == 58:  # b":"
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue  # :scheme, :protocol (extended CONNECT: not enabled)
-            if name == b"host":
-                host = value
-            hdrs.append((name, value))
+        # nghttp2 checked the pseudo-header fields (RFC 9113 8.3) and the field syntax; the origin's header lines
+        # are made here once (upstream.request_head takes them as they are: ``kept``)
+        method, path, authority, host, kept, clen, too_long = _request_fields(headers, srv.max_line)
         s.method = method or b""
         s.url = path or b""
-        s.headers = hdrs
         s.done = ended
-        s.has_body = s.chunked = not ended
-        if s.has_body:
-            for name, value in hdrs:
-                if name == b"content-length":
-                    s.chunked = False
-                    break
-        s.host = routing.host_of(authority if authority is not None else host or b"")
+        s.has_body = not ended
+        s.chunked = s.has_body and clen is None
+        s.kept = kept + b"transfer-encoding: chunked\r\n" if s.chunked else kept
+        raw = authority if authority is not None else host or b""
+        memo = self.host_memo
+        if memo[0] == raw:
+            s.host = memo[1]
+        else:
+            s.host = routing.host_of(raw)
+            self.host_memo = (raw, s.host)
         if too_long:
             self.answer(s, routing.BAD_REQUEST[431])
             return
@@ -302,12 +353,13 @@ class H2Session:
         if page is None:
             if method == b"CONNECT":
                 page = routing.NO_CONNECT
-            elif not _TOKEN.match(s.method) or not _TARGET.match(s.url):
+            elif (s.method != b"GET" and not _TOKEN.match(s.method)) or not _TARGET.match(s.url):
                 page = routing.BAD_TARGET
         if page is not None:
             self.answer(s, page)
             return
-        s.task = asyncio.ensure_future(self._proxy(s))
+        if not self._proxy_now(s):
+            s.task = asyncio.ensure_future(self._proxy(s))
 
     def _on_data(self, sid: int, data: bytes) -> None:
         n = len(data)  # (padding nghttp2 acknowledged itself)
@@ -372,12 +424,16 @@ class H2Session:
             s.ended = True
         self._schedule_flush()
 
-    def send_data(self, s: _Stream, data: bytes) -> None:
-        """Queue ``data`` in the session: it goes out as the windows allow (flush checks what is left)."""
-        if self.h.submit_data(s.sid, data, False) < 0:
+    def send_data(self, s: _Stream, data: bytes, end: bool = False, start: int = 0, stop: int = -1) -> None:
+        """Queue ``data`` (``data[start:stop]``) in the session: it goes out as the windows allow (flush checks what
+        is left); ``end``: END_STREAM after it."""
+        h = self.h
+        if (h.submit_data(s.sid, data, end) if stop < 0 else h.submit_data(s.sid, data, end, start, stop)) < 0:
             s.ended = True
             self._drop(s)
             return
+        if end:
+            s.ended = True
         if not s.wrote:
             s.wrote = True
             self.wrote.append(s)
@@ -429,7 +485,57 @@ class H2Session:
                 self._reschedule()  # the keep-alive deadline starts now
 
     # -- the reverse proxy ------------------------------------------------------------------------------------
-    async def _proxy(self, s: _Stream) -> None:
+    def _proxy_now(self, s: _Stream) -> bool:
+        """The common case without a task, as on HTTP/1.1: an idle pooled origin connection is there. The exchange
+        starts now and :meth:`_proxied` sees how it ended. False: take the coroutine path (:meth:`_proxy`:
+        connecting, retrying)."""
+        pool: UpstreamPool = s.pool
+        if not pool.idle:
+            return False
+        try:
+            head = request_head(s, s.host, False, pool.prefix, self.p.client_ip(), self.srv.public_port)
+        except httptools.HttpParserError:
+            return False  # the coroutine path answers it
+        up = pool.take_idle()
+        if up is None:
+            return False
+        self._begin(s, up, head, lambda exc: self._proxied(s, exc))
+        return True
+
+    def _begin(self, s: _Stream, up: Any, head: bytes, on_done: Any = None) -> Any:
+        """Start ``s``'s exchange on origin connection ``up``: the head, the request body received so far (then
+        acknowledged to the client), its end if it came; later DATA goes straight to ``up`` (``s.sink``). Returns
+        what :meth:`UpstreamConn.start` returns."""
+        done = up.start(s, s, head, on_done)
+        if s.body:
+            for c in s.take_body():
+                up.send_body(c, s.chunked)
+            if s.unacked and not s.held:
+                self.ack(s, s.unacked)
+        if s.done:
+            up.end_body(s.chunked)
+        s.sink = up
+        return done
+
+    def _proxied(self, s: _Stream, exc: BaseException | None) -> None:
+        """The end of an exchange started by :meth:`_proxy_now` (``exc``: how it failed)."""
+        s.sink = None
+        if exc is None or self.closed or s.ended:
+            return  # answered; or the stream or the connection is gone (and its origin connection with it)
+        if isinstance(exc, UpstreamRetry) and not s.has_body:
+            # the reused connection was closed by the origin before answering: once more, on the coroutine path
+            s.task = asyncio.ensure_future(self._proxy(s, retried=True))
+            return
+        if isinstance(exc, UpstreamFailed) and exc.head_sent:
+            log.warning("upstream error for %s: %s", s.host, exc)
+            self.reset_stream(s, INTERNAL_ERROR)
+        else:
+            if not isinstance(exc, UpstreamRetry):
+                log.warning("upstream error for %s: %s", s.host, exc)
+            self.answer(s, routing.BAD_GATEWAY)
+        self.flush()
+
+    async def _proxy(self, s: _Stream, retried: bool = False) -> None:
         srv = self.srv
         pool: UpstreamPool = s.pool
         p = self.p
@@ -451,19 +557,11 @@ class H2Session:
             if s.ended or self.closed:
                 up.abort()
                 return
-            done = up.start(s, s, head)
-            if s.body:
-                for c in s.take_body():
-                    up.send_body(c, s.chunked)
-                if s.unacked and not s.held:
-                    self.ack(s, s.unacked)
-            if s.done:
-                up.end_body(s.chunked)
-            s.sink = up
+            done = self._begin(s, up, head)
             try:
                 await done
             except UpstreamRetry:
-                if attempt == 1 and reused and not s.has_body:
+                if attempt == 1 and reused and not s.has_body and not retried:
                     s.sink = None
                     continue
                 self.answer(s, routing.BAD_GATEWAY)
@@ -496,14 +594,19 @@ class H2Session:
         if self.closed:
             return
         h = self.h
+        p = self.p
         try:
             data = h.send()
+            if data and not p.closed:
+                p.send(data)
+                # send() gives ~64 KiB at a time (page-fault-free buffers); the rest while the client reads: once
+                # its transport's buffer is full, resume_writing flushes again
+                while h.more and not p.write_paused and not p.closed:
+                    p.send(h.send())
         except (_Error, MemoryError) as e:
             log.warning("TLS edge: HTTP/2 session failed: %s", e)
             self._terminate()
             return
-        if data and not self.p.closed:
-            self.p.send(data)
         events = h.events()  # streams closed by what was just sent
         if events:
             self._events(events)
@@ -546,6 +649,8 @@ class H2Session:
             if up is not None and up.transport is not None and not s.stalled_since:
                 up.transport.resume_reading()
         self.p.release_reading(HOLD_H2_WRITE)
+        if self.h.more:
+            self._schedule_flush()  # what flush left while the client's transport was full
 
     # -- ending -----------------------------------------------------------------------------------------------
     def calm(self, why: str, queued: bool = False) -> None:
@@ -564,8 +669,14 @@ class H2Session:
         for s in list(self.streams.values()):
             s.ended = True
             self._drop(s)
+        h = self.h
         try:
-            data = self.h.send()
+            data = h.send()
+            if h.more:  # what is queued goes out before the close (bounded by what the session holds)
+                parts = [data]
+                while h.more:
+                    parts.append(h.send())
+                data = b"".join(parts)
         except (_Error, MemoryError):
             data = b""
         self.p.close(data)

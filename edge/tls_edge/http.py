@@ -60,6 +60,7 @@ _TAIL_MAX = 256 * 1024         # bytes kept after an upgrade request's head unti
 # Why the edge stops reading from a client (bits of EdgeHttpProtocol.holds): it reads again once none is left.
 HOLD_PIPELINE = 4              # edge_max_pipeline requests wait for their answers
 HOLD_BODY = 8                  # request bodies buffered before an upstream took them
+HOLD_BAD = 32                  # a bad request head waits for the answers to the requests before it
 
 # What a connection's deadline is for (EdgeHttpProtocol.phase).
 PH_NONE, PH_HANDSHAKE, PH_HEAD, PH_IDLE, PH_BODY = range(5)
@@ -93,7 +94,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
     __slots__ = ("srv", "transport", "parser", "sni", "req", "active", "queue", "closing", "tunnel", "tail", "up",
                  "write_paused", "inc", "out", "obj", "hs_done", "closed", "ip", "holds", "pending", "buffered",
                  "phase", "deadline", "wdeadline", "in_head", "hsize", "line", "advancing", "h2", "corked",
-                 "ka", "ended", "host_memo")
+                 "ka", "ended", "host_memo", "bad")
 
     h1_fast = True  # upstream.UpstreamConn may write an origin's plain response head as is (its fast lane)
 
@@ -127,6 +128,7 @@ class EdgeHttpProtocol(asyncio.Protocol):
         self.ka = True                          # the last request parsed kept the connection (fast lane allowed)
         self.ended = False                      # a "Connection: close" request came: later bytes are dropped
         self.host_memo: tuple[bytes, str] = (b"", "")  # the last Host value and its host_of()
+        self.bad = 0                            # status owed to a bad head once the requests before it are answered
 
     def client_ip(self) -> str:
         """The client's address, for the forwarding headers (the counted one when the per-address cap is on)."""
@@ -670,6 +672,11 @@ class EdgeHttpProtocol(asyncio.Protocol):
                 self._start(r)
         finally:
             self.advancing = False
+        if self.bad and self.active is None and not self.queue and not self.closing:
+            self.closing = True  # every request before the bad head is answered: now its 4xx, and close
+            self.parser = None
+            self.close(response(routing.BAD_REQUEST[self.bad], False))
+            return
         if self.active is None and not self.queue and self.req is None and not self.closing:
             self.phase = PH_IDLE
             self.deadline = srv.loop.time() + srv.keepalive_timeout
@@ -677,10 +684,22 @@ class EdgeHttpProtocol(asyncio.Protocol):
     def _bad_request(self, why: BaseException | str) -> None:
         if self.closing:
             return
-        self.closing = True
-        self.parser = None
         status = why.status if isinstance(why, _TooLarge) else 400
         log.debug("bad request on the TLS edge: %s", why)
+        if self.in_head and (self.active is not None or self.queue):
+            # A bad head pipelined behind requests still being answered: they are answered first, in order (their
+            # bytes all came before it), then this one gets its 4xx and the connection closes (as nginx does, which
+            # reads a request only once the one before is answered). Nothing more is read meanwhile.
+            self.bad = status
+            self.in_head = False
+            self.req = None
+            self.ended = True
+            self.phase = PH_NONE
+            self.deadline = 0.0
+            self.hold_reading(HOLD_BAD)
+            return
+        self.closing = True
+        self.parser = None
         if self.active is None or self.active.sync is not None:
             self.send(response(routing.BAD_REQUEST[status], False))
         self.close()

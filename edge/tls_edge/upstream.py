@@ -9,8 +9,9 @@ The downstream side (:mod:`edge.tls_edge.http`, or an HTTP/2 stream of :mod:`edg
 the small :class:`Downstream` protocol, which also writes the response head in its own framing. Responses
 from the origin flow callback to callback (no await per chunk), with flow control both ways (pause_reading /
 resume_reading on the other side when a write buffer is full). A plain response head (HTTP/1.1, a Content-Length,
-nothing odd) to an HTTP/1.1 client takes the fast lane: parsed and rewritten in one C call (``_edgehttp.c``) and
-written with the body bytes that came with it; anything else goes through httptools' callbacks.
+nothing odd) takes the fast lane: parsed in one C call (``_edgehttp.c``) and, for an HTTP/1.1 client, rewritten and
+written with the body bytes that came with it, or, for an HTTP/2 stream, turned into its HEADERS fields and given
+with those bytes; anything else goes through httptools' callbacks.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from edge.tls_edge.routing import REASONS, http_date
 
 try:  # the fast lane for plain heads (edge/tls_edge/_edgehttp.c); without it every head goes through httptools
     from edge.tls_edge._edgehttp import parse_request as fast_request, parse_response as fast_response
+    from edge.tls_edge._edgehttp import response_fields as fast_fields
 except ImportError:  # pragma: no cover - the extension is optional (setup.py)
-    fast_request = fast_response = None
+    fast_request = fast_response = fast_fields = None
 
 __all__ = ["UpstreamConn", "UpstreamPool", "OriginPools", "UpstreamFailed", "UpstreamRetry", "Downstream", "HOP_BY_HOP",
            "FORWARDING", "HOLD_UPSTREAM", "HOLD_UPGRADE", "forwarding", "request_head", "response_head", "set_nodelay",
@@ -58,6 +60,9 @@ _UPSTREAM_IDLE = 30.0          # idle pooled upstream connection
 # Why a client connection stops being read (bits of EdgeHttpProtocol.holds; the HTTP layer has its own too).
 HOLD_UPSTREAM = 1              # the origin does not take the request body as fast as the client sends it
 HOLD_UPGRADE = 2               # an upgrade request waits for the origin's 101
+
+FAST_H1 = 1                    # UpstreamConn.fast: the response head goes to an HTTP/1.1 client as rewritten bytes
+FAST_H2 = 2                    # ... to an HTTP/2 stream as its HEADERS fields
 
 
 class UpstreamRetry(Exception):
@@ -140,8 +145,8 @@ def request_head(r: Any, host: str, ws: bool, prefix: bytes, peer_ip: str, port:
             url = (u.path or b"/") + (b"?" + u.query if u.query else b"")
     kept = getattr(r, "kept", None)
     if kept is not None:  # parsed by the fast lane: the forwarded headers are ready (edge/tls_edge/_edgehttp.c)
-        return b"".join((r.method, b" ", prefix + url, b" HTTP/1.1\r\n", kept, forwarding(peer_ip, host, port),
-                         b"\r\n"))
+        return b"".join((r.method, b" ", prefix + url if url != b"*" else url, b" HTTP/1.1\r\n", kept,
+                         forwarding(peer_ip, host, port), b"\r\n"))
     drop = _HOP if not ws else (_HOP - {b"upgrade"})
     conn_tokens: set[bytes] = set()
     for name, value in r.headers:
@@ -275,7 +280,7 @@ class UpstreamConn(asyncio.Protocol):
         self.head_bytes = 0  # bytes of the response head read so far (bounded by the pool's max_head)
         self.reusable = False
         self.fed = False     # the httptools parser has seen bytes since it was made (a fresh one on release)
-        self.fast = False    # this exchange may take the fast lane (a plain head parsed in one C call)
+        self.fast = 0        # this exchange may take the fast lane (a plain head parsed in one C call): FAST_*
         self.remaining = 0   # fast lane: body bytes still to come (Content-Length)
 
     # exchange ---------------------------------------------------------------------------------------------
@@ -287,10 +292,15 @@ class UpstreamConn(asyncio.Protocol):
         self.headers, self.reason, self.head_sent, self.framing = [], b"", False, ""
         self.head_bytes = 0
         self.remaining = 0
-        # The fast lane answers an HTTP/1.1 client (``h1_fast``: the head is its own framing) and not a HEAD or an
+        # The fast lane answers an HTTP/1.1 client (``h1_fast``: the head is its own framing; FAST_H1) or an HTTP/2
+        # stream (``h2_fast``: the head becomes a HEADERS frame's field list; FAST_H2), and not a HEAD or an
         # upgrade request (no body / a tunnel: httptools' path knows those).
-        self.fast = (fast_response is not None and not self.fed and getattr(down, "h1_fast", False)
-                     and r.method != b"HEAD" and not r.upgrade)
+        self.fast = 0
+        if fast_response is not None and not self.fed and r.method != b"HEAD" and not r.upgrade:
+            if getattr(down, "h1_fast", False):
+                self.fast = FAST_H1
+            elif getattr(down, "h2_fast", False):
+                self.fast = FAST_H2
         loop = self.pool.loop
         self.done = loop.create_future() if on_done is None else _Done(loop, on_done)
         down.up = self
@@ -378,12 +388,18 @@ class UpstreamConn(asyncio.Protocol):
             self._fast_body(data)
             return
         if self.fast:
-            self.fast = False
-            r = self.req
-            m = fast_response(data, 0, self.pool.max_head, http_date(), r.keep_alive and not r.last)
-            if m is not None:
-                self._fast_head(data, m)
-                return
+            fast, self.fast = self.fast, 0
+            if fast == FAST_H1:
+                r = self.req
+                m = fast_response(data, 0, self.pool.max_head, http_date(), r.keep_alive and not r.last)
+                if m is not None:
+                    self._fast_head(data, m)
+                    return
+            else:
+                m = fast_fields(data, 0, self.pool.max_head, http_date())
+                if m is not None:
+                    self._fast_fields(data, m)
+                    return
         self.fed = True
         if not self.head_sent:
             self.head_bytes += len(data)
@@ -418,6 +434,21 @@ class UpstreamConn(asyncio.Protocol):
         self.down.send(out)
         if took == length:
             # bytes after the body: the origin is not to be trusted further
+            self._complete(reuse=len(data) - end == length, now=True)
+        else:
+            self.remaining = length - took
+
+    def _fast_fields(self, data: bytes, m: tuple) -> None:
+        """The fast lane for an HTTP/2 stream: the same plain head as :meth:`_fast_head`, parsed in C into the
+        stream's HEADERS fields (``fast_fields``), given to the stream with the body bytes that came with it (and
+        its END_STREAM when that is the whole body)."""
+        end, _, fields, length, took = m
+        self.head_sent = True
+        self.framing = "length"
+        self.down_framing = "h2"
+        self.reusable = True
+        self.down.send_fields(fields, data, end, end + took, took == length)
+        if took == length:
             self._complete(reuse=len(data) - end == length, now=True)
         else:
             self.remaining = length - took
