@@ -18,11 +18,13 @@ import argparse
 import glob
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servers import ServerUnderTest  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -94,12 +96,8 @@ def one(label: str, args) -> dict:
                            "--max-conns", str(args.conns)])
         t1, w1 = threads(p.pid), time.monotonic()
     finally:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        ServerUnderTest._reap_group(p.pid)  # SIGTERM to the group (started with setsid), then SIGKILL
+        p.wait()
     n = max(1, r["handshakes"])
     per_thread, user, system = [], 0.0, 0.0
     for tid, v in t1.items():
