@@ -175,6 +175,33 @@ def test_big_responses_go_out_in_bounded_buffers_and_are_not_copied_in():
         p.s.submit_data(7, b"x", False, 2, 1)
 
 
+def test_a_stream_reset_while_its_frame_waits_for_the_next_send_costs_only_that_stream():
+    """send() stopped in the middle of a stream's answer (``more``: the client's transport was full) and the client
+    resets that stream before the next send(): the frame nghttp2 kept for it is dropped, the connection goes on."""
+    p = Pair()
+    p.handshake()
+    p.c.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    p.c.increment_flow_control_window(2**31 - 1 - 65535)
+    p.c.send_headers(1, _req(), end_stream=True)
+    p.up()
+    p.down()
+    p.up()
+    assert p.s.submit_response(1, [(b":status", b"200")], False)
+    assert p.s.submit_data(1, random.randbytes(1 << 20), True) == 1 << 20
+    first = p.s.send()
+    assert p.s.more
+    p.c.receive_data(first)
+    p.c.reset_stream(1)
+    assert [k for k, sid, _ in p.up() if sid == 1] == [E.EV_CLOSED]
+    while p.s.more:
+        p.c.receive_data(p.s.send())  # no error: the session is not failed over one stream
+    p.c.send_headers(3, _req(), end_stream=True)
+    assert p.up()[0][:2] == (E.EV_REQUEST_END, 3)
+    assert p.s.submit_response(3, [(b":status", b"204")], True)
+    ev = p.down()
+    assert any(isinstance(e, ResponseReceived) and e.stream_id == 3 for e in ev)
+
+
 class _Unlimited(H2Connection):
     """A client that ignores the server's SETTINGS_MAX_CONCURRENT_STREAMS."""
 

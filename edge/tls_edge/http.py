@@ -693,7 +693,6 @@ class EdgeHttpProtocol(asyncio.Protocol):
             self.bad = status
             self.in_head = False
             self.req = None
-            self.ended = True
             self.phase = PH_NONE
             self.deadline = 0.0
             self.hold_reading(HOLD_BAD)
