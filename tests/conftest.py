@@ -23,6 +23,22 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)])
 
+# Each xdist worker draws the ports of the servers it starts (free_port) from its own part of the range: a port one
+# worker drew (say Pebble's HTTP-01 port, bound only later by the edge) is never drawn by another in the meantime.
+def _partition_ports() -> None:
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0):
+        return
+    from edge.demo.process import port_range
+    os.environ.pop("EDGECERT_DEMO_PORT_RANGE", None)
+    bottom, top = port_range()
+    size = (top - bottom + 1) // int(count)
+    lo = bottom + int(worker[2:]) * size
+    os.environ["EDGECERT_DEMO_PORT_RANGE"] = f"{lo}-{lo + size - 1}"
+
+
+_partition_ports()
+
 # Built once per xdist worker that uses them, so the tests using them are kept on one worker (--dist loadgroup):
 # session fixtures that are expensive to build (by name), and every module-scoped fixture (its module's tests).
 _GROUPED_SESSION_FIXTURES = {"corpus": "diagnostics-corpus"}

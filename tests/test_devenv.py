@@ -157,6 +157,22 @@ def test_free_port_is_bindable():
         t.bind(("127.0.0.1", uport))
 
 
+def test_free_port_draws_from_the_range_it_is_given(monkeypatch):
+    """The suite's xdist workers each draw from their own part of the range (conftest); a range outside the
+    allowed one, or not a range at all, is ignored rather than obeyed."""
+    from edge.demo.process import port_range
+    monkeypatch.delenv("EDGECERT_DEMO_PORT_RANGE", raising=False)
+    bottom, top = port_range()
+    assert 10000 == bottom < top
+    lo, hi = bottom + 100, bottom + 140
+    monkeypatch.setenv("EDGECERT_DEMO_PORT_RANGE", f"{lo}-{hi}")
+    assert port_range() == (lo, hi)
+    assert all(lo <= free_port() <= hi for _ in range(30))
+    for bad in ("80-90", f"{hi}-{lo}", "nonsense", f"{lo}-{top + 5}"):
+        monkeypatch.setenv("EDGECERT_DEMO_PORT_RANGE", bad)
+        assert port_range() == (bottom, top), bad
+
+
 def test_generate_local_ca(tmp_path):
     files = generate_local_ca(tmp_path)
     ca = x509.load_pem_x509_certificate(files.ca_pem.read_bytes())

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 
-__all__ = ["DevEnvError", "ManagedProcess", "free_port", "tail_log", "wait_for", "stop_process", "find_binary",
-           "make_work_dir", "http_call", "address_in_use"]
+__all__ = ["DevEnvError", "ManagedProcess", "free_port", "port_range", "tail_log", "wait_for", "stop_process",
+           "find_binary", "make_work_dir", "http_call", "address_in_use"]
 
 
 class DevEnvError(RuntimeError):
@@ -43,18 +43,35 @@ def _ephemeral_range() -> tuple[int, int]:
 _rng = __import__("random").Random()
 
 
+def port_range() -> tuple[int, int]:
+    """Where :func:`free_port` draws from: 10000 up to the ephemeral range, or ``$EDGECERT_DEMO_PORT_RANGE``
+    ("LO-HI", inclusive) when it names a valid part of that. Programs that start servers in parallel (the test
+    suite's workers) give each a disjoint part, so two of them never draw the same port between the draw and the
+    bind."""
+    lo, _ = _ephemeral_range()
+    bottom, top = 10000, max(lo - 1, 10001)
+    want = os.environ.get("EDGECERT_DEMO_PORT_RANGE", "")
+    try:
+        a, b = (int(x) for x in want.split("-"))
+    except ValueError:
+        return bottom, top
+    if bottom <= a < b <= top:
+        return a, b
+    return bottom, top
+
+
 def free_port(*, host: str = "127.0.0.1", udp: bool = False) -> int:
     """Return a port on ``host`` that is free right now for TCP (and for UDP if ``udp``).
 
-    Ports are drawn at random from *below* the kernel's ephemeral range (10000 up to it), so an outgoing
-    connection of some client cannot take the port between this call and the server's bind (its source port comes
-    from the ephemeral range). There is still a race with other callers; the server classes here retry start-up on
-    a fresh port when the program reports "address already in use".
+    Ports are drawn at random from *below* the kernel's ephemeral range (10000 up to it, or the part of that
+    ``$EDGECERT_DEMO_PORT_RANGE`` names), so an outgoing connection of some client cannot take the port between
+    this call and the server's bind (its source port comes from the ephemeral range). There is still a race with
+    other callers drawing from the same range; the server classes here retry start-up on a fresh port when the
+    program reports "address already in use".
     """
-    lo, _ = _ephemeral_range()
-    top = max(lo - 1, 10001)
+    bottom, top = port_range()
     for _ in range(200):
-        port = _rng.randint(10000, top)
+        port = _rng.randint(bottom, top)
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind((host, port))
