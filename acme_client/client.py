@@ -61,6 +61,10 @@ def jwk_from_pem(pem: bytes) -> tuple[jose.JWK, jose.JWASignature]:
     raise ValueError("unsupported account key type")
 
 
+ORPHAN_SCAN_LIMIT = 20  # orders of the account looked at for an orphan (find_open_order)
+ORPHAN_SCAN_PAGES = 3
+
+
 class _NewOrder(messages.NewOrder):
     """newOrder payload with the RFC 9773 ``replaces`` field."""
 
@@ -234,6 +238,44 @@ class AcmeSession:
                 raise errors.OrderFailed("newOrder: the CA answered without the order's URL")
             return messages.OrderResource(body=body, uri=location, authorizations=[], csr_pem=csr_pem)
         return self._call("newOrder", do)
+
+    def find_open_order(self, names: list[str], *, limit: int = ORPHAN_SCAN_LIMIT) -> messages.OrderResource | None:
+        """An order of this account for exactly ``names`` that is still open at the CA (``pending`` or ``ready``),
+        or None: the order a newOrder may have created although its answer never reached the journal (the process
+        died, or the answer was lost, between the CA creating it and the journal recording its URL).
+
+        Read from the account's ``orders`` list (RFC 8555 section 7.1.2.1), newest first, at most ``limit`` orders
+        and a few pages. A CA without that list (Let's Encrypt) gives None; Boulder hands back the same pending
+        order for the same names to a repeated newOrder, so nothing is lost there either. An order found here was
+        placed by the same intent (same account, same names) and never got further than ``ready``: nobody answered
+        or finalized it, so continuing it is exactly what the journal would have done."""
+        want = sorted(n.lower() for n in names)
+
+        def do() -> messages.OrderResource | None:
+            acct_uri = self.account_uri
+            if not acct_uri:
+                return None
+            account = self.client._post_as_get(acct_uri).json()
+            url = account.get("orders") if isinstance(account, dict) else None
+            if not isinstance(url, str) or not url:
+                return None
+            urls: list[str] = []
+            for _page in range(ORPHAN_SCAN_PAGES):
+                response = self.client._post_as_get(url)
+                listed = response.json().get("orders") if isinstance(response.json(), dict) else None
+                urls.extend(u for u in (listed or []) if isinstance(u, str))
+                nxt = response.links.get("next", {}).get("url") if response.links else None
+                if not nxt or len(urls) >= limit * 4:
+                    break
+                url = nxt
+            for order_url in list(reversed(urls))[:limit]:
+                body = messages.Order.from_json(self.client._post_as_get(order_url).json())
+                if body.status not in (messages.STATUS_PENDING, messages.STATUS_READY):
+                    continue
+                if sorted(i.value.lower() for i in (body.identifiers or ())) == want:
+                    return messages.OrderResource(body=body, uri=order_url, authorizations=[], csr_pem=None)
+            return None
+        return self._call("orders", do)
 
     def get_order(self, orderr: messages.OrderResource) -> tuple[messages.OrderResource, dt.datetime | None]:
         """The order as the CA has it now, and the CA's Retry-After (if it sent one)."""

@@ -33,7 +33,7 @@ from store.models import AcmeAccount, AcmeOrder, JournalStep
 from . import errors
 from .challenges import ChallengePublisher, answer_value, pick_challenge
 from .client import POLL_SCHEDULE, AcmeSession, validation_error
-from .journal import BAD_NONCE_RETRIES, CA_RETRY_SCHEDULE, TRANSIENT, crash_point
+from .journal import BAD_NONCE_RETRIES, CA_RETRY_SCHEDULE, NEW_ORDER_ANSWERED, TRANSIENT, crash_point
 from .keys import CertInfo, generate_private_key, make_csr, private_key_pem, read_certificate, split_pem_chain
 
 __all__ = ["Issuer", "AcmeIssuer", "IssuedCertificate", "EventSink", "account_gone"]
@@ -406,6 +406,7 @@ class AcmeIssuer:
             order.error = "made with another ACME account"
             await self.storage.save_order(order)
             order = None
+        reopened = order is not None  # an entry left at ``intent``: its newOrder may have reached the CA
         if order is None:
             key = generate_private_key(key_type)
             key_pem = private_key_pem(key)
@@ -445,7 +446,21 @@ class AcmeIssuer:
                             f"profile {profile!r} is not offered by the CA at {self.directory_url} (it offers: "
                             f"{', '.join(sorted(offered)) if offered else 'none'}); "
                             f"check the domain's profile or the profile of {self.setting}")
-                created = await run.call(lambda: sess.create_order(csr_pem, replaces=replaces, profile=profile))
+                # A newOrder sent before (an earlier call that left the entry at ``intent``, or a try of this call
+                # that failed in transit) may have created an order whose URL never reached the journal: the
+                # account's open orders are looked at first, so the CA keeps exactly one order for these names.
+                sent = [reopened]
+
+                def place() -> tuple[messages.OrderResource, bool]:
+                    if sent[0]:
+                        found = sess.find_open_order(names)
+                        if found is not None:
+                            return found, True
+                    sent[0] = True
+                    placed = sess.create_order(csr_pem, replaces=replaces, profile=profile)
+                    crash_point(NEW_ORDER_ANSWERED)
+                    return placed, False
+                created, adopted = await run.call(place)
                 run.deadline = full_deadline
                 order.url = created.uri
                 order.status = created.body.status.name if created.body.status else "pending"
@@ -453,8 +468,11 @@ class AcmeIssuer:
                 order.step = JournalStep.ORDERED
                 order = run.order = await self.storage.save_order(order)
                 crash_point(JournalStep.ORDERED)
-                await on_event("order_placed", f"order placed with the CA for {', '.join(names)}",
-                               {"order_url": created.uri, "replaces": replaces, "order_id": order.id})
+                found = (" (its answer had not reached the journal before a restart or was lost on the way: found "
+                         "among the account's open orders)") if adopted else ""
+                await on_event("order_placed", f"order placed with the CA for {', '.join(names)}{found}",
+                               {"order_url": created.uri, "replaces": replaces, "order_id": order.id,
+                                "adopted": adopted})
             orderr = messages.OrderResource(uri=order.url, csr_pem=csr_pem, body=messages.Order())
             validated = False
             while True:

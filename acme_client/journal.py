@@ -8,7 +8,9 @@ authorization, or a final problem type (:class:`acme_client.errors.FinalError`).
 
 Test hook: ``EDGECERT_TEST_CRASH_AT=<step>`` (a :class:`store.models.JournalStep` value) makes the process exit at
 once (``os._exit(137)``, as a SIGKILL would) right after that step is journaled. Tests use it to kill a real
-``edgecert serve`` at each step and check that a restart continues the same order. Never set it in production.
+``edgecert serve`` at each step and check that a restart continues the same order. One more point has no step of
+its own: :data:`NEW_ORDER_ANSWERED`, right after the CA answered newOrder and before the journal has the order's URL
+(the restart finds the order among the account's open orders). Never set it in production.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from . import errors
 from .retry import RetrySchedule
 
 __all__ = ["TRANSIENT", "CA_RETRY_SCHEDULE", "BAD_NONCE_RETRIES", "is_transient", "crash_point",
-           "CRASH_ENV"]
+           "CRASH_ENV", "NEW_ORDER_ANSWERED"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ CA_RETRY_SCHEDULE = RetrySchedule("ca-transient", (0.5,), factor=2.0, cap=20.0, 
 #: A refused nonce is retried at once, with a fresh nonce, this many times (each try also has acme's own retry).
 BAD_NONCE_RETRIES = 8
 CRASH_ENV = "EDGECERT_TEST_CRASH_AT"
+#: The crash point between the CA's answer to newOrder and the journal's ``ordered`` step.
+NEW_ORDER_ANSWERED = "new-order-answered"
 
 
 def is_transient(e: BaseException) -> bool:
@@ -42,6 +46,6 @@ def is_transient(e: BaseException) -> bool:
 def crash_point(step: str) -> None:
     """Test hook (see the module docstring): exit at once when ``EDGECERT_TEST_CRASH_AT`` names ``step``."""
     if os.environ.get(CRASH_ENV) == step:
-        log.warning("test hook %s=%s: exiting right after the step was journaled", CRASH_ENV, step)
+        log.warning("test hook %s=%s: exiting right here", CRASH_ENV, step)
         logging.shutdown()
         os._exit(137)

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from acme_client.journal import CRASH_ENV
+from acme_client.journal import CRASH_ENV, NEW_ORDER_ANSWERED
 from tests.helpers import EdgeProcess, served_leaf
 from tests.support.acmeproxy import ProxyThread
 
@@ -74,6 +74,56 @@ def test_sigkill_at_each_journal_step_continues_the_same_order(step, pebble_fact
             assert "order_resumed" in kinds
     finally:
         edge.stop()
+
+
+def _adopted(edge: EdgeProcess, host: str) -> bool:
+    return any(e["kind"] == "order_placed" and "open orders" in e["message"] for e in edge.events(host))
+
+
+@pytest.mark.slow
+def test_sigkill_between_the_cas_new_order_answer_and_the_journal_continues_that_order(pebble_factory, dns,
+                                                                                        tmp_path):
+    """The CA created the order, the process died before the journal had its URL: the restart finds it among the
+    account's open orders and continues it; the CA never sees a second newOrder for the name."""
+    pebble = pebble_factory("pebble-orphan")
+    edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns, env={CRASH_ENV: NEW_ORDER_ANSWERED})
+    host = "orphan.journal.test"
+    try:
+        edge.start()
+        edge.add_domain(host)
+        assert edge.proc is not None
+        assert edge.proc.wait(timeout=90) == 137, edge.log_tail()
+        assert journal_steps(edge) == ["intent"] and pebble.order_count() == 1
+        del edge.env[CRASH_ENV]
+        edge.start()
+        assert_one_each(edge, pebble, [host])
+        assert _adopted(edge, host), [e["message"] for e in edge.events(host)]
+        edge.wait_for(lambda: journal_steps(edge) == ["current"], timeout=30, what="the journal entry closed")
+        assert ledger_rows(edge) == {("order", False): 1, ("certificate", False): 2}
+    finally:
+        edge.stop()
+
+
+@pytest.mark.slow
+def test_a_new_order_whose_answer_is_lost_is_continued_not_placed_again(pebble_factory, dns, tmp_path):
+    """newOrder reaches the CA (which creates the order) but the answer is lost on the way back: the retry looks
+    at the account's open orders first and continues that one."""
+    pebble = pebble_factory("pebble-lost")
+    with ProxyThread(pebble.base_url, upstream_ca=pebble.ca_bundle, tls=pebble.tls) as proxy:
+        edge = EdgeProcess(work_dir=tmp_path / "edge", pebble=pebble, dns=dns,
+                           env={"EDGECERT_ACME_DIRECTORY": proxy.directory_url,
+                                "EDGECERT_ACME_CA_BUNDLE": proxy.ca_bundle})
+        names = ["l0.lost.test", "l1.lost.test"]
+        try:
+            edge.start()
+            proxy.inject_lost_answer(kind="newOrder", times=2)
+            for n in names:
+                edge.add_domain(n)
+            assert_one_each(edge, pebble, names, timeout=120)
+            assert proxy.count("newOrder", status=-201) == 2  # both answers were lost, both orders existed
+            assert all(_adopted(edge, n) for n in names)
+        finally:
+            edge.stop()
 
 
 @pytest.mark.slow

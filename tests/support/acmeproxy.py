@@ -531,6 +531,17 @@ class AcmeProxy:
             self._rules.append(rule)
         return rule
 
+    def inject_lost_answer(self, *, kind: str, times: int | None = 1, skip: int = 0) -> FaultRule:
+        """Forward the next ``times`` requests of ``kind`` to the CA (which acts on them) and then drop the
+        connection without an answer: the client sees a transport error for a request that took effect (a newOrder
+        that created an order, a finalize that started). Recorded with ``status`` = minus the CA's status."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        rule = FaultRule(kind=kind, status=0, times=times, skip=skip)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
     def inject_paused(self, identifier: str, *, kind: str = "newOrder", status: int = 429,
                       times: int | None = 1, jwt: str = "eyJhbGciOiJIUzI1NiJ9.test.paused") -> FaultRule:
         """Let's Encrypt's *paused identifier* answer (after many failed validations, newOrder for the name is
@@ -684,6 +695,19 @@ class AcmeProxy:
             return web.Response(status=502)  # never sent: the connection is gone
 
         rule = self._match_rule(kind, method)
+        if rule is not None and rule.status == 0:  # inject_lost_answer: the CA acts, the answer is lost
+            try:
+                resp = await self._forward(request, kind, body)
+                status = resp.status
+            except Exception:  # noqa: BLE001 - the answer is dropped either way
+                status = 0
+            self._record(RequestRecord(
+                time=arrived, wall=wall, kind=kind, method=method, path=request.raw_path,
+                status=-status, injected=True, retry_after=None, replaces=replaces, payload=payload,
+            ))
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=502)  # never sent: the connection is gone
         try:
             if rule is not None:
                 resp = await self._fault_response(request, rule)
