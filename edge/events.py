@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable
 
+from store.protocol import StoreUnavailable
+
 __all__ = ["EventBus", "Subscriber"]
 
 log = logging.getLogger("edgecert.events")
@@ -26,6 +28,8 @@ class EventBus:
         log.info("%s %s: %s", hostname, kind, message)
         try:
             await self.storage.add_event(hostname, kind, message, data)
+        except StoreUnavailable as e:  # a database outage: one line, the event is in the log above
+            log.warning("could not store event %s for %s: %s", kind, hostname, e)
         except Exception:
             log.exception("could not store event %s for %s", kind, hostname)
         for fn in self._subs:

@@ -39,8 +39,10 @@ T = TypeVar("T")
 
 #: SQLSTATEs of a server that is going away or not there yet: admin_shutdown, crash_shutdown, cannot_connect_now.
 _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
-#: SQLite result codes of a database file that cannot be opened or read at all.
-_SQLITE_UNAVAILABLE = frozenset({14})  # SQLITE_CANTOPEN
+#: SQLite primary result codes of a database that cannot be used right now, whatever the statement: another process
+#: held its write lock past the busy timeout (BUSY, LOCKED), the disk is full or failing (FULL, IOERR), the file
+#: cannot be opened or written (CANTOPEN, READONLY). The transaction is rolled back: nothing changed.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14})
 
 
 def _connection_level(e: DBAPIError) -> bool:
@@ -55,7 +57,8 @@ def _connection_level(e: DBAPIError) -> bool:
         # psycopg raises OperationalError (or a subclass such as ConnectionTimeout) without a SQLSTATE when it
         # cannot connect or the connection broke (refused, reset, timeout).
         return any(k.__name__ == "OperationalError" for k in type(orig).__mro__)
-    return getattr(orig, "sqlite_errorcode", None) in _SQLITE_UNAVAILABLE
+    code = getattr(orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE  # extended codes keep the primary in the low byte
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from acme_client.ratelimit import Pacer, RateLedger, Reservation, load_limits
 from acme_client.retry import RetrySchedule
 from acme_client.renewal import RenewalPlan, next_ari_check, plan_renewal
 from store.crypto import KeyBox
-from store.protocol import NotFound
+from store.protocol import NotFound, StoreUnavailable
 from store.models import CertificateVersion, Domain, DomainStatus, JournalStep, utcnow
 
 from edge.config import Settings
@@ -304,6 +304,8 @@ class DomainManager:
                 raise
             except NotFound:  # deleted (DELETE /v1/domains/...) while a unit of work was on it: nothing left to do
                 log.info("%s was removed while it was being worked on; dropped", hostname)
+            except StoreUnavailable as e:  # an outage (or a write lock held too long): the next sweep takes it again
+                log.warning("%s: the store is unavailable (%s); worked on again once it is back", hostname, e.reason)
             except Exception:
                 log.exception("unexpected error while working on %s", hostname)
 
