@@ -244,8 +244,8 @@ class AcmeSession:
         or None: the order a newOrder may have created although its answer never reached the journal (the process
         died, or the answer was lost, between the CA creating it and the journal recording its URL).
 
-        Read from the account's ``orders`` list (RFC 8555 section 7.1.2.1), newest first, at most ``limit`` orders
-        and a few pages. A CA without that list (Let's Encrypt) gives None; Boulder hands back the same pending
+        Read from the account's ``orders`` list (RFC 8555 section 7.1.2.1): at most ``limit`` orders from each end of
+        it, at most a few pages. A CA without that list (Let's Encrypt) gives None; Boulder hands back the same pending
         order for the same names to a repeated newOrder, so nothing is lost there either. An order found here was
         placed by the same intent (same account, same names) and never got further than ``ready``: nobody answered
         or finalized it, so continuing it is exactly what the journal would have done."""
@@ -268,7 +268,9 @@ class AcmeSession:
                 if not nxt or len(urls) >= limit * 4:
                     break
                 url = nxt
-            for order_url in list(reversed(urls))[:limit]:
+            # RFC 8555 does not say in which order the list comes: its newest end may be either one.
+            candidates = list(dict.fromkeys(list(reversed(urls[-limit:])) + urls[:limit]))
+            for order_url in candidates:
                 body = messages.Order.from_json(self.client._post_as_get(order_url).json())
                 if body.status not in (messages.STATUS_PENDING, messages.STATUS_READY):
                     continue
