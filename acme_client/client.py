@@ -61,6 +61,15 @@ def jwk_from_pem(pem: bytes) -> tuple[jose.JWK, jose.JWASignature]:
     raise ValueError("unsupported account key type")
 
 
+def _json_object(response: requests.Response) -> dict[str, Any]:
+    """The response's JSON object, or {} when it is not one (a CA's odd answer ends a search, not the order)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 ORPHAN_SCAN_LIMIT = 20  # orders of the account looked at for an orphan (find_open_order)
 ORPHAN_SCAN_PAGES = 3
 
@@ -255,15 +264,14 @@ class AcmeSession:
             acct_uri = self.account_uri
             if not acct_uri:
                 return None
-            account = self.client._post_as_get(acct_uri).json()
-            url = account.get("orders") if isinstance(account, dict) else None
+            url = _json_object(self.client._post_as_get(acct_uri)).get("orders")
             if not isinstance(url, str) or not url:
                 return None
             urls: list[str] = []
             for _page in range(ORPHAN_SCAN_PAGES):
                 response = self.client._post_as_get(url)
-                listed = response.json().get("orders") if isinstance(response.json(), dict) else None
-                urls.extend(u for u in (listed or []) if isinstance(u, str))
+                listed = _json_object(response).get("orders")
+                urls.extend(u for u in (listed if isinstance(listed, list) else []) if isinstance(u, str))
                 nxt = response.links.get("next", {}).get("url") if response.links else None
                 if not nxt or len(urls) >= limit * 4:
                     break
@@ -271,10 +279,13 @@ class AcmeSession:
             # RFC 8555 does not say in which order the list comes: its newest end may be either one.
             candidates = list(dict.fromkeys(list(reversed(urls[-limit:])) + urls[:limit]))
             for order_url in candidates:
-                body = messages.Order.from_json(self.client._post_as_get(order_url).json())
+                try:
+                    body = messages.Order.from_json(_json_object(self.client._post_as_get(order_url)))
+                except jose.DeserializationError:
+                    continue  # not an order we can read: not ours to continue
                 if body.status not in (messages.STATUS_PENDING, messages.STATUS_READY):
                     continue
-                if sorted(i.value.lower() for i in (body.identifiers or ())) == want:
+                if sorted(str(i.value).lower() for i in (body.identifiers or ())) == want:
                     return messages.OrderResource(body=body, uri=order_url, authorizations=[], csr_pem=None)
             return None
         return self._call("orders", do)
