@@ -29,6 +29,7 @@ from edge.lifecycle.dns01 import dns01_publisher
 from edge.events import EventBus
 from edge.lifecycle.files import LiveFiles, atomic_write
 from edge.lifecycle.hooks import ReloadHook
+from edge.listenfds import pick, take_inherited
 from edge.api.http01 import make_http_app
 from edge.lifecycle.manager import DomainManager
 from edge.metrics import Metrics
@@ -275,6 +276,7 @@ class Server:
         self.services: Services | None = None
         self._runners: list[web.AppRunner] = []
         self._edge: EdgeHttpServer | None = None  # the TLS edge
+        self.https_socket = None  # the TLS edge's listening socket when the service manager handed it over
         self.addresses: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> Services:
@@ -287,9 +289,13 @@ class Server:
         api.cleanup_ctx.append(services_ctx(services))
         http = make_http_app(services)
         self._edge = EdgeHttpServer(services)
+        inherited = take_inherited()  # systemd socket activation (edge/listenfds.py)
         host, port = parse_hostport(s.https_listen, setting="https")
+        sock = pick(inherited, "https", host, port)
+        self.https_socket = sock
+        _say_handed_over("https", sock)
         srv = await self._edge.start(host, port, services.index.default_context,
-                                     reuse_port=s.reuse_port)
+                                     reuse_port=s.reuse_port, sock=sock)
         bound = srv.sockets[0].getsockname()[:2]
         self.addresses["https"] = (bound[0], bound[1])
         services.https_bound = (bound[0], bound[1])
@@ -298,12 +304,19 @@ class Server:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             host, port = parse_hostport(listen, setting=name)
-            site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+            sock = pick(inherited, name, host, port)
+            _say_handed_over(name, sock)
+            site: web.BaseSite = (web.SockSite(runner, sock, backlog=1024) if sock is not None else
+                                  web.TCPSite(runner, host, port, backlog=1024, reuse_address=True))
             await site.start()
             self._runners.append(runner)
             sock = site._server.sockets[0] if site._server and site._server.sockets else None  # type: ignore[union-attr]
             bound = sock.getsockname()[:2] if sock else (host, port)
             self.addresses[name] = (bound[0], bound[1])
+        for name, sock in inherited:  # handed over but matching no listener: say so, do not keep them open
+            log.warning("socket activation: socket %s (%s) matches no listener (api, http, https); closed",
+                        name or "-", sock.getsockname()[:2])
+            sock.close()
         # The index is loaded (manager.start): bound the context LRU by the memory target, if any, and build
         # contexts in the background (edge/tls_edge/index.py, SniIndex.start_prewarm).
         from edge.tls_edge.worker import apply_memory_target
@@ -321,6 +334,12 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+
+
+def _say_handed_over(name: str, sock) -> None:
+    if sock is not None:
+        log.info("%s listener: socket %s handed over by the service manager (socket activation)", name,
+                 format_hostport(*sock.getsockname()[:2]))
 
 
 def _log_slow_shutdown() -> None:
@@ -345,7 +364,8 @@ async def run_server(settings: Settings) -> None:
     if workers > 1:
         from edge.tls_edge.worker import spawn_edge_workers
         h, p = server.addresses["https"]
-        children = spawn_edge_workers(settings.replace(https_listen=format_hostport(h, p)), workers - 1)
+        children = spawn_edge_workers(settings.replace(https_listen=format_hostport(h, p)), workers - 1,
+                                      sock=server.https_socket)
         log.info("started %d TLS edge worker process(es): %s", len(children), ", ".join(str(c.pid) for c in children))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -40,6 +40,7 @@ OTHER_VARIABLES = frozenset({
     "EDGECERT_CONFIG", "EDGECERT_EXTRA", "EDGECERT_API_URL", "EDGECERT_HOSTNAMES", "EDGECERT_TEST_DATABASE_URL",
     "EDGECERT_LIVE_DIR", "EDGECERT_FULLCHAIN", "EDGECERT_PRIVKEY", "EDGECERT_DB_PASSWORD", "EDGECERT_TOKEN",
     "EDGECERT_TEST_CRASH_AT",  # a test hook (acme_client/journal.py), not a setting
+    "EDGECERT_HTTPS_SOCKET_FD",  # from serve to its TLS edge workers (edge/tls_edge/worker.py), not a setting
 })
 
 

@@ -91,6 +91,21 @@ class EdgeProcess:
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.log_path = self.work_dir / "serve.log"
+        #: (name, listening socket) pairs handed to the process as systemd socket activation does (fds 3, 4, ...,
+        #: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES); they stay open here, across restarts of the process.
+        self.listen_sockets: list[tuple[str, Any]] = []
+
+    def hand_over_sockets(self) -> "EdgeProcess":
+        """Bind the three listeners' addresses here (as the service manager would) and hand them over at start."""
+        import socket
+        self.listen_sockets = []
+        for name, port in (("api", self.api_port), ("http", self.http_port), ("https", self.https_port)):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(128)
+            self.listen_sockets.append((name, s))
+        return self
 
     @property
     def api(self) -> str:
@@ -119,8 +134,20 @@ class EdgeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECERT_")}
         env.update(self.env)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "serve"], env=env, cwd=self.work_dir,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [sys.executable, "-m", "edge", "serve"]
+        kw: dict[str, Any] = {}
+        if self.listen_sockets:
+            fds = [s.fileno() for _, s in self.listen_sockets]
+            env["LISTEN_FDS"] = str(len(fds))
+            env["LISTEN_FDNAMES"] = ":".join(n for n, _ in self.listen_sockets)
+            cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', "sh", *cmd]
+
+            def place() -> None:  # in the child, before exec: the sockets at 3, 4, ... as systemd puts them
+                for i, fd in enumerate([os.dup(fd) for fd in fds]):
+                    os.dup2(fd, 3 + i)
+            kw = {"preexec_fn": place, "pass_fds": tuple(range(3, 3 + len(fds)))}
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.work_dir, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, **kw)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -53,7 +53,7 @@ def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
 def test_systemd_units_verify_and_are_hardened(tmp_path):
     exe = require_binary("systemd-analyze")
     units = sorted((DEPLOY / "systemd").glob("edgecert*"))
-    assert {u.name for u in units} == {"edgecert.service", "edgecert-proxy-reload.path",
+    assert {u.name for u in units} == {"edgecert.service", "edgecert.socket", "edgecert-proxy-reload.path",
                                        "edgecert-proxy-reload.service"}
     real_edgecert = shutil.which("edgecert") or str(Path(sys.executable).parent / "edgecert")
     for u in units:
@@ -76,6 +76,12 @@ def test_systemd_units_verify_and_are_hardened(tmp_path):
     env = dict(e.split("=", 1) for e in svc["Environment"])
     assert env["EDGECERT_DATABASE_URL"].startswith("sqlite:////var/lib/edgecert/")
     assert env["EDGECERT_STATE_DIR"].startswith("/var/lib/edgecert/")
+    # Socket activation (edge/listenfds.py): the socket unit listens where serve listens by default, and feeds it.
+    from edge.config import Settings
+    sockets = parse_unit(DEPLOY / "systemd" / "edgecert.socket")["Socket"]
+    d = Settings()
+    assert sockets["ListenStream"] == [d.http_listen, d.https_listen, d.api_listen]
+    assert sockets["Service"] == ["edgecert.service"]
     path = parse_unit(DEPLOY / "systemd" / "edgecert-proxy-reload.path")["Path"]
     assert path["PathChanged"] == ["/var/lib/edgecert/state/proxy/reload.stamp"]  # what the hooks touch
 

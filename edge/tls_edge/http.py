@@ -34,6 +34,7 @@ import asyncio
 import binascii
 import collections
 import logging
+import socket
 import ssl
 import time
 from typing import Any
@@ -973,9 +974,10 @@ class EdgeHttpServer:
         self._next_trim = 0.0
 
     async def start(self, host: str, port: int, ssl_ctx: ssl.SSLContext, *, reuse_port: bool = False,
-                    backlog: int = 1024) -> asyncio.AbstractServer:
+                    backlog: int = 1024, sock: socket.socket | None = None) -> asyncio.AbstractServer:
         """Listen on plain TCP; every connection runs TLS with ``ssl_ctx`` (its sni_callback picks the
-        certificate) inside :class:`EdgeHttpProtocol`."""
+        certificate) inside :class:`EdgeHttpProtocol`. ``sock``: a listening socket to serve instead of binding
+        ``host:port`` (handed over by the service manager, edge/listenfds.py)."""
         loop = self.loop = asyncio.get_running_loop()
         self.ctx = ssl_ctx
         s = self.settings
@@ -987,8 +989,11 @@ class EdgeHttpServer:
         if self.engine is not None:
             self.engine.h2 = self.h2_allowed  # ALPN: h2 per name (the C engine asks during the handshake)
         proto = EngineHttpProtocol if self.engine is not None else EdgeHttpProtocol
-        self.server = await loop.create_server(lambda: proto(self), host or None, port,
-                                               backlog=backlog, reuse_address=True, reuse_port=reuse_port or None)
+        if sock is not None:
+            self.server = await loop.create_server(lambda: proto(self), sock=sock, backlog=backlog)
+        else:
+            self.server = await loop.create_server(lambda: proto(self), host or None, port, backlog=backlog,
+                                                   reuse_address=True, reuse_port=reuse_port or None)
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self.server
 

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,9 @@ from edge.tls_edge.certificates import apply_settings, load_default_certificate
 from edge.tls_edge.engine import use_tls_engine
 from edge.tls_edge.handshake_rules import HandshakeRules
 from edge.tls_edge.index import SniIndex, load_host_settings, load_index_rows
+
+#: How a worker learns the descriptor of the TLS edge's handed-over listening socket (spawn_edge_workers).
+SOCKET_FD_VAR = "EDGECERT_HTTPS_SOCKET_FD"
 
 __all__ = ["run_edge_worker", "serve_edge", "spawn_edge_workers", "apply_memory_target", "limit_malloc_arenas",
            "report_warm"]
@@ -81,7 +85,11 @@ async def serve_edge(settings, *, stop: asyncio.Event, stats_out: dict | None = 
     services = SimpleNamespace(settings=settings, index=index, bench_stats={"connections": 0, "resumed": 0})
     server = EdgeHttpServer(services)
     host, port = parse_hostport(settings.https_listen, setting="https")
-    await server.start(host, port, index.default_context, reuse_port=True)
+    fd = os.environ.pop(SOCKET_FD_VAR, "")
+    sock = socket.socket(fileno=int(fd)) if fd.isdigit() else None  # the parent's handed-over socket
+    if sock is not None:
+        sock.setblocking(False)
+    await server.start(host, port, index.default_context, reuse_port=True, sock=sock)
     log.info("edge worker %d: %d certificates loaded in %.2fs, listening on %s (ready %.2fs after start of serve_edge)",
              os.getpid(), n, t_loaded - t0, settings.https_listen, time.monotonic() - t0)
     warm_waiter = None
@@ -179,13 +187,21 @@ def apply_memory_target(index: SniIndex, settings) -> None:
              "TLS contexts", os.getpid(), rss_bytes() / 2**20, len(index), target, cap)
 
 
-def spawn_edge_workers(settings, count: int, *, stdout=None) -> list:
-    """Start ``count`` edge worker processes (children of this one), settings passed on their stdin."""
+def spawn_edge_workers(settings, count: int, *, stdout=None, sock=None) -> list:
+    """Start ``count`` edge worker processes (children of this one), settings passed on their stdin. ``sock``: the
+    TLS edge's listening socket when the service manager handed it over (edge/listenfds.py): the workers accept on
+    that same socket (its descriptor passed on, named by ``EDGECERT_HTTPS_SOCKET_FD``) instead of binding their own."""
     import subprocess
     data = settings.to_json().encode()
+    env = None
+    fds: tuple[int, ...] = ()
+    if sock is not None:
+        env = {**os.environ, SOCKET_FD_VAR: str(sock.fileno())}
+        fds = (sock.fileno(),)
     procs = []
     for _ in range(count):
-        p = subprocess.Popen([sys.executable, "-m", "edge.tls_edge.worker"], stdin=subprocess.PIPE, stdout=stdout)
+        p = subprocess.Popen([sys.executable, "-m", "edge.tls_edge.worker"], stdin=subprocess.PIPE, stdout=stdout,
+                             env=env, pass_fds=fds)
         assert p.stdin is not None
         p.stdin.write(data)
         p.stdin.close()
