@@ -244,6 +244,11 @@ class Settings:
     http_listen: str = _s("0.0.0.0:80", _hostport_check)
     https_listen: str = _s("0.0.0.0:443", _hostport_check)
     https_public_port: int = 443
+    # The API and plain-HTTP (port 80) listeners cut slow clients off (aiohttp has no deadline of its own): seconds
+    # for a whole request head to arrive, counted from the connection's opening or from the previous answer (so
+    # also how long an idle keep-alive connection stays open), and for a request body to arrive in full (408).
+    listener_head_timeout: float = _s(15.0, _positive)
+    listener_body_timeout: float = _s(30.0, _positive)
     upstream: str | None = _s(None, _url("http", "https"))
     edge_target: str | None = _s(None, _edge_target)
     dns_resolver: str | None = _s(None, _resolver)
