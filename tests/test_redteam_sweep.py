@@ -451,3 +451,26 @@ def test_triage_and_diagnose_cli_with_hostile_input(tmp_path):
         out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
         assert r.returncode in codes, (args[:3], r.returncode, out[-1500:])
         assert "Traceback" not in out, (args[:3], out[-2000:])
+
+
+# ---- the SSRF rule at connect time is the rule at set time --------------------------------------------------------
+SSRF_ADDRESSES = ["2002:7f00:1::", "2002:a9fe:a9fe::", "2002:a00:1::", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe",
+                  "64:ff9b::a00:1", "64:ff9b:1::808:808", "::127.0.0.1", "::ffff:0:7f00:1", "::ffff:127.0.0.1",
+                  "169.254.169.254", "fd00:ec2::254", "100.64.0.1", "192.0.0.1", "2001:db8::1", "::", "::1",
+                  "ff02::1", "240.0.0.1", "fe80::1%eth0", "2002:808:808::", "64:ff9b::808:808", "::ffff:8.8.8.8",
+                  "8.8.8.8", "2606:4700::1111"]
+
+
+@pytest.mark.parametrize("address", SSRF_ADDRESSES)
+def test_tenant_origin_connect_time_guard_agrees_with_the_set_time_guard(address):
+    """A tenant's origin is checked when set (``check_allowed``) and again when the edge connects
+    (``public_address``, against DNS rebinding): a name that later resolves to a 6to4 or NAT64 address carrying
+    loopback / metadata must be refused at connect time too, not only an IPv4-mapped one."""
+    from edge.diagnostics.target import TargetNotAllowed, check_allowed
+    from edge.tls_edge.upstream import public_address
+    try:
+        check_allowed([address], allow_private=False)
+        allowed = True
+    except TargetNotAllowed:
+        allowed = False
+    assert public_address(address) is allowed, address
