@@ -513,3 +513,23 @@ def test_broken_certificate_uploads_are_refused_in_plain_words(edge):
     assert edge.domain(host)["certificate"] == before["certificate"]
     assert "QUJDRA" not in edge.log_text()
     assert_clean_log(edge)
+
+
+def test_a_tenant_whose_dns_fails_reads_plain_words(edge, dns):
+    """The tenant's own DNS answers SERVFAIL: its domain object, events and status page say so in words, never
+    with dnspython's exception class name (``NoNameservers``)."""
+    host = "servfail.redteam.test"
+    dns.set_servfail(host)
+    try:
+        edge.add_domain(host, tenant="red-a")
+        d = edge.wait_for(lambda: (lambda x: x if x.get("last_error") else None)(
+            edge.domain(host, token=edge.tokens["red-a"])), timeout=20, what="a last_error")
+        st, events = edge.call("GET", f"/v1/domains/{host}/events", token=edge.tokens["red-a"])
+        st2, page = edge.call("GET", f"/status/{host}", token=None)
+        assert st == 200 and st2 == 200
+        for text in (d["last_error"], json.dumps(events), page):
+            assert not re.search(LIBRARY_TEXT + r"|NoNameservers|LifetimeTimeout", text), text[:2000]
+        assert "SERVFAIL" in d["last_error"], d["last_error"]
+    finally:
+        dns.clear_servfail(host)
+        edge.call("DELETE", f"/v1/domains/{host}")
