@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -374,6 +375,8 @@ def cmd_domains(argv: list[str]) -> int:
     api = _client(args)
     q = urllib.parse.quote
     if args.action == "add":
+        if not (args.timeout > 0 and math.isfinite(args.timeout)):  # nan waited for ever, after adding the name
+            p.error("--timeout must be a positive number of seconds")
         body = {"hostname": args.hostname, **_settings_body(args, p)}
         if args.validation:
             body["validation"] = args.validation
@@ -561,6 +564,14 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE
 
 
+def _utf8(arg: str) -> bool:
+    try:
+        arg.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -578,10 +589,13 @@ def _main(argv: list[str] | None) -> int:
     if cmd == "demo":
         from edge.demo import demo_main
         return demo_main(rest)
-    if cmd == "domains":
-        return cmd_domains(rest)
-    if cmd == "tenants":
-        return cmd_tenants(rest)
+    if cmd in ("domains", "tenants"):
+        bad = next((a for a in rest if not _utf8(a)), None)
+        if bad is not None:  # bytes that are not UTF-8 on the command line: they cannot go into a URL or JSON
+            shown = bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:60]
+            print(f"edgecert {cmd}: error: argument {shown!r} is not valid UTF-8 text", file=sys.stderr)
+            return 2
+        return cmd_domains(rest) if cmd == "domains" else cmd_tenants(rest)
     if cmd == "completion":
         from edge.completion import completion_main
         return completion_main(rest)

@@ -384,7 +384,7 @@ def test_slow_clients_are_cut_off_on_the_api_and_port_80(edge):
 def _cli(edge: EdgeProcess, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECERT_")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, timeout=120, env=env,
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, timeout=60, env=env,
                           cwd=REPO, input=stdin)
 
 
@@ -533,3 +533,91 @@ def test_a_tenant_whose_dns_fails_reads_plain_words(edge, dns):
     finally:
         dns.clear_servfail(host)
         edge.call("DELETE", f"/v1/domains/{host}")
+
+
+def _acme_requests(edge: EdgeProcess) -> float:
+    st, text = edge.call("GET", "/metrics", token=None)
+    assert st == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(("edgecert_acme_requests_total", "edgecert_issuer_requests_total")))
+
+
+def test_random_sni_names_never_reach_the_ca(edge):
+    """Handshakes for names nobody registered (and for registered names that do not point here) create no domain
+    and send nothing to the CA."""
+    import secrets
+    import ssl
+    before_names = {d["hostname"] for d in edge.call("GET", "/v1/domains?limit=1000")[1]["domains"]}
+    before = _acme_requests(edge)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    names = [f"{secrets.token_hex(6)}.redteam-sni.test" for _ in range(40)] + [
+        HOST_A, HOST_A.upper(), "owned-b.redteam.test", "www." + HOST_A, "a" * 63 + ".test", "xn--bcher-kva.test",
+        "localhost", "edge.test", "*.redteam.test"]
+    for n in names:
+        try:
+            with socket.create_connection(("127.0.0.1", edge.https_port), timeout=5) as s:
+                with ctx.wrap_socket(s, server_hostname=n) as t:
+                    t.sendall(f"GET / HTTP/1.1\r\nHost: {n}\r\nConnection: close\r\n\r\n".encode())
+                    t.recv(1024)
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # refusing the handshake is fine; ordering a certificate is not
+    time.sleep(2)  # a few manager sweeps (EDGECERT_SWEEP_INTERVAL=0.5)
+    assert _acme_requests(edge) == before
+    after_names = {d["hostname"] for d in edge.call("GET", "/v1/domains?limit=1000")[1]["domains"]}
+    assert after_names == before_names
+    assert_clean_log(edge)
+
+
+@pytest.mark.parametrize("name", ["%3Cscript%3Ealert(1)%3C%2Fscript%3E", "a%22onmouseover%3D%22x.test",
+                                  "%3Cimg%20src%3Dx%3E.test", "x'%3E%3Csvg%3E.test"])
+def test_status_page_never_reflects_markup(edge, name):
+    st, headers, payload = _request(edge.api_port, "GET", f"/status/{name}")
+    assert st == 404
+    text = payload.decode()
+    assert "<script>" not in text and "<img" not in text and "<svg" not in text and '"onmouseover' not in text
+    assert "default-src" in headers.get("content-security-policy", "") or "<script>" not in text
+
+
+def test_list_filter_by_another_tenant_is_like_a_missing_tenant(edge):
+    other = edge.tokens["red-b"]
+    a = _request(edge.api_port, "GET", "/v1/domains?tenant=red-a", token=other)
+    m = _request(edge.api_port, "GET", "/v1/domains?tenant=red-zz", token=other)
+    assert a[0] == m[0] == 422
+    assert a[2].replace(b"red-a", b"<t>") == m[2].replace(b"red-zz", b"<t>")
+    for q in ("q=owned-a", "prefix=owned-a", "status=pending_dns", "metadata=a%3Db", "offset=0&limit=1000"):
+        st, _, body = _request(edge.api_port, "GET", f"/v1/domains?{q}", token=other)
+        assert st == 200 and HOST_A.encode() not in body, (q, body[:300])
+
+
+def test_operator_cli_with_hostile_arguments_never_tracebacks(edge, tmp_path):
+    """Every operator subcommand with hostile arguments ends with a message and exit 1 or 2, never a traceback,
+    never a change."""
+    api = ["--api", edge.api, "--token", ADMIN_TOKEN]
+    before = {d["hostname"] for d in edge.call("GET", "/v1/domains?limit=1000")[1]["domains"]}
+    bad_names = ["", "a b", "a" * 300, "\udcff.test", "-x.test", "..", "http://x.test/", "127.0.0.1", "*.*.test",
+                 "x.test\r\nX: y", "%2F"]
+    runs: list[tuple[str, ...]] = []
+    for n in bad_names:
+        runs += [("domains", "add", "--", n, "--tenant", "t"), ("domains", "show", "--", n),
+                 ("domains", "remove", "--", n), ("domains", "renew", "--", n), ("domains", "events", "--", n),
+                 ("domains", "set", "--", n, "--origin", "http://x.test"), ("tenants", "token", "--", n),
+                 ("tenants", "set", "--", n, "--origin", "http://x.test"), ("tenants", "add", "--", n)]
+    runs += [("domains", "list", "--limit", v) for v in ("0", "-1", "99999999999999999999", "1e3", "nan")]
+    runs += [("domains", "list", "--expiring-before", v) for v in ("garbage", "9" * 50, "-1d", "\udcff")]
+    runs += [("domains", "list", "--status", "\x01"), ("domains", "list", "--tenant", "t" * 5000),
+             ("domains", "list", "--metadata", "=="), ("domains", "export", "--format", "xml"),
+             ("domains", "add", "ok.cli-hostile.test", "--tenant", "t", "--timeout", "nan", "--wait"),
+             ("domains", "add", "ok2.cli-hostile.test", "--tenant", "t", "--metadata", "noequals"),
+             ("domains", "set", HOST_A, "--min-tls-version", "9"), ("domains", "set", HOST_A, "--origin", "x" * 5000),
+             ("domains", "import", str(tmp_path)), ("domains", "import", "/nonexistent/file"),
+             ("domains",), ("domains", "bogus"), ("tenants",), ("tenants", "bogus"), ("bogus",)]
+    for args in runs:
+        extra = api if args and args[0] in ("domains", "tenants") and len(args) > 1 and args[1] != "bogus" else []
+        r = _cli(edge, *args, *extra)
+        out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+        assert "Traceback" not in out, (args, out[-2000:])
+        assert r.returncode in (1, 2), (args, r.returncode, out[-500:])
+    after = {d["hostname"] for d in edge.call("GET", "/v1/domains?limit=1000")[1]["domains"]}
+    assert after == before, after ^ before
+    assert_clean_log(edge)
