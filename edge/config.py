@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
+import math
 import os
+import urllib.parse
 import tomllib
 import typing
 import warnings
@@ -94,6 +97,14 @@ def _url(*schemes: str) -> Callable[[str | None], str | None]:
     def check(v: str | None) -> str | None:
         if v and not v.startswith(tuple(s + "://" for s in schemes)):
             return "must be an " + " or ".join(f"{s}://" for s in schemes) + " URL"
+        if v:
+            try:
+                u = urllib.parse.urlsplit(v)
+                u.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError as e:  # "http://[::1" (Invalid IPv6 URL), a port past 65535, ...
+                return f"is not a valid URL ({e})"
+            if not u.hostname:
+                return "must name a host, e.g. " + schemes[0] + "://127.0.0.1:3000"
         return None
     return check
 
@@ -115,11 +126,15 @@ def _at_least(n: float) -> Callable[[Any], str | None]:
 
 
 def _positive(v: Any) -> str | None:
-    return None if v is None or v > 0 else "must be greater than 0"
+    if v is None:
+        return None
+    if not v > 0:
+        return "must be greater than 0"
+    return None if math.isfinite(v) else "must be a finite number (inf would mean no bound at all)"
 
 
 def _delays(v: tuple) -> str | None:
-    return None if all(x >= 0 for x in v) else "must be seconds >= 0, e.g. 10,60,600"
+    return None if all(x >= 0 and math.isfinite(x) for x in v) else "must be seconds >= 0, e.g. 10,60,600"
 
 
 def _nonempty_delays(v: tuple) -> str | None:
@@ -163,7 +178,15 @@ def _renew_ratio(v: float) -> str | None:
 
 
 def _resolver(v: str | None) -> str | None:
-    return _hostport_check(v, default_port=53)
+    problem = _hostport_check(v, default_port=53)
+    if problem or not v:
+        return problem
+    host = _split_hostport(v, default_port=53, listen=True)[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # the resolver library takes addresses only (a name failed at start, with a traceback)
+        return f"must be the IP address of a DNS server (with an optional :port), not the name {host!r}"
+    return None
 
 
 def _log_level(v: str) -> str | None:

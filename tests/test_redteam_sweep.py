@@ -621,3 +621,29 @@ def test_operator_cli_with_hostile_arguments_never_tracebacks(edge, tmp_path):
     after = {d["hostname"] for d in edge.call("GET", "/v1/domains?limit=1000")[1]["domains"]}
     assert after == before, after ^ before
     assert_clean_log(edge)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("EDGECERT_DNS_RESOLVER", "nan"), ("EDGECERT_DNS_RESOLVER", "resolver.example:53"),
+    ("EDGECERT_UPSTREAM", "http://[::1"), ("EDGECERT_UPSTREAM", "http://origin.example:99999"),
+    ("EDGECERT_UPSTREAM", "http://"), ("EDGECERT_ORDER_TIMEOUT", "inf"), ("EDGECERT_LISTENER_BODY_TIMEOUT", "inf"),
+    ("EDGECERT_LISTENER_HEAD_TIMEOUT", "nan"), ("EDGECERT_EDGE_BODY_TIMEOUT", "inf"),
+    ("EDGECERT_RETRY_SCHEDULE", "1,inf"), ("EDGECERT_PUBLIC_BURST", "nan"), ("EDGECERT_API_LISTEN", "127.0.0.1:99999"),
+])
+def test_serve_with_an_unusable_setting_exits_2_naming_it(tmp_path, name, value):
+    """Interface: 'edgecert serve with a setting it cannot use exits 2 and names the setting, without a traceback'
+    (a resolver given by name, an upstream URL that does not parse, an infinite timeout all started before and
+    then failed with a traceback, or ran unbounded)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECERT_")}
+    env.update(PYTHONPATH=str(REPO), EDGECERT_ADMIN_TOKEN="x", EDGECERT_DATABASE_URL=f"sqlite:///{tmp_path}/e.db",
+               EDGECERT_STATE_DIR=str(tmp_path / "state"), EDGECERT_API_LISTEN="127.0.0.1:0",
+               EDGECERT_HTTP_LISTEN="127.0.0.1:0", EDGECERT_HTTPS_LISTEN="127.0.0.1:0",
+               EDGECERT_ACME_DIRECTORY="https://127.0.0.1:1/dir")
+    env[name] = value
+    try:
+        r = subprocess.run([sys.executable, "-m", "edge", "serve"], capture_output=True, timeout=20, env=env,
+                           cwd=tmp_path)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"serve started with {name}={value!r}: {(e.stdout or b'')[-1500:]!r}")
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 2 and name in out and "Traceback" not in out, (r.returncode, out[-2000:])
