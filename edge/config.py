@@ -177,6 +177,16 @@ def _renew_ratio(v: float) -> str | None:
     return None if 0 < v < 1 else "must be between 0 and 1 (a fraction of the lifetime left)"
 
 
+def _rate_limits(v: Any) -> str | None:
+    from acme_client.ratelimit import load_limits
+    try:
+        load_limits(v)
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:
+        return (f"{e}" if isinstance(e, ValueError) and not isinstance(e, OverflowError) else
+                "must map rate limit names to {capacity = N, period = SECONDS}")
+    return None
+
+
 def _resolver(v: str | None) -> str | None:
     problem = _hostport_check(v, default_port=53)
     if problem or not v:
@@ -256,7 +266,7 @@ class Settings:
     orders_per_10s: int = _s(10, _at_least(1))
     # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
     renew_ratio: float = _s(1 / 3, _renew_ratio)
-    rate_limits: dict = _s({})
+    rate_limits: dict = _s({}, _rate_limits)
     # Issuance retry delays after a failure, seconds (1 min, 10 min, 100 min, then every 6 h; the last repeats).
     retry_schedule: tuple[float, ...] = _s((60.0, 600.0, 6000.0, 21600.0), _nonempty_delays)
     # Transient CA errors (unreachable, 5xx, bad nonce, slow) and failed installs: the SAME order (or certificate)
@@ -446,13 +456,15 @@ class Settings:
             config_file = env["EDGECERT_CONFIG"]
         if config_file is not None:
             try:
-                data = tomllib.loads(Path(config_file).read_text())
+                data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
             except FileNotFoundError:
                 raise ConfigError(f"config file not found: {config_file}") from None
             except OSError as e:
                 raise ConfigError(f"config file {config_file} cannot be read: {e.strerror}") from None
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"config file {config_file} is not valid TOML: {e}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"config file {config_file} is not UTF-8 text (TOML)") from None
             section = data.get("edgecert", data)
             if not isinstance(section, dict):
                 raise ConfigError(f"[edgecert] in {config_file} must be a table")

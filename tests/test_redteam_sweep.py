@@ -629,6 +629,10 @@ def test_operator_cli_with_hostile_arguments_never_tracebacks(edge, tmp_path):
     ("EDGECERT_UPSTREAM", "http://"), ("EDGECERT_ORDER_TIMEOUT", "inf"), ("EDGECERT_LISTENER_BODY_TIMEOUT", "inf"),
     ("EDGECERT_LISTENER_HEAD_TIMEOUT", "nan"), ("EDGECERT_EDGE_BODY_TIMEOUT", "inf"),
     ("EDGECERT_RETRY_SCHEDULE", "1,inf"), ("EDGECERT_PUBLIC_BURST", "nan"), ("EDGECERT_API_LISTEN", "127.0.0.1:99999"),
+    ("EDGECERT_RATE_LIMITS", '{"a": {"capacity": 1}}'), ("EDGECERT_RATE_LIMITS", '{"duplicate_certificates": 5}'),
+    ("EDGECERT_RATE_LIMITS", '{"duplicate_certificates": {"period": 1e300}}'),
+    ("EDGECERT_CONFIG", b"\x9a\xff\x00 not utf-8"),
+    ("EDGECERT_ISSUERS", b'[[issuers]]\ndirectory = "https://ca.example/dir"\nrate_limits = {duplicate_certificates = 5}\n'),
 ])
 def test_serve_with_an_unusable_setting_exits_2_naming_it(tmp_path, name, value):
     """Interface: 'edgecert serve with a setting it cannot use exits 2 and names the setting, without a traceback'
@@ -639,11 +643,17 @@ def test_serve_with_an_unusable_setting_exits_2_naming_it(tmp_path, name, value)
                EDGECERT_STATE_DIR=str(tmp_path / "state"), EDGECERT_API_LISTEN="127.0.0.1:0",
                EDGECERT_HTTP_LISTEN="127.0.0.1:0", EDGECERT_HTTPS_LISTEN="127.0.0.1:0",
                EDGECERT_ACME_DIRECTORY="https://127.0.0.1:1/dir")
-    env[name] = value
+    if isinstance(value, bytes):  # a config file with this content
+        (tmp_path / "c.toml").write_bytes(value)
+        env.pop("EDGECERT_ACME_DIRECTORY")  # (the variable would win over the file's [[issuers]])
+        env["EDGECERT_CONFIG"] = str(tmp_path / "c.toml")
+    else:
+        env[name] = value
     try:
         r = subprocess.run([sys.executable, "-m", "edge", "serve"], capture_output=True, timeout=20, env=env,
                            cwd=tmp_path)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"serve started with {name}={value!r}: {(e.stdout or b'')[-1500:]!r}")
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    assert r.returncode == 2 and name in out and "Traceback" not in out, (r.returncode, out[-2000:])
+    named = name in out or (name == "EDGECERT_CONFIG" and "config file" in out)
+    assert r.returncode == 2 and named and "Traceback" not in out, (r.returncode, out[-2000:])
