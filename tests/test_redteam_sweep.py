@@ -67,7 +67,7 @@ def edge(tmp_path_factory, pebble, dns):
     p.add_domain(HOST_A, tenant="red-a")
     p.add_domain("owned-b.redteam.test", tenant="red-b")
     p.tokens = {}
-    for t in ("red-a", "red-b"):
+    for t in ("red-a", "red-b", "red-x"):
         st, body = p.call("POST", "/v1/tenants", {"name": t})
         assert st in (200, 201), body
         p.tokens[t] = body["token"]
@@ -172,7 +172,7 @@ def test_every_route_method_token_and_body_answers_below_500(edge):
             if method == "DELETE" and "{" in path:
                 targets = [_fill(path, MISSING)]  # HOST_A must survive; another tenant's delete is swept below
             else:
-                targets = [_fill(path, HOST_A if "{hostname}" in path else "red-a")]
+                targets = [_fill(path, HOST_A if "{hostname}" in path else "red-x")]  # red-x: tokens rotated
             for target in targets:
                 for token in tokens:
                     for body, ctype in (BODIES if method in ("POST", "PUT", "PATCH") else BODIES[:1]):
