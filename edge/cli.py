@@ -173,7 +173,11 @@ class ApiClient:
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 raw = r.read()
-                return r.status, json.loads(raw) if raw else None
+                try:
+                    return r.status, json.loads(raw) if raw else None
+                except ValueError:  # not JSON (not UTF-8, or a 4,300+ digit number included)
+                    raise SystemExit(f"edgecert: {self.base} answered {r.status} with something that is not JSON; "
+                                     f"is --api / $EDGECERT_API_URL the edgecert API?") from None
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -193,6 +197,16 @@ def _api_args(p: argparse.ArgumentParser) -> None:
 
 def _client(args) -> ApiClient:
     base = args.api or "http://" + os.environ.get("EDGECERT_API_LISTEN", "127.0.0.1:8080")
+    try:
+        u = urllib.parse.urlsplit(base)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+        ok = u.scheme in ("http", "https") and bool(u.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        print(f"edgecert: the API URL {base[:200]!r} is not an http:// or https:// URL with a host "
+              f"(--api or $EDGECERT_API_URL, e.g. http://127.0.0.1:8080)", file=sys.stderr)
+        raise SystemExit(2)
     token = args.token or os.environ.get("EDGECERT_TOKEN") or os.environ.get("EDGECERT_ADMIN_TOKEN")
     return ApiClient(base, token)
 

@@ -657,3 +657,33 @@ def test_serve_with_an_unusable_setting_exits_2_naming_it(tmp_path, name, value)
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     named = name in out or (name == "EDGECERT_CONFIG" and "config file" in out)
     assert r.returncode == 2 and named and "Traceback" not in out, (r.returncode, out[-2000:])
+
+
+def test_cli_with_a_bad_api_url_or_a_server_that_is_not_the_api(tmp_path):
+    """``--api`` that is no http(s) URL is bad usage (exit 2); a server answering 200 with something that is not
+    JSON is named, not a traceback."""
+    import http.server
+    import threading
+
+    class NotJson(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"<html>not the API</html>")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotJson)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        env = SimpleNamespace()
+        for api, codes in (("http://[::1", (2,)), ("not a url", (2,)), ("ftp://x", (2,)), ("file:///etc/passwd", (2,)),
+                           ("http://127.0.0.1:99999", (2,)), (f"http://127.0.0.1:{srv.server_address[1]}", (1,))):
+            for args in (("domains", "list"), ("domains", "show", "x.test"), ("tenants", "list")):
+                r = _cli(env, *args, "--api", api, "--token", "x")
+                out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+                assert r.returncode in codes and "Traceback" not in out, (api, args, r.returncode, out[-1500:])
+    finally:
+        srv.shutdown()
