@@ -1,4 +1,7 @@
-"""``edgecert``: serve, diagnose, triage, demo, and the operator commands (domains, tenants) over the API."""
+"""``edgecert``: serve, diagnose, triage, demo, and the operator commands (domains, tenants) over the API.
+
+One concern: the command line -- parsing arguments, checking them (bad usage exits 2), calling the API or the
+module that does the work, and printing the outcome."""
 
 from __future__ import annotations
 
