@@ -687,3 +687,17 @@ def test_cli_with_a_bad_api_url_or_a_server_that_is_not_the_api(tmp_path):
                 assert r.returncode in codes and "Traceback" not in out, (api, args, r.returncode, out[-1500:])
     finally:
         srv.shutdown()
+
+
+@pytest.mark.parametrize("name", [".", "..", "...", "%2e%2e"])
+def test_a_tenant_name_made_of_dots_is_refused(edge, name):
+    """A tenant called '..' could be created but never managed: /v1/tenants/../tokens is /v1/tokens once the path
+    is normalised (404), so its token could not be rotated nor revoked."""
+    import urllib.parse
+    st, body = edge.call("POST", "/v1/tenants", {"name": urllib.parse.unquote(name)})
+    if st in (200, 201):  # then it must be manageable by its name
+        q = urllib.parse.quote(urllib.parse.unquote(name), safe="")
+        st2, body2 = edge.call("POST", f"/v1/tenants/{q}/tokens")
+        assert st2 == 201, (name, st2, body2)
+    else:
+        assert st == 422 and body["error"]["code"] == "invalid_tenant", body
