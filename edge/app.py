@@ -301,7 +301,10 @@ class Server:
         services.https_bound = (bound[0], bound[1])
         services.manager.own_address = services.public_address()
         for name, app, listen in (("http", http, s.http_listen), ("api", api, s.api_listen)):
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # keepalive_timeout: aiohttp closes a connection still waiting for a whole request head that long
+            # after it opened or after its previous answer (a silent or slowloris client, an idle keep-alive).
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   keepalive_timeout=s.listener_head_timeout)
             await runner.setup()
             host, port = parse_hostport(listen, setting=name)
             sock = pick(inherited, name, host, port)

@@ -1,10 +1,14 @@
-"""``edgecert``: serve, diagnose, triage, demo, and the operator commands (domains, tenants) over the API."""
+"""``edgecert``: serve, diagnose, triage, demo, and the operator commands (domains, tenants) over the API.
+
+One concern: the command line -- parsing arguments, checking them (bad usage exits 2), calling the API or the
+module that does the work, and printing the outcome."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -172,7 +176,11 @@ class ApiClient:
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 raw = r.read()
-                return r.status, json.loads(raw) if raw else None
+                try:
+                    return r.status, json.loads(raw) if raw else None
+                except ValueError:  # not JSON (not UTF-8, or a 4,300+ digit number included)
+                    raise SystemExit(f"edgecert: {self.base} answered {r.status} with something that is not JSON; "
+                                     f"is --api / $EDGECERT_API_URL the edgecert API?") from None
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -192,6 +200,16 @@ def _api_args(p: argparse.ArgumentParser) -> None:
 
 def _client(args) -> ApiClient:
     base = args.api or "http://" + os.environ.get("EDGECERT_API_LISTEN", "127.0.0.1:8080")
+    try:
+        u = urllib.parse.urlsplit(base)
+        u.port  # noqa: B018 - raises ValueError on a bad port
+        ok = u.scheme in ("http", "https") and bool(u.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        print(f"edgecert: the API URL {base[:200]!r} is not an http:// or https:// URL with a host "
+              f"(--api or $EDGECERT_API_URL, e.g. http://127.0.0.1:8080)", file=sys.stderr)
+        raise SystemExit(2)
     token = args.token or os.environ.get("EDGECERT_TOKEN") or os.environ.get("EDGECERT_ADMIN_TOKEN")
     return ApiClient(base, token)
 
@@ -374,6 +392,8 @@ def cmd_domains(argv: list[str]) -> int:
     api = _client(args)
     q = urllib.parse.quote
     if args.action == "add":
+        if not (args.timeout > 0 and math.isfinite(args.timeout)):  # nan waited for ever, after adding the name
+            p.error("--timeout must be a positive number of seconds")
         body = {"hostname": args.hostname, **_settings_body(args, p)}
         if args.validation:
             body["validation"] = args.validation
@@ -561,6 +581,14 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE
 
 
+def _utf8(arg: str) -> bool:
+    try:
+        arg.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -578,10 +606,13 @@ def _main(argv: list[str] | None) -> int:
     if cmd == "demo":
         from edge.demo import demo_main
         return demo_main(rest)
-    if cmd == "domains":
-        return cmd_domains(rest)
-    if cmd == "tenants":
-        return cmd_tenants(rest)
+    if cmd in ("domains", "tenants"):
+        bad = next((a for a in rest if not _utf8(a)), None)
+        if bad is not None:  # bytes that are not UTF-8 on the command line: they cannot go into a URL or JSON
+            shown = bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:60]
+            print(f"edgecert {cmd}: error: argument {shown!r} is not valid UTF-8 text", file=sys.stderr)
+            return 2
+        return cmd_domains(rest) if cmd == "domains" else cmd_tenants(rest)
     if cmd == "completion":
         from edge.completion import completion_main
         return completion_main(rest)

@@ -105,6 +105,8 @@ def read_items(text: str) -> list[tuple[int, dict]]:
     items: list[tuple[int, dict]] = []
     if not first:
         raise BadFile(1, "the file is empty")
+    if "\x00" in text:
+        raise BadFile(text[:text.index("\x00")].count("\n") + 1, "a NUL byte: this is not a text file")
     if first.startswith("{"):
         for n, ln in enumerate(lines, start=1):
             if not ln.strip():
@@ -113,16 +115,22 @@ def read_items(text: str) -> list[tuple[int, dict]]:
                 obj = json.loads(ln)
             except json.JSONDecodeError as e:
                 raise BadFile(n, f"not valid JSON ({e.msg}); each line must be one JSON object") from None
+            except (ValueError, RecursionError):  # an integer of more than 4,300 digits; nesting too deep
+                raise BadFile(n, "not valid JSON (a number of more than 4,300 digits, or nested too deeply)") \
+                    from None
             if not isinstance(obj, dict):
                 raise BadFile(n, "each line must be a JSON object like {\"hostname\": ..., \"tenant\": ...}")
             items.append((n, {k: obj[k] for k in FIELDS if obj.get(k) not in (None, "")}))
         return items
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), strict=True)  # an unterminated quote is an error, not the rest of the file
     try:
         header = [h.strip().lower() for h in next(reader)]
         if "hostname" not in header:
             raise BadFile(1, f"the CSV header must name a 'hostname' column (found: {', '.join(header)[:200]}); "
                           f"JSON lines start with '{{'")
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:
+            raise BadFile(1, f"the CSV header names {twice[0][:40]!r} twice")
         for row in reader:
             n = reader.line_num
             if not any(c.strip() for c in row):
@@ -133,7 +141,7 @@ def read_items(text: str) -> list[tuple[int, dict]]:
             if isinstance(rec.get("metadata"), str) and rec["metadata"].startswith("{"):
                 try:
                     rec["metadata"] = json.loads(rec["metadata"])
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # not JSON, a 4,300+ digit number, nested too deeply
                     pass  # sent as is: the API says what is wrong with it
             if rec.get("http2", "").lower() in ("true", "false"):
                 rec["http2"] = rec["http2"].lower() == "true"
@@ -144,7 +152,7 @@ def read_items(text: str) -> list[tuple[int, dict]]:
 
 
 def import_command(api: Api, source: str, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                   read_stdin: Callable[[], str] = lambda: sys.stdin.read()) -> int:
+                   read_stdin: Callable[[], str] = lambda: sys.stdin.buffer.read().decode("utf-8-sig")) -> int:
     try:
         if source == "-":
             text = read_stdin()

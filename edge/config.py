@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
+import math
 import os
+import urllib.parse
 import tomllib
 import typing
 import warnings
@@ -95,6 +98,14 @@ def _url(*schemes: str) -> Callable[[str | None], str | None]:
     def check(v: str | None) -> str | None:
         if v and not v.startswith(tuple(s + "://" for s in schemes)):
             return "must be an " + " or ".join(f"{s}://" for s in schemes) + " URL"
+        if v:
+            try:
+                u = urllib.parse.urlsplit(v)
+                u.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError as e:  # "http://[::1" (Invalid IPv6 URL), a port past 65535, ...
+                return f"is not a valid URL ({e})"
+            if not u.hostname:
+                return "must name a host, e.g. " + schemes[0] + "://127.0.0.1:3000"
         return None
     return check
 
@@ -116,11 +127,15 @@ def _at_least(n: float) -> Callable[[Any], str | None]:
 
 
 def _positive(v: Any) -> str | None:
-    return None if v is None or v > 0 else "must be greater than 0"
+    if v is None:
+        return None
+    if not v > 0:
+        return "must be greater than 0"
+    return None if math.isfinite(v) else "must be a finite number (inf would mean no bound at all)"
 
 
 def _delays(v: tuple) -> str | None:
-    return None if all(x >= 0 for x in v) else "must be seconds >= 0, e.g. 10,60,600"
+    return None if all(x >= 0 and math.isfinite(x) for x in v) else "must be seconds >= 0, e.g. 10,60,600"
 
 
 def _nonempty_delays(v: tuple) -> str | None:
@@ -163,8 +178,26 @@ def _renew_ratio(v: float) -> str | None:
     return None if 0 < v < 1 else "must be between 0 and 1 (a fraction of the lifetime left)"
 
 
+def _rate_limits(v: Any) -> str | None:
+    from acme_client.ratelimit import load_limits
+    try:
+        load_limits(v)
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:
+        return (f"{e}" if isinstance(e, ValueError) and not isinstance(e, OverflowError) else
+                "must map rate limit names to {capacity = N, period = SECONDS}")
+    return None
+
+
 def _resolver(v: str | None) -> str | None:
-    return _hostport_check(v, default_port=53)
+    problem = _hostport_check(v, default_port=53)
+    if problem or not v:
+        return problem
+    host = _split_hostport(v, default_port=53, listen=True)[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # the resolver library takes addresses only (a name failed at start, with a traceback)
+        return f"must be the IP address of a DNS server (with an optional :port), not the name {host!r}"
+    return None
 
 
 def _log_level(v: str) -> str | None:
@@ -234,7 +267,7 @@ class Settings:
     orders_per_10s: int = _s(10, _at_least(1))
     # Renewal: fraction of lifetime left at which to renew when the CA offers no ARI window.
     renew_ratio: float = _s(1 / 3, _renew_ratio)
-    rate_limits: dict = _s({})
+    rate_limits: dict = _s({}, _rate_limits)
     # Issuance retry delays after a failure, seconds (1 min, 10 min, 100 min, then every 6 h; the last repeats).
     retry_schedule: tuple[float, ...] = _s((60.0, 600.0, 6000.0, 21600.0), _nonempty_delays)
     # Transient CA errors (unreachable, 5xx, bad nonce, slow) and failed installs: the SAME order (or certificate)
@@ -245,6 +278,11 @@ class Settings:
     http_listen: str = _s("0.0.0.0:80", _hostport_check)
     https_listen: str = _s("0.0.0.0:443", _hostport_check)
     https_public_port: int = 443
+    # The API and plain-HTTP (port 80) listeners cut slow clients off (aiohttp has no deadline of its own): seconds
+    # for a whole request head to arrive, counted from the connection's opening or from the previous answer (so
+    # also how long an idle keep-alive connection stays open), and for a request body to arrive in full (408).
+    listener_head_timeout: float = _s(15.0, _positive)
+    listener_body_timeout: float = _s(30.0, _positive)
     upstream: str | None = _s(None, _url("http", "https"))
     edge_target: str | None = _s(None, _edge_target)
     dns_resolver: str | None = _s(None, _resolver)
@@ -419,13 +457,15 @@ class Settings:
             config_file = env["EDGECERT_CONFIG"]
         if config_file is not None:
             try:
-                data = tomllib.loads(Path(config_file).read_text())
+                data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
             except FileNotFoundError:
                 raise ConfigError(f"config file not found: {config_file}") from None
             except OSError as e:
                 raise ConfigError(f"config file {config_file} cannot be read: {e.strerror}") from None
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"config file {config_file} is not valid TOML: {e}") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"config file {config_file} is not UTF-8 text (TOML)") from None
             section = data.get("edgecert", data)
             if not isinstance(section, dict):
                 raise ConfigError(f"[edgecert] in {config_file} must be a table")

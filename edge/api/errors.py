@@ -3,11 +3,13 @@
 Errors are always ``{"error": {"code": ..., "message": ...}}``: handlers raise ``ApiError`` (status, code, message and
 extra fields), ``error_middleware`` turns it, aiohttp's own 4xx and any unexpected exception into that shape (a 500
 never leaks internals). An unreachable database (:class:`store.protocol.StoreUnavailable`) is a ``503
-store_unavailable`` with ``Retry-After`` (setting ``store_retry_after``): transient, nobody's input was wrong. ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes.
+store_unavailable`` with ``Retry-After`` (setting ``store_retry_after``): transient, nobody's input was wrong. ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes, arriving within ``listener_body_timeout``
+seconds (408 ``body_timeout`` beyond).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -25,6 +27,8 @@ __all__ = ["MAX_BODY", "ApiError", "api_error", "error_middleware", "json_body",
 log = logging.getLogger("edge.api")
 #: The largest request body the API reads (also the app's ``client_max_size``).
 MAX_BODY = 256 * 1024
+#: Seconds for a request body to arrive when the app has no settings (setting ``listener_body_timeout``).
+DEFAULT_BODY_TIMEOUT = 30.0
 
 
 def api_error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
@@ -93,10 +97,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def json_body(request: web.Request) -> dict:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "body_too_large", f"request body is larger than {MAX_BODY} bytes")
+    services = request.app.get(SERVICES)
+    deadline = getattr(getattr(services, "settings", None), "listener_body_timeout", DEFAULT_BODY_TIMEOUT)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(deadline):  # a client that stops half-way through its body is cut off
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "body_too_large", f"request body is larger than {MAX_BODY} bytes") from None
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the request body did not arrive in full within {deadline:g} seconds",
+                       headers={"Connection": "close"}) from None
     if not raw.strip():
         raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
     try:

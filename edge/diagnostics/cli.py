@@ -63,6 +63,10 @@ def _human_diagnosis(result: dict) -> str:
     return "\n".join(out)
 
 
+#: The largest ``--timeout`` (seconds per network step).
+MAX_TIMEOUT = 3600
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgecert diagnose",
@@ -90,9 +94,10 @@ def diagnose_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else 2
-    if args.timeout <= 0:
+    if not 0 < args.timeout <= MAX_TIMEOUT:  # also refuses nan (which waited forever) and inf
         parser.print_usage(sys.stderr)
-        print("edgecert diagnose: error: --timeout must be positive", file=sys.stderr)
+        print(f"edgecert diagnose: error: --timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT}",
+              file=sys.stderr)
         return 2
     try:
         result = asyncio.run(diagnose(

@@ -27,12 +27,22 @@ import dns.resolver
 from edge.dns import lookup, lookup_txt, make_resolver
 from edge.lifecycle.dns01 import CHALLENGE_PREFIX, challenge_target
 
-__all__ = ["PointingResult", "OwnershipResult", "DelegationResult", "DnsChecker", "local_addresses",
+__all__ = ["plain_dns_error", "PointingResult", "OwnershipResult", "DelegationResult", "DnsChecker", "local_addresses",
            "OWNERSHIP_LABEL"]
 
 #: The label under the claimed name that carries the ownership TXT record.
 OWNERSHIP_LABEL = "_edgecert-verify"
 _OWNERSHIP_PREFIX = "edgecert-verify="
+
+
+def plain_dns_error(error: str) -> str:
+    """What went wrong with a DNS lookup, in words a tenant can act on (``error``: dnspython's exception class name,
+    which tenants read nowhere: last_error, events and the status page show this instead)."""
+    if error == "NoNameservers":
+        return "the name's DNS servers answered with an error (SERVFAIL) or refused to answer"
+    if error in ("Timeout", "LifetimeTimeout"):
+        return "no DNS server answered in time"
+    return "the DNS servers could not be asked"
 
 
 def local_addresses() -> set[str]:
@@ -181,8 +191,8 @@ class DnsChecker:
             ans = None
         except Exception as e:  # noqa: BLE001 - Timeout, NoNameservers, ...: the resolver's trouble, retried
             return DelegationResult(False, hostname, "dns_error",
-                                    f"DNS lookup of {rec['name']} failed ({type(e).__name__}); will retry. The "
-                                    f"record it needs: {text}", rec)
+                                    f"DNS lookup of {rec['name']} failed: {plain_dns_error(type(e).__name__)}; "
+                                    f"will retry. The record it needs: {text}", rec)
         targets = [rr.target.to_text().rstrip(".").lower() for rr in ans.rrset] \
             if ans is not None and ans.rrset is not None else []
         if rec["value"] in targets:
@@ -205,8 +215,8 @@ class DnsChecker:
             return OwnershipResult(True, hostname, "ok", f"the ownership record {rec['name']} is in place", rec)
         if err is not None and not isinstance(err, (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer)):
             return OwnershipResult(False, hostname, "dns_error",
-                                   f"DNS lookup of {rec['name']} failed ({type(err).__name__}); will retry. "
-                                   f"The record it needs: {text}", rec)
+                                   f"DNS lookup of {rec['name']} failed: {plain_dns_error(type(err).__name__)}; "
+                                   f"will retry. The record it needs: {text}", rec)
         if any(v.startswith(_OWNERSHIP_PREFIX) for v in values):
             return OwnershipResult(False, hostname, "wrong_value",
                                    f"{rec['name']} has a TXT record, but not the one for your account. Add this "
@@ -254,8 +264,8 @@ class DnsChecker:
                                   chain, addrs, expected)
         if err:
             return PointingResult(False, hostname, "dns_error",
-                                  f"DNS lookup of {hostname} failed ({err.split(':', 1)[1]}); will retry. "
-                                  f"The record it needs: {expected['text']}", chain, addrs, expected)
+                                  f"DNS lookup of {hostname} failed: {plain_dns_error(err.split(':', 1)[1])}; will "
+                                  f"retry. The record it needs: {expected['text']}", chain, addrs, expected)
         if not addrs:
             return PointingResult(False, hostname, "no_address",
                                   f"{hostname} has no A/AAAA address. Create this record: {expected['text']}",

@@ -129,17 +129,23 @@ def validate_certificate(hostname: str, cert_pem: str, key_pem: str | bytes, *, 
     pems = split_pem_chain(cert_pem) + split_pem_chain(chain_pem)
     if not pems:
         raise UploadError("invalid_pem", "no PEM certificate found ('-----BEGIN CERTIFICATE-----')")
-    try:
-        certs = [x509.load_pem_x509_certificate(p.encode()) for p in pems]
-    except ValueError as e:
-        raise UploadError("invalid_pem", f"a certificate does not parse: {e}") from None
+    certs = []
+    for i, p in enumerate(pems):
+        try:
+            certs.append(x509.load_pem_x509_certificate(p.encode()))
+        except ValueError:  # the library's text (ASN.1 / base64 internals) is not for tenants: say which block
+            raise UploadError("invalid_pem", f"certificate block {i + 1} of {len(pems)} does not parse: it is not "
+                              f"a whole base64 X.509 certificate between -----BEGIN CERTIFICATE----- and -----END "
+                              f"CERTIFICATE----- (copy the block again, unchanged)") from None
     kb = key_pem.encode() if isinstance(key_pem, str) else key_pem
     if b"PRIVATE KEY-----" not in kb:
         raise UploadError("invalid_key", "private_key is not a PEM private key")
     try:
         key = serialization.load_pem_private_key(kb, password=None)
-    except (ValueError, TypeError) as e:
-        raise UploadError("invalid_key", f"private_key does not parse (encrypted keys are not accepted): {e}") from None
+    except (ValueError, TypeError):
+        raise UploadError("invalid_key", "private_key does not parse: send the whole unencrypted PEM private key "
+                          "(-----BEGIN PRIVATE KEY-----, or BEGIN RSA / EC PRIVATE KEY), unchanged; encrypted keys "
+                          "are not accepted") from None
     leaf = certs[0]
     if public_key_fingerprint(key.public_key()) != public_key_fingerprint(leaf.public_key()):
         raise UploadError("key_mismatch", "the private key does not belong to the certificate")
@@ -163,15 +169,17 @@ def validate_certificate(hostname: str, cert_pem: str, key_pem: str | bytes, *, 
         verifier = (PolicyBuilder().store(Store(roots)).time(now)
                     .build_server_verifier(x509.DNSName(hostname)))
         verifier.verify(leaf, intermediates)
-    except VerificationError as e:
-        text = str(e)
+    except VerificationError:
         issuer_known = any(c.subject == leaf.issuer for c in intermediates) or any(r.subject == leaf.issuer
                                                                                    for r in roots)
         if not issuer_known:
             raise UploadError("incomplete_chain", f"the chain is incomplete: the issuer of the certificate "
                                                   f"({leaf.issuer.rfc4514_string()}) is not in the chain and is not "
                                                   f"a trusted root; include the intermediate certificate(s)") from None
-        raise UploadError("untrusted_chain", f"the chain does not verify to a trusted root: {text}") from None
+        top = intermediates[-1] if intermediates else leaf
+        raise UploadError("untrusted_chain", f"the chain does not verify to a root this edge trusts (it ends at "
+                          f"{top.issuer.rfc4514_string()}): send a server certificate of a publicly trusted CA "
+                          f"with its intermediates, in order") from None
     chain_out = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in intermediates)
     if len(chain_out) > MAX_CHAIN_BYTES:
         raise UploadError("chain_too_large", f"the chain is {len(chain_out)} bytes of PEM; at most "
