@@ -68,9 +68,13 @@ class Metrics:
         r.register(_HandshakeCollector(self.handshakes))
         self.domains = Gauge("edgecert_domains", "Tenant domains by status", ["status"], registry=r)
         self.cert_expiry: Gauge | None = None
+        #: Series that name tenants' hostnames: shown to the operator only (render(operator=True)): anyone who can
+        #: reach the API (tenants too) may read /metrics, and a tenant sees only its own domains.
+        self.domain_registry = CollectorRegistry()
         if per_domain_labels:
             self.cert_expiry = Gauge("edgecert_certificate_expiry_seconds",
-                                     "Seconds until the served certificate expires", ["hostname"], registry=r)
+                                     "Seconds until the served certificate expires", ["hostname"],
+                                     registry=self.domain_registry)
         self.cert_expiry_min = Gauge("edgecert_certificate_expiry_min_seconds",
                                      "Seconds until the first served certificate expires", registry=r)
         self.acme_requests = Counter("edgecert_acme_requests", "Requests to the CA", ["kind", "status"], registry=r)
@@ -120,5 +124,7 @@ class Metrics:
         elif kind == "certificate_obtained" and isinstance(data.get("seconds"), (int, float)):
             self.issuance_seconds.observe(float(data["seconds"]))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, *, operator: bool = False) -> bytes:
+        """The Prometheus text; the per-hostname series only for the operator."""
+        text = generate_latest(self.registry)
+        return text + generate_latest(self.domain_registry) if operator else text

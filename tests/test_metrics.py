@@ -10,16 +10,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.acmeproxy import ProxyThread
-from tests.helpers import served_leaf
+from tests.helpers import ADMIN_TOKEN, served_leaf
 
 pytestmark = pytest.mark.real
 
 HOOK = 'case "$EDGECERT_HOSTNAMES" in *bad.metrics.test*) echo reload refused >&2; exit 3;; esac'
 
 
-def scrape(edge) -> dict[str, dict[tuple, float]]:
-    """{sample name: {sorted label items: value}}."""
-    with urllib.request.urlopen(edge.api + "/metrics", timeout=10) as r:
+def scrape(edge, token: str | None = ADMIN_TOKEN) -> dict[str, dict[tuple, float]]:
+    """{sample name: {sorted label items: value}} (as the operator by default)."""
+    req = urllib.request.Request(edge.api + "/metrics")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
         text = r.read().decode()
     out: dict[str, dict[tuple, float]] = {}
@@ -90,6 +93,22 @@ def test_metrics_after_issuance_rate_limit_hooks_and_handshakes(edge_factory, pe
     fams = {f.name for f in text_string_to_metric_families(
         urllib.request.urlopen(edge.api + "/metrics", timeout=10).read().decode())}
     assert {"edgecert_probe_failures", "edgecert_webhook_deliveries"} <= fams
+
+
+def test_hostnames_are_in_metrics_for_the_operator_only(edge_factory):
+    """Anyone who can reach the API may scrape /metrics (tenants too): the series naming tenants' hostnames are
+    there only with the operator token, as a tenant sees only its own domains."""
+    edge = edge_factory()
+    st, tenant = edge.call("POST", "/v1/tenants", {"name": "peek"})
+    assert st == 201
+    edge.add_domain("secret-shop.metrics.test", tenant="other")
+    edge.wait_status("secret-shop.metrics.test", "active")
+    assert value(scrape(edge), "edgecert_certificate_expiry_seconds", hostname="secret-shop.metrics.test") > 0
+    for token in (None, tenant["token"], "not-a-token"):
+        m = scrape(edge, token)
+        assert "edgecert_certificate_expiry_seconds" not in m, token
+        assert all("hostname" not in dict(labels) for samples in m.values() for labels in samples)
+        assert value(m, "edgecert_domains", status="active") == 1  # the rest is there for any scraper
 
 
 def test_expose_domain_metrics_off_drops_the_hostname_label(edge_factory):

@@ -12,7 +12,7 @@ from store.models import Domain, Tenant
 from edge.api.errors import ApiError
 from edge.api.state import LIMITER, SERVICES
 
-__all__ = ["Caller", "caller", "optional_caller", "limit_public"]
+__all__ = ["Caller", "caller", "is_operator", "optional_caller", "limit_public"]
 
 
 @dataclass
@@ -22,6 +22,16 @@ class Caller:
 
     def can_see(self, d: Domain) -> bool:
         return self.admin or (self.tenant is not None and d.tenant_id == self.tenant.id)
+
+
+def is_operator(request: web.Request) -> bool:
+    """Whether ``request`` carries the operator token (never raises: for answers that anyone may have, with more
+    for the operator)."""
+    admin_token = request.app[SERVICES].settings.admin_token
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return bool(admin_token) and scheme.lower() == "bearer" and token.isascii() and \
+        hmac.compare_digest(token.encode(), admin_token.encode())
 
 
 async def caller(request: web.Request, *, admin_only: bool = False) -> Caller:

@@ -444,7 +444,8 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                              "responses": {"200": _json("Health", "healthy"),
                                            "503": _json({"type": "object"}, "the store is unavailable")}}},
         "/metrics": {"get": {"operationId": "metrics", "tags": ["operations"],
-                             "summary": "Prometheus metrics (text format 0.0.4)", "security": _PUBLIC,
+                             "summary": "Prometheus metrics (text format 0.0.4); the per-hostname series only "
+                                        "with the operator token", "security": _PUBLIC,
                              "responses": {"200": {"description": "metrics", "content": {"text/plain": {
                                  "schema": {"type": "string"}}}}}}},
         "/v1/openapi.json": {"get": {"operationId": "openapi", "tags": ["operations"],

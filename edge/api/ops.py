@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edge.api.auth import caller
+from edge.api.auth import caller, is_operator
 from edge.api.errors import query_int
 from edge.api.openapi import openapi_document
 from edge.api.state import SERVICES
@@ -26,9 +26,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text for anyone who can reach the API (a scraper needs no token); the series that name tenants'
+    hostnames only with the operator token (``Authorization: Bearer $EDGECERT_ADMIN_TOKEN``): a tenant sees only its
+    own domains."""
     services = request.app[SERVICES]
     await services.refresh_metrics()
-    return web.Response(body=services.metrics.render(),
+    return web.Response(body=services.metrics.render(operator=is_operator(request)),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
