@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
+import os
 import signal
+import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from store.models import utcnow
 
 from edge import __version__
 from edge.api import make_api_app
-from edge.config import Settings, parse_hostport
+from edge.config import ConfigError, Settings, parse_hostport
 from edge.names import format_hostport
 from edge.lifecycle.dnscheck import DnsChecker
 from edge.lifecycle.dns01 import dns01_publisher
@@ -190,7 +193,13 @@ async def build_services(settings: Settings) -> Services:
     """Open the store (running migrations), load keys and the default certificate, assemble the services."""
     apply_tls_settings(settings)
     state = settings.state_path
-    await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
+    try:
+        await asyncio.to_thread(state.mkdir, parents=True, exist_ok=True)
+        if not os.access(state, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable by this user")
+    except OSError as e:
+        raise ConfigError(f"EDGECERT_STATE_DIR={settings.state_dir}: cannot use it as the state directory: "
+                          f"{e.strerror or e}") from None
     storage = await asyncio.to_thread(open_storage, settings.database_url)
     keybox = await asyncio.to_thread(load_keybox, secret_key=settings.secret_key, state_dir=state,
                                      create=lambda p, data: atomic_write(p, data, mode=0o600, exclusive=True))
@@ -294,8 +303,11 @@ class Server:
         sock = pick(inherited, "https", host, port)
         self.https_socket = sock
         _say_handed_over("https", sock)
-        srv = await self._edge.start(host, port, services.index.default_context,
-                                     reuse_port=s.reuse_port, sock=sock)
+        try:
+            srv = await self._edge.start(host, port, services.index.default_context,
+                                         reuse_port=s.reuse_port, sock=sock)
+        except OSError as e:
+            raise _cannot_listen("https", s.https_listen, e) from None
         bound = srv.sockets[0].getsockname()[:2]
         self.addresses["https"] = (bound[0], bound[1])
         services.https_bound = (bound[0], bound[1])
@@ -311,7 +323,11 @@ class Server:
             _say_handed_over(name, sock)
             site: web.BaseSite = (web.SockSite(runner, sock, backlog=1024) if sock is not None else
                                   web.TCPSite(runner, host, port, backlog=1024, reuse_address=True))
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                await runner.cleanup()
+                raise _cannot_listen(name, listen, e) from None
             self._runners.append(runner)
             sock = site._server.sockets[0] if site._server and site._server.sockets else None  # type: ignore[union-attr]
             bound = sock.getsockname()[:2] if sock else (host, port)
@@ -337,6 +353,23 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+
+
+def _cannot_listen(name: str, value: str, e: OSError) -> ConfigError:
+    """A listener that cannot listen where its setting says, as the error naming that setting (serve exits 2)."""
+    setting = f"EDGECERT_{name.upper()}_LISTEN"
+    hint = ""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        hint = (" -- ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit in deploy/ grants it); "
+                "or pick a port above 1024")
+    elif e.errno == errno.EADDRINUSE:
+        hint = " -- another process listens there (nginx?); pick another address or stop that process"
+    elif e.errno == errno.EADDRNOTAVAIL:
+        hint = " -- no interface of this machine has that address"
+    elif isinstance(e, socket.gaierror):
+        hint = " -- the host name does not resolve; give an IP address or a resolvable name"
+    reason = e.strerror or str(e)
+    return ConfigError(f"{setting}={value}: cannot listen there: {reason}{hint}")
 
 
 def _say_handed_over(name: str, sock) -> None:

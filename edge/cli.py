@@ -146,6 +146,9 @@ def cmd_serve(argv: list[str]) -> int:
     limit_malloc_arenas(settings)
     try:
         asyncio.run(run_server(settings))
+    except ConfigError as e:  # a setting that could not be used once serving began: a listen address, the state dir
+        print(f"edgecert: configuration error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         hint = ""
         if e.errno in (13, 1):  # EACCES / EPERM binding a port below 1024

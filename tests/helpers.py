@@ -116,7 +116,7 @@ class EdgeProcess:
             try:
                 return self._start(timeout)
             except RuntimeError as e:
-                if "address already in use" not in str(e) or attempt == 2:
+                if "address already in use" not in str(e).lower() or attempt == 2:
                     raise
                 self._new_ports()  # a port chosen by free_port() was taken meanwhile: try others
         return self

@@ -4,6 +4,7 @@ refused with the setting's name; ``edgecert serve --config FILE`` uses the file.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -42,6 +43,35 @@ def test_serve_reports_a_bad_config_file_and_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge", "serve", "--config", str(bad)], capture_output=True, text=True,
                        timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "configuration error" in r.stderr and "sweep_interval" in r.stderr
+
+
+def test_serve_names_a_listen_address_or_state_dir_it_cannot_use_and_exits_2(tmp_path):
+    """Settings that parse but cannot be used once serve begins -- a port another process holds, a host name that
+    does not resolve, a state dir that cannot be created -- exit 2 naming the setting, no traceback."""
+    import socket
+
+    from edge.demo.process import free_port
+    root = Path(__file__).resolve().parents[1]
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    base = {"PATH": "/usr/bin:/bin", "EDGECERT_DATABASE_URL": f"sqlite:///{tmp_path}/e.db",
+            "EDGECERT_API_LISTEN": f"127.0.0.1:{free_port()}", "EDGECERT_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+            "EDGECERT_HTTPS_LISTEN": f"127.0.0.1:{free_port()}", "EDGECERT_ACME_DIRECTORY": "https://127.0.0.1:9/dir",
+            "EDGECERT_STATE_DIR": str(tmp_path / "state"), "EDGECERT_PREWARM": "false"}
+    (tmp_path / "a-file").write_text("in the way")
+    cases = [("EDGECERT_HTTP_LISTEN", f"127.0.0.1:{held.getsockname()[1]}", "already in use"),
+             ("EDGECERT_HTTPS_LISTEN", f"127.0.0.1:{held.getsockname()[1]}", "already in use"),
+             ("EDGECERT_API_LISTEN", "no-such-host.invalid:8080", "does not resolve"),
+             ("EDGECERT_STATE_DIR", str(tmp_path / "a-file" / "state"), "state directory")]
+    try:
+        for var, value, words in cases:
+            r = subprocess.run([sys.executable, "-m", "edge", "serve"], capture_output=True, text=True, timeout=60,
+                               env={**base, var: value}, cwd=root)
+            assert r.returncode == 2, (var, r.returncode, r.stderr[-2000:])
+            assert var in r.stderr and words in r.stderr.lower() and "Traceback" not in r.stderr, (var, r.stderr)
+    finally:
+        held.close()
 
 
 def test_every_setting_is_a_typed_field_from_toml_or_env(tmp_path):
