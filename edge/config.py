@@ -283,6 +283,7 @@ class Settings:
     # also how long an idle keep-alive connection stays open), and for a request body to arrive in full (408).
     listener_head_timeout: float = _s(15.0, _positive)
     listener_body_timeout: float = _s(30.0, _positive)
+    listener_max_conns_per_ip: int = _s(256, _at_least(0))
     upstream: str | None = _s(None, _url("http", "https"))
     edge_target: str | None = _s(None, _edge_target)
     dns_resolver: str | None = _s(None, _resolver)
