@@ -13,6 +13,7 @@ from edge.api.auth import limit_public, optional_caller
 from edge.api.domains import visible_domain
 from edge.api.analysis import analyse
 from edge.api.errors import ApiError, json_body
+from edge.api.plainwords import public_json
 from edge.api.state import ANALYSIS, SERVICES
 from edge.diagnostics import TargetNotAllowed
 from edge.diagnostics import diagnose as run_diagnose
@@ -48,7 +49,7 @@ async def diagnose(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_target", str(e)) from None
     except TimeoutError:
         raise ApiError(504, "diagnose_timeout", "the diagnosis took too long") from None
-    return web.json_response(result)
+    return web.json_response(public_json(result))  # no exception names or refused internal addresses
 
 
 async def triage(request: web.Request) -> web.Response:
