@@ -86,18 +86,22 @@ class _Guard(asyncio.Protocol):
             self.inner.resume_writing()
 
 
+async def _serve(site: web.BaseSite, cap: PerAddressCap, **where: Any) -> asyncio.AbstractServer:
+    """What TCPSite/SockSite.start do, with each connection's protocol behind ``cap``."""
+    await web.BaseSite.start(site)
+    server = site._runner.server
+    assert server is not None
+    return await asyncio.get_running_loop().create_server(cap.factory(server), backlog=site._backlog, **where)
+
+
 class _CappedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, cap: PerAddressCap, **kw: Any) -> None:
         super().__init__(runner, host, port, **kw)
         self.cap = cap
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-        self._server = await loop.create_server(self.cap.factory(server), self._host, self._port,
-                                                backlog=self._backlog, reuse_address=self._reuse_address)
+        self._server = await _serve(self, self.cap, host=self._host, port=self._port,
+                                    reuse_address=self._reuse_address)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 
@@ -107,11 +111,7 @@ class _CappedSockSite(web.SockSite):
         self.cap = cap
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-        self._server = await loop.create_server(self.cap.factory(server), sock=self._sock, backlog=self._backlog)
+        self._server = await _serve(self, self.cap, sock=self._sock)
 
 
 def capped_site(runner: web.BaseRunner, *, host: str, port: int, sock: socket.socket | None, cap: int,
