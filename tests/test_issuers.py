@@ -362,8 +362,9 @@ def test_the_account_heals_on_the_ari_path(pebble, dns, tmp_path):
                           what="the window asked again after the heal")
             with sqlite3.connect(edge.work_dir / "edgecert.db") as db:
                 assert db.execute("SELECT count(*) FROM acme_accounts").fetchone()[0] == 2
-            d = edge.domain(host)
-            assert d["renewal"]["ari_window"] is not None, d
+            # The proxy has answered; the window is stored a moment later (no read of it before then).
+            edge.wait_for(lambda: edge.domain(host)["renewal"]["ari_window"] is not None, timeout=30,
+                          what="the ARI window stored on the domain")
             assert f'edgecert_acme_account_recreated_total{{directory="{proxy.directory_url}"}} 1.0' \
                 in _metrics(edge)
         finally:
