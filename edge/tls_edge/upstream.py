@@ -20,7 +20,6 @@ import asyncio
 import base64
 import functools
 import hashlib
-import ipaddress
 import re
 import socket
 import ssl
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 
 import httptools
 
+from edge.addresses import forbidden_reason
 from edge.tls_edge.routing import REASONS, http_date
 
 try:  # the fast lane for plain heads (edge/tls_edge/_edgehttp.c); without it every head goes through httptools
@@ -707,30 +707,10 @@ class UpstreamPool:
 log = logging.getLogger(__name__)
 
 
-#: NAT64 prefixes (RFC 6052 well-known, RFC 8215 local-use): an address in them reaches the IPv4 one it carries.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-
-
 def public_address(addr: str) -> bool:
-    """A global unicast address (not loopback, private, link-local / cloud metadata, reserved, multicast,
-    unspecified). An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4 ``2002::/16``, NAT64 ``64:ff9b::/96``)
-    is judged by that IPv4 address, and local-use NAT64 is refused: the same rule as the set-time check of the
-    origin (``edge.diagnostics.target.check_allowed``), not imported here to keep edge workers lean."""
-    try:
-        ip = ipaddress.ip_address(addr.split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip in _NAT64_LOCAL:
-            return False
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif ip.sixtofour is not None:
-            ip = ip.sixtofour
-        elif ip in _NAT64:
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.is_global and not ip.is_multicast and not ip.is_reserved
+    """An address the edge may connect to for a tenant's origin (checked at each connect, against DNS rebinding):
+    the rule of :func:`edge.addresses.forbidden_reason`, the one the origin was checked with when it was set."""
+    return forbidden_reason(addr) is None
 
 
 class OriginPools:
