@@ -49,14 +49,27 @@ DEFAULT_LIMITS: dict[str, Limit] = {
 
 
 def load_limits(overrides: Mapping[str, Any] | None) -> dict[str, Limit]:
-    """Defaults, with ``{"name": {"capacity": N, "period": seconds}}`` overrides (settings ``rate_limits``)."""
+    """Defaults, with ``{"name": {"capacity": N, "period": seconds}}`` overrides (settings ``rate_limits``).
+
+    Raises:
+        ValueError: naming what is wrong (an unknown name, a value that is not a table, a capacity or period that is
+            not a number or out of range) -- the one error the settings checks report as it is."""
     limits = dict(DEFAULT_LIMITS)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ValueError("must map rate limit names to {capacity = N, period = SECONDS}")
     for name, spec in (overrides or {}).items():
         if name not in limits:
             raise ValueError(f"unknown rate limit {name!r}; known: {', '.join(limits)}")
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"rate limit {name}: must be a table {{capacity = N, period = SECONDS}}, "
+                             f"not {str(spec)[:60]!r}")
         base = limits[name]
-        cap = int(spec.get("capacity", base.capacity))
-        period = dt.timedelta(seconds=float(spec.get("period", base.period.total_seconds())))
+        try:
+            cap = int(spec.get("capacity", base.capacity))
+            period = dt.timedelta(seconds=float(spec.get("period", base.period.total_seconds())))
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"rate limit {name}: capacity must be a whole number and period a number of seconds "
+                             f"(within about 30,000 years)") from None
         if cap < 1 or period.total_seconds() <= 0:
             raise ValueError(f"rate limit {name}: capacity >= 1 and period > 0 required")
         limits[name] = Limit(name, base.kind, cap, period)

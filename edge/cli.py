@@ -149,14 +149,8 @@ def cmd_serve(argv: list[str]) -> int:
     except ConfigError as e:  # a setting that could not be used once serving began: a listen address, the state dir
         print(f"edgecert: configuration error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        hint = ""
-        if e.errno in (13, 1):  # EACCES / EPERM binding a port below 1024
-            hint = ("\n  ports 80/443 need root or CAP_NET_BIND_SERVICE (the systemd unit in deploy/ grants it); "
-                    "or set EDGECERT_HTTP_LISTEN / EDGECERT_HTTPS_LISTEN to ports above 1024")
-        elif e.errno == 98:  # EADDRINUSE
-            hint = "\n  another process listens there (nginx?); pick other EDGECERT_*_LISTEN addresses"
-        print(f"edgecert: cannot start: {e}{hint}", file=sys.stderr)
+    except OSError as e:  # anything else the system refused (a listener that cannot bind is a ConfigError above)
+        print(f"edgecert: cannot start: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

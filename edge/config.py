@@ -182,9 +182,8 @@ def _rate_limits(v: Any) -> str | None:
     from acme_client.ratelimit import load_limits
     try:
         load_limits(v)
-    except (TypeError, ValueError, AttributeError, OverflowError) as e:
-        return (f"{e}" if isinstance(e, ValueError) and not isinstance(e, OverflowError) else
-                "must map rate limit names to {capacity = N, period = SECONDS}")
+    except ValueError as e:
+        return str(e)
     return None
 
 

@@ -92,9 +92,8 @@ def issuers_check(v: tuple) -> str | None:
             from acme_client.ratelimit import load_limits
             try:
                 load_limits(as_mapping(rl))
-            except (TypeError, ValueError, AttributeError, OverflowError) as e:
-                return f"{where} ({d}): rate_limits: " + (str(e) if type(e) is ValueError else
-                                                          "must map rate limit names to {capacity = N, period = S}")
+            except ValueError as e:
+                return f"{where} ({d}): rate_limits: {e}"
         o = t.get("orders_per_10s")
         if o is not None and (isinstance(o, bool) or not isinstance(o, int) or o < 1):
             return f"{where} ({d}): orders_per_10s must be a whole number >= 1"
