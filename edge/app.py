@@ -34,7 +34,7 @@ from edge.lifecycle.files import LiveFiles, atomic_write
 from edge.lifecycle.hooks import ReloadHook
 from edge.listenfds import pick, take_inherited
 from edge.api.http01 import make_http_app
-from edge.api.percap import PerAddressCap, capped_site
+from edge.api.percap import capped_site
 from edge.lifecycle.manager import DomainManager
 from edge.metrics import Metrics
 from edge.lifecycle.probes import Prober
@@ -287,7 +287,6 @@ class Server:
         self._runners: list[web.AppRunner] = []
         self._edge: EdgeHttpServer | None = None  # the TLS edge
         self.https_socket = None  # the TLS edge's listening socket when the service manager handed it over
-        self.caps: dict[str, PerAddressCap | None] = {}  # per-address connection caps of the aiohttp listeners
         self.addresses: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> Services:
@@ -323,8 +322,7 @@ class Server:
             host, port = parse_hostport(listen, setting=name)
             sock = pick(inherited, name, host, port)
             _say_handed_over(name, sock)
-            site, cap = capped_site(runner, host=host, port=port, sock=sock, cap=s.listener_max_conns_per_ip)
-            self.caps[name] = cap
+            site = capped_site(runner, host=host, port=port, sock=sock, cap=s.listener_max_conns_per_ip)
             try:
                 await site.start()
             except OSError as e:

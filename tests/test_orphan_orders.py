@@ -73,6 +73,7 @@ def test_no_list_or_no_match_is_none():
     assert _session({"https://ca/acct/1": _Resp(b"<html>")}).find_open_order(["a.example"]) is None
     answers = {"https://ca/acct/1": _Resp({"orders": "https://ca/o"}), "https://ca/o": _Resp({"orders": "x"})}
     assert _session(answers).find_open_order(["a.example"]) is None
-    answers = {"https://ca/acct/1": _Resp({"orders": "https://ca/o"}), "https://ca/o": _Resp({"orders": ["https://ca/1"]}),
+    answers = {"https://ca/acct/1": _Resp({"orders": "https://ca/o"}),
+               "https://ca/o": _Resp({"orders": ["https://ca/1"]}),
                "https://ca/1": _Resp(_order("valid", "a.example"))}
     assert _session(answers).find_open_order(["a.example"]) is None  # a valid order is a finished one

@@ -11,9 +11,11 @@ RAW = {
     "hostname": "shop.example.com",
     "openssl_command": "openssl s_client -connect 203.0.113.5:443 -servername shop.example.com 2>&1 | head",
     "checks": [
-        {"name": "connect", "ok": False, "detail": "203.0.113.5:443: ConnectionRefusedError: [Errno 111] Connection refused"},
+        {"name": "connect", "ok": False,
+         "detail": "203.0.113.5:443: ConnectionRefusedError: [Errno 111] Connection refused"},
         {"name": "dns", "ok": False, "detail": "getaddrinfo: gaierror [Errno -2] Name or service not known"},
-        {"name": "tls", "ok": False, "detail": "ssl.SSLError: [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"},
+        {"name": "tls", "ok": False,
+         "detail": "ssl.SSLError: [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"},
         {"name": "aia", "ok": True, "detail": "AIA fetch of http://ca.example/ca.crt failed: TargetNotAllowed: "
                                               "refusing to probe 10.0.0.7: private address"},
         {"name": "expiry", "ok": True, "detail": "the certificate expires in 80 days"},

@@ -561,7 +561,8 @@ def test_random_sni_names_never_reach_the_ca(edge):
     # domains may go on with their own orders meanwhile.)
     with sqlite3.connect(edge.work_dir / "edgecert.db") as db:
         ordered = {n for (row,) in db.execute("SELECT names FROM acme_orders") for n in json.loads(row)}
-    random_names = {n.lower() for n in names[:40]} | {"localhost", "edge.test", "xn--bcher-kva.test", "a" * 63 + ".test"}
+    random_names = {n.lower() for n in names[:40]} | {"localhost", "edge.test", "xn--bcher-kva.test",
+                                                      "a" * 63 + ".test"}
     assert not ordered & random_names, ordered & random_names
     after_names = {d["hostname"] for d in edge.call("GET", "/v1/domains?limit=1000")[1]["domains"]}
     assert after_names == before_names

@@ -3,8 +3,9 @@
 Errors are always ``{"error": {"code": ..., "message": ...}}``: handlers raise ``ApiError`` (status, code, message and
 extra fields), ``error_middleware`` turns it, aiohttp's own 4xx and any unexpected exception into that shape (a 500
 never leaks internals). An unreachable database (:class:`store.protocol.StoreUnavailable`) is a ``503
-store_unavailable`` with ``Retry-After`` (setting ``store_retry_after``): transient, nobody's input was wrong. ``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes, arriving within ``listener_body_timeout``
-seconds (408 ``body_timeout`` beyond).
+store_unavailable`` with ``Retry-After`` (setting ``store_retry_after``): transient, nobody's input was wrong.
+``json_body`` reads a JSON object of at most ``MAX_BODY`` bytes, arriving within ``listener_body_timeout`` seconds
+(408 ``body_timeout`` beyond).
 """
 
 from __future__ import annotations

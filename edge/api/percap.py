@@ -115,14 +115,12 @@ class _CappedSockSite(web.SockSite):
 
 
 def capped_site(runner: web.BaseRunner, *, host: str, port: int, sock: socket.socket | None, cap: int,
-                backlog: int = 1024) -> tuple[web.BaseSite, PerAddressCap | None]:
+                backlog: int = 1024) -> web.BaseSite:
     """The site of a listener at ``host:port`` (or on the handed-over ``sock``), with at most ``cap`` open
     connections per client address (``cap`` 0: aiohttp's own sites, no cap)."""
     if cap <= 0:
-        site: web.BaseSite = (web.SockSite(runner, sock, backlog=backlog) if sock is not None else
-                              web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True))
-        return site, None
-    guard = PerAddressCap(cap)
+        return (web.SockSite(runner, sock, backlog=backlog) if sock is not None else
+                web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True))
     if sock is not None:
-        return _CappedSockSite(runner, sock, guard, backlog=backlog), guard
-    return _CappedTCPSite(runner, host, port, guard, backlog=backlog, reuse_address=True), guard
+        return _CappedSockSite(runner, sock, PerAddressCap(cap), backlog=backlog)
+    return _CappedTCPSite(runner, host, port, PerAddressCap(cap), backlog=backlog, reuse_address=True)
